@@ -1,0 +1,27 @@
+# One command sets up from nothing and runs the demo; one sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup            ## generate -> ingest -> resolve -> features -> train -> score -> serve
+	$(VENV)/bin/cdp demo
+
+test: setup            ## the whole suite, including the end-to-end test with a real BentoML server
+	$(PY) -m pytest -q
+
+test-fast: setup       ## skip the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf data .pytest_cache

@@ -1,0 +1,167 @@
+"""`cdp`: the command line of the customer data platform ML layer.
+
+Heavy libraries (feast, mlflow, bentoml, lightgbm) are imported inside commands so that
+`cdp --help` answers instantly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cdp.paths import Workspace
+
+app = typer.Typer(help="Customer data platform ML layer: raw first-party data in, unified profiles "
+                       "and churn scores out.", no_args_is_help=True, add_completion=False)
+console = Console()
+HomeOption = typer.Option(None, "--home", envvar="CDP_HOME",
+                          help="Workspace folder (raw/, staged/, identity/, features/, mlflow.db). Default ./data")
+
+
+class UserError(Exception):
+    """An error whose message is for the user: printed without a traceback."""
+
+
+@contextmanager
+def progress_bar(title: str) -> Iterator:
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{title}: {step}", completed=done, total=total)
+        yield update
+
+
+def workspace(home: Optional[Path]) -> Workspace:
+    ws = Workspace.from_env(home)
+    os.environ["CDP_HOME"] = str(ws.root)
+    return ws
+
+
+def show(title: str, summary: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(str(key), json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+
+
+def run_stage(fn, *args, **kwargs) -> dict:
+    """Run a stage; known input problems become one red line instead of a traceback."""
+    from profiles.ingest import ContractError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ContractError, UserError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def generate(customers: int = typer.Option(20_000, min=100, help="How many real people to simulate."),
+             seed: int = typer.Option(7, help="Random seed: the same seed gives the same files."),
+             home: Optional[Path] = HomeOption) -> None:
+    """Write realistic synthetic first-party data (all contract tables) to raw/ and the truth to truth/."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar("generate") as update:
+        summary = run_stage(pipeline.generate, ws, customers, seed, progress=update)
+    show(f"generated into {ws.raw}", summary)
+
+
+@app.command()
+def ingest(home: Optional[Path] = HomeOption) -> None:
+    """Validate raw/ against the data contract; accepted rows to staged/, rejected to quarantine."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar("ingest") as update:
+        summary = run_stage(pipeline.ingest, ws, progress=update)
+    table = Table(title="ingest: accepted + quarantined = read")
+    for column in ("table", "read", "accepted", "quarantined", "field_issues"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name, counts in summary["tables"].items():
+        table.add_row(name, *(str(counts.get(c, 0)) for c in ("read", "accepted", "quarantined", "field_issues")))
+    console.print(table)
+
+
+@app.command()
+def resolve(home: Optional[Path] = HomeOption) -> None:
+    """Link records that belong to the same person into one customer_id (identity/identity_map.parquet)."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with console.status("resolving identities"):
+        summary = run_stage(pipeline.resolve, ws)
+    show("identity resolution", summary)
+
+
+@app.command()
+def features(home: Optional[Path] = HomeOption) -> None:
+    """Build profile and signal snapshots, register them in Feast, materialize the latest."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar("features") as update:
+        summary = run_stage(pipeline.build_features, ws, progress=update)
+    show("features", summary)
+
+
+@app.command()
+def train(model: str = typer.Argument("churn", help="Which model to train: churn."),
+          home: Optional[Path] = HomeOption) -> None:
+    """Train a model out-of-time on point-in-time features; log to MLflow; alias `champion`."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar(f"train {model}") as update:
+        summary = run_stage(pipeline.train, ws, model, progress=update)
+    show(f"trained {model}", summary)
+
+
+@app.command()
+def score(home: Optional[Path] = HomeOption) -> None:
+    """Batch-score all active customers and push the scores back into the profiles (Feast push)."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with console.status("scoring"):
+        summary = run_stage(pipeline.score, ws)
+    show("scores pushed", summary)
+
+
+@app.command()
+def serve(port: int = typer.Option(3000, help="HTTP port."), home: Optional[Path] = HomeOption) -> None:
+    """Serve POST /churn with BentoML (blocks; Ctrl-C stops)."""
+    from serving.server import serve_forever
+
+    serve_forever(workspace(home), port)
+
+
+@app.command()
+def demo(customers: int = typer.Option(20_000, min=500, help="People to simulate."),
+         seed: int = typer.Option(7, help="Random seed."),
+         port: int = typer.Option(3000, help="Port for the demo's BentoML server."),
+         home: Optional[Path] = HomeOption) -> None:
+    """Run everything end to end on embedded defaults and write reports/demo_summary.json."""
+    from cdp.demo import run_demo
+
+    ws = workspace(home)
+    run_stage(run_demo, ws, customers, seed, port, console)
+    console.print(f"summary written to [bold]{ws.reports / 'demo_summary.json'}[/bold]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The raw first-party data contract (shared/DATA_CONTRACT.md) as code.
+
+One place that names every raw table, its columns, which of them are required, identifiers,
+timestamps, enumerations and primary keys. Ingest validates against it; the synthetic
+generator writes exactly these columns. Extra columns in raw files are allowed and kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+    primary_key: tuple[str, ...]
+    timestamps: tuple[str, ...] = ()
+    dates: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
+    booleans: tuple[str, ...] = ()
+    enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "crm_contacts",
+            ("record_id", "first_name", "last_name", "email", "phone", "date_of_birth",
+             "address_line", "city", "postcode", "created_at", "updated_at"),
+            required=("record_id", "created_at"),
+            primary_key=("record_id",),
+            timestamps=("created_at", "updated_at"),
+            dates=("date_of_birth",),
+            emails=("email",),
+            phones=("phone",),
+        ),
+        TableSpec(
+            "loyalty_members",
+            ("card_id", "first_name", "last_name", "email", "phone", "postcode", "enrolled_at",
+             "tier", "status"),
+            required=("card_id", "enrolled_at"),
+            primary_key=("card_id",),
+            timestamps=("enrolled_at",),
+            enums={"tier": ("bronze", "silver", "gold", "platinum"),
+                   "status": ("active", "inactive", "closed")},
+            emails=("email",),
+            phones=("phone",),
+        ),
+        TableSpec(
+            "online_accounts",
+            ("account_id", "email", "first_name", "last_name", "phone", "postcode", "created_at"),
+            required=("account_id", "created_at"),
+            primary_key=("account_id",),
+            timestamps=("created_at",),
+            emails=("email",),
+            phones=("phone",),
+        ),
+        TableSpec(
+            "orders",
+            ("order_id", "channel", "store_id", "ordered_at", "card_id", "phone", "account_id",
+             "email", "total_amount", "discount_amount", "coupon_code"),
+            required=("order_id", "channel", "ordered_at", "total_amount"),
+            primary_key=("order_id",),
+            timestamps=("ordered_at",),
+            numbers=("total_amount", "discount_amount"),
+            enums={"channel": ("store", "online", "app")},
+            emails=("email",),
+            phones=("phone",),
+        ),
+        TableSpec(
+            "order_lines",
+            ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount"),
+            required=("order_id", "line_no", "product_id", "quantity", "unit_price"),
+            primary_key=("order_id", "line_no"),
+            numbers=("line_no", "quantity", "unit_price", "discount"),
+        ),
+        TableSpec(
+            "products",
+            ("product_id", "name", "category", "subcategory", "brand", "price"),
+            required=("product_id", "category", "price"),
+            primary_key=("product_id",),
+            numbers=("price",),
+        ),
+        TableSpec(
+            "web_events",
+            ("event_id", "occurred_at", "device_id", "account_id", "session_id", "event_type",
+             "product_id", "category", "search_query"),
+            required=("event_id", "occurred_at", "event_type"),
+            primary_key=("event_id",),
+            timestamps=("occurred_at",),
+            enums={"event_type": ("page_view", "product_view", "search", "add_to_cart",
+                                  "remove_from_cart", "wishlist_add", "checkout_start")},
+        ),
+        TableSpec(
+            "service_interactions",
+            ("interaction_id", "occurred_at", "channel", "reason", "resolved", "sentiment",
+             "handle_seconds", "phone", "email", "account_id", "card_id"),
+            required=("interaction_id", "occurred_at", "channel", "reason"),
+            primary_key=("interaction_id",),
+            timestamps=("occurred_at",),
+            numbers=("sentiment", "handle_seconds"),
+            booleans=("resolved",),
+            enums={"channel": ("call", "email", "chat"),
+                   "reason": ("inquiry", "complaint", "billing", "delivery", "cancellation",
+                              "product_question")},
+            emails=("email",),
+            phones=("phone",),
+        ),
+        TableSpec(
+            "campaigns",
+            ("campaign_id", "name", "channel", "start_at", "end_at", "objective",
+             "target_category"),
+            required=("campaign_id", "channel", "start_at", "end_at"),
+            primary_key=("campaign_id",),
+            timestamps=("start_at", "end_at"),
+            enums={"channel": ("email", "sms", "push", "paid_display")},
+        ),
+        TableSpec(
+            "marketing_sends",
+            ("send_id", "campaign_id", "sent_at", "group", "email", "account_id", "device_id"),
+            required=("send_id", "campaign_id", "sent_at", "group"),
+            primary_key=("send_id",),
+            timestamps=("sent_at",),
+            enums={"group": ("treatment", "control")},
+            emails=("email",),
+        ),
+        TableSpec(
+            "marketing_responses",
+            ("send_id", "event_type", "occurred_at"),
+            required=("send_id", "event_type", "occurred_at"),
+            primary_key=(),
+            timestamps=("occurred_at",),
+            enums={"event_type": ("delivered", "opened", "clicked", "unsubscribed", "bounced")},
+        ),
+        TableSpec(
+            "enrichment",
+            ("vendor", "as_of", "email_sha256", "postcode", "household_size", "income_band",
+             "life_stage", "home_owner", "car_owner"),
+            required=("vendor", "as_of", "email_sha256"),
+            primary_key=(),
+            timestamps=("as_of",),
+            numbers=("household_size",),
+            booleans=("home_owner", "car_owner"),
+        ),
+        TableSpec(
+            "consent_events",
+            ("event_id", "occurred_at", "identifier", "identifier_type", "purpose", "granted",
+             "source"),
+            required=("event_id", "occurred_at", "identifier", "identifier_type", "purpose",
+                      "granted"),
+            primary_key=("event_id",),
+            timestamps=("occurred_at",),
+            booleans=("granted",),
+            enums={"identifier_type": ("email", "phone", "account_id", "card_id"),
+                   "purpose": ("email_marketing", "sms_marketing", "profiling",
+                               "third_party_sharing")},
+        ),
+    )
+}
+
+CONSENT_PURPOSES = TABLES["consent_events"].enums["purpose"]

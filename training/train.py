@@ -1,0 +1,131 @@
+"""Training pipeline: point-in-time training set from Feast -> out-of-time split -> fit ->
+evaluate -> MLflow run with metrics, plots and the model -> registry alias `champion`.
+
+    train_set = build_training_set(store, spec, entities)
+    train, valid = split_out_of_time(train_set, spec)
+    model = fit(spec, train); metrics = evaluate(model, valid); register(...)
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cdp.paths import Workspace
+from models.churn import CHURN, build_pipeline, labelled_entities
+from models.spec import ModelSpec
+from training.evaluate import binary_metrics, binary_plots
+from training.tracking import CHAMPION, PIP_REQUIREMENTS, SKOPS_TRUSTED, use_workspace
+
+ID_COLUMNS = ["customer_id", "event_timestamp"]
+
+
+@dataclass
+class TrainResult:
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    train_rows: int
+    valid_rows: int
+    train_snapshots: list[str]
+    valid_snapshot: str
+    oracle: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_training_set(store, spec: ModelSpec, entities: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time join of the model's FeatureService onto (customer_id, event_timestamp, label).
+
+    The DuckDB offline store keeps entity rows with no feature row (nulls); a training set
+    must have exactly as many rows as asked for, so that is checked here.
+    """
+    service = store.get_feature_service(spec.feature_service)
+    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    if len(frame) != len(entities):
+        raise RuntimeError(f"point-in-time join returned {len(frame)} rows for {len(entities)} entity rows")
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame.sort_values(ID_COLUMNS, ignore_index=True)
+
+
+def feature_columns(frame: pd.DataFrame, spec: ModelSpec) -> list[str]:
+    return [c for c in frame.columns if c not in (*ID_COLUMNS, spec.label)]
+
+
+def split_out_of_time(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate on the last snapshot; train only on snapshots whose label window closes before it."""
+    valid_at = frame["event_timestamp"].max()
+    train_end = valid_at - pd.Timedelta(days=spec.horizon_days)
+    train = frame[frame["event_timestamp"] <= train_end]
+    valid = frame[frame["event_timestamp"] == valid_at]
+    if train.empty or valid.empty or train[spec.label].nunique() < 2:
+        raise ValueError("not enough history for an out-of-time split: need snapshots at least "
+                         f"{spec.horizon_days} days before {valid_at:%Y-%m-%d} with both label values")
+    return train, valid
+
+
+def fit(spec: ModelSpec, train: pd.DataFrame, seed: int = 0):
+    model = build_pipeline(seed)
+    model.fit(train[feature_columns(train, spec)], train[spec.label].to_numpy())
+    return model
+
+
+def predict(model, frame: pd.DataFrame) -> np.ndarray:
+    """Probabilities with columns in the order the model was fitted on."""
+    return model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
+
+
+def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Timestamp],
+                data_end: pd.Timestamp, oracle_fn=None, progress=None) -> TrainResult:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    spec = CHURN
+    step = progress or (lambda *_: None)
+    entities = labelled_entities(orders, snapshots, data_end, spec)
+    step("point-in-time training set", 1, 4)
+    frame = build_training_set(store, spec, entities)
+    train, valid = split_out_of_time(frame, spec)
+    step("fit LightGBM + calibration", 2, 4)
+    started = time.perf_counter()
+    model = fit(spec, train)
+    fit_seconds = time.perf_counter() - started
+    score = predict(model, valid)
+    y_valid = valid[spec.label].to_numpy()
+    metrics = binary_metrics(y_valid, score)
+    oracle = oracle_fn(valid[ID_COLUMNS].assign(label=y_valid), score) if oracle_fn else {}
+    step("log to MLflow", 3, 4)
+
+    use_workspace(ws)
+    mlflow.set_experiment(spec.name)
+    features = feature_columns(train, spec)
+    with mlflow.start_run(run_name=f"{spec.name}-{valid['event_timestamp'].max():%Y%m%d}") as run:
+        mlflow.log_params({"feature_service": spec.feature_service, "label": spec.label,
+                           "horizon_days": spec.horizon_days, "estimator": "LGBMClassifier+isotonic",
+                           "n_features": len(features), "train_rows": len(train), "valid_rows": len(valid),
+                           "train_snapshots": len(train["event_timestamp"].unique()),
+                           "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}"})
+        mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds, **{f"oracle_{k}": v for k, v in oracle.items()}})
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in binary_plots(y_valid, score, Path(tmp)):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            (Path(tmp) / "features.json").write_text(json.dumps(features, indent=1))
+            mlflow.log_artifact(str(Path(tmp) / "features.json"))
+        info = mlflow.sklearn.log_model(
+            model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
+            signature=infer_signature(valid[features].head(50), score[:50]), skops_trusted_types=SKOPS_TRUSTED)
+        version = str(info.registered_model_version)
+        MlflowClient().set_registered_model_alias(spec.name, CHAMPION, version)
+    step("registered", 4, 4)
+    return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
+                       train_rows=len(train), valid_rows=len(valid),
+                       train_snapshots=[f"{t:%Y-%m-%d}" for t in sorted(train["event_timestamp"].unique())],
+                       valid_snapshot=f"{valid['event_timestamp'].max():%Y-%m-%d}", oracle=oracle)
