@@ -40,8 +40,8 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
     """Validate raw tables, normalize identifiers, quarantine rejected rows with reasons."""
     from profiles.ingest import ingest as ingest_raw
 
-    report = ingest_raw(ws.ensure(), progress=progress)
-    return report.to_dict()
+    report = ingest_raw(ws.ensure(), progress=progress).to_dict()
+    return {"tables": {row.pop("table"): row for row in report["tables"]}, "warnings": report["warnings"]}
 
 
 @_timed

@@ -59,6 +59,7 @@ def apply_definitions(ws: Workspace) -> "FeatureStore":
 def materialize_latest(ws: Workspace, store: "FeatureStore", as_of: pd.Timestamp) -> None:
     """Load the latest snapshot of every batch feature view into the online store."""
     definitions = repo_definitions()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # Feast's per-view tqdm bars would flood the CLI's own progress
     store.materialize(start_date=(as_of - definitions.SNAPSHOT_TTL).to_pydatetime(),
                       end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime(),
                       feature_views=list(definitions.FEATURES))

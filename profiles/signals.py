@@ -49,7 +49,7 @@ SQL = {
           date_diff('day', min(o.ordered_at), max(o.ordered_at)) / greatest(count(*) - 1, 1) AS mean_days_between_orders
         FROM snapshots s JOIN orders o
           ON o.customer_id = s.customer_id AND o.ordered_at < s.event_timestamp
-        GROUP BY ALL""",
+        GROUP BY s.customer_id, s.event_timestamp""",
     "category_mix": """
         WITH per_cat AS (
           SELECT s.customer_id, s.event_timestamp, l.category, sum(l.quantity * l.unit_price) AS spend
@@ -78,7 +78,7 @@ SQL = {
         FROM snapshots s JOIN web w
           ON w.customer_id = s.customer_id AND w.occurred_at < s.event_timestamp
          AND w.occurred_at >= s.event_timestamp - INTERVAL 365 DAY
-        GROUP BY ALL""",
+        GROUP BY s.customer_id, s.event_timestamp""",
     "service_signals": """
         SELECT s.customer_id, s.event_timestamp,
           count(*) FILTER (v.occurred_at >= s.event_timestamp - INTERVAL 90 DAY) AS contacts_90d,
@@ -93,7 +93,7 @@ SQL = {
         FROM snapshots s JOIN service v
           ON v.customer_id = s.customer_id AND v.occurred_at < s.event_timestamp
          AND v.occurred_at >= s.event_timestamp - INTERVAL 365 DAY
-        GROUP BY ALL""",
+        GROUP BY s.customer_id, s.event_timestamp""",
     "campaign_engagement": """
         WITH sent AS (
           SELECT s.customer_id, s.event_timestamp, m.send_id
