@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -160,6 +161,8 @@ def demo(customers: int = typer.Option(20_000, min=500, help="People to simulate
 
 
 def main() -> None:
+    # Third-party deprecation notices (ibis, SQLAlchemy) are for us, not for the user's terminal.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     app()
 
 

@@ -29,7 +29,7 @@ def customer_persons(ws: Workspace) -> pd.DataFrame:
     pure = counts.groupby("customer_id")["person_id"].nunique().eq(1)
     orders = joined[joined["source_table"] == "orders"]
     whole = orders.groupby("person_id")["customer_id"].nunique().eq(1)  # all the person's orders here
-    best["clean"] = pure.reindex(best.index, fill_value=False) & best["person_id"].map(whole).fillna(False).astype(bool)
+    best["clean"] = pure.reindex(best.index, fill_value=False) & best["person_id"].map(whole).eq(True)
     return best[["person_id", "clean"]]
 
 

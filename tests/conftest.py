@@ -1,0 +1,48 @@
+"""Shared fixture: one tiny synthetic retailer run through every stage, once per session."""
+from __future__ import annotations
+
+import socket
+import warnings
+from pathlib import Path
+
+import pytest
+
+from cdp.paths import Workspace
+
+TINY_CUSTOMERS = 1500
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> tuple[Workspace, dict[str, dict]]:
+    """generate -> ingest -> resolve -> features -> train -> score on ~1.5k people."""
+    from cdp import pipeline
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    ws = Workspace(Path(tmp_path_factory.mktemp("cdp")))
+    ws.ensure()
+    results = {
+        "generate": pipeline.generate(ws, TINY_CUSTOMERS, seed=11),
+        "ingest": pipeline.ingest(ws),
+        "resolve": pipeline.resolve(ws),
+        "features": pipeline.build_features(ws),
+        "train": pipeline.train(ws, "churn"),
+        "score": pipeline.score(ws),
+    }
+    return ws, results
+
+
+@pytest.fixture(scope="session")
+def pipeline_ws(pipeline_run) -> Workspace:
+    return pipeline_run[0]
+
+
+@pytest.fixture(scope="session")
+def stage_results(pipeline_run) -> dict[str, dict]:
+    """Each stage's summary dict, keyed by stage name."""
+    return pipeline_run[1]
