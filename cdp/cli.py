@@ -160,6 +160,21 @@ def demo(customers: int = typer.Option(20_000, min=500, help="People to simulate
     console.print(f"summary written to [bold]{ws.reports / 'demo_summary.json'}[/bold]")
 
 
+def _register_extra_commands() -> None:
+    """Command groups that live in their own modules register themselves on `app`."""
+    import importlib
+
+    for module in ("cdp.identity_commands",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+_register_extra_commands()
+
+
 def main() -> None:
     # Third-party deprecation notices (ibis, SQLAlchemy) are for us, not for the user's terminal.
     warnings.filterwarnings("ignore", category=DeprecationWarning)

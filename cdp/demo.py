@@ -68,7 +68,11 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         "people_in_truth": _people_in_truth(ws),
         "customers_found": stages["resolve"]["customers"],
         "churn_roc_auc": round(train["metrics"]["roc_auc"], 4),
-        "churn_oracle_roc_auc": round(train["oracle"].get("roc_auc", float("nan")), 4) if train["oracle"] else None,
+        "churn_oracle_roc_auc": round(train["oracle"]["roc_auc"], 4) if train["oracle"] else None,
+        "identity_clean_rows": {  # customer == one whole person: where the oracle is the ceiling
+            "rows": train["oracle"]["clean_rows"],
+            "model_roc_auc": round(train["oracle"]["model_clean_rows_roc_auc"], 4),
+            "oracle_roc_auc": round(train["oracle"]["clean_rows_roc_auc"], 4)} if train["oracle"] else None,
         "churn_pr_auc": round(train["metrics"]["pr_auc"], 4),
         "churn_brier": round(train["metrics"]["brier"], 4),
         "churn_lift_top_decile": round(train["metrics"]["lift_top_decile"], 2),
@@ -83,7 +87,7 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
     ws.reports.mkdir(parents=True, exist_ok=True)
     (ws.reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     table = Table(title="cdp demo", show_header=False)
-    for key in ("people_in_truth", "customers_found", "churn_roc_auc", "churn_oracle_roc_auc", "churn_pr_auc",
+    for key in ("people_in_truth", "customers_found", "churn_roc_auc", "churn_oracle_roc_auc", "identity_clean_rows", "churn_pr_auc",
                 "churn_brier", "churn_lift_top_decile", "customers_scored_and_pushed", "total_seconds"):
         table.add_row(key, str(summary[key]))
     table.add_row("quarantined rows", str(sum(summary["rows_quarantined"].values())))

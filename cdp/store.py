@@ -6,8 +6,11 @@ The yaml is `feature_repo/feature_store.yaml` unless CDP_FEATURE_STORE_YAML name
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -41,6 +44,8 @@ def repo_definitions() -> ModuleType:
 def open_store(ws: Workspace) -> "FeatureStore":
     from feast import FeatureStore
 
+    # ibis (inside Feast's DuckDB store) warns on every query about a DuckDB rename; not for users.
+    warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
     os.environ["CDP_HOME"] = str(ws.root)  # expanded inside feature_store.yaml
     ws.feast.mkdir(parents=True, exist_ok=True)
     yaml = Path(os.environ.get("CDP_FEATURE_STORE_YAML", FEATURE_REPO / "feature_store.yaml"))
@@ -60,6 +65,7 @@ def materialize_latest(ws: Workspace, store: "FeatureStore", as_of: pd.Timestamp
     """Load the latest snapshot of every batch feature view into the online store."""
     definitions = repo_definitions()
     os.environ.setdefault("TQDM_DISABLE", "1")  # Feast's per-view tqdm bars would flood the CLI's own progress
-    store.materialize(start_date=(as_of - definitions.SNAPSHOT_TTL).to_pydatetime(),
-                      end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime(),
-                      feature_views=list(definitions.FEATURES))
+    with contextlib.redirect_stdout(io.StringIO()):  # and so would its banner per view
+        store.materialize(start_date=(as_of - definitions.SNAPSHOT_TTL).to_pydatetime(),
+                          end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime(),
+                          feature_views=list(definitions.FEATURES))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cdp.paths import Workspace
-from models.churn import CHURN, build_pipeline, labelled_entities
+from models.churn import CHURN, fit_calibrated, labelled_entities
 from models.spec import ModelSpec
 from training.evaluate import binary_metrics, binary_plots
 from training.tracking import CHAMPION, PIP_REQUIREMENTS, SKOPS_TRUSTED, use_workspace
@@ -72,9 +72,12 @@ def split_out_of_time(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFram
 
 
 def fit(spec: ModelSpec, train: pd.DataFrame, seed: int = 0):
-    model = build_pipeline(seed)
-    model.fit(train[feature_columns(train, spec)], train[spec.label].to_numpy())
-    return model
+    """Booster on all but the latest training snapshot; calibration on that latest snapshot."""
+    latest = train["event_timestamp"].max()
+    fit_part, calibration_part = train[train["event_timestamp"] < latest], train[train["event_timestamp"] == latest]
+    if fit_part.empty:
+        raise ValueError("need at least two training snapshots (one to fit, one to calibrate)")
+    return fit_calibrated(fit_part, calibration_part, feature_columns(train, spec), spec.label, seed)
 
 
 def predict(model, frame: pd.DataFrame) -> np.ndarray:
@@ -109,7 +112,7 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
     features = feature_columns(train, spec)
     with mlflow.start_run(run_name=f"{spec.name}-{valid['event_timestamp'].max():%Y%m%d}") as run:
         mlflow.log_params({"feature_service": spec.feature_service, "label": spec.label,
-                           "horizon_days": spec.horizon_days, "estimator": "LGBMClassifier+isotonic",
+                           "horizon_days": spec.horizon_days, "estimator": "LGBMClassifier + isotonic (out-of-time calibration)",
                            "n_features": len(features), "train_rows": len(train), "valid_rows": len(valid),
                            "train_snapshots": len(train["event_timestamp"].unique()),
                            "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}"})
