@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,10 @@ COMMANDS = ["generate", "ingest", "resolve", "features", "train", "score", "serv
 
 
 def run(*args: str, home: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real console script, with a clean environment as a new user's shell would have."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
     env_args = ["--home", str(home)] if home else []
-    return subprocess.run([CDP, *args, *env_args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([CDP, *args, *env_args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

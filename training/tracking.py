@@ -1,7 +1,6 @@
 """MLflow plumbing shared by every model: tracking URI, model logging, registry aliases."""
 from __future__ import annotations
 
-import os
 from importlib.metadata import version
 
 from cdp.paths import Workspace
@@ -21,7 +20,6 @@ CHAMPION = "champion"
 def use_workspace(ws: Workspace) -> None:
     import mlflow
 
-    os.environ.setdefault("MLFLOW_TRACKING_URI", ws.mlflow_uri)
     mlflow.set_tracking_uri(ws.mlflow_uri)
     mlflow.set_registry_uri(ws.mlflow_uri)
 
