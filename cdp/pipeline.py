@@ -71,8 +71,12 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     (ws.features / "snapshots.json").write_text(json.dumps(
         {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}, indent=1))
     started = time.perf_counter()
+    if progress:
+        progress("feast apply + materialize latest snapshot", len(written), len(written) + 1)
     store = apply_definitions(ws)
     materialize_latest(ws, store, snapshots[-1])
+    if progress:
+        progress("online store loaded", len(written) + 1, len(written) + 1)
     return {"rows_per_view": written, "snapshots": len(snapshots), "as_of": snapshots[-1].isoformat(),
             "customers_latest_snapshot": int(pd.read_parquet(ws.features / "customer_profile.parquet",
                                                              columns=["event_timestamp"])
@@ -80,31 +84,48 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
             "feast_apply_materialize_seconds": round(time.perf_counter() - started, 2)}
 
 
+MODELS = ("churn", "next-best-product", "campaign-response")
+
+
 @_timed
 def train(ws: Workspace, model: str = "churn", progress: Progress | None = None) -> dict:
-    """Point-in-time training set -> LightGBM -> MLflow run, registry alias `champion`."""
+    """Point-in-time training set from the model's FeatureService -> fit -> out-of-time evaluation
+    -> MLflow run -> registry alias `champion` when it beats the current champion."""
     from cdp.store import open_store
     from profiles.timeline import load_timeline
-    from training.oracle import churn_oracle
-    from training.train import train_churn
 
-    if model != "churn":
-        raise ValueError(f"model: unknown model '{model}' (available: churn)")
+    model = model.replace("_", "-")
+    if model not in MODELS:
+        raise ValueError(f"model: unknown model '{model}' (available: {', '.join(MODELS)})")
     snapshots, end = load_snapshots(ws)
     timeline = load_timeline(ws)
-    result = train_churn(ws, open_store(ws), timeline.orders, snapshots, end,
-                         oracle_fn=churn_oracle(ws), progress=progress)
+    store = open_store(ws)
+    if model == "churn":
+        from training.oracle import churn_oracle
+        from training.train import train_churn
+
+        result = train_churn(ws, store, timeline.orders, snapshots, end, oracle_fn=churn_oracle(ws), progress=progress)
+    elif model == "next-best-product":
+        from models.next_best_product import catalogue
+        from training.ranking import train_next_best_product
+
+        result = train_next_best_product(ws, store, timeline.order_lines, catalogue(ws), snapshots, end,
+                                         progress=progress)
+    else:
+        from training.uplift import train_campaign_response
+
+        result = train_campaign_response(ws, store, timeline.sends, pd.read_parquet(ws.staged / "campaigns.parquet"),
+                                         timeline.orders, timeline.order_lines, snapshots, progress=progress)
     return result.to_dict()
 
 
 @_timed
 def score(ws: Workspace) -> dict:
-    """Batch-score every active customer and push the scores back into the profiles."""
+    """Batch-score every active customer with each registered champion and push the scores back
+    into the profiles (one PushSource per score family). Models without a champion are skipped."""
     from cdp.store import open_store
     from profiles.timeline import load_timeline
-    from serving.batch import score_churn
+    from serving.batch import score_all
 
     snapshots, _ = load_snapshots(ws)
-    scores = score_churn(ws, open_store(ws), load_timeline(ws).orders, snapshots[-1])
-    return {"customers_scored": len(scores), "mean_churn_probability": round(float(scores["churn_probability"].mean()), 4),
-            "model_version": scores["churn_model_version"].iloc[0] if len(scores) else None}
+    return score_all(ws, open_store(ws), load_timeline(ws), snapshots[-1])
