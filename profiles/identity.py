@@ -1,22 +1,28 @@
-"""Identity resolution v1: deterministic linking on normalized identifiers.
+"""Identity resolution v2: deterministic identifier links + guarded probabilistic matching.
 
-In:  staged tables (ingest output) with `email_norm`, `phone_e164`, card/account/device ids.
-Out: `identity/identity_map.parquet`  (source_table, source_key, customer_id, linked_by)
-     `identity/identifier_map.parquet` (identifier node -> customer_id), used to attach
-     records that carry only an identifier (consent events, enrichment by email_sha256).
-     `identity/blocked_identifiers.parquet` (identifiers the guards refused to link on).
+In:  staged tables (ingest output) with `email_norm`, `phone_e164`, card/account/device ids,
+     and profile fields (names, date of birth, address, postcode) for `profiles.matching`;
+     the previous `identity/identity_map.parquet` (if any) as the reference for stable ids.
+Out: `identity/identity_map.parquet`  (source_table, source_key, customer_id, linked_by,
+     match_probability: 1.0 when a deterministic identifier binds the record to its cluster)
+     `identity/identifier_map.parquet` (identifier node -> customer_id)
+     `identity/blocked_identifiers.parquet` (node, kind, reason, guard: 'blocked' never links;
+     'shared' links only records whose names agree and dates of birth do not conflict)
+     `identity/match_edges.parquet` (scored profile pairs, accepted or the guard that refused)
+     `identity/splink_model.json`, `identity/id_history.parquet`, `identity/households.parquet`.
 
-Every identifying record is linked to its identifier nodes; connected components of that
-bipartite graph are people. A component is a *customer* when it holds a profile record
-(CRM, loyalty card, online account) or an order; device-only web traffic and sends to
-unknown addresses stay anonymous. Guards keep shared values from chaining strangers:
-a placeholder pattern, a fan-out cap (one phone/email seen with too many distinct
-cards/accounts/emails), a shared-device cap, and a checkout-placeholder rule.
-The probabilistic matcher (Splink) will plug in as extra edges between record nodes.
+Graph: records <-> identifier nodes (cards, accounts, emails, phones, devices) plus
+record <-> record edges (probabilistic matches, name-agreeing pairs on a shared identifier);
+connected components are people. Guards: placeholder pattern, fan-out cap, shared-device cap,
+checkout placeholders (hard blocks); a phone/email carried by profile records whose first
+names disagree or whose dates of birth conflict is a *shared* identifier (a household's home
+phone): it no longer chains records, it only links name-agreeing pairs; a probabilistic link
+needs agreeing first names and no date-of-birth conflict; a cluster left with two conflicting
+dates of birth loses its probabilistic/shared edges and is re-split.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 from dataclasses import dataclass
 
 import duckdb
@@ -26,6 +32,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from cdp.paths import Workspace
+from profiles import matching
+from profiles.identity_ids import assign_ids, customer_id_for  # noqa: F401  (re-exported)
 
 # (table, key column, {identifier kind: column}) — the columns each table links on.
 LINK_SOURCES: tuple[tuple[str, str, dict[str, str]], ...] = (
@@ -53,6 +61,10 @@ class ResolveConfig:
     # and at least `min_orders_cap`) is a checkout placeholder, e.g. a store's own number.
     order_cap_multiple: float = 1.0
     min_orders_cap: int = 20
+    probabilistic: bool = True       # Splink edges between profile records
+    match_threshold: float = 0.999   # match_probability a probabilistic edge needs
+    first_name_jw: float = 0.88      # first names "agree" at or above this Jaro-Winkler similarity
+    seed: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,10 @@ class ResolveSummary:
     records_linked: int
     anonymous_records: int
     blocked_identifiers: int
+    shared_identifiers: int = 0
+    probabilistic_links: int = 0
+    dob_conflict_clusters: int = 0
+    retired_ids: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return self.__dict__.copy()
@@ -126,57 +142,190 @@ def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.
     """).df()
 
 
-def customer_id_for(anchor: str) -> str:
-    """Deterministic id from the smallest node of a component (stable across re-runs)."""
-    return "cus_" + hashlib.sha1(anchor.encode()).hexdigest()[:12]
+
+def _names_agree_sql(config: ResolveConfig) -> str:
+    """SQL (over l./r. profile columns) for 'first names agree' (nickname, typo or swap)."""
+    return (f"(l.first_canon = r.first_canon OR jaro_winkler_similarity(l.first_name, r.first_name) >= "
+            f"{config.first_name_jw} OR (l.first_name = r.last_name AND l.last_name = r.first_name))")
 
 
-def _components(usable: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Connected components of the record <-> identifier graph: (record component, node component)."""
-    record_keys = usable["source_table"] + "\x1f" + usable["source_key"]
-    record_codes, record_index = np.unique(record_keys.to_numpy(), return_inverse=True)
-    node_codes, node_index = np.unique(usable["node"].to_numpy(), return_inverse=True)
-    n = len(record_codes) + len(node_codes)
-    graph = coo_matrix((np.ones(len(usable), dtype=np.int8), (record_index, len(record_codes) + node_index)), shape=(n, n))
+def _shared_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Phones/emails on profile records of different people -> (shared nodes, name-agreeing edges).
+
+    Reads the registered `links` (usable only) and `profiles` views."""
+    pairs = con.execute(f"""
+        WITH p AS (SELECT k.node, k.kind, pr.* FROM links k
+                   JOIN profiles pr ON pr.unique_id = k.source_table || '|' || k.source_key
+                   WHERE k.kind IN ('phone', 'email'))
+        SELECT l.node, l.kind, l.unique_id AS uid_l, r.unique_id AS uid_r, l.dob AS dob_l, r.dob AS dob_r,
+               l.first_name IS NOT NULL AND r.first_name IS NOT NULL AS names_known,
+               coalesce({_names_agree_sql(config)}, false) AS names_agree
+        FROM p l JOIN p r ON l.node = r.node AND l.unique_id < r.unique_id""").df()
+    if pairs.empty:
+        return (pd.DataFrame(columns=["node", "kind", "reason"]),
+                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
+    conflict = matching.dob_conflict(pairs["dob_l"], pairs["dob_r"])
+    pairs["disagree"] = (pairs["names_known"] & ~pairs["names_agree"]) | conflict
+    pairs["agree"] = pairs["names_known"] & pairs["names_agree"] & ~conflict
+    shared = pairs.groupby(["node", "kind"])["disagree"].any()
+    shared = shared[shared].reset_index()[["node", "kind"]]
+    shared["reason"] = "on profile records whose first names or dates of birth disagree: links only agreeing records"
+    edges = pairs[pairs["node"].isin(set(shared["node"])) & pairs["agree"]][["uid_l", "uid_r", "node"]]
+    return shared, edges.reset_index(drop=True)
+
+
+def _probabilistic_edges(profiles: pd.DataFrame, config: ResolveConfig,
+                         model: dict | None) -> tuple[pd.DataFrame, dict]:
+    """Scored profile pairs >= threshold with the guard verdict (`accepted`, `guard`)."""
+    result = matching.train_and_predict(profiles, floor_probability=config.match_threshold,
+                                        seed=config.seed, model=model)
+    edges = result.edges
+    if edges.empty:
+        return edges.assign(accepted=pd.Series(dtype=bool), guard=pd.Series(dtype=str)), result.model
+    by_id = profiles.set_index("unique_id")
+    first_disagrees = edges.get("gamma_first_name", pd.Series(1, index=edges.index)).eq(0).to_numpy()
+    conflict = matching.dob_conflict(edges["unique_id_l"].map(by_id["dob"]), edges["unique_id_r"].map(by_id["dob"]))
+    guard = np.where(first_disagrees, "first names disagree", np.where(conflict, "dates of birth conflict", ""))
+    return edges.assign(accepted=guard == "", guard=guard), result.model
+
+
+def _components(record_keys: np.ndarray, node_links: pd.DataFrame, record_edges: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Connected components of records + identifier nodes: (record component, node component).
+
+    node_links: (record, node) pairs; record_edges: (uid_l, uid_r) pairs of record keys."""
+    node_codes, node_index = np.unique(node_links["node"].to_numpy(), return_inverse=True)
+    rec = pd.Index(record_keys)
+    n_rec = len(rec)
+    rows = np.concatenate([rec.get_indexer(node_links["record"]), rec.get_indexer(record_edges["uid_l"])])
+    cols = np.concatenate([n_rec + node_index, rec.get_indexer(record_edges["uid_r"])])
+    n = n_rec + len(node_codes)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    return (pd.Series(component[: len(record_codes)], index=record_codes),
-            pd.Series(component[len(record_codes):], index=node_codes))
+    return pd.Series(component[:n_rec], index=rec), pd.Series(component[n_rec:], index=node_codes)
 
 
-def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig()) -> ResolveSummary:
+def _dob_conflicts(component: pd.Series, profiles: pd.DataFrame) -> set[int]:
+    """Components holding two profile records with conflicting dates of birth."""
+    dobs = profiles[["unique_id", "dob"]].dropna()
+    dobs = dobs.assign(component=dobs["unique_id"].map(component)).dropna(subset=["component"])
+    spread = dobs.groupby("component")["dob"].agg(["min", "max"])
+    suspects = spread[spread["min"] != spread["max"]].index
+    cand = dobs[dobs["component"].isin(suspects)]
+    pairs = cand.merge(cand, on="component", suffixes=("_l", "_r"))
+    pairs = pairs[pairs["dob_l"] < pairs["dob_r"]]
+    bad = matching.dob_conflict(pairs["dob_l"], pairs["dob_r"])
+    return set(pairs.loc[bad, "component"].astype(int))
+
+
+def _read_previous(ws: Workspace) -> pd.DataFrame | None:
+    path = ws.identity / "identity_map.parquet"
+    return pd.read_parquet(path, columns=["source_table", "source_key", "customer_id"]) if path.exists() else None
+
+
+def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict | None = None) -> ResolveSummary:
+    """Resolve all staged records into customers; previous ids are kept where clusters allow.
+    `model`: a trained Splink model to reuse instead of training a new one."""
     links = _record_identifiers(ws)
+    previous = _read_previous(ws)
     con = duckdb.connect()
     con.register("links", links)
-    blocked = _blocked_nodes(con, config)
+    blocked = _blocked_nodes(con, config).assign(guard="blocked")
     usable = links[~links["node"].isin(set(blocked["node"]))].reset_index(drop=True)
-    record_component, node_component = _components(usable)
-    usable["component"] = (usable["source_table"] + "\x1f" + usable["source_key"]).map(record_component).to_numpy()
-    con.register("usable", usable)
-    # Customers: components holding a profile record or an order; id from the smallest node.
-    customers = con.execute(f"""
-        SELECT component, min(node) AS anchor FROM usable GROUP BY component
-        HAVING bool_or(source_table IN {CUSTOMER_TABLES})""").df()
-    customers["customer_id"] = customers["anchor"].map(customer_id_for)
-    con.register("customers", customers)
-    identity_map = con.execute("""
-        SELECT u.source_table, u.source_key, c.customer_id,
-               string_agg(DISTINCT u.kind, ',' ORDER BY u.kind) AS linked_by
-        FROM usable u JOIN customers c USING (component)
-        GROUP BY ALL ORDER BY 1, 2""").df()
+    profiles = matching.profile_records(ws)
+    con.register("links", usable)
+    con.register("profiles", profiles)
+    shared, shared_edges = _shared_nodes(con, config)
+    usable = usable[~usable["node"].isin(set(shared["node"]))].reset_index(drop=True)
+    usable["record"] = usable["source_table"] + "|" + usable["source_key"]
+    con.register("usable_links", usable)
+
+    scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
+    if config.probabilistic and len(profiles) > 1:
+        scored, model = _probabilistic_edges(profiles, config, model)
+    prob = scored[scored["accepted"].astype(bool)]
+    record_edges = pd.concat([
+        shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
+        pd.DataFrame({"uid_l": prob["unique_id_l"], "uid_r": prob["unique_id_r"], "kind": "probabilistic",
+                      "p": prob["match_probability"].astype(float)})], ignore_index=True)
+    record_keys = np.unique(np.concatenate([usable["record"].to_numpy(), profiles["unique_id"].to_numpy()]))
+    record_component, node_component = _components(record_keys, usable, record_edges)
+    conflicted = _dob_conflicts(record_component, profiles)
+    if conflicted:  # cut the soft edges inside conflicting clusters and re-split
+        soft = record_edges["uid_l"].map(record_component).isin(conflicted)
+        record_edges = record_edges[~soft].reset_index(drop=True)
+        scored.loc[scored["unique_id_l"].map(record_component).isin(conflicted) & scored["accepted"], "guard"] = \
+            "cut: cluster had conflicting dates of birth"
+        scored["accepted"] = scored["guard"].eq("")
+        record_component, node_component = _components(record_keys, usable, record_edges)
+    remaining_conflicts = len(_dob_conflicts(record_component, profiles))
+
+    # records of the graph: every identifying record + every profile record
+    members = pd.DataFrame({"record": record_keys, "component": record_component.to_numpy()})
+    split = members["record"].str.split("|", n=1, expand=True)
+    members["source_table"], members["source_key"] = split[0], split[1]
+    anchors = pd.concat([pd.DataFrame({"component": node_component.to_numpy(), "anchor": node_component.index}),
+                         members[["component", "record"]].rename(columns={"record": "anchor"})])
+    anchor = anchors.groupby("component")["anchor"].min()
+    is_customer = members["source_table"].isin(CUSTOMER_TABLES).groupby(members["component"]).any()
+    members = members[members["component"].map(is_customer).to_numpy(bool)].reset_index(drop=True)
+    members["anchor"] = members["component"].map(anchor)
+    ids, history = assign_ids(members, previous)
+    members["customer_id"] = members["component"].map(ids)
+
+    kinds = con.execute("SELECT record, string_agg(DISTINCT kind, ',' ORDER BY kind) AS k FROM usable_links "
+                        "GROUP BY record").df().set_index("record")["k"]
+    soft_kinds = pd.concat([record_edges[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
+                            record_edges[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1)])
+    soft_kinds = soft_kinds.groupby("record")["kind"].agg(lambda k: ",".join(sorted(set(k))))
+    linked_by = pd.Series(members["record"].map(kinds).fillna(""), index=members.index)
+    extra = members["record"].map(soft_kinds).fillna("")
+    members["linked_by"] = (linked_by + np.where((linked_by != "") & (extra != ""), ",", "") + extra).to_numpy()
+    members["match_probability"] = _match_probability(members, usable, record_edges)
+    identity_map = members[["source_table", "source_key", "customer_id", "linked_by", "match_probability"]] \
+        .sort_values(["source_table", "source_key"]).reset_index(drop=True)
     nodes = pd.DataFrame({"node": node_component.index, "component": node_component.to_numpy()})
-    nodes = nodes.merge(customers[["component", "customer_id"]], on="component")[["node", "customer_id"]]
+    nodes = nodes[nodes["component"].isin(set(members["component"]))]
+    nodes["customer_id"] = nodes["component"].map(ids)
 
     ws.identity.mkdir(parents=True, exist_ok=True)
     identity_map.to_parquet(ws.identity / "identity_map.parquet", index=False)
-    nodes.to_parquet(ws.identity / "identifier_map.parquet", index=False)
-    blocked.to_parquet(ws.identity / "blocked_identifiers.parquet", index=False)
+    nodes[["node", "customer_id"]].reset_index(drop=True).to_parquet(ws.identity / "identifier_map.parquet", index=False)
+    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True) \
+        .to_parquet(ws.identity / "blocked_identifiers.parquet", index=False)
+    scored.to_parquet(ws.identity / "match_edges.parquet", index=False)
+    if model:
+        (ws.identity / "splink_model.json").write_text(json.dumps(model, indent=1, default=str))
+    history_path = ws.identity / "id_history.parquet"
+    if history_path.exists():
+        history = pd.concat([pd.read_parquet(history_path), history], ignore_index=True)
+    history.to_parquet(history_path, index=False)
+    from profiles.households import build_households
+    build_households(ws, identity_map, profiles, links)
+
     all_records = links[["source_table", "source_key"]].drop_duplicates()
+    linked_all = len(identity_map)
     return ResolveSummary(
-        customers=len(customers),
-        records_linked=len(identity_map),
-        anonymous_records=_count_without_identifiers(ws) + len(all_records) - len(identity_map),
+        customers=int(members["customer_id"].nunique()),
+        records_linked=linked_all,
+        anonymous_records=_count_without_identifiers(ws) + max(len(all_records) - linked_all, 0),
         blocked_identifiers=len(blocked),
+        shared_identifiers=len(shared),
+        probabilistic_links=int(scored["accepted"].sum()) if len(scored) else 0,
+        dob_conflict_clusters=remaining_conflicts,
+        retired_ids=int((history["event"] == "merged").sum()) if len(history) else 0,
     )
+
+
+def _match_probability(members: pd.DataFrame, usable: pd.DataFrame, record_edges: pd.DataFrame) -> np.ndarray:
+    """1.0 where an identifier node binds the record to another record (or the record stands
+    alone); otherwise the best probability of the soft edges that bind it."""
+    degree = usable.groupby("node")["record"].nunique()
+    hard = set(usable.loc[usable["node"].map(degree) > 1, "record"])
+    best = pd.concat([record_edges[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
+                      record_edges[["uid_r", "p"]].set_axis(["record", "p"], axis=1)]).groupby("record")["p"].max()
+    p = members["record"].map(best).fillna(1.0).to_numpy(float)
+    p[members["record"].isin(hard).to_numpy()] = 1.0
+    return p
 
 
 def _count_without_identifiers(ws: Workspace) -> int:

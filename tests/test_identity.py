@@ -84,3 +84,112 @@ def test_ids_are_stable_across_reruns(ws):
     resolve(ws)
     assert _customers(ws) == first
     assert customer_id_for("email:ann@x.com") == customer_id_for("email:ann@x.com")
+
+
+# --- v2: households, guards, stable ids, explain ------------------------------------------
+
+def _people(ws: Workspace, crm: list[dict], orders: list[dict] | None = None) -> None:
+    base = {"first_name": None, "last_name": None, "date_of_birth": None, "address_line": None,
+            "postcode": None, "email_norm": None, "phone_e164": None}
+    _write(ws, "crm_contacts", [{**base, **r} for r in crm])
+    _write(ws, "orders", orders or [{"order_id": "O0", "card_id": None, "account_id": None,
+                                     "email_norm": None, "phone_e164": None}])
+
+
+HOME = "+12127345678"
+
+
+@pytest.fixture()
+def household(tmp_path) -> Workspace:
+    ws = Workspace(tmp_path)
+    _people(ws, [
+        {"record_id": "M1", "first_name": "Mary", "last_name": "Lee", "date_of_birth": "1970-03-01",
+         "address_line": "1 Oak St", "postcode": "10001", "phone_e164": HOME, "email_norm": "mary@x.com"},
+        {"record_id": "M2", "first_name": "Mary", "last_name": "Lee", "date_of_birth": "1970-03-01",
+         "address_line": "1 Oak St", "postcode": "10001", "phone_e164": HOME},
+        {"record_id": "J1", "first_name": "John", "last_name": "Lee", "date_of_birth": "1968-07-09",
+         "address_line": "1 Oak St", "postcode": "10001", "phone_e164": HOME, "email_norm": "john@x.com"},
+        {"record_id": "B1", "first_name": "Robert", "last_name": "Stone", "date_of_birth": "1980-01-02",
+         "email_norm": "bob@y.com"},
+        {"record_id": "B2", "first_name": "Bob", "last_name": "Stone", "date_of_birth": "1980-01-02",
+         "email_norm": "bob@y.com"},
+        {"record_id": "G1", "first_name": "n/a", "last_name": None, "phone_e164": "+10000000000"},
+        {"record_id": "G2", "first_name": "n/a", "last_name": None, "phone_e164": "+10000000000"},
+    ], [{"order_id": "O-home", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": HOME}])
+    return ws
+
+
+def test_shared_home_phone_links_only_name_agreeing_records(household):
+    summary = resolve(household)
+    ids = _customers(household)
+    assert ids[("crm_contacts", "M1")] == ids[("crm_contacts", "M2")]      # same name on the home phone
+    assert ids[("crm_contacts", "J1")] != ids[("crm_contacts", "M1")]      # spouse not merged
+    assert ("orders", "O-home") not in ids                                 # whose order? unknown: not guessed
+    assert ids[("crm_contacts", "B1")] == ids[("crm_contacts", "B2")]      # Bob = Robert
+    assert ids[("crm_contacts", "G1")] != ids[("crm_contacts", "G2")]      # placeholder phone never merges
+    assert summary.shared_identifiers >= 1
+    shared = pd.read_parquet(household.identity / "blocked_identifiers.parquet")
+    assert set(shared.loc[shared["node"] == f"phone:{HOME}", "guard"]) == {"shared"}
+    homes = pd.read_parquet(household.identity / "households.parquet").set_index("customer_id")["household_id"]
+    assert homes[ids[("crm_contacts", "M1")]] == homes[ids[("crm_contacts", "J1")]]
+    assert homes[ids[("crm_contacts", "B1")]] != homes[ids[("crm_contacts", "M1")]]
+    frame = pd.read_parquet(household.identity / "identity_map.parquet")
+    assert frame["match_probability"].between(0, 1).all()
+
+
+def test_dob_conflict_is_a_shared_identifier(tmp_path):
+    ws = Workspace(tmp_path)
+    _people(ws, [{"record_id": "T1", "first_name": "Sam", "last_name": "Ray", "date_of_birth": "1950-01-01",
+                  "email_norm": "ray@x.com"},
+                 {"record_id": "T2", "first_name": "Sam", "last_name": "Ray", "date_of_birth": "1985-06-30",
+                  "email_norm": "ray@x.com"}])
+    summary = resolve(ws)
+    ids = _customers(ws)
+    assert ids[("crm_contacts", "T1")] != ids[("crm_contacts", "T2")]
+    assert summary.dob_conflict_clusters == 0
+
+
+def test_stable_ids_merge_and_split(tmp_path):
+    ws = Workspace(tmp_path)
+    crm = [{"record_id": "A1", "email_norm": "a@x.com"}, {"record_id": "A2", "email_norm": "a@x.com"},
+           {"record_id": "A3", "email_norm": "a@x.com"}, {"record_id": "C1", "email_norm": "c@x.com"},
+           {"record_id": "D1", "email_norm": "d@x.com"}]
+    _people(ws, crm)
+    resolve(ws)
+    first = _customers(ws)
+    resolve(ws)
+    assert _customers(ws) == first                                  # re-run: same ids
+    # merge: C1 and D1 now share a phone -> one id survives, the other is retired
+    crm[3]["phone_e164"] = crm[4]["phone_e164"] = "+12127349999"
+    crm.append({"record_id": "E1", "email_norm": "e@x.com"})        # a new person
+    _people(ws, crm)
+    resolve(ws)
+    merged = _customers(ws)
+    assert merged[("crm_contacts", "A1")] == first[("crm_contacts", "A1")]   # untouched cluster keeps its id
+    assert merged[("crm_contacts", "C1")] == merged[("crm_contacts", "D1")]
+    survivor = merged[("crm_contacts", "C1")]
+    assert survivor in {first[("crm_contacts", "C1")], first[("crm_contacts", "D1")]}
+    history = pd.read_parquet(ws.identity / "id_history.parquet")
+    retired = ({first[("crm_contacts", "C1")], first[("crm_contacts", "D1")]} - {survivor}).pop()
+    assert ((history["event"] == "merged") & (history["old_id"] == retired) & (history["new_id"] == survivor)).any()
+    # split: A3 leaves A1/A2 -> the larger part keeps the id
+    crm[2]["email_norm"] = "other@x.com"
+    _people(ws, crm)
+    resolve(ws)
+    after = _customers(ws)
+    assert after[("crm_contacts", "A1")] == first[("crm_contacts", "A1")]
+    assert after[("crm_contacts", "A3")] != first[("crm_contacts", "A1")]
+    history = pd.read_parquet(ws.identity / "id_history.parquet")
+    assert ((history["event"] == "split") & (history["old_id"] == first[("crm_contacts", "A1")])).any()
+
+
+def test_explain_match_shows_evidence_without_raw_values(household):
+    from profiles.explain import explain_pair
+
+    resolve(household)
+    same = explain_pair(household, "M1", "M2")
+    assert same["same_customer"] and same["common_identifiers"][0]["guard"] == "shared"
+    assert HOME not in str(same) and "mary@x.com" not in str(same)
+    other = explain_pair(household, "M1", "J1")
+    assert not other["same_customer"]
+    assert "levels" in other["probabilistic"] and other["rule"] == "not linked"

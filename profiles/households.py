@@ -1,0 +1,57 @@
+"""Households: customers who live together.
+
+In:  this run's identity_map (source_table, source_key, customer_id), profile records
+     (`profiles.matching.profile_records`: last_name, address, postcode) and the record ->
+     identifier links (source_table, source_key, kind, node).
+Out: `identity/households.parquet` (customer_id, household_id), one row per customer.
+Two customers share a household when they share a street address + postcode + surname, or
+a phone number (a shared home phone). Phones on more than `max_household` customers are not
+homes (call centres, placeholders) and are ignored. household_id = "hh_" + sha1(smallest
+member customer_id)[:12], so it is stable while the membership's smallest id is.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from cdp.paths import Workspace
+
+
+def household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame,
+                   max_household: int = 8) -> pd.DataFrame:
+    """(customer_id, key) pairs: 'addr:<address>|<postcode>|<surname>' and 'phone:<e164>'."""
+    keyed = identity_map[["source_table", "source_key", "customer_id"]]
+    prof = profiles.dropna(subset=["address", "postcode", "last_name"])
+    addr = prof.assign(key="addr:" + prof["address"] + "|" + prof["postcode"] + "|" + prof["last_name"]) \
+        .merge(keyed, on=["source_table", "source_key"])[["customer_id", "key"]]
+    phones = links[links["kind"] == "phone"][["source_table", "source_key", "node"]] \
+        .merge(keyed, on=["source_table", "source_key"]).rename(columns={"node": "key"})[["customer_id", "key"]]
+    keys = pd.concat([addr, phones], ignore_index=True).drop_duplicates()
+    size = keys.groupby("key")["customer_id"].transform("nunique")
+    return keys[(size > 1) & (size <= max_household)].reset_index(drop=True)
+
+
+def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
+    """Connected components of customers linked by shared keys -> (customer_id, household_id)."""
+    ids = pd.Index(pd.unique(customers))
+    key_codes, key_index = np.unique(keys["key"].to_numpy(), return_inverse=True) if len(keys) else (np.array([]), np.array([], int))
+    n = len(ids) + len(key_codes)
+    graph = coo_matrix((np.ones(len(keys), dtype=np.int8), (ids.get_indexer(keys["customer_id"]), len(ids) + key_index)),
+                       shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    frame = pd.DataFrame({"customer_id": ids, "component": component[: len(ids)]})
+    smallest = frame.groupby("component")["customer_id"].transform("min")
+    frame["household_id"] = ["hh_" + hashlib.sha1(c.encode()).hexdigest()[:12] for c in smallest]
+    return frame[["customer_id", "household_id"]].sort_values("customer_id").reset_index(drop=True)
+
+
+def build_households(ws: Workspace, identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame) -> int:
+    """Write identity/households.parquet; returns the number of multi-person households."""
+    keys = household_keys(identity_map, profiles, links)
+    frame = households(identity_map["customer_id"], keys)
+    frame.to_parquet(ws.identity / "households.parquet", index=False)
+    return int((frame.groupby("household_id").size() > 1).sum())

@@ -1,0 +1,31 @@
+"""Matching helpers: nickname canonical names, date-of-birth conflicts, pseudo-labels."""
+from __future__ import annotations
+
+import pandas as pd
+
+from profiles.matching import _label_pairs, canonical_first_name, dob_conflict, splink_settings
+
+
+def test_nicknames_map_to_one_canonical_name():
+    assert canonical_first_name("bob") == canonical_first_name("robert") == "robert"
+    assert canonical_first_name("jim") == canonical_first_name("james")
+    assert canonical_first_name("zyxq") == "zyxq"
+
+
+def test_dob_conflict_tolerates_typos_but_not_other_people():
+    a = pd.Series(["1980-01-02", "1980-01-02", "1980-01-02", "1980-01-02", None])
+    b = pd.Series(["1980-01-02", "1981-01-02", "1980-02-01", "1955-07-30", "1955-07-30"])
+    assert dob_conflict(a, b).tolist() == [False, False, False, True, False]
+
+
+def test_label_pairs_skip_shared_values():
+    records = pd.DataFrame({"unique_id": [f"r{i}" for i in range(16)],
+                            "email": ["a@x"] * 2 + ["shared@x"] * 13 + [None]})
+    pairs = _label_pairs(records, ["email"], max_group=12)
+    assert pairs.values.tolist() == [["r0", "r1"]]
+
+
+def test_settings_are_backend_agnostic_objects():
+    settings = splink_settings()
+    # serialisable for any dialect: Splink renders the SQL when a backend is chosen
+    assert settings.get_settings("spark").as_dict()["link_type"] == "dedupe_only"
