@@ -5,6 +5,9 @@ Out: `ws.staged/<table>.parquet` (accepted rows, typed, with `source_row` and no
 identifier columns), `ws.quarantine` (table, row, reason, record) and
 `ws.staged/field_issues.parquet` (table, row, field, reason; PII masked). Every read row is
 either accepted or quarantined, never dropped silently; `IngestReport` holds the counts.
+Rows of people erased with `cdp privacy erase` (tokens in `privacy/suppressions.parquet`)
+are counted as `suppressed` and neither staged nor quarantined:
+accepted + quarantined + suppressed = read.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ class TableReport:
     accepted: int = 0
     quarantined: int = 0
     field_issues: int = 0
+    suppressed: int = 0  # rows of erased people (privacy/suppressions.parquet)
 
 
 @dataclass
@@ -56,12 +60,12 @@ class IngestReport:
     tables: list[TableReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     COLUMNS: ClassVar[tuple[str, ...]] = ("table", "source", "read", "accepted",
-                                          "quarantined", "field issues")
+                                          "quarantined", "field issues", "suppressed")
 
     def as_rows(self) -> list[tuple[str, ...]]:
         """One tuple of strings per table, in `COLUMNS` order (for a rich table)."""
         return [(t.table, t.source, f"{t.read:,}", f"{t.accepted:,}", f"{t.quarantined:,}",
-                 f"{t.field_issues:,}") for t in self.tables]
+                 f"{t.field_issues:,}", f"{t.suppressed:,}") for t in self.tables]
 
     def to_dict(self) -> dict[str, object]:
         return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings)}
@@ -277,8 +281,11 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
     """Validate, type and normalize every raw table into `ws.staged` (see module docstring)."""
+    from profiles.erasure import drop_suppressed, load_suppressions
+
     report = IngestReport()
     found = locate(ws.raw, report)
+    suppressed = load_suppressions(ws)
     ws.staged.mkdir(parents=True, exist_ok=True)
     region, known = default_region(), {}  # known: parent table -> its accepted keys
     quarantined: list[pd.DataFrame] = []
@@ -287,12 +294,17 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
         if progress:
             progress(name, done, len(TABLES))
         raw = read_raw(found[name], spec)
-        staged, bad, field_issues = stage_table(raw, spec, known, region)
+        kept, positions = drop_suppressed(name, raw, suppressed)
+        staged, bad, field_issues = stage_table(kept, spec, known, region)
+        if len(kept) < len(raw):  # row numbers keep pointing into the raw file
+            for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
+                frame[column] = positions[frame[column].to_numpy(dtype="int64")]
+            report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
         entry = TableReport(name, found[name].name if found[name] else "missing", len(raw),
-                            len(staged), len(bad), len(field_issues))
-        if entry.accepted + entry.quarantined != entry.read:
+                            len(staged), len(bad), len(field_issues), len(raw) - len(kept))
+        if entry.accepted + entry.quarantined + entry.suppressed != entry.read:
             raise RuntimeError(f"ingest bug: {name} accepted {entry.accepted} + quarantined "
-                               f"{entry.quarantined} != read {entry.read}")
+                               f"{entry.quarantined} + suppressed {entry.suppressed} != read {entry.read}")
         known.update({parent: staged[col] for col, parent in REFERENCES.values()
                       if parent == name})
         write_parquet(staged, ws.staged / f"{name}.parquet")

@@ -7,6 +7,8 @@ Out: one Parquet file per Feast feature view in `ws.features` (customer_id, even
 """
 from __future__ import annotations
 
+import os
+
 import duckdb
 import pandas as pd
 
@@ -16,7 +18,17 @@ from profiles.timeline import Timeline
 
 TIER_RANK = {"bronze": 1, "silver": 2, "gold": 3, "platinum": 4}
 INCOME_RANK = {"<25k": 1, "25-50k": 2, "50-75k": 3, "75-100k": 4, "100-150k": 5, ">150k": 6}
-ENRICHMENT_MAX_AGE_DAYS = 730  # vendor facts older than this have aged out
+ENRICHMENT_MAX_AGE_DAYS = 730  # vendor facts older than this have aged out (default)
+
+
+def enrichment_max_age_days() -> int:
+    """Retention of vendor facts in days: $CDP_ENRICHMENT_MAX_AGE_DAYS, else 730."""
+    raw = os.environ.get("CDP_ENRICHMENT_MAX_AGE_DAYS", "").strip()
+    if not raw:
+        return ENRICHMENT_MAX_AGE_DAYS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"CDP_ENRICHMENT_MAX_AGE_DAYS: must be a whole number of days >= 1, got '{raw}'")
+    return int(raw)
 
 
 def snapshot_times(data_end: pd.Timestamp, months: int = 18) -> list[pd.Timestamp]:
@@ -136,7 +148,7 @@ def _profile(timeline: Timeline, enrichment: pd.DataFrame, con: duckdb.DuckDBPyC
         LEFT JOIN births b ON b.customer_id = s.customer_id
         LEFT JOIN LATERAL (
           SELECT * FROM enrich x WHERE x.customer_id = s.customer_id AND x.as_of < s.event_timestamp
-            AND x.as_of >= s.event_timestamp - INTERVAL {ENRICHMENT_MAX_AGE_DAYS} DAY
+            AND x.as_of >= s.event_timestamp - INTERVAL {enrichment_max_age_days()} DAY
           ORDER BY x.as_of DESC LIMIT 1) e ON true
     """).df()
 

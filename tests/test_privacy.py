@@ -1,0 +1,408 @@
+"""Privacy end to end on the session pipeline: export is complete, erasure reaches every store
+(and only the erased person's rows), suppression survives re-ingest, nothing leaks PII.
+
+Destructive tests work on a copy of the session workspace (the Feast registry/online store
+paths follow CDP_HOME, so a copied folder is a self-contained platform)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cdp.paths import Workspace
+from profiles.contract import TABLES
+from profiles.normalize import canonical_email, e164_phone
+
+CDP = str(Path(sys.executable).with_name("cdp"))
+KEYS = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id",
+        "orders": "order_id", "service_interactions": "interaction_id", "marketing_sends": "send_id",
+        "web_events": "event_id"}
+ID_FIELDS = ("email", "phone", "identifier", "card_id", "account_id", "device_id", "record_id", "order_id",
+             "send_id", "event_id", "interaction_id", "email_sha256")
+CONSENT_NODE = {"email": "email", "phone": "phone", "account_id": "account", "card_id": "card"}
+
+
+def cdp(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
+    return subprocess.run([CDP, *args, "--home", str(home)], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def cli(*args: str, home: Path) -> tuple[int, str]:
+    """The same typer app in-process (no interpreter start-up): exit code and all output."""
+    from typer.testing import CliRunner
+
+    from cdp.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--home", str(home)])
+    return result.exit_code, result.output + (repr(result.exception) if result.exit_code not in (0, 2) else "")
+
+
+# ---- what the test itself believes belongs to a person (independent of profiles.privacy) ----
+
+def pick_customer(ws: Workspace) -> str:
+    """A well-covered person: orders, a CRM record, consent events, a score, an exclusive email."""
+    identity = pd.read_parquet(ws.identity / "identity_map.parquet")
+    nodes = pd.read_parquet(ws.identity / "identifier_map.parquet")
+    per_table = identity.groupby(["customer_id", "source_table"]).size().unstack(fill_value=0)
+    scored = set(pd.read_parquet(ws.features / "churn_scores.parquet")["customer_id"])
+    consent = pd.read_parquet(ws.staged / "consent_events.parquet")
+    consent_nodes = set(consent["identifier_type"].map(CONSENT_NODE) + ":" + consent["identifier_norm"].astype(str))
+    with_consent = set(nodes.loc[nodes["node"].isin(consent_nodes), "customer_id"])
+    with_email = set(nodes.loc[nodes["node"].str.startswith("email:"), "customer_id"])
+    with_phone = set(nodes.loc[nodes["node"].str.startswith("phone:"), "customer_id"])
+    quarantine = pd.read_parquet(ws.quarantine)
+    emails = [canonical_email(json.loads(r).get("email")) for r in quarantine["record"]]
+    quarantined = set(nodes.set_index("node")["customer_id"].reindex([f"email:{e}" for e in emails if e]).dropna())
+    ok = per_table[(per_table.get("orders", 0) > 0) & (per_table.get("crm_contacts", 0) > 0)].index
+    pool = sorted(set(ok) & scored & with_consent & with_email & with_phone)
+    assert pool, "fixture has no well-covered person"
+    preferred = [c for c in pool if c in quarantined]
+    return (preferred or pool)[0]
+
+
+def person_view(ws: Workspace, cid: str) -> dict:
+    """Keys, identifier values and raw identifier strings of one customer, from the stores."""
+    identity = pd.read_parquet(ws.identity / "identity_map.parquet")
+    mine = identity[identity["customer_id"] == cid]
+    nodes = pd.read_parquet(ws.identity / "identifier_map.parquet")
+    my_nodes = set(nodes.loc[nodes["customer_id"] == cid, "node"])
+    keys = {t: set(g["source_key"]) for t, g in mine.groupby("source_table")}
+    raw_strings, hashes = set(), set()
+    for table, key in KEYS.items():
+        staged = pd.read_parquet(ws.staged / f"{table}.parquet")
+        rows = staged[staged[key].astype(str).isin(keys.get(table, set()))]
+        if "email" in rows:
+            own = rows["email_norm"].map(lambda e: f"email:{e}" in my_nodes)
+            raw_strings |= set(rows.loc[own, "email"].dropna())
+            hashes |= set(rows.loc[own, "email_sha256"].dropna())
+        if "phone" in rows:
+            own = rows["phone_e164"].map(lambda p: f"phone:{p}" in my_nodes)
+            raw_strings |= set(rows.loc[own, "phone"].dropna())
+    values = {n.split(":", 1)[1] for n in my_nodes}
+    return {"customer_id": cid, "nodes": my_nodes, "keys": keys, "hashes": hashes,
+            "needles": values | raw_strings | {cid}, "all_keys": set().union(*keys.values()),
+            "raw_email": sorted(s for s in raw_strings if "@" in s)[0]}
+
+
+def expected_masks(ws: Workspace, person: dict) -> dict[str, np.ndarray]:
+    """Per Parquet file (relative path): which rows are the person's."""
+    cid, keys, nodes = person["customer_id"], person["keys"], person["nodes"]
+    masks: dict[str, np.ndarray] = {}
+    for table in TABLES:
+        frame = pd.read_parquet(ws.staged / f"{table}.parquet")
+        if table in KEYS:
+            mask = frame[KEYS[table]].astype(str).isin(keys.get(table, set()))
+        elif table == "order_lines":
+            mask = frame["order_id"].astype(str).isin(keys.get("orders", set()))
+        elif table == "marketing_responses":
+            mask = frame["send_id"].astype(str).isin(keys.get("marketing_sends", set()))
+        elif table == "consent_events":
+            mask = (frame["identifier_type"].map(CONSENT_NODE) + ":" + frame["identifier_norm"].astype(str)).isin(nodes)
+        elif table == "enrichment":
+            mask = frame["email_sha256"].isin(person["hashes"])
+        else:
+            mask = pd.Series(False, index=frame.index)
+        masks[f"staged/{table}.parquet"] = mask.to_numpy(bool)
+    quarantine = pd.read_parquet(ws.quarantine)
+    values = {n.split(":", 1)[1] for n in nodes} | person["all_keys"] | person["hashes"]
+
+    def carries(record: str) -> bool:
+        fields = json.loads(record)
+        return any(v is not None and {v, canonical_email(v), e164_phone(v)} & values
+                   for f, v in fields.items() if f in ID_FIELDS)
+    masks["staged/quarantine.parquet"] = np.array([carries(r) for r in quarantine["record"]], dtype=bool)
+    for name in ("identity_map", "identifier_map", "households"):
+        masks[f"identity/{name}.parquet"] = (pd.read_parquet(ws.identity / f"{name}.parquet")["customer_id"] == cid).to_numpy()
+    edges = pd.read_parquet(ws.identity / "match_edges.parquet")
+    uids = {f"{t}|{k}" for t, ks in keys.items() for k in ks}
+    masks["identity/match_edges.parquet"] = (edges["unique_id_l"].isin(uids) | edges["unique_id_r"].isin(uids)).to_numpy()
+    for path in ws.features.glob("*.parquet"):
+        masks[f"features/{path.name}"] = (pd.read_parquet(path)["customer_id"] == cid).to_numpy()
+    return masks
+
+
+def online_counts(ws: Workspace, cid: str) -> dict[str, tuple[int, int]]:
+    """Per online table: (all rows, rows whose entity key holds the customer_id)."""
+    with sqlite3.connect(ws.feast / "online.db") as con:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: (con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0],
+                    con.execute(f'SELECT count(*) FROM "{t}" WHERE instr(entity_key, ?) > 0',
+                                (cid.encode(),)).fetchone()[0])
+                for t in tables if "entity_key" in [c[1] for c in con.execute(f'PRAGMA table_info("{t}")')]}
+
+
+def string_hits(frame: pd.DataFrame, needles: set[str]) -> list[str]:
+    """Columns of `frame` holding any needle (exactly, or as a field of a JSON record)."""
+    hits = []
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if values.empty or not isinstance(values.iloc[0], str):
+            continue
+        if values.isin(needles).any():
+            hits.append(column)
+        elif column == "record" and any(set(map(str, json.loads(r).values())) & needles for r in values):
+            hits.append(column)
+    return hits
+
+
+def mlflow_runs(ws: Workspace) -> list:
+    """Every run in the workspace's MLflow (all experiments)."""
+    from mlflow import MlflowClient
+
+    from training.tracking import use_workspace
+
+    use_workspace(ws)
+    client = MlflowClient()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def mlflow_files(ws: Workspace) -> list[Path]:
+    """Every artifact file of every run and of the models they logged."""
+    from mlflow import MlflowClient
+
+    runs = mlflow_runs(ws)
+    client = MlflowClient()
+    roots = [r.info.artifact_uri for r in runs]
+    roots += [m.artifact_location for m in client.search_logged_models(
+        experiment_ids=sorted({r.info.experiment_id for r in runs}))]
+    files = []
+    for root in roots:
+        files += [p for p in Path(root.removeprefix("file://")).rglob("*") if p.is_file()]
+    assert files, "fixture runs have no artifacts"
+    return files
+
+
+def mlflow_text(files: list[Path]) -> str:
+    chunks = []
+    for path in files:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                chunks += [archive.read(n).decode("utf-8", "ignore") for n in archive.namelist()]
+        elif path.suffix != ".png":
+            chunks.append(path.read_bytes().decode("utf-8", "ignore"))
+    return "\n".join(chunks)
+
+
+# ---- erasure ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def erased(pipeline_ws, tmp_path_factory):
+    """A copy of the session workspace with one person erased through the CLI."""
+    home = tmp_path_factory.mktemp("erase") / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    person = person_view(ws, pick_customer(ws))
+    masks = expected_masks(ws, person)
+    before = {rel: pd.read_parquet(ws.root / rel) for rel in masks}
+    online_before = online_counts(ws, person["customer_id"])
+    result = cdp("privacy", "erase", person["raw_email"].upper(), "--yes", home=home)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return {"ws": ws, "person": person, "masks": masks, "before": before, "online_before": online_before,
+            "output": result.stdout + result.stderr}
+
+
+def test_erase_removes_exactly_the_persons_rows_everywhere(erased):
+    ws, person = erased["ws"], erased["person"]
+    removed = {}
+    for rel, mask in erased["masks"].items():
+        after = pd.read_parquet(ws.root / rel)
+        expected = erased["before"][rel][~mask].reset_index(drop=True)
+        pd.testing.assert_frame_equal(after.reset_index(drop=True), expected, check_dtype=True, obj=rel)
+        removed[rel] = int(mask.sum())
+    for table in ("crm_contacts", "orders", "order_lines", "consent_events"):
+        assert removed[f"staged/{table}.parquet"] > 0, table  # the chosen person really is in these
+    assert removed["features/churn_scores.parquet"] == 1
+    for table, (total, mine) in erased["online_before"].items():
+        now_total, now_mine = online_counts(ws, person["customer_id"])[table]
+        assert now_mine == 0 and now_total == total - mine, table
+    assert sum(mine for _, mine in erased["online_before"].values()) > 0
+    receipt = json.loads(next((ws.root / "privacy" / "receipts").glob("*.json")).read_text())
+    for rel, count in removed.items():
+        assert receipt["stores"][rel] == count, rel
+    assert "models_trained_on_subjects" in receipt
+
+
+def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
+    ws, person = erased["ws"], erased["person"]
+    needles = person["needles"] | person["all_keys"]
+    leftovers = {}
+    for folder in ("staged", "identity", "features", "privacy"):
+        for path in (ws.root / folder).rglob("*.parquet"):
+            hits = string_hits(pd.read_parquet(path), needles)
+            if hits:
+                leftovers[str(path.relative_to(ws.root))] = hits
+    assert not leftovers
+    tokens = pd.read_parquet(ws.root / "privacy" / "suppressions.parquet")["token"]
+    assert tokens.str.fullmatch(r"[0-9a-f]{64}").all()
+    text = mlflow_text(mlflow_files(ws))
+    receipts = "".join(p.read_text() for p in (ws.root / "privacy").rglob("*.json"))
+    for needle in person["needles"]:
+        assert needle not in text and needle not in receipts and needle not in erased["output"]
+
+
+def test_reingest_keeps_the_erased_person_out(erased):
+    """raw/ still holds them; the suppression list drops their rows, counted, at ingest."""
+    from cdp import pipeline
+
+    ws, person = erased["ws"], erased["person"]
+    summary = pipeline.ingest(ws)
+    for table, counts in summary["tables"].items():
+        assert counts["accepted"] + counts["quarantined"] + counts["suppressed"] == counts["read"], table
+    assert summary["tables"]["crm_contacts"]["suppressed"] >= len(person["keys"]["crm_contacts"])
+    assert summary["tables"]["order_lines"]["suppressed"] > 0
+    for table in TABLES:
+        rel = f"staged/{table}.parquet"
+        staged = pd.read_parquet(ws.root / rel)
+        assert not string_hits(staged, person["needles"]), table
+        others = erased["before"][rel][~erased["masks"][rel]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(staged, others, obj=rel)  # everyone else is back, same source_row
+    assert not string_hits(pd.read_parquet(ws.quarantine), person["needles"])
+
+
+# ---- subject access -------------------------------------------------------------------------
+
+def test_export_holds_everything_about_the_person(pipeline_ws):
+    """In-process (the CLI path is the same two calls; its error paths are tested below)."""
+    from profiles.privacy import find_subject
+    from profiles.subject_access import export_subject
+
+    person = person_view(pipeline_ws, pick_customer(pipeline_ws))
+    masks = expected_masks(pipeline_ws, person)
+    phone = next(n for n in person["nodes"] if n.startswith("phone:"))[6:]
+    report = json.loads(json.dumps(export_subject(pipeline_ws, find_subject(pipeline_ws, f"phone:{phone}")),
+                                   default=str))
+    assert report["customer_id"] == person["customer_id"]
+    for table in TABLES:
+        assert len(report["source_records"].get(table, [])) == masks[f"staged/{table}.parquet"].sum(), table
+    assert len(report["quarantined_records"]) == masks["staged/quarantine.parquet"].sum()
+    assert len(report["identity"]["records"]) == masks["identity/identity_map.parquet"].sum()
+    assert {n for n in report["identity"]["identifiers"] if not n.startswith("email_sha256:")} == person["nodes"]
+    for view, rows in report["features_offline"].items():
+        assert len(rows) == masks[f"features/{view}.parquet"].sum(), view
+    for view in ("customer_profile", "purchase_behaviour", "consent_state"):
+        assert report["features_offline"][view], view
+    for view, rows in report["scores_offline"].items():
+        assert len(rows) == masks[f"features/{view}.parquet"].sum(), view
+    assert len(report["scores_offline"]["churn_scores"]) == 1
+    online = report["features_online"]
+    assert online["customer_id"] == person["customer_id"]
+    assert online["customer_profile__tenure_days"] is not None
+    assert online["churn_scores__churn_probability"] == pytest.approx(
+        report["scores_offline"]["churn_scores"][0]["churn_probability"])
+    assert len(report["consent"]["history"]) == masks["staged/consent_events.parquet"].sum()
+    assert set(report["consent"]["now"]) == {"email_marketing", "sms_marketing", "profiling", "third_party_sharing"}
+    assert report["models_trained_on_subject"]  # the churn run (population not recorded yet: 'unknown')
+
+
+# ---- bad input, retention, leaks ------------------------------------------------------------
+
+def raw_pii(ws: Workspace) -> set[str]:
+    """Raw emails, phones and full names of every person in the workspace's raw data."""
+    pii = set()
+    for table in ("crm_contacts", "loyalty_members", "online_accounts"):
+        raw = pd.read_parquet(ws.raw / f"{table}.parquet")
+        pii |= set(raw["email"].dropna()) | {e for e in raw["email"].dropna().map(canonical_email) if e}
+        pii |= {p for p in raw["phone"].dropna() if len(re.sub(r"\D", "", p)) >= 7}
+        pii |= {p for p in raw["phone"].dropna().map(e164_phone) if p}
+        names = raw[["first_name", "last_name"]].dropna()
+        pii |= set(names["first_name"] + " " + names["last_name"])
+    return {p for p in pii if len(p) >= 6}
+
+
+def test_bad_identifiers_are_clear_errors_without_pii(pipeline_ws, erased, stage_results):
+    pii = raw_pii(pipeline_ws)
+    outputs = [erased["output"]]
+    for args, message in ((["export", "ann@@example"], "identifier: malformed email 'a***@***'"),
+                          (["erase", "nobody.here@example.com"], "identifier: email n***@***: no customer"),
+                          (["export", "phone:12"], "identifier: invalid phone number (2 digits)"),
+                          (["purge", "--inactive-days", "30", "--as-of", "soon"], "--as-of: not a timestamp")):
+        code, output = cli("privacy", *args, home=pipeline_ws.root)
+        assert code == 2, (args, output)
+        assert message in " ".join(output.split()) and "Traceback" not in output
+        outputs.append(output)
+    code, output = cli("privacy", "purge", "--inactive-days", "365", home=pipeline_ws.root)
+    assert code == 0 and "dry run" in output
+    outputs.append(output)
+    runs = mlflow_runs(pipeline_ws)
+    assert stage_results["train"]["run_id"] in {r.info.run_id for r in runs}
+    outputs += [json.dumps([r.data.params, r.data.tags, list(r.data.metrics)]) for r in runs]
+    outputs.append(mlflow_text(mlflow_files(pipeline_ws)))
+    text = "\n".join(outputs)
+    leaked = sorted(p for p in pii if p in text)
+    assert not leaked, f"{len(leaked)} raw identifiers/names in logs or MLflow"
+
+
+def test_purge_erases_inactive_customers_in_batches(pipeline_ws, tmp_path):
+    from profiles.erasure import erase_subjects, inactive_customers, last_activity
+    from profiles.privacy import subjects_for
+
+    last = last_activity(pipeline_ws)
+    stale = inactive_customers(pipeline_ws, 365)
+    assert 0 < len(stale) < len(last)
+    assert (last[stale] < last.max() - pd.Timedelta(days=365)).all()
+    assert set(inactive_customers(pipeline_ws, 730)) <= set(stale)
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    chosen = stale[:3]
+    receipt = erase_subjects(ws, subjects_for(ws, chosen).values(), models=False)
+    assert receipt["subjects"] == 3
+    for path in ws.features.glob("*.parquet"):
+        assert not pd.read_parquet(path)["customer_id"].isin(chosen).any()
+    assert not pd.read_parquet(ws.identity / "identity_map.parquet")["customer_id"].isin(chosen).any()
+    kept = pd.read_parquet(ws.identity / "identity_map.parquet")["customer_id"].nunique()
+    assert kept == pd.read_parquet(pipeline_ws.identity / "identity_map.parquet")["customer_id"].nunique() - 3
+
+
+def test_training_population_marks_the_models_trained_on_a_person(pipeline_ws, tmp_path):
+    """record_training_population -> runs_trained_on finds the run (hashed ids only)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from profiles.erasure import withdraw_scores
+    from profiles.privacy import record_training_population, runs_trained_on
+    from training.tracking import use_workspace
+
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    scored = sorted(pd.read_parquet(ws.features / "churn_scores.parquet")["customer_id"])
+    use_workspace(ws)
+    client = MlflowClient()
+    experiment = client.create_experiment("privacy_test", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    assert record_training_population(run_id, scored[:10] + scored[:3]) == 10
+    client.create_registered_model("privacy_test")
+    client.create_model_version("privacy_test", source=f"runs:/{run_id}/model", run_id=run_id)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="privacy")
+    text = "".join(p.read_bytes().decode("latin-1") for p in Path(local).rglob("*") if p.is_file())
+    assert not any(c in text for c in scored[:10])
+    hit = [r for r in runs_trained_on(ws, [scored[0]]) if r["run_id"] == run_id]
+    assert hit and hit[0]["model_versions"] == ["privacy_test/1"] and hit[0]["population"] == "contains subject"
+    assert not [r for r in runs_trained_on(ws, [scored[-1]]) if r["run_id"] == run_id]
+    removed = withdraw_scores(ws, scored[:2])  # profiling withdrawn: old scores go, profiles stay
+    assert removed["features/churn_scores.parquet"] == 2 and removed["feast/online.db (feature rows)"] >= 2 * 3
+    assert len(pd.read_parquet(ws.features / "churn_scores.parquet")) == len(scored) - 2
+
+
+def test_enrichment_retention_is_configurable(monkeypatch):
+    from profiles.signals import ENRICHMENT_MAX_AGE_DAYS, enrichment_max_age_days
+
+    monkeypatch.delenv("CDP_ENRICHMENT_MAX_AGE_DAYS", raising=False)
+    assert enrichment_max_age_days() == ENRICHMENT_MAX_AGE_DAYS
+    monkeypatch.setenv("CDP_ENRICHMENT_MAX_AGE_DAYS", "365")
+    assert enrichment_max_age_days() == 365
+    monkeypatch.setenv("CDP_ENRICHMENT_MAX_AGE_DAYS", "two years")
+    with pytest.raises(ValueError, match="CDP_ENRICHMENT_MAX_AGE_DAYS: must be a whole number"):
+        enrichment_max_age_days()
