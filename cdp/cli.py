@@ -86,11 +86,12 @@ def ingest(home: Optional[Path] = HomeOption) -> None:
     ws = workspace(home)
     with progress_bar("ingest") as update:
         summary = run_stage(pipeline.ingest, ws, progress=update)
-    table = Table(title="ingest: accepted + quarantined = read")
-    for column in ("table", "read", "accepted", "quarantined", "field_issues"):
+    counted = ("read", "accepted", "quarantined", "suppressed", "field_issues")
+    table = Table(title="ingest: accepted + quarantined + suppressed (erased people) = read")
+    for column in ("table", *counted):
         table.add_column(column, justify="left" if column == "table" else "right")
     for name, counts in summary["tables"].items():
-        table.add_row(name, *(str(counts.get(c, 0)) for c in ("read", "accepted", "quarantined", "field_issues")))
+        table.add_row(name, *(str(counts.get(c, 0)) for c in counted))
     console.print(table)
 
 
@@ -117,9 +118,9 @@ def features(home: Optional[Path] = HomeOption) -> None:
 
 
 @app.command()
-def train(model: str = typer.Argument("churn", help="Which model to train: churn."),
+def train(model: str = typer.Argument("churn", help="Which model to train: churn, next-best-product, campaign-response."),
           home: Optional[Path] = HomeOption) -> None:
-    """Train a model out-of-time on point-in-time features; log to MLflow; alias `champion`."""
+    """Train a model out-of-time on point-in-time features; log to MLflow; alias `champion` if it beats the champion."""
     from cdp import pipeline
 
     ws = workspace(home)
@@ -130,7 +131,7 @@ def train(model: str = typer.Argument("churn", help="Which model to train: churn
 
 @app.command()
 def score(home: Optional[Path] = HomeOption) -> None:
-    """Batch-score all active customers and push the scores back into the profiles (Feast push)."""
+    """Batch-score all active customers (churn, next best products, campaign uplift) and push the scores back (Feast push)."""
     from cdp import pipeline
 
     ws = workspace(home)
@@ -164,7 +165,7 @@ def _register_extra_commands() -> None:
     """Command groups that live in their own modules register themselves on `app`."""
     import importlib
 
-    for module in ("cdp.identity_commands",):
+    for module in ("cdp.identity_commands", "cdp.privacy_commands"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:

@@ -87,12 +87,35 @@ FEATURES: dict[str, dict[str, str]] = {
         "consent_third_party_sharing": "Third-party sharing consent: 1/0/null.",
     },
 }
-SCORE_FEATURES = {
-    "churn_probability": "Calibrated probability of no order in the next 90 days.",
-    "churn_model_version": "Registered MLflow model version that produced the score.",
-    "churn_scored_at": "Snapshot (as of) the churn score describes, ISO-8601.",
+SCORE_FAMILIES: dict[str, dict[str, tuple[str, str]]] = {  # family -> field -> (type, description)
+    "churn_scores": {
+        "churn_probability": ("float", "Calibrated probability of no order in the next 90 days."),
+        "churn_model_version": ("string", "Registered MLflow model version that produced the score."),
+        "churn_scored_at": ("string", "Snapshot (as of) the churn score describes, ISO-8601."),
+    },
+    "next_best_product_scores": {
+        "nbp_top_products": ("string", "Recommended product_ids, best first, comma-separated (in catalogue)."),
+        "nbp_top_score": ("float", "Ranker score of the first recommendation."),
+        "nbp_model_version": ("string", "Registered MLflow model version that produced the list."),
+        "nbp_scored_at": ("string", "Time (as of) the recommendations describe, ISO-8601."),
+    },
+    "campaign_response_scores": {
+        "campaign_id": ("string", "The campaign (channel + target category) the response scores describe."),
+        "campaign_p_treated": ("float", "P(order within 14 days | contacted)."),
+        "campaign_p_control": ("float", "P(order within 14 days | not contacted)."),
+        "campaign_uplift": ("float", "Uplift: p_treated - p_control (expected incremental conversions)."),
+        "campaign_target": ("float", "Targeting decision: 1 contact, 0 do not (uplift above the threshold)."),
+        "campaign_model_version": ("string", "Registered MLflow model version that produced the scores."),
+        "campaign_scored_at": ("string", "Time (as of) the scores describe, ISO-8601."),
+    },
 }
-MODEL_VIEWS = {"churn_v1": list(FEATURES)}
+SCORE_FEATURES = {f: d for f, (_, d) in SCORE_FAMILIES["churn_scores"].items()}  # kept for callers of the churn family
+CUSTOMER_VIEWS = ["customer_profile", "purchase_behaviour", "category_mix", "digital_engagement"]
+MODEL_VIEWS = {
+    "churn_v1": list(FEATURES),
+    "next_best_product_v1": CUSTOMER_VIEWS,
+    "campaign_response_v1": [*CUSTOMER_VIEWS, "service_signals", "campaign_engagement"],
+}
 
 
 def feature_views(features_dir: Path) -> dict[str, FeatureView]:
@@ -107,23 +130,40 @@ def feature_views(features_dir: Path) -> dict[str, FeatureView]:
     return views
 
 
-def score_view(features_dir: Path) -> tuple[PushSource, FeatureView]:
-    batch = FileSource(name="churn_scores_batch", path=str(features_dir / "churn_scores.parquet"),
+def seed_score_file(features_dir: Path, family: str) -> Path:
+    """The empty Parquet behind a PushSource, with explicit column types (Feast needs them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = features_dir / f"{family}.parquet"
+    if not path.exists():
+        arrow = {"float": pa.float64(), "string": pa.string()}
+        schema = pa.schema([("customer_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                            *((f, arrow[t]) for f, (t, _) in SCORE_FAMILIES[family].items())])
+        features_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), path)
+    return path
+
+
+def score_view(features_dir: Path, family: str = "churn_scores") -> tuple[PushSource, FeatureView]:
+    """Push source `<family>_push` + feature view `<family>`: scores written back by `cdp score`."""
+    batch = FileSource(name=f"{family}_batch", path=str(seed_score_file(features_dir, family)),
                        timestamp_field="event_timestamp", description="Scores written back by `cdp score`.")
-    push = PushSource(name="churn_scores_push", batch_source=batch)
-    dtypes = {"churn_probability": Float64, "churn_model_version": String, "churn_scored_at": String}
-    view = FeatureView(name="churn_scores", entities=[customer], ttl=SCORE_TTL, source=push, online=True,
-                       schema=[Field(name=f, dtype=dtypes[f], description=d) for f, d in SCORE_FEATURES.items()])
+    push = PushSource(name=f"{family}_push", batch_source=batch)
+    dtypes = {"float": Float64, "string": String}
+    view = FeatureView(name=family, entities=[customer], ttl=SCORE_TTL, source=push, online=True,
+                       schema=[Field(name=f, dtype=dtypes[t], description=d)
+                               for f, (t, d) in SCORE_FAMILIES[family].items()])
     return push, view
 
 
 def definitions(features_dir: Path) -> list:
     views = feature_views(features_dir)
-    push, scores = score_view(features_dir)
+    pushed = [obj for family in SCORE_FAMILIES for obj in score_view(features_dir, family)]
     services = [FeatureService(name=name, features=[views[v] for v in view_names],
                                description=f"Exactly the features model '{name}' trains and serves on.")
                 for name, view_names in MODEL_VIEWS.items()]
-    return [customer, *views.values(), push, scores, *services]
+    return [customer, *views.values(), *pushed, *services]
 
 
 if os.environ.get("CDP_HOME"):  # plain `feast apply` support

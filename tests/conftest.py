@@ -20,7 +20,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory) -> tuple[Workspace, dict[str, dict]]:
-    """generate -> ingest -> resolve -> features -> train -> score on ~1.5k people."""
+    """generate -> ingest -> resolve -> features -> train (3 models) -> score on ~1.5k people."""
     from cdp import pipeline
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -32,6 +32,8 @@ def pipeline_run(tmp_path_factory) -> tuple[Workspace, dict[str, dict]]:
         "resolve": pipeline.resolve(ws),
         "features": pipeline.build_features(ws),
         "train": pipeline.train(ws, "churn"),
+        "train_next_best_product": pipeline.train(ws, "next-best-product"),
+        "train_campaign_response": pipeline.train(ws, "campaign-response"),
         "score": pipeline.score(ws),
     }
     return ws, results

@@ -49,3 +49,48 @@ def test_scores_are_pushed_online_and_offline(pipeline_ws, stage_results):
         features=["churn_scores:churn_probability"],
         entity_rows=[{"customer_id": c} for c in sample["customer_id"]]).to_df()
     assert online["churn_probability"].to_numpy() == pytest.approx(sample["churn_probability"].to_numpy())
+
+
+def test_more_complaints_do_not_lower_churn_risk(pipeline_ws):
+    """Behaviour on the synthetic process (service pain drives churn): adding complaints, contacts
+    and unresolved contacts to every scored customer must not lower the average risk, and may
+    lower almost no individual score by much."""
+    from training.tracking import load_champion
+    from training.train import build_training_set, predict
+
+    model, _ = load_champion(pipeline_ws, CHURN.name)
+    scored = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")[["customer_id", "event_timestamp"]]
+    frame = build_training_set(open_store(pipeline_ws), CHURN, scored.head(400))
+    base = predict(model, frame)
+    worse = frame.copy()
+    for column, extra in (("complaints_365d", 2), ("contacts_365d", 2), ("contacts_90d", 2), ("unresolved_365d", 1)):
+        worse[column] = worse[column].fillna(0) + extra
+    worse["worst_sentiment_365d"] = worse["worst_sentiment_365d"].fillna(0).clip(upper=-0.6)
+    more = predict(model, worse)
+    assert more.mean() >= base.mean()
+    assert (more < base - 0.05).mean() < 0.05
+
+
+def test_promotion_gate_keeps_the_better_model(tmp_path):
+    import mlflow
+
+    from cdp.paths import Workspace
+    from training.tracking import promote_if_better
+
+    use_workspace(Workspace(tmp_path))
+    client = MlflowClient()
+    client.create_registered_model("gate_demo")
+    outcomes = []
+    for auc in (0.70, 0.65, 0.75):
+        with mlflow.start_run() as run:
+            mlflow.log_metric("roc_auc", auc)
+        version = client.create_model_version("gate_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
+        gate = promote_if_better("gate_demo", version, "roc_auc", auc)
+        outcomes.append((gate["promoted"], str(client.get_model_version_by_alias("gate_demo", CHAMPION).version)))
+    assert outcomes == [(True, "1"), (False, "1"), (True, "3")]
+    # the champion cannot be re-scored here (no model files): the gate falls back to its logged metric
+    with mlflow.start_run() as run:
+        mlflow.log_metric("roc_auc", 0.74)
+    version = client.create_model_version("gate_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
+    gate = promote_if_better("gate_demo", version, "roc_auc", 0.74, score_champion=lambda _: 0.70)
+    assert gate["compared_on"] == "logged metric" and not gate["promoted"] and gate["previous_value"] == 0.75

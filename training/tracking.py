@@ -1,7 +1,10 @@
-"""MLflow plumbing shared by every model: tracking URI, model logging, registry aliases."""
+"""MLflow plumbing shared by every model: tracking URI, model logging, registry aliases, and the
+promotion gate (a new version becomes `champion` only when it beats the current one).
+"""
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import Any, Callable
 
 from cdp.paths import Workspace
 
@@ -12,7 +15,7 @@ SKOPS_TRUSTED = [
     "lightgbm.sklearn.LGBMRegressor", "collections.OrderedDict", "collections.defaultdict",
     "sklearn.calibration._CalibratedClassifier", "sklearn.calibration.CalibratedClassifierCV",
     "sklearn.isotonic.IsotonicRegression", "sklearn.calibration._SigmoidCalibration",
-    "sklearn.frozen._frozen.FrozenEstimator",
+    "sklearn.frozen._frozen.FrozenEstimator", "models.campaign_response.UpliftModel",
 ]
 CHAMPION = "champion"
 
@@ -22,6 +25,15 @@ def use_workspace(ws: Workspace) -> None:
 
     mlflow.set_tracking_uri(ws.mlflow_uri)
     mlflow.set_registry_uri(ws.mlflow_uri)
+
+
+def set_experiment(ws: Workspace, name: str) -> None:
+    """Use experiment `name`, keeping its artifacts inside the workspace (not ./mlruns of the cwd)."""
+    import mlflow
+
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=(ws.root / "mlartifacts" / name).as_uri())
+    mlflow.set_experiment(name)
 
 
 def champion_uri(model_name: str) -> str:
@@ -37,3 +49,40 @@ def load_champion(ws: Workspace, model_name: str):
     version_info = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
     model = mlflow.sklearn.load_model(champion_uri(model_name))
     return model, str(version_info.version)
+
+
+def promote_if_better(model_name: str, version: str, metric: str, value: float,
+                      score_champion: Callable[[Any], float] | None = None) -> dict:
+    """Point alias `champion` at `version` when it is the first model or beats the champion.
+
+    The champion is re-scored on the challenger's own out-of-time rows with `score_champion(model)`
+    (same rows, same metric, higher is better); when that is not given or fails (e.g. the champion
+    reads other features), the champion run's logged `metric` is used instead.
+    Out: {"promoted", "champion_version", "previous_version", "previous_value", "compared_on"}.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        current = None
+    previous_value, compared_on = None, "first model"
+    if current is not None and str(current.version) != str(version):
+        compared_on = "logged metric"
+        if score_champion is not None:
+            try:
+                previous_value = float(score_champion(mlflow.sklearn.load_model(champion_uri(model_name))))
+                compared_on = "same out-of-time rows"
+            except Exception:  # noqa: BLE001 - any failure falls back to the logged metric
+                previous_value = None
+        if previous_value is None:
+            previous_value = client.get_run(current.run_id).data.metrics.get(metric)
+    promoted = current is None or previous_value is None or value > previous_value
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    return {"promoted": bool(promoted), "champion_version": str(version) if promoted else str(current.version),
+            "previous_version": None if current is None else str(current.version),
+            "previous_value": previous_value, "metric": metric, "value": float(value), "compared_on": compared_on}

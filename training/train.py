@@ -1,5 +1,6 @@
 """Training pipeline: point-in-time training set from Feast -> out-of-time split -> fit ->
-evaluate -> MLflow run with metrics, plots and the model -> registry alias `champion`.
+evaluate -> MLflow run with metrics, plots and the model -> registry alias `champion` (only when
+the new version beats the current champion on the same out-of-time rows: tracking.promote_if_better).
 
     train_set = build_training_set(store, spec, entities)
     train, valid = split_out_of_time(train_set, spec)
@@ -20,7 +21,7 @@ from cdp.paths import Workspace
 from models.churn import CHURN, fit_calibrated, labelled_entities
 from models.spec import ModelSpec
 from training.evaluate import binary_metrics, binary_plots
-from training.tracking import CHAMPION, PIP_REQUIREMENTS, SKOPS_TRUSTED, use_workspace
+from training.tracking import PIP_REQUIREMENTS, SKOPS_TRUSTED, promote_if_better, set_experiment, use_workspace
 
 ID_COLUMNS = ["customer_id", "event_timestamp"]
 
@@ -36,6 +37,7 @@ class TrainResult:
     train_snapshots: list[str]
     valid_snapshot: str
     oracle: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # model-specific results (baselines, promotion gate, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,8 +90,8 @@ def predict(model, frame: pd.DataFrame) -> np.ndarray:
 def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Timestamp],
                 data_end: pd.Timestamp, oracle_fn=None, progress=None) -> TrainResult:
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
+    from sklearn.metrics import roc_auc_score
 
     spec = CHURN
     step = progress or (lambda *_: None)
@@ -108,7 +110,7 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
     step("log to MLflow", 3, 4)
 
     use_workspace(ws)
-    mlflow.set_experiment(spec.name)
+    set_experiment(ws, spec.name)
     features = feature_columns(train, spec)
     with mlflow.start_run(run_name=f"{spec.name}-{valid['event_timestamp'].max():%Y%m%d}") as run:
         mlflow.log_params({"feature_service": spec.feature_service, "label": spec.label,
@@ -126,9 +128,12 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
             model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
             signature=infer_signature(valid[features].head(50), score[:50]), skops_trusted_types=SKOPS_TRUSTED)
         version = str(info.registered_model_version)
-        MlflowClient().set_registered_model_alias(spec.name, CHAMPION, version)
+        gate = promote_if_better(spec.name, version, spec.primary_metric, metrics[spec.primary_metric],
+                                 lambda champion: roc_auc_score(y_valid, predict(champion, valid)))
+        mlflow.set_tag("promotion", json.dumps(gate))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),
                        train_snapshots=[f"{t:%Y-%m-%d}" for t in sorted(train["event_timestamp"].unique())],
-                       valid_snapshot=f"{valid['event_timestamp'].max():%Y-%m-%d}", oracle=oracle)
+                       valid_snapshot=f"{valid['event_timestamp'].max():%Y-%m-%d}", oracle=oracle,
+                       extra={"promotion": gate})

@@ -1,0 +1,141 @@
+"""Campaign response and uplift: does contacting a customer make an order more likely?
+
+In:  marketing sends with randomized treatment/control (customer_id, campaign_id, sent_at,
+     group), the campaigns table, customer order lines and orders.
+Label: 1 when the customer places an order in (sent_at, sent_at + 14 days]; the same for
+     treatment and control (control = recorded, not contacted). We use a fixed 14-day window
+     after each send rather than campaigns.end_at: end_at is start + send spread + 14 days,
+     so it would give the campaign's early sends a longer window than its late ones.
+Features at sent_at: customer features from Feast (FeatureService campaign_response_v1, point
+     in time with event_timestamp = sent_at) + campaign features computed here from lines
+     strictly before sent_at (channel, whether the campaign targets a category, the customer's
+     share of lines in that category over the past 365 days).
+Out: `UpliftModel`: P(order | contacted), P(order | not contacted) and the uplift (T- or
+     X-learner on LightGBM), a targeting decision and expected incremental conversions.
+"""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+from lightgbm import LGBMClassifier, LGBMRegressor
+from sklearn.base import BaseEstimator
+
+from models.spec import ModelSpec
+
+CAMPAIGN_RESPONSE = ModelSpec(name="campaign_response", feature_service="campaign_response_v1",
+                              label="ordered_14d", objective="uplift (T/X-learner on LightGBM)",
+                              horizon_days=14, primary_metric="qini")
+CHANNELS = ["email", "sms", "push", "paid_display"]
+CAMPAIGN_FEATURES = [*(f"channel_{c}" for c in CHANNELS), "has_target_category",
+                     "target_category_share_365d", "target_category_lines_365d"]
+MIN_UPLIFT = 0.0  # default targeting threshold: contact when the expected incremental conversion is positive
+
+
+def campaign_features(pairs: pd.DataFrame, campaigns: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """pairs (customer_id, campaign_id, event_timestamp) -> the same rows + CAMPAIGN_FEATURES,
+    from the campaign row and the customer's order lines strictly before event_timestamp."""
+    con = duckdb.connect()
+    con.register("pairs", pairs[["customer_id", "campaign_id", "event_timestamp"]].drop_duplicates())
+    con.register("campaigns", campaigns[["campaign_id", "channel", "target_category"]])
+    con.register("lines", lines[["customer_id", "category", "ordered_at"]])
+    channels = ", ".join(f"(c.channel = '{ch}')::INT AS channel_{ch}" for ch in CHANNELS)
+    frame = con.execute(f"""
+        WITH hist AS (
+          SELECT p.customer_id, p.event_timestamp, c.target_category,
+                 count(l.category) AS lines_365d,
+                 count(l.category) FILTER (l.category = c.target_category) AS target_lines
+          FROM pairs p JOIN campaigns c USING (campaign_id)
+          LEFT JOIN lines l ON l.customer_id = p.customer_id AND l.ordered_at < p.event_timestamp
+           AND l.ordered_at >= p.event_timestamp - INTERVAL 365 DAY
+          GROUP BY 1, 2, 3)
+        SELECT p.customer_id, p.campaign_id, p.event_timestamp, {channels},
+          (c.target_category IS NOT NULL)::INT AS has_target_category,
+          CASE WHEN c.target_category IS NULL THEN NULL
+               ELSE (h.target_lines + 1.0) / (h.lines_365d + 8.0) END AS target_category_share_365d,
+          CASE WHEN c.target_category IS NULL THEN NULL ELSE h.target_lines END AS target_category_lines_365d
+        FROM pairs p JOIN campaigns c USING (campaign_id)
+        LEFT JOIN hist h ON h.customer_id = p.customer_id AND h.event_timestamp = p.event_timestamp""").df()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame
+
+
+def labelled_sends(sends: pd.DataFrame, orders: pd.DataFrame, spec: ModelSpec = CAMPAIGN_RESPONSE) -> pd.DataFrame:
+    """(send_id, customer_id, campaign_id, event_timestamp = sent_at, treated, label) for sends whose
+    window (sent_at, sent_at + horizon] ends before the last order seen."""
+    end = orders["ordered_at"].max()
+    horizon = pd.Timedelta(days=spec.horizon_days)
+    frame = sends.loc[sends["sent_at"] + horizon <= end, ["send_id", "customer_id", "campaign_id", "sent_at", "group"]]
+    con = duckdb.connect()
+    con.register("s", frame)
+    con.register("o", orders[["customer_id", "ordered_at"]])
+    out = con.execute(f"""
+        SELECT s.send_id, s.customer_id, s.campaign_id, s.sent_at AS event_timestamp,
+               (s."group" = 'treatment')::INT AS treated,
+               (count(o.ordered_at) > 0)::INT AS {spec.label}
+        FROM s LEFT JOIN o ON o.customer_id = s.customer_id AND o.ordered_at > s.sent_at
+         AND o.ordered_at <= s.sent_at + INTERVAL {spec.horizon_days} DAY
+        GROUP BY ALL ORDER BY event_timestamp, send_id""").df()
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    return out
+
+
+def _classifier(seed: int) -> LGBMClassifier:
+    return LGBMClassifier(n_estimators=150, learning_rate=0.03, num_leaves=15, min_child_samples=80,
+                          subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=5.0,
+                          random_state=seed, n_jobs=1, verbose=-1)
+
+
+def _regressor(seed: int) -> LGBMRegressor:
+    return LGBMRegressor(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=80,
+                         subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=5.0,
+                         random_state=seed, n_jobs=1, verbose=-1)
+
+
+class UpliftModel(BaseEstimator):
+    """T-learner (learner="t") or X-learner (learner="x") on LightGBM.
+
+    fit(X, treated, y): mu1_ = P(y | X, contacted), mu0_ = P(y | X, not contacted); the X-learner
+    also fits tau1_ on y - mu0_(X) (treated rows) and tau0_ on mu1_(X) - y (control rows) and
+    blends them with the randomized treatment share e_: uplift = e_ * tau0 + (1 - e_) * tau1.
+    predict(X) -> uplift; predict_outcomes(X) -> DataFrame p_treated, p_control, uplift.
+    """
+
+    def __init__(self, learner: str = "x", seed: int = 0) -> None:
+        self.learner = learner
+        self.seed = seed
+
+    def fit(self, X: pd.DataFrame, treated: np.ndarray, y: np.ndarray) -> "UpliftModel":
+        treated, y = np.asarray(treated).astype(bool), np.asarray(y).astype(int)
+        if y[treated].min() == y[treated].max() or y[~treated].min() == y[~treated].max():
+            raise ValueError("uplift: both groups need both outcomes")
+        self.feature_names_in_ = np.array(list(X.columns), dtype=object)
+        self.e_ = float(treated.mean())
+        self.mu1_ = _classifier(self.seed).fit(X[treated], y[treated])
+        self.mu0_ = _classifier(self.seed + 1).fit(X[~treated], y[~treated])
+        if self.learner == "x":
+            d1 = y[treated] - self.mu0_.predict_proba(X[treated])[:, 1]
+            d0 = self.mu1_.predict_proba(X[~treated])[:, 1] - y[~treated]
+            self.tau1_ = _regressor(self.seed + 2).fit(X[treated], d1)
+            self.tau0_ = _regressor(self.seed + 3).fit(X[~treated], d0)
+        return self
+
+    def predict_outcomes(self, X: pd.DataFrame) -> pd.DataFrame:
+        X = X[list(self.feature_names_in_)]
+        p_t, p_c = self.mu1_.predict_proba(X)[:, 1], self.mu0_.predict_proba(X)[:, 1]
+        uplift = p_t - p_c
+        if self.learner == "x":
+            uplift = self.e_ * self.tau0_.predict(X) + (1 - self.e_) * self.tau1_.predict(X)
+        return pd.DataFrame({"p_treated": p_t, "p_control": p_c, "uplift": uplift}, index=X.index)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.predict_outcomes(X)["uplift"].to_numpy()
+
+
+def decisions(outcomes: pd.DataFrame, min_uplift: float = MIN_UPLIFT) -> pd.DataFrame:
+    """Adds `target` (contact when uplift > min_uplift) and `expected_incremental_conversions`
+    (the uplift of a targeted customer, 0 for one not contacted)."""
+    out = outcomes.copy()
+    out["target"] = out["uplift"] > min_uplift
+    out["expected_incremental_conversions"] = np.where(out["target"], out["uplift"], 0.0)
+    return out

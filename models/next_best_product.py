@@ -1,0 +1,224 @@
+"""Next best product: two-stage recommender (candidate generation + LightGBM lambdarank).
+
+In:  customer-attached order lines (customer_id, order_id, ordered_at, product_id, category,
+     quantity), the product catalogue, an `as_of` time. Everything is computed from lines
+     strictly before `as_of` (point in time), so training, evaluation and serving share it.
+Out: `ItemStats` (item popularity, co-purchase neighbours, repeatability) and a candidate frame:
+     one row per (customer_id, product_id) with the candidate features the ranker reads.
+     Customer features come from Feast (FeatureService `next_best_product_v1`) and are joined
+     on customer_id by the caller. Label: the customer buys the product in [as_of, as_of + 30d).
+
+Candidate sources per customer: their own items (last 365 days), item-item co-purchase
+neighbours of those items, the most popular items of their top categories, global popularity.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+from lightgbm import LGBMRanker
+
+from models.spec import ModelSpec
+
+NEXT_BEST_PRODUCT = ModelSpec(name="next_best_product", feature_service="next_best_product_v1",
+                              label="purchased_30d", objective="lambdarank", horizon_days=30,
+                              primary_metric="ndcg_at_10")
+HISTORY_DAYS = 365
+NEIGHBOURS = 20          # co-purchase neighbours kept per item
+COOC_CANDIDATES = 25     # neighbour candidates per customer
+TOP_CATEGORIES = 3       # categories per customer for category-affinity candidates
+PER_CATEGORY = 15        # popular items per affinity category
+POPULAR = 20             # global popularity candidates
+REPEATABLE_RATE = 0.15   # an item is "repeatable" when >= this share of its buyers bought it twice
+CANDIDATE_FEATURES = [
+    "cust_item_lines_365d", "cust_item_days_since", "cooc_score", "cust_cat_share", "cust_cat_lines_365d",
+    "cust_lines_365d", "item_pop_90d", "item_pop_365d", "item_pop_in_cat", "item_price", "item_repeat_rate",
+    "cat_pop_365d", "src_history", "src_cooc", "src_category", "src_popular",
+]
+
+
+@dataclass
+class ItemStats:
+    """Item-level facts as of a time (from lines before it)."""
+
+    as_of: pd.Timestamp
+    items: pd.DataFrame        # product_id, category, item_price, item_pop_90d, item_pop_365d, item_pop_in_cat, ...
+    neighbours: pd.DataFrame   # product_id, neighbour_id, similarity (top NEIGHBOURS per item)
+
+
+def customer_order_lines(ws) -> pd.DataFrame:
+    """(customer_id, order_id, ordered_at, product_id, category, quantity) for resolved customers."""
+    from profiles.timeline import attach_customers
+
+    identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
+    orders = attach_customers(ws, "orders", "order_id", ["ordered_at"], identity_map)
+    lines = pd.read_parquet(ws.staged / "order_lines.parquet", columns=["order_id", "product_id", "quantity"])
+    products = catalogue(ws)[["product_id", "category"]]
+    return (lines.astype({"order_id": str, "product_id": str}).merge(products, on="product_id", how="left")
+            .merge(orders[["order_id", "customer_id", "ordered_at"]], on="order_id"))
+
+
+def catalogue(ws) -> pd.DataFrame:
+    """The products on sale (product_id, category, price): what may be recommended."""
+    products = pd.read_parquet(ws.staged / "products.parquet", columns=["product_id", "category", "price"])
+    return products.astype({"product_id": str}).drop_duplicates("product_id")
+
+
+def _con(lines: pd.DataFrame, as_of: pd.Timestamp) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    past = lines.loc[(lines["ordered_at"] < as_of)
+                     & (lines["ordered_at"] >= as_of - pd.Timedelta(days=HISTORY_DAYS)),
+                     ["customer_id", "product_id", "category", "ordered_at"]]
+    con.register("hist", past)
+    return con
+
+
+def item_stats(lines: pd.DataFrame, products: pd.DataFrame, as_of: pd.Timestamp) -> ItemStats:
+    """Popularity (90/365 days, within category), repeat rate and co-purchase neighbours."""
+    as_of = pd.Timestamp(as_of)
+    con = _con(lines, as_of)
+    con.register("products", products)
+    items = con.execute(f"""
+        WITH counts AS (
+          SELECT product_id, count(*) AS n365,
+                 count(*) FILTER (ordered_at >= TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}' - INTERVAL 90 DAY) AS n90
+          FROM hist GROUP BY 1),
+        buyers AS (
+          SELECT product_id, avg((n > 1)::INT) AS item_repeat_rate
+          FROM (SELECT product_id, customer_id, count(*) AS n FROM hist GROUP BY 1, 2) GROUP BY 1)
+        SELECT p.product_id, p.category, p.price AS item_price,
+          coalesce(c.n90, 0) / greatest(sum(coalesce(c.n90, 0)) OVER (), 1) AS item_pop_90d,
+          coalesce(c.n365, 0) / greatest(sum(coalesce(c.n365, 0)) OVER (), 1) AS item_pop_365d,
+          coalesce(c.n365, 0) / greatest(sum(coalesce(c.n365, 0)) OVER (PARTITION BY p.category), 1) AS item_pop_in_cat,
+          sum(coalesce(c.n365, 0)) OVER (PARTITION BY p.category)
+            / greatest(sum(coalesce(c.n365, 0)) OVER (), 1) AS cat_pop_365d,
+          coalesce(b.item_repeat_rate, 0) AS item_repeat_rate
+        FROM products p LEFT JOIN counts c USING (product_id) LEFT JOIN buyers b USING (product_id)
+        ORDER BY item_pop_365d DESC, product_id""").df()
+    neighbours = con.execute(f"""
+        WITH owned AS (SELECT DISTINCT customer_id, product_id FROM hist),
+        n AS (SELECT product_id, count(*) AS buyers FROM owned GROUP BY 1),
+        pairs AS (
+          SELECT a.product_id, b.product_id AS neighbour_id, count(*) AS both_
+          FROM owned a JOIN owned b ON a.customer_id = b.customer_id AND a.product_id <> b.product_id
+          GROUP BY 1, 2)
+        SELECT product_id, neighbour_id, similarity FROM (
+          SELECT p.product_id, p.neighbour_id, p.both_ / sqrt(na.buyers * nb.buyers) AS similarity,
+                 row_number() OVER (PARTITION BY p.product_id ORDER BY p.both_ / sqrt(na.buyers * nb.buyers) DESC,
+                                    p.neighbour_id) AS rk
+          FROM pairs p JOIN n na ON na.product_id = p.product_id JOIN n nb ON nb.product_id = p.neighbour_id)
+        WHERE rk <= {NEIGHBOURS}""").df()
+    return ItemStats(as_of=as_of, items=items, neighbours=neighbours)
+
+
+def candidates(lines: pd.DataFrame, stats: ItemStats, customer_ids: list[str] | pd.Index) -> pd.DataFrame:
+    """One row per (customer_id, product_id) candidate with CANDIDATE_FEATURES (as of stats.as_of).
+
+    Customers without history before as_of still get category-free popularity candidates."""
+    as_of = stats.as_of
+    con = _con(lines, as_of)
+    con.register("items", stats.items)
+    con.register("nbrs", stats.neighbours)
+    con.register("customers", pd.DataFrame({"customer_id": pd.Index(customer_ids).astype(str).unique()}))
+    ts = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
+    return con.execute(f"""
+        WITH h AS (SELECT hist.* FROM hist JOIN customers USING (customer_id)),
+        own AS (SELECT customer_id, product_id, count(*) AS cust_item_lines_365d,
+                       date_diff('day', max(ordered_at), {ts}) AS cust_item_days_since
+                FROM h GROUP BY 1, 2),
+        tot AS (SELECT customer_id, count(*) AS cust_lines_365d FROM h GROUP BY 1),
+        cat AS (SELECT customer_id, category, count(*) AS cust_cat_lines_365d FROM h GROUP BY 1, 2),
+        cat_pop AS (SELECT DISTINCT category, cat_pop_365d FROM items),
+        cat_share AS (  -- smoothed towards the catalogue mix with 5 pseudo-lines
+          SELECT c.customer_id, p.category, coalesce(k.cust_cat_lines_365d, 0) AS cust_cat_lines_365d,
+                 (coalesce(k.cust_cat_lines_365d, 0) + 5 * p.cat_pop_365d) / (coalesce(t.cust_lines_365d, 0) + 5)
+                   AS cust_cat_share
+          FROM customers c CROSS JOIN cat_pop p LEFT JOIN cat k ON k.customer_id = c.customer_id AND k.category = p.category
+          LEFT JOIN tot t ON t.customer_id = c.customer_id),
+        cooc AS (SELECT o.customer_id, n.neighbour_id AS product_id, sum(n.similarity * ln(1 + o.cust_item_lines_365d)) AS cooc_score
+                 FROM own o JOIN nbrs n ON n.product_id = o.product_id GROUP BY 1, 2),
+        cand_cooc AS (SELECT customer_id, product_id FROM (
+                        SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY cooc_score DESC, product_id) AS rk
+                        FROM cooc) WHERE rk <= {COOC_CANDIDATES}),
+        top_cat AS (SELECT customer_id, category FROM (
+                      SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY cust_cat_share DESC, category) AS rk
+                      FROM cat_share) WHERE rk <= {TOP_CATEGORIES}),
+        cat_items AS (SELECT product_id, category FROM (
+                        SELECT *, row_number() OVER (PARTITION BY category ORDER BY item_pop_365d DESC, product_id) AS rk
+                        FROM items) WHERE rk <= {PER_CATEGORY}),
+        cand_cat AS (SELECT t.customer_id, i.product_id FROM top_cat t JOIN cat_items i USING (category)),
+        popular AS (SELECT product_id FROM items ORDER BY item_pop_90d DESC, product_id LIMIT {POPULAR}),
+        cand AS (
+          SELECT customer_id, product_id, max(s = 1)::INT AS src_history, max(s = 2)::INT AS src_cooc,
+                 max(s = 3)::INT AS src_category, max(s = 4)::INT AS src_popular
+          FROM (SELECT customer_id, product_id, 1 AS s FROM own
+                UNION ALL SELECT customer_id, product_id, 2 FROM cand_cooc
+                UNION ALL SELECT customer_id, product_id, 3 FROM cand_cat
+                UNION ALL SELECT c.customer_id, p.product_id, 4 FROM customers c CROSS JOIN popular p)
+          GROUP BY 1, 2)
+        SELECT c.customer_id, c.product_id, i.category,
+          coalesce(o.cust_item_lines_365d, 0) AS cust_item_lines_365d, o.cust_item_days_since,
+          coalesce(x.cooc_score, 0) AS cooc_score, s.cust_cat_share, s.cust_cat_lines_365d,
+          coalesce(t.cust_lines_365d, 0) AS cust_lines_365d,
+          i.item_pop_90d, i.item_pop_365d, i.item_pop_in_cat, i.item_price, i.item_repeat_rate, i.cat_pop_365d,
+          c.src_history, c.src_cooc, c.src_category, c.src_popular
+        FROM cand c JOIN items i USING (product_id)
+        LEFT JOIN own o USING (customer_id, product_id)
+        LEFT JOIN cooc x USING (customer_id, product_id)
+        LEFT JOIN cat_share s ON s.customer_id = c.customer_id AND s.category = i.category
+        LEFT JOIN tot t ON t.customer_id = c.customer_id
+        ORDER BY c.customer_id, c.product_id""").df()
+
+
+def purchases_after(lines: pd.DataFrame, as_of: pd.Timestamp, days: int) -> pd.DataFrame:
+    """Distinct (customer_id, product_id) bought in [as_of, as_of + days): the out-of-time truth."""
+    window = lines[(lines["ordered_at"] >= as_of) & (lines["ordered_at"] < as_of + pd.Timedelta(days=days))]
+    return window[["customer_id", "product_id"]].drop_duplicates(ignore_index=True)
+
+
+def label_candidates(frame: pd.DataFrame, bought: pd.DataFrame, label: str) -> pd.DataFrame:
+    marked = bought.assign(**{label: 1})
+    out = frame.merge(marked, on=["customer_id", "product_id"], how="left")
+    out[label] = out[label].fillna(0).astype(int)
+    return out
+
+
+def build_ranker(seed: int = 0) -> LGBMRanker:
+    # n_jobs=1: on a busy 2-core machine LightGBM's two OpenMP threads were ~6x slower than one.
+    return LGBMRanker(objective="lambdarank", n_estimators=150, learning_rate=0.05, num_leaves=31,
+                      min_child_samples=50, colsample_bytree=0.8, lambdarank_truncation_level=20,
+                      random_state=seed, n_jobs=1, verbose=-1)
+
+
+def fit_ranker(train: pd.DataFrame, features: list[str], label: str, seed: int = 0) -> LGBMRanker:
+    """Lambdarank over groups = (snapshot, customer); rows must be sorted by group."""
+    train = train.sort_values(["event_timestamp", "customer_id"], kind="stable")
+    groups = train.groupby(["event_timestamp", "customer_id"], sort=False).size().to_numpy()
+    return build_ranker(seed).fit(train[features], train[label].to_numpy(), group=groups)
+
+
+def top_k(frame: pd.DataFrame, score: np.ndarray, k: int) -> pd.DataFrame:
+    """(customer_id, product_id, score, rank) for each customer's k best rows by score."""
+    ranked = frame[["customer_id", "product_id"]].assign(score=score)
+    ranked = ranked.sort_values(["customer_id", "score", "product_id"], ascending=[True, False, True], kind="stable")
+    ranked["rank"] = ranked.groupby("customer_id").cumcount() + 1
+    return ranked[ranked["rank"] <= k].reset_index(drop=True)
+
+
+def apply_business_rules(frame: pd.DataFrame, catalogue_ids: set[str], exclude_owned: bool) -> pd.DataFrame:
+    """Drop out-of-catalogue candidates; with exclude_owned also owned items that are not repeat buys."""
+    keep = frame["product_id"].isin(catalogue_ids)
+    if exclude_owned:
+        keep &= ~((frame["cust_item_lines_365d"] > 0) & (frame["item_repeat_rate"] < REPEATABLE_RATE))
+    return frame[keep]
+
+
+def recommend(ranker, frame: pd.DataFrame, k: int, catalogue_ids: set[str], exclude_owned: bool = False) -> pd.DataFrame:
+    """Candidate rows with customer features -> each customer's top k after the business rules:
+    (customer_id, product_id, score, rank). Shared by batch scoring and the HTTP service."""
+    allowed = apply_business_rules(frame, catalogue_ids, exclude_owned)
+    if allowed.empty:
+        return pd.DataFrame(columns=["customer_id", "product_id", "score", "rank"])
+    return top_k(allowed, ranker.predict(allowed[list(ranker.feature_name_)]), k)

@@ -1,0 +1,101 @@
+"""Campaign response / uplift: labels, Qini metrics, the learners on a known effect, the trained
+model out of time vs. propensity, random and the oracle, scores pushed back and served."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, decisions, labelled_sends
+from training.tracking import CHAMPION, use_workspace
+from training.uplift import uplift_metrics
+
+
+def test_label_is_an_order_within_14_days_after_the_send_for_both_groups():
+    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    sends = pd.DataFrame({"send_id": ["s1", "s2", "s3", "s4"], "customer_id": ["a", "b", "c", "d"],
+                          "campaign_id": "C1", "group": ["treatment", "control", "treatment", "treatment"],
+                          "sent_at": [ts("2025-01-01"), ts("2025-01-01"), ts("2025-01-01"), ts("2025-03-25")]})
+    orders = pd.DataFrame({"customer_id": ["a", "b", "c", "z"],
+                           "ordered_at": [ts("2025-01-10"), ts("2025-01-14 23:00"), ts("2025-01-20"), ts("2025-04-01")]})
+    frame = labelled_sends(sends, orders).set_index("send_id")
+    assert "s4" not in frame.index  # its window is not complete yet
+    assert frame[CAMPAIGN_RESPONSE.label].to_dict() == {"s1": 1, "s2": 1, "s3": 0}
+    assert frame["treated"].to_dict() == {"s1": 1, "s2": 0, "s3": 1}
+
+
+def test_qini_rewards_ranking_persuadables_first():
+    rng = np.random.default_rng(0)
+    n = 20000
+    tau = np.where(rng.random(n) < 0.3, 0.3, 0.0)
+    treated = rng.random(n) < 0.5
+    y = (rng.random(n) < 0.1 + tau * treated).astype(int)
+    good, bad = uplift_metrics(y, treated, tau), uplift_metrics(y, treated, -tau)
+    rand = uplift_metrics(y, treated, rng.random(n))
+    assert good["qini"] > 0.02 > abs(rand["qini"]) and bad["qini"] < -0.02
+    assert good["uplift_top_10"] == pytest.approx(0.3, abs=0.05)
+    assert good["auuc"] > rand["auuc"] > bad["auuc"]
+
+
+@pytest.mark.parametrize("learner", ["t", "x"])
+def test_learners_find_a_known_heterogeneous_effect(learner):
+    rng = np.random.default_rng(1)
+    n = 8000
+    X = pd.DataFrame({"x": rng.random(n), "noise": rng.random(n)})
+    treated = rng.random(n) < 0.8
+    tau = np.where(X["x"] > 0.5, 0.25, -0.05)
+    y = (rng.random(n) < 0.15 + 0.1 * X["noise"] + tau * treated).astype(int)
+    out = UpliftModel(learner=learner).fit(X, treated, y).predict_outcomes(X)
+    high, low = out["uplift"][X["x"] > 0.6].mean(), out["uplift"][X["x"] < 0.4].mean()
+    assert high > 0.15 and low < 0.05
+    assert out[["p_treated", "p_control"]].stack().between(0, 1).all()
+    chosen = decisions(out)
+    assert chosen["target"][X["x"] > 0.6].mean() > 0.9
+    assert (chosen["expected_incremental_conversions"] == np.where(chosen["target"], chosen["uplift"], 0)).all()
+
+
+def test_trained_out_of_time_by_campaign_and_compared(pipeline_ws, stage_results):
+    result = stage_results["train_campaign_response"]
+    campaigns = pd.read_parquet(pipeline_ws.staged / "campaigns.parquet").set_index("campaign_id")["start_at"]
+    valid = result["valid_snapshot"].split(",")
+    assert campaigns[result["train_snapshots"]].max() + pd.Timedelta(days=14) < campaigns[valid].min()
+    compared = result["extra"]["compared"]
+    assert {"t_learner", "x_learner", "propensity", "random"} <= set(compared)
+    oracle = result["oracle"]  # true tau ranks persuadables first on the held-out campaigns
+    assert oracle["true_uplift_top_30"] > oracle["true_uplift_all"] + 0.02
+    # ~1.4k training sends are too few for the learners to beat random reliably (they do at 20k
+    # customers, see the report); here: the chosen learner's numbers are the ones reported
+    assert result["metrics"] == compared[f"{result['extra']['learner']}_learner"]
+    use_workspace(pipeline_ws)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(CAMPAIGN_RESPONSE.name, CHAMPION)
+    assert str(version.version) == result["version"]
+    assert "plots/qini.png" in {a.path for a in client.list_artifacts(version.run_id, "plots")}
+
+
+def test_scores_pushed_and_served(pipeline_ws, stage_results):
+    offline = pd.read_parquet(pipeline_ws.features / "campaign_response_scores.parquet")
+    assert len(offline) == stage_results["score"]["campaign_response"]["customers_scored"] > 0
+    assert offline[["campaign_p_treated", "campaign_p_control"]].stack().between(0, 1).all()
+    assert ((offline["campaign_uplift"] > 0) == (offline["campaign_target"] == 1)).all()
+    os.environ["CDP_HOME"] = str(pipeline_ws.root)
+    from bentoml.exceptions import InvalidArgument
+
+    from serving.service import CampaignResponseRequest, CustomerScores
+
+    service = CustomerScores()
+    sample = offline.sample(10, random_state=4)
+    body = service.campaign_response(CampaignResponseRequest(
+        customer_ids=[*sample["customer_id"], "cus_nobody"], campaign_id=sample["campaign_id"].iloc[0]))
+    served = {s["customer_id"]: s for s in body["scores"]}
+    for row in sample.itertuples():  # online features == offline features: no skew
+        assert served[row.customer_id]["uplift"] == pytest.approx(row.campaign_uplift, abs=1e-5)
+        assert served[row.customer_id]["p_respond_treated"] == pytest.approx(row.campaign_p_treated, abs=1e-5)
+    assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
+    assert body["expected_incremental_conversions"] == pytest.approx(
+        sum(s["expected_incremental_conversions"] for s in body["scores"]), abs=1e-3)
+    with pytest.raises(InvalidArgument):
+        service.campaign_response(CampaignResponseRequest(customer_ids=["x"], campaign_id="CMP_NOPE"))
