@@ -10,7 +10,6 @@ label window before it.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -121,9 +120,8 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
                             snapshots: list[pd.Timestamp], data_end: pd.Timestamp, progress=None,
                             seed: int = 0) -> TrainResult:
     import mlflow
-    from mlflow.models import infer_signature
 
-    from training.tracking import PIP_REQUIREMENTS, SKOPS_TRUSTED, promote_if_better, set_experiment, use_workspace
+    from training.tracking import register_run_model, set_experiment, use_workspace
 
     spec, step = NEXT_BEST_PRODUCT, progress or (lambda *_: None)
     horizon = pd.Timedelta(days=spec.horizon_days)
@@ -177,17 +175,10 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
                             **{f"{name}_{m}": v for name, ms in compared.items() for m, v in ms.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             plot = _comparison_plot({"model": metrics, **compared}, Path(tmp) / "ndcg_vs_baselines.png")
-            mlflow.log_artifact(str(plot), artifact_path="plots")
-            (Path(tmp) / "features.json").write_text(json.dumps(features, indent=1))
-            mlflow.log_artifact(str(Path(tmp) / "features.json"))
-        info = mlflow.sklearn.log_model(
-            model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
-            signature=infer_signature(valid[features].head(50), model.predict(valid[features].head(50))),
-            skops_trusted_types=SKOPS_TRUSTED)
-        version = str(info.registered_model_version)
-        gate = promote_if_better(spec.name, version, spec.primary_metric, metrics[spec.primary_metric],
-                                 lambda champion: evaluate_ranker(champion)[spec.primary_metric])
-        mlflow.set_tag("promotion", json.dumps(gate))
+            sample = valid[features].head(50)
+            version, gate = register_run_model(
+                spec, model, metrics[spec.primary_metric], features, [plot], sample, model.predict(sample),
+                lambda champion: evaluate_ranker(champion)[spec.primary_metric])
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

@@ -86,3 +86,30 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
     return {"promoted": bool(promoted), "champion_version": str(version) if promoted else str(current.version),
             "previous_version": None if current is None else str(current.version),
             "previous_value": previous_value, "metric": metric, "value": float(value), "compared_on": compared_on}
+
+
+
+def register_run_model(spec, model, value: float, features: list[str], plots: list, signature_input,
+                       signature_output, score_champion: Callable[[Any], float]) -> tuple[str, dict]:
+    """Inside an active run: log plots + the feature list, log and register the model, then let the
+    promotion gate decide on `champion` (`value` = the new model's out-of-time primary metric).
+    Returns (registered version, gate outcome)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    for path in plots:
+        mlflow.log_artifact(str(path), artifact_path="plots")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "features.json").write_text(json.dumps(features, indent=1))
+        mlflow.log_artifact(str(Path(tmp) / "features.json"))
+    info = mlflow.sklearn.log_model(
+        model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
+        signature=infer_signature(signature_input, signature_output), skops_trusted_types=SKOPS_TRUSTED)
+    version = str(info.registered_model_version)
+    gate = promote_if_better(spec.name, version, spec.primary_metric, value, score_champion)
+    mlflow.set_tag("promotion", json.dumps(gate))
+    return version, gate

@@ -8,7 +8,6 @@ the new version beats the current champion on the same out-of-time rows: trackin
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ from cdp.paths import Workspace
 from models.churn import CHURN, fit_calibrated, labelled_entities
 from models.spec import ModelSpec
 from training.evaluate import binary_metrics, binary_plots
-from training.tracking import PIP_REQUIREMENTS, SKOPS_TRUSTED, promote_if_better, set_experiment, use_workspace
+from training.tracking import register_run_model, set_experiment, use_workspace
 
 ID_COLUMNS = ["customer_id", "event_timestamp"]
 
@@ -90,7 +89,6 @@ def predict(model, frame: pd.DataFrame) -> np.ndarray:
 def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Timestamp],
                 data_end: pd.Timestamp, oracle_fn=None, progress=None) -> TrainResult:
     import mlflow
-    from mlflow.models import infer_signature
     from sklearn.metrics import roc_auc_score
 
     spec = CHURN
@@ -120,17 +118,10 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
                            "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}"})
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds, **{f"oracle_{k}": v for k, v in oracle.items()}})
         with tempfile.TemporaryDirectory() as tmp:
-            for path in binary_plots(y_valid, score, Path(tmp)):
-                mlflow.log_artifact(str(path), artifact_path="plots")
-            (Path(tmp) / "features.json").write_text(json.dumps(features, indent=1))
-            mlflow.log_artifact(str(Path(tmp) / "features.json"))
-        info = mlflow.sklearn.log_model(
-            model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
-            signature=infer_signature(valid[features].head(50), score[:50]), skops_trusted_types=SKOPS_TRUSTED)
-        version = str(info.registered_model_version)
-        gate = promote_if_better(spec.name, version, spec.primary_metric, metrics[spec.primary_metric],
-                                 lambda champion: roc_auc_score(y_valid, predict(champion, valid)))
-        mlflow.set_tag("promotion", json.dumps(gate))
+            version, gate = register_run_model(
+                spec, model, metrics[spec.primary_metric], features, binary_plots(y_valid, score, Path(tmp)),
+                valid[features].head(50), score[:50],
+                lambda champion: roc_auc_score(y_valid, predict(champion, valid)))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

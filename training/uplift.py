@@ -9,7 +9,6 @@ Out: an `UpliftModel` logged + registered in MLflow (alias `champion` through th
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cdp.paths import Workspace
-from models.campaign_response import CAMPAIGN_FEATURES, CAMPAIGN_RESPONSE, UpliftModel, campaign_features, labelled_sends
+from models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, campaign_features, labelled_sends
 from training.train import TrainResult, build_training_set
 
 VALID_SHARE = 0.3   # share of campaigns (latest by start date) held out
@@ -113,9 +112,8 @@ def train_campaign_response(ws: Workspace, store, sends: pd.DataFrame, campaigns
                             orders: pd.DataFrame, lines: pd.DataFrame, snapshots: list[pd.Timestamp],
                             progress=None, seed: int = 0) -> TrainResult:
     import mlflow
-    from mlflow.models import infer_signature
 
-    from training.tracking import PIP_REQUIREMENTS, SKOPS_TRUSTED, promote_if_better, set_experiment, use_workspace
+    from training.tracking import register_run_model, set_experiment, use_workspace
 
     spec, step = CAMPAIGN_RESPONSE, progress or (lambda *_: None)
     step("labelled sends + point-in-time features", 1, 4)
@@ -160,17 +158,10 @@ def train_campaign_response(ws: Workspace, store, sends: pd.DataFrame, campaigns
                             **{f"{name}_{m}": v for name, ms in compared.items() for m, v in ms.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             plot = qini_curves(y, t, rankings, Path(tmp) / "qini.png")
-            mlflow.log_artifact(str(plot), artifact_path="plots")
-            (Path(tmp) / "features.json").write_text(json.dumps(features, indent=1))
-            mlflow.log_artifact(str(Path(tmp) / "features.json"))
-        info = mlflow.sklearn.log_model(
-            model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
-            signature=infer_signature(valid[features].head(50), model.predict(valid[features].head(50))),
-            skops_trusted_types=SKOPS_TRUSTED)
-        version = str(info.registered_model_version)
-        gate = promote_if_better(spec.name, version, spec.primary_metric, metrics[spec.primary_metric],
-                                 lambda champion: uplift_metrics(y, t, champion.predict(valid[features]))["qini"])
-        mlflow.set_tag("promotion", json.dumps(gate))
+            sample = valid[features].head(50)
+            version, gate = register_run_model(
+                spec, model, metrics[spec.primary_metric], features, [plot], sample, model.predict(sample),
+                lambda champion: uplift_metrics(y, t, champion.predict(valid[features]))["qini"])
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid), train_snapshots=train_ids,
