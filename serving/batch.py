@@ -14,6 +14,7 @@ import pandas as pd
 
 from cdp.paths import Workspace
 from models.churn import CHURN, scoring_entities
+from profiles.consent import filter_profiling_consent
 from training.tracking import load_champion
 from training.train import build_training_set, predict
 
@@ -29,7 +30,7 @@ def score_churn(ws: Workspace, store, orders: pd.DataFrame, as_of: pd.Timestamp)
     from feast.data_source import PushMode
 
     model, version = load_champion(ws, CHURN.name)
-    entities = scoring_entities(orders, as_of)
+    entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
     features = build_training_set(store, CHURN, entities)
     scores = features[["customer_id", "event_timestamp"]].copy()
     scores["churn_probability"] = predict(model, features)
@@ -47,7 +48,7 @@ def score_next_best_product(ws: Workspace, store, lines: pd.DataFrame, orders: p
     from models.next_best_product import NEXT_BEST_PRODUCT, candidates, catalogue, item_stats, recommend
 
     model, version = load_champion(ws, NEXT_BEST_PRODUCT.name)
-    entities = scoring_entities(orders, as_of)
+    entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
     products = catalogue(ws)
     frame = candidates(lines, item_stats(lines, products, as_of), entities["customer_id"])
     frame = frame.merge(build_training_set(store, NEXT_BEST_PRODUCT, entities), on="customer_id", how="left")
@@ -72,7 +73,7 @@ def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: p
     model, version = load_champion(ws, CAMPAIGN_RESPONSE.name)
     campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
     campaign_id = campaign_id or campaigns.sort_values("start_at")["campaign_id"].iloc[-1]
-    entities = scoring_entities(orders, as_of)
+    entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
     customer = build_training_set(store, CAMPAIGN_RESPONSE, entities)
     camp = campaign_features(entities.assign(campaign_id=campaign_id), campaigns, lines)
     frame = customer.merge(camp.drop(columns=["event_timestamp"]), on="customer_id", how="left")

@@ -99,14 +99,20 @@ class CustomerScores:
         ids = list(dict.fromkeys(request.customer_ids))
         online = self.store.get_online_features(
             features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_df()
+        from profiles.consent import profiling_refusal
+
+        refusals = online["consent_profiling"].map(profiling_refusal)
         known = online["tenure_days"].notna()  # every profiled customer has a tenure
+        scorable = known & refusals.isna()
         scores = []
-        if known.any():
-            rows = online.loc[known]
+        if scorable.any():
+            rows = online.loc[scorable]
             probability = self.model.predict_proba(rows[self.features].astype(float))[:, 1]
             scores = [{"customer_id": c, "churn_probability": round(float(p), 6), "model_version": self.model_version}
                       for c, p in zip(rows["customer_id"], probability) if not math.isnan(p)]
         errors = [_unknown(c) for c in online.loc[~known, "customer_id"]]
+        refused = known & refusals.notna()
+        errors += [{"customer_id": c, "error": r} for c, r in zip(online.loc[refused, "customer_id"], refusals[refused])]
         return {"scores": scores, "errors": errors}
 
     @bentoml.api

@@ -102,3 +102,26 @@ def test_agrees_with_the_consent_state_feature(pipeline_ws):
     assert (state[~asked.to_numpy()].isna()).all()
     agree = state[asked.to_numpy()].astype(float).to_numpy() == feature[asked].to_numpy()
     assert agree.mean() > 0.99  # the feature breaks same-instant ties arbitrarily; the gate withdraws
+
+
+def test_withdrawn_profiling_is_neither_scored_nor_served(pipeline_ws):
+    """Batch scoring skips people whose profiling consent is withdrawn; /churn says why."""
+    import os
+
+    from cdp.store import open_store
+    from profiles.consent import PROFILING_WITHDRAWN
+
+    online_consent = pd.read_parquet(pipeline_ws.features / "consent_state.parquet")
+    latest = online_consent[online_consent["event_timestamp"] == online_consent["event_timestamp"].max()]
+    withdrawn = latest.loc[latest["consent_profiling"] == 0, "customer_id"].tolist()
+    assert withdrawn, "the synthetic data should contain profiling withdrawals"
+    scored = set(pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"])
+    assert not scored & set(withdrawn)
+
+    os.environ["CDP_HOME"] = str(pipeline_ws.root)
+    from serving.service import ChurnRequest, CustomerScores
+
+    open_store(pipeline_ws)
+    body = CustomerScores().churn(ChurnRequest(customer_ids=withdrawn[:3]))
+    assert body["scores"] == []
+    assert [e["error"] for e in body["errors"]] == [PROFILING_WITHDRAWN] * len(withdrawn[:3])
