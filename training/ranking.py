@@ -178,7 +178,7 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
             sample = valid[features].head(50)
             version, gate = register_run_model(
                 spec, model, metrics[spec.primary_metric], features, [plot], sample, model.predict(sample),
-                lambda champion: evaluate_ranker(champion)[spec.primary_metric])
+                lambda champion: evaluate_ranker(champion)[spec.primary_metric], train["customer_id"])
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

@@ -90,9 +90,10 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
 
 
 def register_run_model(spec, model, value: float, features: list[str], plots: list, signature_input,
-                       signature_output, score_champion: Callable[[Any], float]) -> tuple[str, dict]:
-    """Inside an active run: log plots + the feature list, log and register the model, then let the
-    promotion gate decide on `champion` (`value` = the new model's out-of-time primary metric).
+                       signature_output, score_champion: Callable[[Any], float], population) -> tuple[str, dict]:
+    """Inside an active run: log plots + the feature list, the hashed ids of the customers whose
+    data trained it (`population`, so erasure can name affected versions), log and register the
+    model, then let the promotion gate decide on `champion` (`value` = its out-of-time metric).
     Returns (registered version, gate outcome)."""
     import json
     import tempfile
@@ -101,6 +102,9 @@ def register_run_model(spec, model, value: float, features: list[str], plots: li
     import mlflow
     from mlflow.models import infer_signature
 
+    from profiles.privacy import record_training_population
+
+    record_training_population(mlflow.active_run().info.run_id, population)
     for path in plots:
         mlflow.log_artifact(str(path), artifact_path="plots")
     with tempfile.TemporaryDirectory() as tmp:

@@ -121,7 +121,7 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
             version, gate = register_run_model(
                 spec, model, metrics[spec.primary_metric], features, binary_plots(y_valid, score, Path(tmp)),
                 valid[features].head(50), score[:50],
-                lambda champion: roc_auc_score(y_valid, predict(champion, valid)))
+                lambda champion: roc_auc_score(y_valid, predict(champion, valid)), train["customer_id"])
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

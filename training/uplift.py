@@ -161,7 +161,8 @@ def train_campaign_response(ws: Workspace, store, sends: pd.DataFrame, campaigns
             sample = valid[features].head(50)
             version, gate = register_run_model(
                 spec, model, metrics[spec.primary_metric], features, [plot], sample, model.predict(sample),
-                lambda champion: uplift_metrics(y, t, champion.predict(valid[features]))["qini"])
+                lambda champion: uplift_metrics(y, t, champion.predict(valid[features]))["qini"],
+                train["customer_id"])
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid), train_snapshots=train_ids,
