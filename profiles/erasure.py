@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from cdp.paths import Workspace
 from profiles.contract import TABLES
-from profiles.privacy import Subject, record_nodes, runs_trained_on, token
+from profiles.privacy import Subject, record_nodes, runs_trained_on, staged_rows_carrying, token
 
 SUPPRESSION_COLUMNS = ("token", "kind", "erased_at", "receipt_id")
 
@@ -66,14 +66,7 @@ def _column_in(path: Path, column: str, values: set[str]) -> np.ndarray:
 def _staged(ws: Workspace, nodes: set[str], receipt: dict) -> dict[str, set[int]]:
     """Staged tables: rows carrying any node. Returns removed source_row per table."""
     removed: dict[str, set[int]] = {}
-    for table in TABLES:
-        path = ws.staged / f"{table}.parquet"
-        if not path.exists():
-            continue
-        frame = pd.read_parquet(path)
-        nodes_long = record_nodes(table, frame)
-        drop = np.zeros(len(frame), dtype=bool)
-        drop[nodes_long.loc[nodes_long["node"].isin(nodes), "row"].to_numpy()] = True
+    for table, path, frame, drop in staged_rows_carrying(ws, nodes):
         if "source_row" in frame:
             removed[table] = set(frame.loc[drop, "source_row"].astype(int))
         receipt["stores"][f"staged/{table}.parquet"] = _filter_parquet(path, drop)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from cdp.paths import Workspace
+from profiles.contract import TABLES
 from profiles.normalize import canonical_email, default_region, e164_phone, email_sha256, mask_email, phone_digits_hint
 
 POPULATION_ARTIFACT = "privacy/training_population.parquet"
@@ -90,6 +92,20 @@ def _node_column(kind: str, values: pd.Series, region: str) -> pd.Series:
     else:
         norm = values
     return (kind + ":" + norm.astype("string")).astype("object").where(norm.notna(), None)
+
+
+def staged_rows_carrying(ws: Workspace, nodes: set[str]) -> Iterator[tuple[str, Path, pd.DataFrame, np.ndarray]]:
+    """For every staged table: (table, path, frame, mask of rows carrying any of `nodes`).
+    The one scan that subject access (read) and erasure (delete) both build on."""
+    for table in TABLES:
+        path = ws.staged / f"{table}.parquet"
+        if not path.exists():
+            continue
+        frame = pd.read_parquet(path)
+        hits = record_nodes(table, frame)
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[hits.loc[hits["node"].isin(nodes), "row"].to_numpy()] = True
+        yield table, path, frame, mask
 
 
 def record_nodes(table: str, frame: pd.DataFrame, region: str | None = None) -> pd.DataFrame:

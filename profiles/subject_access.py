@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from cdp.paths import Workspace
-from profiles.contract import TABLES
-from profiles.privacy import Subject, record_nodes, runs_trained_on
+from profiles.privacy import Subject, runs_trained_on, staged_rows_carrying
 
 
 def _rows(frame: pd.DataFrame) -> list[dict]:
@@ -26,15 +24,9 @@ def _rows(frame: pd.DataFrame) -> list[dict]:
 
 def source_records(ws: Workspace, subject: Subject) -> dict[str, list[dict]]:
     out = {}
-    for table in TABLES:
-        path = ws.staged / f"{table}.parquet"
-        if not path.exists():
-            continue
-        frame = pd.read_parquet(path)
-        hits = record_nodes(table, frame)
-        rows = np.unique(hits.loc[hits["node"].isin(subject.nodes), "row"].to_numpy())
-        if len(rows):
-            out[table] = _rows(frame.iloc[rows])
+    for table, _, frame, mask in staged_rows_carrying(ws, subject.nodes):
+        if mask.any():
+            out[table] = _rows(frame[mask])
     return out
 
 
