@@ -165,7 +165,13 @@ def _register_extra_commands() -> None:
     """Command groups that live in their own modules register themselves on `app`."""
     import importlib
 
-    for module in ("cdp.identity_commands", "cdp.privacy_commands"):
+    for module in (
+        "cdp.identity_commands",
+        "cdp.privacy_commands",
+        "cdp.model_commands",  # promote, eval-enrichment, clv (data-science experience)
+        "cdp.serving_commands",  # export churn, serving benchmarks helpers
+        "cdp.scale_commands",  # scale-out profile checks
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
