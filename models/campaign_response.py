@@ -132,10 +132,13 @@ class UpliftModel(BaseEstimator):
         return self.predict_outcomes(X)["uplift"].to_numpy()
 
 
-def decisions(outcomes: pd.DataFrame, min_uplift: float = MIN_UPLIFT) -> pd.DataFrame:
-    """Adds `target` (contact when uplift > min_uplift) and `expected_incremental_conversions`
+def decisions(outcomes: pd.DataFrame, min_uplift: float = MIN_UPLIFT, contactable=None) -> pd.DataFrame:
+    """Adds `target` (contact when uplift > min_uplift and, when given, the channel's consent allows:
+    `contactable` is a bool array aligned with `outcomes`) and `expected_incremental_conversions`
     (the uplift of a targeted customer, 0 for one not contacted)."""
     out = outcomes.copy()
     out["target"] = out["uplift"] > min_uplift
+    if contactable is not None:
+        out["target"] &= np.asarray(contactable, dtype=bool)
     out["expected_incremental_conversions"] = np.where(out["target"], out["uplift"], 0.0)
     return out

@@ -117,13 +117,47 @@ def candidates(lines: pd.DataFrame, stats: ItemStats, customer_ids: list[str] | 
     """One row per (customer_id, product_id) candidate with CANDIDATE_FEATURES (as of stats.as_of).
 
     Customers without history before as_of still get category-free popularity candidates."""
-    as_of = stats.as_of
-    con = _con(lines, as_of)
+    con = _con(lines, stats.as_of)
     con.register("items", stats.items)
     con.register("nbrs", stats.neighbours)
     con.register("customers", pd.DataFrame({"customer_id": pd.Index(customer_ids).astype(str).unique()}))
+    return con.execute(_candidate_sql(stats.as_of)).df()
+
+
+class CandidateIndex:
+    """`candidates()` answered from memory, for online serving.
+
+    Candidate features depend only on order lines before `stats.as_of`, so they are computed once,
+    in one batch query, for every customer with lines in the history window. Customers without
+    lines all get the same rows (popularity and catalogue-mix categories): one template serves
+    them. A call is then a slice, not a query (~30 ms per DuckDB query here -> well under 1 ms)."""
+
+    NO_HISTORY = "\x00no-history"
+
+    def __init__(self, lines: pd.DataFrame, stats: ItemStats) -> None:
+        history = lines.loc[(lines["ordered_at"] < stats.as_of)
+                            & (lines["ordered_at"] >= stats.as_of - pd.Timedelta(days=HISTORY_DAYS)), "customer_id"]
+        customers = sorted(history.astype(str).unique())
+        table = candidates(lines, stats, [*customers, self.NO_HISTORY])
+        ids = table["customer_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        stops = np.r_[starts[1:], len(ids)]
+        self.table = table
+        self.rows = {ids[a]: (a, b) for a, b in zip(starts, stops)}
+
+    def candidates(self, customer_ids: list[str]) -> pd.DataFrame:
+        parts = []
+        for customer_id in dict.fromkeys(customer_ids):
+            a, b = self.rows.get(customer_id) or self.rows[self.NO_HISTORY]
+            part = self.table.iloc[a:b]
+            parts.append(part if customer_id in self.rows else part.assign(customer_id=customer_id))
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+
+
+def _candidate_sql(as_of: pd.Timestamp) -> str:
+    """The candidate query over tables hist, items, nbrs and customers (see `candidates`)."""
     ts = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
-    return con.execute(f"""
+    return f"""
         WITH h AS (SELECT hist.* FROM hist JOIN customers USING (customer_id)),
         own AS (SELECT customer_id, product_id, count(*) AS cust_item_lines_365d,
                        date_diff('day', max(ordered_at), {ts}) AS cust_item_days_since
@@ -169,7 +203,7 @@ def candidates(lines: pd.DataFrame, stats: ItemStats, customer_ids: list[str] | 
         LEFT JOIN cooc x USING (customer_id, product_id)
         LEFT JOIN cat_share s ON s.customer_id = c.customer_id AND s.category = i.category
         LEFT JOIN tot t ON t.customer_id = c.customer_id
-        ORDER BY c.customer_id, c.product_id""").df()
+        ORDER BY c.customer_id, c.product_id"""
 
 
 def purchases_after(lines: pd.DataFrame, as_of: pd.Timestamp, days: int) -> pd.DataFrame:

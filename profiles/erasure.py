@@ -8,7 +8,7 @@ Out: the same stores without their rows, `privacy/suppressions.parquet` (sha256 
 Stores: staged/<table>.parquet, staged/quarantine.parquet (raw records carrying their
 identifiers), staged/field_issues.parquet, identity/{identity_map, identifier_map,
 households, id_history, match_edges}.parquet, features/*.parquet (all snapshots and the
-churn_scores push table), the Feast SQLite online store (every feature view table).
+churn_scores push table), the Feast online store (SQLite or Redis: every feature view).
 raw/ (the retailer's immutable input) and truth/ (synthetic evaluation only) are not touched.
 """
 from __future__ import annotations
@@ -104,39 +104,76 @@ def _identity(ws: Workspace, ids: set[str], keys: set[str], receipt: dict) -> No
         stores["identity/match_edges.parquet"] = _filter_parquet(path, drop)
 
 
+ONLINE_RECEIPT_KEY = "feast online store (feature rows)"
+
+
 def _online(ws: Workspace, ids: set[str], receipt: dict, only_view: str | None = None) -> None:
-    """Delete the entities' rows from every Feast SQLite online table (Feast's own key encoding);
-    with `only_view`, from that feature view's table alone."""
+    """Delete the entities from the Feast online store (SQLite or Redis, Feast's own key encoding);
+    with `only_view`, that feature view's values alone."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
     from cdp.store import open_store
 
-    config = open_store(ws).config
-    if config.online_store.type not in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore"):
-        receipt["not_erased"].append(f"online store type {config.online_store.type}: erase there by hand")
+    store = open_store(ws)
+    config = store.config
+    kind = config.online_store.type
+    keys = [serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]),
+                                 entity_key_serialization_version=config.entity_key_serialization_version)
+            for c in sorted(ids)]
+    if kind in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore"):
+        removed = _online_sqlite(config, keys, only_view)
+    elif kind in ("redis", "feast.infra.online_stores.redis.RedisOnlineStore"):
+        removed = _online_redis(store, keys, only_view)
+    else:
+        receipt["not_erased"].append(f"online store type {kind}: erase there by hand")
         return
+    receipt["stores"][ONLINE_RECEIPT_KEY] = receipt["stores"].get(ONLINE_RECEIPT_KEY, 0) + removed
+
+
+def _online_sqlite(config, keys: list[bytes], only_view: str | None) -> int:
     path = Path(config.online_store.path)
     if not path.is_absolute():
         path = Path(config.repo_path or ".") / path
     if not path.exists():
-        return
-    keys = [serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]),
-                                 entity_key_serialization_version=config.entity_key_serialization_version)
-            for c in sorted(ids)]
+        return 0
+    total = 0
     with sqlite3.connect(path) as con:
         tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
                   if any(col[1] == "entity_key" for col in con.execute(f'PRAGMA table_info("{name}")'))
                   and (only_view is None or name == f"{config.project}_{only_view}")]
-        total = 0
         for name in tables:
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
                 cursor = con.execute(f'DELETE FROM "{name}" WHERE entity_key IN ({",".join("?" * len(chunk))})',
                                      chunk)
                 total += cursor.rowcount
-        receipt["stores"]["feast/online.db (feature rows)"] = total
+    return total
+
+
+def _online_redis(store, keys: list[bytes], only_view: str | None) -> int:
+    """One Redis hash per entity holds every view's fields: delete the hash, or one view's fields.
+    Counts feature values removed (hash fields), comparable with SQLite's rows."""
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    config = store.config
+    client = RedisOnlineStore()._get_client(config.online_store)
+    redis_keys = [key + config.project.encode() for key in keys]  # feast's _redis_key layout
+    fields: list[bytes] | None = None
+    if only_view is not None:
+        view = store.get_feature_view(only_view)
+        fields = [_mmh3(f"{only_view}:{f.name}") for f in view.features] + [f"_ts:{only_view}".encode()]
+    with client.pipeline(transaction=False) as pipe:
+        for key in redis_keys:
+            pipe.hlen(key) if fields is None else pipe.hdel(key, *fields)
+        counts = pipe.execute()
+        if fields is None:
+            for key in redis_keys:
+                pipe.delete(key)
+            pipe.execute()
+    return int(sum(counts))
 
 
 def _kind(node: str) -> str:
@@ -200,10 +237,7 @@ def withdraw_scores(ws: Workspace, customer_ids: Iterable[str]) -> dict[str, int
         return receipt["stores"]
     for path in sorted(ws.features.glob("*_scores.parquet")):
         receipt["stores"][f"features/{path.name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
-        before = receipt["stores"].pop("feast/online.db (feature rows)", 0)
         _online(ws, ids, receipt, only_view=path.stem)
-        receipt["stores"]["feast/online.db (feature rows)"] = before + receipt["stores"].get(
-            "feast/online.db (feature rows)", 0)
     return receipt["stores"]
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import pandas as pd
 
 from cdp.paths import Workspace
+from cdp.store import latest_service_features
 from models.churn import CHURN, scoring_entities
-from profiles.consent import filter_profiling_consent
+from models.spec import ModelSpec
+from profiles.consent import contactable, filter_profiling_consent
 from training.tracking import load_champion
-from training.train import build_training_set, predict
+from training.train import predict
 
 TOP_K = 10
 
@@ -26,64 +28,93 @@ def _stamp(scores: pd.DataFrame) -> pd.DataFrame:
     return scores
 
 
-def score_churn(ws: Workspace, store, orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+def _features(ws: Workspace, store, spec: ModelSpec, entities: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The model's FeatureService at the latest snapshot (same rows as Feast's point-in-time join)."""
+    return latest_service_features(ws, store, spec.feature_service, entities, as_of)
+
+
+def write_back(store, family: str, scores: pd.DataFrame) -> None:
+    """Scores into the profiles: offline through the family's PushSource, online in bulk."""
     from feast.data_source import PushMode
 
+    from cdp.online_writer import write_online
+
+    scores = _stamp(scores)
+    store.push(f"{family}_push", scores, to=PushMode.OFFLINE)
+    write_online(store, family, scores)
+
+
+# Campaign channels and the consent purpose that gates them; push has no consent purpose in the
+# contract, paid display audiences are shared with ad platforms (third-party sharing).
+CHANNEL_CONSENT = {"email": "email", "sms": "sms", "paid_display": None, "push": None}
+
+
+def contactable_for(ws: Workspace, customer_ids: pd.Series, channel: str, as_of: pd.Timestamp) -> pd.Series:
+    """bool per customer: may this campaign's channel contact them at `as_of` (consent per purpose)?"""
+    from profiles.consent import consent_at
+
+    if channel == "paid_display":
+        return consent_at(ws, customer_ids, "third_party_sharing", as_of).map(lambda v: v is True).astype(bool)
+    if CHANNEL_CONSENT.get(channel) is None:
+        return pd.Series(True, index=customer_ids.to_numpy())
+    return contactable(ws, customer_ids, channel, as_of)
+
+
+def score_churn(ws: Workspace, store, orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     model, version = load_champion(ws, CHURN.name)
     entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
-    features = build_training_set(store, CHURN, entities)
+    features = _features(ws, store, CHURN, entities, as_of)
     scores = features[["customer_id", "event_timestamp"]].copy()
     scores["churn_probability"] = predict(model, features)
     scores["churn_model_version"] = version
     scores["churn_scored_at"] = f"{as_of:%Y-%m-%dT%H:%M:%SZ}"
-    store.push("churn_scores_push", _stamp(scores), to=PushMode.ONLINE_AND_OFFLINE)
+    write_back(store, "churn_scores", scores)
     return scores
 
 
 def score_next_best_product(ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame,
                             as_of: pd.Timestamp) -> pd.DataFrame:
     """Top TOP_K in-catalogue products per active customer (owned items allowed)."""
-    from feast.data_source import PushMode
-
     from models.next_best_product import NEXT_BEST_PRODUCT, candidates, catalogue, item_stats, recommend
 
     model, version = load_champion(ws, NEXT_BEST_PRODUCT.name)
     entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
     products = catalogue(ws)
     frame = candidates(lines, item_stats(lines, products, as_of), entities["customer_id"])
-    frame = frame.merge(build_training_set(store, NEXT_BEST_PRODUCT, entities), on="customer_id", how="left")
+    frame = frame.merge(_features(ws, store, NEXT_BEST_PRODUCT, entities, as_of), on="customer_id", how="left")
     recs = recommend(model, frame, TOP_K, set(products["product_id"]))
     scores = (recs.groupby("customer_id", sort=True)
               .agg(nbp_top_products=("product_id", ",".join), nbp_top_score=("score", "first")).reset_index())
     scores.insert(1, "event_timestamp", as_of)
     scores["nbp_model_version"] = version
     scores["nbp_scored_at"] = f"{as_of:%Y-%m-%dT%H:%M:%SZ}"
-    store.push("next_best_product_scores_push", _stamp(scores), to=PushMode.ONLINE_AND_OFFLINE)
+    write_back(store, "next_best_product_scores", scores)
     return scores
 
 
 def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame,
                             as_of: pd.Timestamp, campaign_id: str | None = None) -> pd.DataFrame:
     """p(order | contacted), p(order | not contacted), uplift and decision per active customer for
-    `campaign_id` (default: the latest campaign) as if sent at `as_of`."""
-    from feast.data_source import PushMode
-
+    `campaign_id` (default: the latest campaign) as if sent at `as_of`. Customers the campaign's
+    channel may not contact (consent per purpose) are scored but never targeted."""
     from models.campaign_response import CAMPAIGN_RESPONSE, campaign_features, decisions
 
     model, version = load_champion(ws, CAMPAIGN_RESPONSE.name)
     campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
     campaign_id = campaign_id or campaigns.sort_values("start_at")["campaign_id"].iloc[-1]
     entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
-    customer = build_training_set(store, CAMPAIGN_RESPONSE, entities)
+    customer = _features(ws, store, CAMPAIGN_RESPONSE, entities, as_of)
     camp = campaign_features(entities.assign(campaign_id=campaign_id), campaigns, lines)
     frame = customer.merge(camp.drop(columns=["event_timestamp"]), on="customer_id", how="left")
-    out = decisions(model.predict_outcomes(frame))
+    channel = campaigns.loc[campaigns["campaign_id"] == campaign_id, "channel"].iloc[0]
+    allowed = contactable_for(ws, frame["customer_id"], channel, as_of).reindex(frame["customer_id"]).fillna(False)
+    out = decisions(model.predict_outcomes(frame), contactable=allowed.to_numpy())
     scores = pd.DataFrame({"customer_id": frame["customer_id"], "event_timestamp": frame["event_timestamp"],
                            "campaign_id": campaign_id, "campaign_p_treated": out["p_treated"],
                            "campaign_p_control": out["p_control"], "campaign_uplift": out["uplift"],
-                           "campaign_target": out["target"].astype(float),
+                           "campaign_target": out["target"].astype(float), "campaign_contactable": allowed.to_numpy(),
                            "campaign_model_version": version, "campaign_scored_at": f"{as_of:%Y-%m-%dT%H:%M:%SZ}"})
-    store.push("campaign_response_scores_push", _stamp(scores), to=PushMode.ONLINE_AND_OFFLINE)
+    write_back(store, "campaign_response_scores", scores.drop(columns=["campaign_contactable"]))
     return scores
 
 
@@ -119,6 +150,7 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
         summary["campaign_response"] = {
             "customers_scored": len(camp), "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,
             "targeted": int(camp["campaign_target"].sum()),
+            "not_contactable_by_consent": int((~camp["campaign_contactable"]).sum()),
             "expected_incremental_conversions": round(float(camp.loc[camp["campaign_target"] > 0, "campaign_uplift"].sum()), 2),
             "model_version": camp["campaign_model_version"].iloc[0] if len(camp) else None}
     return summary

@@ -1,50 +1,112 @@
-"""BentoML service: churn, next best products and campaign uplift from online features + champions.
+"""BentoML service: churn (with reasons), next best products, campaign uplift and the unified
+profile, from the online store + the MLflow `champion` of each model.
 
 Start: `cdp serve` (or `CDP_HOME=/abs/data bentoml serve serving.service:CustomerScores`).
-POST /churn {"customer_ids": ["cus_..."]} ->
-  {"scores": [{"customer_id", "churn_probability", "model_version"}], "errors": [{"customer_id", "error"}]}
-POST /next_best_product {"customer_id": "cus_...", "k": 10, "exclude_owned": false} ->
-  {"customer_id", "model_version", "as_of", "products": [{"product_id", "category", "score", "rank"}]}
-  (only in-catalogue items; exclude_owned drops owned items that customers rarely re-buy)
-POST /campaign_response {"customer_ids": [...], "campaign_id": "CMP16", "min_uplift": 0.0} ->
-  {"scores": [{"customer_id", "p_respond_treated", "p_respond_control", "uplift", "target",
-               "expected_incremental_conversions"}], "expected_incremental_conversions", "errors": [...]}
-Unknown customer ids get a per-id error, never a 500; an unknown campaign_id is a 400.
-Models are the MLflow `champion` of each model, loaded at start-up; a model with no champion yet
-answers its route with an error while the others keep serving.
+POST /churn {"customer_ids": [...], "reasons": true} ->
+  {"scores": [{"customer_id", "churn_probability", "model_version", "reasons": [{"feature", "value",
+               "contribution", "text"}]}], "errors": [{"customer_id", "error"}]}
+POST /next_best_product {"customer_id", "k": 10, "exclude_owned": false} ->
+  {"customer_id", "model_version", "as_of", "products": [{"product_id", "category", "score", "rank"}], "errors"}
+POST /campaign_response {"customer_ids", "campaign_id", "min_uplift": 0.0} ->
+  {"scores": [{"customer_id", "p_respond_treated", "p_respond_control", "uplift", "contactable", "target",
+               "expected_incremental_conversions"}], "expected_incremental_conversions", "errors"}
+POST /profile {"customer_id"} -> {"customer_id", "features": {view: {feature: value}}, "scores": {...},
+                                   "consent": {purpose: true/false/null}}
+POST /healthz -> model versions (no API key needed).
+
+Limits: at most MAX_BATCH ids per call, k <= MAX_K, ids 1..MAX_ID_LENGTH characters; violations are
+400s naming the field. Unknown ids and withdrawn profiling consent are per-id errors, never 500s.
+With CDP_API_KEY set, every route but /healthz needs header `X-API-Key: <key>` (or
+`Authorization: Bearer <key>`), else 401.
+The service refuses to start when the online store is empty or a served model has no champion
+(serving/readiness.py says what to run). Every CDP_MODEL_RELOAD_SECONDS (default 30, 0 = never) a
+background thread checks the `champion` aliases and swaps in a new champion between requests.
 """
 from __future__ import annotations
 
 import math
+import os
+import threading
+from typing import Annotated
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
+
+from serving.auth import ApiKeyMiddleware
 
 MAX_BATCH = 1000
 MAX_K = 50
+MAX_ID_LENGTH = 64
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=True)]
 
 
 class ChurnRequest(BaseModel):
-    customer_ids: list[str] = Field(..., min_length=1, max_length=MAX_BATCH,
-                                    description=f"1..{MAX_BATCH} customer ids from identity resolution")
+    customer_ids: list[CustomerId] = Field(..., min_length=1, max_length=MAX_BATCH,
+                                           description=f"1..{MAX_BATCH} customer ids from identity resolution")
+    reasons: bool = Field(True, description="Add the top features that raise each customer's risk")
 
 
 class NextBestProductRequest(BaseModel):
-    customer_id: str = Field(..., min_length=1, description="A customer id from identity resolution")
+    customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
     k: int = Field(10, ge=1, le=MAX_K, description=f"How many products (1..{MAX_K})")
     exclude_owned: bool = Field(False, description="Drop items the customer owns unless they are repeat buys")
 
 
 class CampaignResponseRequest(BaseModel):
-    customer_ids: list[str] = Field(..., min_length=1, max_length=MAX_BATCH,
-                                    description=f"1..{MAX_BATCH} customer ids from identity resolution")
-    campaign_id: str = Field(..., min_length=1, description="A campaign from the campaigns table")
-    min_uplift: float = Field(0.0, ge=-1, le=1, description="Contact when the uplift is above this")
+    customer_ids: list[CustomerId] = Field(..., min_length=1, max_length=MAX_BATCH,
+                                           description=f"1..{MAX_BATCH} customer ids from identity resolution")
+    campaign_id: str = Field(..., min_length=1, max_length=MAX_ID_LENGTH, description="A campaign from the campaigns table")
+    min_uplift: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False, description="Contact when the uplift is above this")
+
+
+class ProfileRequest(BaseModel):
+    customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
 
 
 def _unknown(customer_id: str) -> dict:
     return {"customer_id": customer_id, "error": "unknown customer_id: no profile in the online store"}
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Champions:
+    """The served champion of each model; `reload()` swaps in new versions. Readers take one
+    reference per request (`get`), so a swap never changes a model in the middle of a request."""
+
+    def __init__(self, ws, names: tuple[str, ...]) -> None:
+        self.ws, self.names = ws, names
+        self.models: dict[str, tuple[object, str]] = {}
+        self.lock = threading.Lock()
+        self.reload()
+
+    def get(self, name: str) -> tuple[object, str]:
+        if name not in self.models:
+            raise NotFound(f"model '{name}' is not served (CDP_SERVE_MODELS)")
+        return self.models[name]
+
+    def reload(self) -> list[str]:
+        """Load every champion whose registered version changed; returns the names swapped."""
+        from mlflow import MlflowClient
+
+        from serving.churn_scorer import ChurnScorer
+        from training.tracking import CHAMPION, load_champion, use_workspace
+
+        with self.lock:
+            use_workspace(self.ws)
+            client, swapped = MlflowClient(), []
+            for name in self.names:
+                version = str(client.get_model_version_by_alias(name, CHAMPION).version)
+                if name in self.models and self.models[name][1] == version:
+                    continue
+                model, version = load_champion(self.ws, name)
+                if name == "churn":
+                    model = ChurnScorer.from_model(model, version)
+                self.models = {**self.models, name: (model, version)}  # one atomic swap
+                swapped.append(name)
+            return swapped
 
 
 @bentoml.service(name="cdp_scores", traffic={"timeout": 30})
@@ -54,112 +116,186 @@ class CustomerScores:
 
         from cdp.paths import Workspace
         from cdp.pipeline import load_snapshots
-        from cdp.store import open_store
-        from models.campaign_response import CAMPAIGN_RESPONSE
-        from models.churn import CHURN
-        from models.next_best_product import NEXT_BEST_PRODUCT, catalogue, customer_order_lines, item_stats
-        from training.tracking import load_champion
+        from cdp.store import open_store, repo_definitions
+        from models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
+        from serving.readiness import check_ready, served_models
 
         ws = Workspace.from_env()
         self.store = open_store(ws)
-        self.service = self.store.get_feature_service(CHURN.feature_service)
-        self.model, self.model_version = load_champion(ws, CHURN.name)
-        self.features = list(self.model.feature_names_in_)
+        check_ready(ws, self.store)  # refuses to start, saying what to run
+        definitions = repo_definitions()
+        self.views = {**{v: list(f) for v, f in definitions.FEATURES.items()},
+                      **{v: list(f) for v, f in definitions.SCORE_FAMILIES.items()}}
+        self.services = {s: self.store.get_feature_service(s)
+                         for s in ("churn_v1", "next_best_product_v1", "campaign_response_v1")}
+        self.champions = Champions(ws, served_models())
         self.as_of = load_snapshots(ws)[0][-1]  # the snapshot the online store holds
-        self.champions, self.services = {}, {}
-        for spec in (NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE):
-            try:
-                self.champions[spec.name] = load_champion(ws, spec.name)
-                self.services[spec.name] = self.store.get_feature_service(spec.feature_service)
-            except Exception:  # noqa: BLE001 - not trained yet: that route answers with an error
-                continue
-        if self.champions:
-            lines = customer_order_lines(ws)
-            self.lines = lines[(lines["ordered_at"] < self.as_of)
-                               & (lines["ordered_at"] >= self.as_of - pd.Timedelta(days=365))]
-            self.products = catalogue(ws)
-            self.catalogue_ids = set(self.products["product_id"])
-            self.item_stats = item_stats(self.lines, self.products, self.as_of)
-            self.campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
+        lines = customer_order_lines(ws)
+        self.lines = lines[(lines["ordered_at"] < self.as_of)
+                           & (lines["ordered_at"] >= self.as_of - pd.Timedelta(days=365))]
+        self.products = catalogue(ws)
+        self.catalogue_ids = set(self.products["product_id"])
+        self.candidate_index = CandidateIndex(self.lines, item_stats(self.lines, self.products, self.as_of))
+        self.campaigns = pd.read_parquet(ws.staged / "campaigns.parquet").set_index("campaign_id")
+        self._start_reloader(float(os.environ.get("CDP_MODEL_RELOAD_SECONDS", "30")))
 
-    def _online(self, model_name: str, ids: list[str]):
-        frame = self.store.get_online_features(features=self.services[model_name],
-                                               entity_rows=[{"customer_id": c} for c in ids]).to_df()
-        values = frame.columns.drop("customer_id")
-        frame[values] = frame[values].astype(float)
-        return frame, frame["tenure_days"].notna()  # every profiled customer has a tenure
+    def _start_reloader(self, every: float) -> None:
+        if every <= 0:
+            return
 
-    def _champion(self, model_name: str):
-        if model_name not in self.champions:
-            raise NotFound(f"no champion model '{model_name}' registered yet: run `cdp train {model_name.replace('_', '-')}`")
-        return self.champions[model_name]
+        def loop() -> None:
+            while not stop.wait(every):
+                try:
+                    self.champions.reload()
+                except Exception:  # noqa: BLE001 - keep serving the current champions
+                    continue
+
+        stop = threading.Event()
+        threading.Thread(target=loop, name="champion-reloader", daemon=True).start()
+
+    # ---- online reads -------------------------------------------------------------------------
+
+    def _online(self, features, ids: list[str]) -> dict[str, list]:
+        return self.store.get_online_features(features=features,
+                                              entity_rows=[{"customer_id": c} for c in ids]).to_dict()
+
+    def _gate(self, ids: list[str], online: dict) -> tuple[list[int], list[dict]]:
+        """Row indexes that may be scored, and per-id errors (unknown customer, profiling withdrawn)."""
+        from profiles.consent import profiling_refusal
+
+        keep, errors = [], []
+        for i, customer_id in enumerate(ids):
+            if _missing(online["tenure_days"][i]):  # every profiled customer has a tenure
+                errors.append(_unknown(customer_id))
+            elif (refusal := profiling_refusal(online["consent_profiling"][i])) is not None:
+                errors.append({"customer_id": customer_id, "error": refusal})
+            else:
+                keep.append(i)
+        return keep, errors
+
+    def _refs(self, service: str) -> list[str]:
+        return [f"{p.name}:{f.name}" for p in self.services[service].feature_view_projections for f in p.features]
+
+    def _consent_refs(self) -> list[str]:
+        return [f"consent_state:{f}" for f in self.views["consent_state"]]
+
+    # ---- routes -------------------------------------------------------------------------------
 
     @bentoml.api
     def churn(self, request: ChurnRequest, /) -> dict:
-        ids = list(dict.fromkeys(request.customer_ids))
-        online = self.store.get_online_features(
-            features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_df()
-        from profiles.consent import profiling_refusal
+        import numpy as np
 
-        refusals = online["consent_profiling"].map(profiling_refusal)
-        known = online["tenure_days"].notna()  # every profiled customer has a tenure
-        scorable = known & refusals.isna()
+        scorer, version = self.champions.get("churn")
+        ids = list(dict.fromkeys(request.customer_ids))
+        online = self._online(self.services["churn_v1"], ids)
+        keep, errors = self._gate(ids, online)
         scores = []
-        if scorable.any():
-            rows = online.loc[scorable]
-            probability = self.model.predict_proba(rows[self.features].astype(float))[:, 1]
-            scores = [{"customer_id": c, "churn_probability": round(float(p), 6), "model_version": self.model_version}
-                      for c, p in zip(rows["customer_id"], probability) if not math.isnan(p)]
-        errors = [_unknown(c) for c in online.loc[~known, "customer_id"]]
-        refused = known & refusals.notna()
-        errors += [{"customer_id": c, "error": r} for c, r in zip(online.loc[refused, "customer_id"], refusals[refused])]
+        if keep:
+            matrix = np.array([[np.nan if _missing(online[f][i]) else online[f][i] for f in scorer.features]
+                               for i in keep], dtype=np.float64)
+            probabilities = scorer.probabilities(matrix)
+            reasons = scorer.reasons(matrix) if request.reasons else [None] * len(keep)
+            for i, p, why in zip(keep, probabilities, reasons):
+                score = {"customer_id": ids[i], "churn_probability": round(float(p), 6), "model_version": version}
+                if why is not None:
+                    score["reasons"] = why
+                scores.append(score)
         return {"scores": scores, "errors": errors}
 
     @bentoml.api
     def next_best_product(self, request: NextBestProductRequest, /) -> dict:
-        from models.next_best_product import NEXT_BEST_PRODUCT, candidates, recommend
+        import pandas as pd
 
-        model, version = self._champion(NEXT_BEST_PRODUCT.name)
-        online, known = self._online(NEXT_BEST_PRODUCT.name, [request.customer_id])
-        if not known.all():
-            return {"customer_id": request.customer_id, "products": [], "errors": [_unknown(request.customer_id)]}
-        own_lines = self.lines[self.lines["customer_id"] == request.customer_id]  # item stats are precomputed
-        frame = candidates(own_lines, self.item_stats, [request.customer_id]).merge(online, on="customer_id")
+        from models.next_best_product import recommend
+
+        model, version = self.champions.get("next_best_product")
+        customer_id = request.customer_id
+        online = self._online([*self._refs("next_best_product_v1"), "consent_state:consent_profiling"], [customer_id])
+        keep, errors = self._gate([customer_id], online)
+        if not keep:
+            return {"customer_id": customer_id, "products": [], "errors": errors}
+        features = _float_frame({k: v for k, v in online.items() if k != "consent_profiling"})
+        frame = self.candidate_index.candidates([customer_id]).merge(features, on="customer_id")
         recs = recommend(model, frame, request.k, self.catalogue_ids, request.exclude_owned)
         recs = recs.merge(self.products[["product_id", "category"]], on="product_id", how="left")
-        return {"customer_id": request.customer_id, "model_version": version, "as_of": self.as_of.isoformat(),
+        return {"customer_id": customer_id, "model_version": version, "as_of": self.as_of.isoformat(),
                 "products": [{"product_id": r.product_id, "category": r.category, "score": round(float(r.score), 6),
                               "rank": int(r.rank)} for r in recs.itertuples()], "errors": []}
 
     @bentoml.api
     def campaign_response(self, request: CampaignResponseRequest, /) -> dict:
+        import numpy as np
         import pandas as pd
 
-        from models.campaign_response import CAMPAIGN_RESPONSE, campaign_features, decisions
+        from models.campaign_response import campaign_features, decisions
 
-        model, version = self._champion(CAMPAIGN_RESPONSE.name)
-        if request.campaign_id not in set(self.campaigns["campaign_id"]):
-            raise InvalidArgument(f"unknown campaign_id '{request.campaign_id}'")
+        model, version = self.champions.get("campaign_response")
+        if request.campaign_id not in self.campaigns.index:
+            raise InvalidArgument(f"campaign_id: unknown campaign '{request.campaign_id}'")
+        channel = self.campaigns.at[request.campaign_id, "channel"]
         ids = list(dict.fromkeys(request.customer_ids))
-        online, known = self._online(CAMPAIGN_RESPONSE.name, ids)
-        rows = online.loc[known]
+        online = self._online([*self._refs("campaign_response_v1"), *self._consent_refs()], ids)
+        keep, errors = self._gate(ids, online)
         scores, total = [], 0.0
-        if len(rows):
+        if keep:
+            consent_cols = set(self.views["consent_state"])
+            rows = _float_frame({k: [v[i] for i in keep] for k, v in online.items() if k not in consent_cols})
             pairs = pd.DataFrame({"customer_id": rows["customer_id"], "campaign_id": request.campaign_id,
                                   "event_timestamp": self.as_of})
-            camp = campaign_features(pairs, self.campaigns, self.lines).drop(columns=["event_timestamp"])
+            camp = campaign_features(pairs, self.campaigns.reset_index(), self.lines).drop(columns=["event_timestamp"])
             frame = rows.merge(camp, on="customer_id", how="left")
-            out = decisions(model.predict_outcomes(frame), request.min_uplift)
+            allowed = np.array([_channel_allowed(channel, online, i) for i in keep], dtype=bool)
+            out = decisions(model.predict_outcomes(frame), request.min_uplift, contactable=allowed)
             total = float(out["expected_incremental_conversions"].sum())
-            scores = [{"customer_id": c, "campaign_id": request.campaign_id, "p_respond_treated": round(float(o.p_treated), 6),
-                       "p_respond_control": round(float(o.p_control), 6), "uplift": round(float(o.uplift), 6),
-                       "target": bool(o.target),
+            scores = [{"customer_id": c, "campaign_id": request.campaign_id,
+                       "p_respond_treated": round(float(o.p_treated), 6), "p_respond_control": round(float(o.p_control), 6),
+                       "uplift": round(float(o.uplift), 6), "contactable": bool(a), "target": bool(o.target),
                        "expected_incremental_conversions": round(float(o.expected_incremental_conversions), 6)}
-                      for c, o in zip(frame["customer_id"], out.itertuples())]
-        return {"scores": scores, "model_version": version, "expected_incremental_conversions": round(total, 4),
-                "errors": [_unknown(c) for c in online.loc[~known, "customer_id"]]}
+                      for c, o, a in zip(frame["customer_id"], out.itertuples(), allowed)]
+        return {"scores": scores, "model_version": version, "channel": channel,
+                "expected_incremental_conversions": round(total, 4), "errors": errors}
+
+    @bentoml.api
+    def profile(self, request: ProfileRequest, /) -> dict:
+        """The unified profile: every feature view's latest values, the latest scores, consent."""
+        refs = [f"{view}:{f}" for view, fields in self.views.items() for f in fields]
+        online = self.store.get_online_features(features=refs, entity_rows=[{"customer_id": request.customer_id}],
+                                                full_feature_names=True).to_dict()
+        values = {ref: online[ref.replace(":", "__")][0] for ref in refs}
+        if _missing(values["customer_profile:tenure_days"]):
+            raise NotFound(f"customer_id: unknown customer '{request.customer_id}' (no profile in the online store)")
+        clean = {ref: None if _missing(v) else v for ref, v in values.items()}
+        grouped = {view: {f: clean[f"{view}:{f}"] for f in fields} for view, fields in self.views.items()}
+        consent = {f.removeprefix("consent_"): None if v is None else bool(v)
+                   for f, v in grouped.pop("consent_state").items()}
+        scores = {family: grouped.pop(family) for family in list(grouped) if family.endswith("_scores")}
+        return {"customer_id": request.customer_id, "as_of": self.as_of.isoformat(), "features": grouped,
+                "scores": scores, "consent": consent}
 
     @bentoml.api(route="/healthz")
     def healthz(self) -> dict:
-        return {"status": "ok", "churn_model_version": self.model_version,
-                **{f"{name}_model_version": v for name, (_, v) in self.champions.items()}}
+        return {"status": "ok", "online_store": self.store.config.online_store.type,
+                **{f"{name}_model_version": v for name, (_, v) in self.champions.models.items()}}
+
+
+def _float_frame(columns: dict[str, list]):
+    """Online values as a frame: customer_id kept, every feature float (None -> NaN)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(columns)
+    values = frame.columns.drop("customer_id")
+    frame[values] = frame[values].astype(float)
+    return frame
+
+
+def _channel_allowed(channel: str, online: dict, i: int) -> bool:
+    """Consent for the campaign's channel from the online consent features (1 granted)."""
+    column = {"email": "consent_email_marketing", "sms": "consent_sms_marketing",
+              "paid_display": "consent_third_party_sharing"}.get(channel)
+    if column is None:  # push: no consent purpose in the contract
+        return True
+    value = online[column][i]
+    return not _missing(value) and float(value) == 1.0
+
+
+CustomerScores.add_asgi_middleware(ApiKeyMiddleware)

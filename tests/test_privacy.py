@@ -392,7 +392,7 @@ def test_training_population_marks_the_models_trained_on_a_person(pipeline_ws, t
     assert hit and hit[0]["model_versions"] == ["privacy_test/1"] and hit[0]["population"] == "contains subject"
     assert not [r for r in runs_trained_on(ws, [scored[-1]]) if r["run_id"] == run_id]
     removed = withdraw_scores(ws, scored[:2])  # profiling withdrawn: old scores go, profiles stay
-    assert removed["features/churn_scores.parquet"] == 2 and removed["feast/online.db (feature rows)"] >= 2 * 3
+    assert removed["features/churn_scores.parquet"] == 2 and removed["feast online store (feature rows)"] >= 2 * 3
     assert len(pd.read_parquet(ws.features / "churn_scores.parquet")) == len(scored) - 2
 
 

@@ -1,0 +1,75 @@
+"""What the scoring service needs before it may start, and what to run when something is missing.
+
+`cdp serve` checks this before launching BentoML (a red line instead of a stack trace), and the
+service checks it again in its constructor (so `bentoml serve` alone refuses to start too).
+"""
+from __future__ import annotations
+
+import os
+
+from cdp.paths import Workspace
+
+SERVED_MODELS = ("churn", "next_best_product", "campaign_response")
+
+
+class ServiceNotReady(RuntimeError):
+    """The service cannot start; the message names what is missing and the command that fixes it."""
+
+
+def served_models() -> tuple[str, ...]:
+    """Models the service loads: CDP_SERVE_MODELS (comma-separated), default all three."""
+    raw = os.environ.get("CDP_SERVE_MODELS", ",".join(SERVED_MODELS))
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    unknown = [n for n in names if n not in SERVED_MODELS]
+    if unknown or "churn" not in names:
+        raise ServiceNotReady(f"CDP_SERVE_MODELS={raw!r}: choose from {', '.join(SERVED_MODELS)} (churn is required)")
+    return names
+
+
+def check_ready(ws: Workspace, store=None) -> None:
+    """Raise ServiceNotReady unless features, the online store and every served champion exist."""
+    from cdp.store import StoreConfigError, open_store
+
+    if not (ws.features / "snapshots.json").exists():
+        raise ServiceNotReady(f"no features in {ws.features}: run `cdp features` (after ingest and resolve)")
+    try:
+        store = store or open_store(ws)
+    except StoreConfigError as error:
+        raise ServiceNotReady(str(error)) from None
+    _check_online_store(ws, store)
+    for name in served_models():
+        _check_champion(ws, name)
+
+
+def _check_online_store(ws: Workspace, store) -> None:
+    import pandas as pd
+
+    from cdp.pipeline import load_snapshots
+    from cdp.store import latest_snapshot
+
+    snapshots, _ = load_snapshots(ws)
+    sample = latest_snapshot(ws, "customer_profile", snapshots[-1])["customer_id"].head(5).tolist()
+    kind = store.config.online_store.type
+    try:
+        online = store.get_online_features(features=["customer_profile:tenure_days"],
+                                           entity_rows=[{"customer_id": c} for c in sample]).to_dict()
+    except Exception as error:  # noqa: BLE001 - a down Redis, a missing table: say which store
+        raise ServiceNotReady(f"online store ({kind}) cannot be read: {type(error).__name__}: {error}. "
+                              "Start it (Redis: `redis-server`, CDP_REDIS=host:port) and run `cdp features`") from None
+    if not sample or all(pd.isna(v) for v in online["tenure_days"]):
+        raise ServiceNotReady(f"online store ({kind}) holds no customer features: run `cdp features` "
+                              "(it materializes the latest snapshot)")
+
+
+def _check_champion(ws: Workspace, name: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from training.tracking import CHAMPION, use_workspace
+
+    use_workspace(ws)
+    try:
+        MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        raise ServiceNotReady(f"no '{CHAMPION}' model '{name}' in MLflow ({ws.mlflow_uri}): run "
+                              f"`cdp train {name.replace('_', '-')}` (or leave it out with CDP_SERVE_MODELS)") from None
