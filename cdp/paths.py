@@ -49,7 +49,9 @@ class Workspace:
 
     @property
     def mlflow_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+        # CDP_MLFLOW_URI, not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, which
+        # would make every later Workspace in the process follow the first one's database.
+        return os.environ.get("CDP_MLFLOW_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def reports(self) -> Path:

@@ -20,7 +20,7 @@ def _command(port: int) -> list[str]:
 
 
 def _environment(ws: Workspace) -> dict[str, str]:
-    env = dict(os.environ, CDP_HOME=str(ws.root), MLFLOW_TRACKING_URI=ws.mlflow_uri,
+    env = dict(os.environ, CDP_HOME=str(ws.root), MLFLOW_TRACKING_URI=ws.mlflow_uri, CDP_MLFLOW_URI=ws.mlflow_uri,
                BENTOML_DO_NOT_TRACK="true")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env

@@ -1,55 +1,282 @@
-"""Serving: the service in-process, and the real `bentoml serve` HTTP server (slow)."""
+"""Serving: the service in-process (fast), and the real `bentoml serve` HTTP server over the
+SQLite and the Redis online store (slow)."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
+from cdp.paths import Workspace
 from serving.server import running_server
 from tests.conftest import free_port
+from tests.services import redis_server
 
 
 @pytest.fixture(scope="module")
 def service(pipeline_ws):
     os.environ["CDP_HOME"] = str(pipeline_ws.root)
-    from serving.service import ChurnRequest, CustomerScores
+    os.environ["CDP_MODEL_RELOAD_SECONDS"] = "0"
+    from serving import service as module
 
-    return CustomerScores(), ChurnRequest
+    return module.CustomerScores(), module
 
 
-def test_in_process_scores_match_batch_scores(service, pipeline_ws):
-    scores_service, request = service
+def latest(ws: Workspace, view: str) -> pd.DataFrame:
+    frame = pd.read_parquet(ws.features / f"{view}.parquet")
+    return frame[frame["event_timestamp"] == frame["event_timestamp"].max()]
+
+
+def test_in_process_scores_match_batch_scores_and_carry_reasons(service, pipeline_ws):
+    scores_service, module = service
     batch = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet").sample(20, random_state=2)
-    body = scores_service.churn(request(customer_ids=batch["customer_id"].tolist()))
-    served = {s["customer_id"]: s["churn_probability"] for s in body["scores"]}
+    body = scores_service.churn(module.ChurnRequest(customer_ids=batch["customer_id"].tolist()))
+    served = {s["customer_id"]: s for s in body["scores"]}
     assert body["errors"] == []
-    # Online features (materialized) and offline features (point-in-time) give the same score: no skew.
+    # Online features (bulk-written) and batch features (latest snapshot) give the same score: no skew.
     for customer_id, expected in zip(batch["customer_id"], batch["churn_probability"]):
-        assert served[customer_id] == pytest.approx(expected, abs=1e-5)
+        assert served[customer_id]["churn_probability"] == pytest.approx(expected, abs=1e-5)
+    features = set(scores_service.champions.get("churn")[0].features)
+    for score in served.values():
+        assert 1 <= len(score["reasons"]) <= 3
+        assert all(r["feature"] in features and r["contribution"] > 0 and r["text"] for r in score["reasons"])
+        contributions = [r["contribution"] for r in score["reasons"]]
+        assert contributions == sorted(contributions, reverse=True)
+    quiet = scores_service.churn(module.ChurnRequest(customer_ids=batch["customer_id"].tolist()[:2], reasons=False))
+    assert all("reasons" not in s for s in quiet["scores"])
+
+
+def test_fast_churn_path_equals_sklearn_and_reasons_are_lightgbm_contributions(service, pipeline_ws):
+    from cdp.store import latest_service_features
+    from models.churn import CHURN
+
+    scores_service, _ = service
+    scorer = scores_service.champions.get("churn")[0]
+    as_of = scores_service.as_of
+    ids = latest(pipeline_ws, "purchase_behaviour")["customer_id"].head(200)
+    frame = latest_service_features(pipeline_ws, scores_service.store, CHURN.feature_service,
+                                    pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}), as_of)
+    matrix = scorer.matrix(frame)
+    expected = scorer.model.predict_proba(frame[scorer.features])[:, 1]
+    np.testing.assert_allclose(scorer.probabilities(matrix), expected, rtol=0, atol=1e-12)
+    booster = scorer.model.calibrated_classifiers_[0].estimator.estimator.booster_
+    contributions = booster.predict(matrix[:5], pred_contrib=True)
+    for row, reasons in zip(contributions, scorer.reasons(matrix[:5])):
+        top = max(range(len(scorer.features)), key=lambda j: row[j])
+        if row[top] > 0:
+            assert reasons[0]["feature"] == scorer.features[top]
 
 
 def test_unknown_ids_get_a_per_id_error(service, pipeline_ws):
-    scores_service, request = service
+    scores_service, module = service
     known = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"].iloc[0]
-    body = scores_service.churn(request(customer_ids=[known, "cus_nobody"]))
+    body = scores_service.churn(module.ChurnRequest(customer_ids=[known, "cus_nobody"]))
     assert [s["customer_id"] for s in body["scores"]] == [known]
-    assert body["errors"][0]["customer_id"] == "cus_nobody"
-    assert "unknown customer_id" in body["errors"][0]["error"]
+    assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
+    nbp = scores_service.next_best_product(module.NextBestProductRequest(customer_id="cus_nobody"))
+    assert nbp["products"] == [] and "unknown customer_id" in nbp["errors"][0]["error"]
 
 
-@pytest.mark.slow
-def test_real_http_server(pipeline_ws, tmp_path):
-    batch = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet").head(3)
-    with running_server(pipeline_ws, free_port(), log_path=tmp_path / "bentoml.log") as url:
-        ok = httpx.post(f"{url}/churn", json={"customer_ids": [*batch["customer_id"], "cus_nobody"]}, timeout=30)
-        empty = httpx.post(f"{url}/churn", json={"customer_ids": []}, timeout=30)
-        wrong = httpx.post(f"{url}/churn", json={"customer_ids": "not-a-list"}, timeout=30)
-    assert ok.status_code == 200
+def test_withdrawn_profiling_consent_is_refused_on_every_scoring_route(service, pipeline_ws):
+    from profiles.consent import PROFILING_WITHDRAWN
+
+    scores_service, module = service
+    withdrawn = latest(pipeline_ws, "consent_state").query("consent_profiling == 0")["customer_id"].tolist()[:3]
+    assert withdrawn, "the synthetic data should contain profiling withdrawals"
+    nbp = scores_service.next_best_product(module.NextBestProductRequest(customer_id=withdrawn[0]))
+    assert nbp["products"] == [] and nbp["errors"] == [{"customer_id": withdrawn[0], "error": PROFILING_WITHDRAWN}]
+    campaign = scores_service.campaign_response(module.CampaignResponseRequest(
+        customer_ids=withdrawn, campaign_id=scores_service.campaigns.index[0]))
+    assert campaign["scores"] == [] and [e["error"] for e in campaign["errors"]] == [PROFILING_WITHDRAWN] * len(withdrawn)
+
+
+def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, pipeline_ws):
+    scores_service, module = service
+    email = scores_service.campaigns.index[scores_service.campaigns["channel"] == "email"][0]
+    consent = latest(pipeline_ws, "consent_state").set_index("customer_id")
+    ids = latest(pipeline_ws, "purchase_behaviour")["customer_id"].head(300).tolist()
+    body = scores_service.campaign_response(module.CampaignResponseRequest(customer_ids=ids, campaign_id=email,
+                                                                           min_uplift=-1.0))
+    assert body["channel"] == "email" and body["scores"]
+    for score in body["scores"]:
+        granted = consent["consent_email_marketing"].get(score["customer_id"]) == 1
+        assert score["contactable"] == granted
+        assert score["target"] == granted  # min_uplift -1: everyone allowed is targeted, nobody else
+        if not granted:
+            assert score["expected_incremental_conversions"] == 0.0
+    assert any(not s["contactable"] for s in body["scores"]) and any(s["contactable"] for s in body["scores"])
+
+
+def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws):
+    from cdp.pipeline import load_snapshots
+    from cdp.store import open_store
+    from profiles.timeline import load_timeline
+    from serving.batch import score_campaign_response
+
+    campaigns = pd.read_parquet(pipeline_ws.staged / "campaigns.parquet")
+    email = campaigns.loc[campaigns["channel"] == "email", "campaign_id"].iloc[-1]
+    timeline, as_of = load_timeline(pipeline_ws), load_snapshots(pipeline_ws)[0][-1]
+    scores = score_campaign_response(pipeline_ws, open_store(pipeline_ws), timeline.order_lines, timeline.orders,
+                                     as_of, campaign_id=email)
+    assert (~scores["campaign_contactable"]).any()
+    assert not (scores["campaign_target"].astype(bool) & ~scores["campaign_contactable"]).any()
+    from profiles.consent import contactable
+
+    allowed = contactable(pipeline_ws, scores["customer_id"], "email", as_of)
+    assert (scores.set_index("customer_id")["campaign_contactable"] == allowed.reindex(scores["customer_id"])).all()
+
+
+def test_profile_has_features_scores_and_consent(service, pipeline_ws):
+    scores_service, module = service
+    scored = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet").iloc[0]
+    body = scores_service.profile(module.ProfileRequest(customer_id=scored["customer_id"]))
+    assert body["features"]["customer_profile"]["tenure_days"] is not None
+    assert set(body["features"]) >= {"customer_profile", "purchase_behaviour", "service_signals"}
+    assert body["scores"]["churn_scores"]["churn_probability"] == pytest.approx(scored["churn_probability"], abs=1e-9)
+    assert set(body["consent"]) == {"email_marketing", "sms_marketing", "profiling", "third_party_sharing"}
+    with pytest.raises(Exception, match="unknown customer"):
+        scores_service.profile(module.ProfileRequest(customer_id="cus_nobody"))
+
+
+def test_candidate_index_equals_the_batch_candidate_query(service):
+    from models.next_best_product import candidates, item_stats
+
+    scores_service, _ = service
+    ids = [*scores_service.lines["customer_id"].drop_duplicates().head(3), "cus_without_history"]
+    expected = candidates(scores_service.lines, item_stats(scores_service.lines, scores_service.products,
+                                                           scores_service.as_of), ids)
+    got = scores_service.candidate_index.candidates(ids)
+    order = ["customer_id", "product_id"]
+    pd.testing.assert_frame_equal(got.sort_values(order, ignore_index=True), expected.sort_values(order, ignore_index=True))
+
+
+def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
+    from mlflow import MlflowClient
+
+    from training.tracking import CHAMPION, use_workspace
+
+    scores_service, module = service
+    use_workspace(pipeline_ws)
+    client = MlflowClient()
+    current = client.get_model_version_by_alias("churn", CHAMPION)
+    copy = client.create_model_version("churn", current.source, run_id=current.run_id)
+    try:
+        client.set_registered_model_alias("churn", CHAMPION, copy.version)
+        assert scores_service.champions.reload() == ["churn"]
+        body = scores_service.churn(module.ChurnRequest(
+            customer_ids=pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"].head(2).tolist()))
+        assert {s["model_version"] for s in body["scores"]} == {str(copy.version)}
+        assert scores_service.champions.reload() == []  # nothing changed: nothing reloaded
+    finally:
+        client.set_registered_model_alias("churn", CHAMPION, current.version)
+        scores_service.champions.reload()
+
+
+def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
+    from serving.readiness import ServiceNotReady, check_ready
+
+    with pytest.raises(ServiceNotReady, match="cdp features"):
+        check_ready(Workspace(tmp_path / "empty"))
+    home = tmp_path / "no_models"
+    shutil.copytree(pipeline_ws.root, home, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    with pytest.raises(ServiceNotReady, match="cdp train churn"):
+        check_ready(Workspace(home))
+    emptied = tmp_path / "no_online"
+    shutil.copytree(pipeline_ws.root, emptied, ignore=shutil.ignore_patterns("online.db"))
+    with pytest.raises(ServiceNotReady, match="online store"):
+        check_ready(Workspace(emptied))
+
+
+# ---- the real HTTP server, over SQLite and over Redis ----------------------------------------
+
+@pytest.fixture(scope="module")
+def redis_workspace(pipeline_ws, tmp_path_factory):
+    """A copy of the session workspace whose online store is a private redis-server."""
+    from cdp.pipeline import load_snapshots, score
+    from cdp.store import materialize_latest, open_store
+
+    home = tmp_path_factory.mktemp("redis") / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    with redis_server(free_port(), home) as address:
+        env = {"CDP_ONLINE_STORE": "redis", "CDP_REDIS": address}
+        previous = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
+            score(ws)
+            yield ws, env
+        finally:
+            for key, value in previous.items():
+                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+def http_checks(ws: Workspace, url: str, headers: dict) -> None:
+    batch = pd.read_parquet(ws.features / "churn_scores.parquet").head(3)
+    post = lambda route, body: httpx.post(f"{url}/{route}", json=body, headers=headers, timeout=30)  # noqa: E731
+    ok = post("churn", {"customer_ids": [*batch["customer_id"], "cus_nobody"]})
+    assert ok.status_code == 200, ok.text
     body = ok.json()
     assert [s["customer_id"] for s in body["scores"]] == batch["customer_id"].tolist()
     assert [s["churn_probability"] for s in body["scores"]] == pytest.approx(batch["churn_probability"].tolist(), abs=1e-5)
+    assert all(s["reasons"] for s in body["scores"])
     assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
-    assert empty.status_code == 400 and "customer_ids" in empty.text
-    assert wrong.status_code == 400
+    nbp = post("next_best_product", {"customer_id": batch["customer_id"].iloc[0], "k": 5})
+    assert nbp.status_code == 200 and len(nbp.json()["products"]) == 5
+    profile = post("profile", {"customer_id": batch["customer_id"].iloc[0]})
+    assert profile.status_code == 200 and profile.json()["scores"]["churn_scores"]["churn_probability"] is not None
+    # Bad input: a 4xx naming the field, never a 500.
+    bad = {"empty list": ("churn", {"customer_ids": []}, "customer_ids"),
+           "wrong type": ("churn", {"customer_ids": "not-a-list"}, "customer_ids"),
+           "oversize batch": ("churn", {"customer_ids": [f"c{i}" for i in range(1001)]}, "customer_ids"),
+           "empty id": ("churn", {"customer_ids": [""]}, "customer_ids"),
+           "k out of range": ("next_best_product", {"customer_id": "x", "k": 0}, "k"),
+           "NaN threshold": ("campaign_response", {"customer_ids": ["x"], "campaign_id": "CMP01", "min_uplift": "NaN"},
+                             "min_uplift"),
+           "unknown campaign": ("campaign_response", {"customer_ids": ["x"], "campaign_id": "nope"}, "campaign_id"),
+           "unknown profile": ("profile", {"customer_id": "cus_nobody"}, "customer_id")}
+    for case, (route, payload, field) in bad.items():
+        response = post(route, payload)
+        assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
+        assert field in response.text, (case, response.text)
+
+
+@pytest.mark.slow
+def test_real_http_server_on_sqlite_with_api_key(pipeline_ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("CDP_API_KEY", "test-key-123")
+    with running_server(pipeline_ws, free_port(), log_path=tmp_path / "bentoml.log") as url:
+        http_checks(pipeline_ws, url, {"X-API-Key": "test-key-123"})
+        assert httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, timeout=30).status_code == 401
+        wrong = httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, headers={"X-API-Key": "nope"}, timeout=30)
+        assert wrong.status_code == 401 and "API key" in wrong.text
+        bearer = httpx.post(f"{url}/churn", json={"customer_ids": ["x"]},
+                            headers={"Authorization": "Bearer test-key-123"}, timeout=30)
+        assert bearer.status_code == 200
+        health = httpx.post(f"{url}/healthz", json={}, timeout=30)  # probes need no key
+        assert health.status_code == 200 and health.json()["online_store"] == "sqlite"
+
+
+@pytest.mark.slow
+def test_real_http_server_on_redis(redis_workspace, tmp_path):
+    ws, env = redis_workspace
+    with running_server(ws, free_port(), log_path=tmp_path / "bentoml.log") as url:
+        assert httpx.post(f"{url}/healthz", json={}, timeout=30).json()["online_store"] == "redis"
+        http_checks(ws, url, {})
+
+
+def test_redis_and_sqlite_serve_the_same_scores(redis_workspace, service):
+    """Same features in both stores: the Redis-backed service answers exactly as the SQLite one."""
+    ws, _ = redis_workspace
+    sqlite_service, module = service
+    from serving.service import CustomerScores
+
+    redis_service = CustomerScores()  # the fixture's environment selects Redis
+    assert redis_service.store.config.online_store.type == "redis"
+    ids = pd.read_parquet(ws.features / "churn_scores.parquet")["customer_id"].head(50).tolist()
+    request = module.ChurnRequest(customer_ids=ids)
+    assert redis_service.churn(request) == sqlite_service.churn(request)
+    profile = module.ProfileRequest(customer_id=ids[0])
+    assert redis_service.profile(profile) == sqlite_service.profile(profile)

@@ -1,0 +1,92 @@
+"""The bulk online writer stores exactly what Feast's own materialize stores (SQLite and Redis),
+and erasure reaches the Redis online store."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from cdp.paths import Workspace
+from tests.conftest import free_port
+from tests.services import redis_server
+
+
+@pytest.fixture
+def copy_ws(pipeline_ws, tmp_path) -> Workspace:
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    return Workspace(home)
+
+
+def online_frame(ws: Workspace, ids: list[str]) -> pd.DataFrame:
+    from cdp.store import open_store, repo_definitions
+
+    refs = [f"{view}:{f}" for view, fields in repo_definitions().FEATURES.items() for f in fields]
+    return (open_store(ws).get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in ids])
+            .to_df().sort_values("customer_id", ignore_index=True))
+
+
+def bulk_equals_feast(ws: Workspace) -> None:
+    from cdp.pipeline import load_snapshots
+    from cdp.store import latest_snapshot, materialize_latest, open_store
+
+    as_of = load_snapshots(ws)[0][-1]
+    ids = [*latest_snapshot(ws, "customer_profile", as_of)["customer_id"].sample(150, random_state=4), "cus_nobody"]
+    store = open_store(ws)
+    feast_rows = materialize_latest(ws, store, as_of, engine="feast")
+    by_feast = online_frame(ws, ids)
+    bulk_rows = materialize_latest(ws, store, as_of, engine="bulk")
+    by_bulk = online_frame(ws, ids)
+    assert bulk_rows == feast_rows > 0
+    assert by_feast["tenure_days"].notna().sum() == len(ids) - 1  # the frames are not trivially empty
+    pd.testing.assert_frame_equal(by_bulk, by_feast)
+
+
+def test_bulk_writer_equals_feast_materialize_on_sqlite(copy_ws):
+    bulk_equals_feast(copy_ws)
+
+
+def test_bulk_writer_equals_feast_materialize_on_redis(copy_ws, monkeypatch):
+    with redis_server(free_port(), copy_ws.root) as address:
+        monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
+        monkeypatch.setenv("CDP_REDIS", address)
+        bulk_equals_feast(copy_ws)
+
+
+def test_a_wrong_online_store_setting_names_the_variable(monkeypatch, copy_ws):
+    from cdp.store import StoreConfigError, open_store
+
+    monkeypatch.setenv("CDP_ONLINE_STORE", "cassandra")
+    with pytest.raises(StoreConfigError, match="CDP_ONLINE_STORE='cassandra'"):
+        open_store(copy_ws)
+
+
+def test_erasure_reaches_the_redis_online_store(copy_ws, monkeypatch):
+    import redis
+
+    from cdp.pipeline import load_snapshots, score
+    from cdp.store import materialize_latest, open_store
+    from profiles.erasure import erase_subjects
+    from profiles.privacy import subject_for
+
+    with redis_server(free_port(), copy_ws.root) as address:
+        monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
+        monkeypatch.setenv("CDP_REDIS", address)
+        materialize_latest(copy_ws, open_store(copy_ws), load_snapshots(copy_ws)[0][-1])
+        score(copy_ws)
+        scored = pd.read_parquet(copy_ws.features / "churn_scores.parquet")["customer_id"]
+        person, other = scored.iloc[0], scored.iloc[1]
+        client = redis.Redis(host=address.split(":")[0], port=int(address.split(":")[1]))
+        keys_before = {k: client.hgetall(k) for k in client.scan_iter(count=1000)}
+        assert any(person.encode() in k for k in keys_before)
+        before_other = online_frame(copy_ws, [other])
+        receipt = erase_subjects(copy_ws, [subject_for(copy_ws, person)], models=False)
+        keys_after = {k: client.hgetall(k) for k in client.scan_iter(count=1000)}
+        assert not any(person.encode() in k or any(person.encode() in v for v in fields.values())
+                       for k, fields in keys_after.items())
+        assert receipt["stores"]["feast online store (feature rows)"] > 0
+        assert set(keys_before) - set(keys_after) == {k for k in keys_before if person.encode() in k}
+        assert all(keys_after[k] == keys_before[k] for k in keys_after)  # everyone else untouched
+        pd.testing.assert_frame_equal(online_frame(copy_ws, [other]), before_other)
