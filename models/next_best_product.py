@@ -144,6 +144,33 @@ class CandidateIndex:
         stops = np.r_[starts[1:], len(ids)]
         self.table = table
         self.rows = {ids[a]: (a, b) for a, b in zip(starts, stops)}
+        self.numeric = {c: table[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in CANDIDATE_FEATURES}
+        self.product_ids = table["product_id"].to_numpy()
+        self.categories = table["category"].to_numpy()
+
+    def recommend_one(self, ranker, customer_id: str, customer_features: dict[str, float], k: int,
+                      catalogue_ids: set[str], exclude_owned: bool = False) -> pd.DataFrame:
+        """`recommend()` for one customer without building frames: the ranker's input matrix is
+        sliced from precomputed columns plus the customer's features broadcast (same result, ~1 ms).
+        Returns (product_id, category, score, rank)."""
+        a, b = self.rows.get(customer_id) or self.rows[self.NO_HISTORY]
+        products = self.product_ids[a:b]
+        keep = np.fromiter((p in catalogue_ids for p in products), dtype=bool, count=b - a)
+        if exclude_owned:
+            keep &= ~((self.numeric["cust_item_lines_365d"][a:b] > 0)
+                      & (self.numeric["item_repeat_rate"][a:b] < REPEATABLE_RATE))
+        rows = np.flatnonzero(keep) + a
+        if len(rows) == 0:
+            return pd.DataFrame(columns=["product_id", "category", "score", "rank"])
+        names = list(ranker.feature_name_)
+        matrix = np.empty((len(rows), len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            matrix[:, j] = self.numeric[name][rows] if name in self.numeric else customer_features.get(name, np.nan)
+        score = ranker.booster_.predict(matrix, num_threads=1)
+        # top_k's order: score descending, then product_id ascending
+        order = np.lexsort((self.product_ids[rows], -score))[:k]
+        return pd.DataFrame({"product_id": self.product_ids[rows][order], "category": self.categories[rows][order],
+                             "score": score[order], "rank": np.arange(1, len(order) + 1)})
 
     def candidates(self, customer_ids: list[str]) -> pd.DataFrame:
         parts = []

@@ -204,9 +204,7 @@ class CustomerScores:
 
     @bentoml.api
     def next_best_product(self, request: NextBestProductRequest, /) -> dict:
-        import pandas as pd
-
-        from models.next_best_product import recommend
+        import numpy as np
 
         model, version = self.champions.get("next_best_product")
         customer_id = request.customer_id
@@ -214,10 +212,9 @@ class CustomerScores:
         keep, errors = self._gate([customer_id], online)
         if not keep:
             return {"customer_id": customer_id, "products": [], "errors": errors}
-        features = _float_frame({k: v for k, v in online.items() if k != "consent_profiling"})
-        frame = self.candidate_index.candidates([customer_id]).merge(features, on="customer_id")
-        recs = recommend(model, frame, request.k, self.catalogue_ids, request.exclude_owned)
-        recs = recs.merge(self.products[["product_id", "category"]], on="product_id", how="left")
+        features = {k: np.nan if _missing(v[0]) else float(v[0]) for k, v in online.items() if k != "customer_id"}
+        recs = self.candidate_index.recommend_one(model, customer_id, features, request.k, self.catalogue_ids,
+                                                  request.exclude_owned)
         return {"customer_id": customer_id, "model_version": version, "as_of": self.as_of.isoformat(),
                 "products": [{"product_id": r.product_id, "category": r.category, "score": round(float(r.score), 6),
                               "rank": int(r.rank)} for r in recs.itertuples()], "errors": []}

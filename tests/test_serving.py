@@ -280,3 +280,25 @@ def test_redis_and_sqlite_serve_the_same_scores(redis_workspace, service):
     assert redis_service.churn(request) == sqlite_service.churn(request)
     profile = module.ProfileRequest(customer_id=ids[0])
     assert redis_service.profile(profile) == sqlite_service.profile(profile)
+
+
+def test_online_recommendations_equal_the_batch_recommender(service, pipeline_ws):
+    """The fast single-customer path ranks exactly like `recommend()` used by batch scoring."""
+    from models.next_best_product import recommend
+
+    scores_service, module = service
+    model = scores_service.champions.get("next_best_product")[0]
+    ids = [*scores_service.lines["customer_id"].drop_duplicates().sample(15, random_state=5), "cus_without_history"]
+    online = scores_service.store.get_online_features(
+        features=scores_service.services["next_best_product_v1"], entity_rows=[{"customer_id": c} for c in ids]).to_df()
+    for exclude_owned in (False, True):
+        for i, customer_id in enumerate(ids):
+            features = online.drop(columns=["customer_id"]).iloc[i].astype(float).to_dict()
+            frame = scores_service.candidate_index.candidates([customer_id]).merge(
+                online.iloc[[i]].assign(customer_id=customer_id), on="customer_id")
+            frame[online.columns.drop("customer_id")] = frame[online.columns.drop("customer_id")].astype(float)
+            expected = recommend(model, frame, 10, scores_service.catalogue_ids, exclude_owned)
+            got = scores_service.candidate_index.recommend_one(model, customer_id, features, 10,
+                                                               scores_service.catalogue_ids, exclude_owned)
+            assert got["product_id"].tolist() == expected["product_id"].tolist()
+            np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-12)
