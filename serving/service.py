@@ -12,6 +12,8 @@ POST /campaign_response {"customer_ids", "campaign_id", "min_uplift": 0.0} ->
                "expected_incremental_conversions"}], "expected_incremental_conversions", "errors"}
 POST /profile {"customer_id"} -> {"customer_id", "features": {view: {feature: value}}, "scores": {...},
                                    "consent": {purpose: true/false/null}}
+POST /churn_batch {"customer_ids": ["cus_1", "cus_2"]} -> [{"customer_id", "churn_probability" | "error"}, ...] (adaptive
+  batching: concurrent calls are merged into one online read and one model call; no reasons)
 POST /healthz -> model versions (no API key needed).
 
 Limits: at most MAX_BATCH ids per call, k <= MAX_K, ids 1..MAX_ID_LENGTH characters; violations are
@@ -183,10 +185,12 @@ class CustomerScores:
 
     @bentoml.api
     def churn(self, request: ChurnRequest, /) -> dict:
+        return self._churn(list(dict.fromkeys(request.customer_ids)), request.reasons)
+
+    def _churn(self, ids: list[str], with_reasons: bool) -> dict:
         import numpy as np
 
         scorer, version = self.champions.get("churn")
-        ids = list(dict.fromkeys(request.customer_ids))
         online = self._online(self.services["churn_v1"], ids)
         keep, errors = self._gate(ids, online)
         scores = []
@@ -194,13 +198,25 @@ class CustomerScores:
             matrix = np.array([[np.nan if _missing(online[f][i]) else online[f][i] for f in scorer.features]
                                for i in keep], dtype=np.float64)
             probabilities = scorer.probabilities(matrix)
-            reasons = scorer.reasons(matrix) if request.reasons else [None] * len(keep)
+            reasons = scorer.reasons(matrix) if with_reasons else [None] * len(keep)
             for i, p, why in zip(keep, probabilities, reasons):
                 score = {"customer_id": ids[i], "churn_probability": round(float(p), 6), "model_version": version}
                 if why is not None:
                     score["reasons"] = why
                 scores.append(score)
         return {"scores": scores, "errors": errors}
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=20)
+    def churn_batch(self, customer_ids: list[str]) -> list[dict]:
+        """Adaptive batching: concurrent callers' ids are merged into one online read and one model
+        call. Body: a JSON list of ids; answer: one object per id, in order, each with either
+        `churn_probability` or `error` (no reasons: use /churn for those)."""
+        ids = [str(c).strip() for c in customer_ids]
+        valid = [c for c in ids if 0 < len(c) <= MAX_ID_LENGTH]
+        body = self._churn(list(dict.fromkeys(valid)), with_reasons=False) if valid else {"scores": [], "errors": []}
+        by_id = {**{e["customer_id"]: e for e in body["errors"]}, **{s["customer_id"]: s for s in body["scores"]}}
+        return [by_id.get(c) or {"customer_id": c, "error": f"customer_id: must be 1..{MAX_ID_LENGTH} characters"}
+                for c in ids]
 
     @bentoml.api
     def next_best_product(self, request: NextBestProductRequest, /) -> dict:

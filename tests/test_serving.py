@@ -226,6 +226,13 @@ def http_checks(ws: Workspace, url: str, headers: dict) -> None:
     assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
     nbp = post("next_best_product", {"customer_id": batch["customer_id"].iloc[0], "k": 5})
     assert nbp.status_code == 200 and len(nbp.json()["products"]) == 5
+    batched = httpx.post(f"{url}/churn_batch", json={"customer_ids": [*batch["customer_id"], "cus_nobody", ""]},
+                         headers=headers, timeout=30)
+    assert batched.status_code == 200, batched.text
+    answers = batched.json()
+    assert [a["customer_id"] for a in answers] == [*batch["customer_id"], "cus_nobody", ""]
+    assert [a["churn_probability"] for a in answers[:3]] == pytest.approx(batch["churn_probability"].tolist(), abs=1e-5)
+    assert "unknown customer_id" in answers[3]["error"] and "characters" in answers[4]["error"]
     profile = post("profile", {"customer_id": batch["customer_id"].iloc[0]})
     assert profile.status_code == 200 and profile.json()["scores"]["churn_scores"]["churn_probability"] is not None
     # Bad input: a 4xx naming the field, never a 500.
