@@ -111,7 +111,8 @@ class Champions:
             return swapped
 
 
-@bentoml.service(name="cdp_scores", traffic={"timeout": 30})
+# CDP_SERVE_WORKERS: processes serving requests (the scale profile sets 2); each loads the champions.
+@bentoml.service(name="cdp_scores", traffic={"timeout": 30}, workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")))
 class CustomerScores:
     def __init__(self) -> None:
         import pandas as pd
