@@ -96,14 +96,18 @@ def ingest(home: Optional[Path] = HomeOption) -> None:
 
 
 @app.command()
-def resolve(home: Optional[Path] = HomeOption) -> None:
+def resolve(incremental: bool = typer.Option(
+                False, "--incremental",
+                help="Only link records not in identity_map yet (a day's orders, new sign-ups) to the existing "
+                     "customers with the saved model; existing ids are kept. Needs a previous full run."),
+            home: Optional[Path] = HomeOption) -> None:
     """Link records that belong to the same person into one customer_id (identity/identity_map.parquet)."""
     from cdp import pipeline
 
     ws = workspace(home)
-    with console.status("resolving identities"):
-        summary = run_stage(pipeline.resolve, ws)
-    show("identity resolution", summary)
+    with console.status("linking new records" if incremental else "resolving identities"):
+        summary = run_stage(pipeline.resolve, ws, incremental=incremental)
+    show("identity resolution (incremental)" if incremental else "identity resolution", summary)
 
 
 @app.command()
@@ -118,7 +122,7 @@ def features(home: Optional[Path] = HomeOption) -> None:
 
 
 @app.command()
-def train(model: str = typer.Argument("churn", help="Which model to train: churn, next-best-product, campaign-response."),
+def train(model: str = typer.Argument("churn", help="Which model to train: churn, next-best-product, campaign-response, clv."),
           home: Optional[Path] = HomeOption) -> None:
     """Train a model out-of-time on point-in-time features; log to MLflow; alias `champion` if it beats the champion."""
     from cdp import pipeline
@@ -142,10 +146,20 @@ def score(home: Optional[Path] = HomeOption) -> None:
 
 @app.command()
 def serve(port: int = typer.Option(3000, help="HTTP port."), home: Optional[Path] = HomeOption) -> None:
-    """Serve POST /churn with BentoML (blocks; Ctrl-C stops)."""
+    """Serve /churn, /next_best_product, /campaign_response, /profile with BentoML (blocks; Ctrl-C stops).
+
+    Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key),
+    CDP_SERVE_MODELS (default all three), CDP_MODEL_RELOAD_SECONDS (champion reload check, default 30)."""
+    from serving.readiness import ServiceNotReady, check_ready
     from serving.server import serve_forever
 
-    serve_forever(workspace(home), port)
+    ws = workspace(home)
+    try:
+        check_ready(ws)
+    except ServiceNotReady as error:
+        console.print(f"[red]cannot serve:[/red] {error}")
+        raise typer.Exit(code=2) from None
+    serve_forever(ws, port)
 
 
 @app.command()
@@ -185,6 +199,13 @@ _register_extra_commands()
 def main() -> None:
     # Third-party deprecation notices (ibis, SQLAlchemy) are for us, not for the user's terminal.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from cdp.config_profile import ProfileError, apply_profile
+
+    try:
+        apply_profile()  # CDP_PROFILE=embedded|scale fills engine settings the environment leaves unset
+    except ProfileError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise SystemExit(2) from None
     app()
 
 

@@ -45,8 +45,13 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
 
 
 @_timed
-def resolve(ws: Workspace) -> dict:
-    """Deterministic identity resolution into identity/identity_map.parquet."""
+def resolve(ws: Workspace, incremental: bool = False) -> dict:
+    """Identity resolution into identity/identity_map.parquet. `incremental`: only link the
+    staged records not in identity_map yet to the existing customers (needs a previous full run)."""
+    if incremental:
+        from profiles.identity_incremental import resolve_incremental
+
+        return resolve_incremental(ws).to_dict()
     from profiles.identity import resolve as resolve_identities
 
     return resolve_identities(ws).to_dict()
@@ -84,7 +89,19 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
             "feast_apply_materialize_seconds": round(time.perf_counter() - started, 2)}
 
 
-MODELS = ("churn", "next-best-product", "campaign-response")
+MODELS = ("churn", "next-best-product", "campaign-response", "clv")
+
+
+def _with_service(ws: Workspace, store, service: str):
+    """The store, re-applying the definitions once if a FeatureService added since `cdp features`
+    (e.g. clv_v1 in an older workspace) is not in the registry yet."""
+    from cdp.store import apply_definitions
+
+    try:
+        store.get_feature_service(service)
+        return store
+    except Exception:  # noqa: BLE001 - Feast raises its own not-found error types
+        return apply_definitions(ws)
 
 
 @_timed
@@ -111,6 +128,10 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
 
         result = train_next_best_product(ws, store, timeline.order_lines, catalogue(ws), snapshots, end,
                                          progress=progress)
+    elif model == "clv":
+        from training.clv import train_clv
+
+        result = train_clv(ws, _with_service(ws, store, "clv_v1"), timeline.orders, snapshots, end, progress=progress)
     else:
         from training.uplift import train_campaign_response
 

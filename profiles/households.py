@@ -44,8 +44,10 @@ def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
                        shape=(n, n))
     _, component = connected_components(graph, directed=False)
     frame = pd.DataFrame({"customer_id": ids, "component": component[: len(ids)]})
-    smallest = frame.groupby("component")["customer_id"].transform("min")
-    frame["household_id"] = ["hh_" + hashlib.sha1(c.encode()).hexdigest()[:12] for c in smallest]
+    # smallest customer_id per component (sort + first: string min in groupby is pure Python)
+    first = frame.sort_values("customer_id").drop_duplicates("component").set_index("component")["customer_id"]
+    hh = {c: "hh_" + hashlib.sha1(cid.encode()).hexdigest()[:12] for c, cid in first.items()}
+    frame["household_id"] = frame["component"].map(hh)
     return frame[["customer_id", "household_id"]].sort_values("customer_id").reset_index(drop=True)
 
 

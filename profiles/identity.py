@@ -64,6 +64,10 @@ class ResolveConfig:
     probabilistic: bool = True       # Splink edges between profile records
     match_threshold: float = 0.999   # match_probability a probabilistic edge needs
     first_name_jw: float = 0.88      # first names "agree" at or above this Jaro-Winkler similarity
+    # Household guards (shared phones/emails link only name-agreeing records; a probabilistic link
+    # needs agreeing first names and no date-of-birth conflict; conflicting clusters are re-split).
+    # Off only for data whose identifiers are personal and that has no households (e.g. FEBRL).
+    household_guards: bool = True
     seed: int = 1
 
 
@@ -179,14 +183,44 @@ def _probabilistic_edges(profiles: pd.DataFrame, config: ResolveConfig,
     """Scored profile pairs >= threshold with the guard verdict (`accepted`, `guard`)."""
     result = matching.train_and_predict(profiles, floor_probability=config.match_threshold,
                                         seed=config.seed, model=model)
-    edges = result.edges
+    return guard_scored_edges(result.edges, profiles, config), result.model
+
+
+def guard_scored_edges(edges: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig = ResolveConfig()) -> pd.DataFrame:
+    """Add the guard verdict to scored pairs: `accepted` unless first names disagree
+    (gamma_first_name == 0) or the dates of birth conflict (`guard` says which)."""
     if edges.empty:
-        return edges.assign(accepted=pd.Series(dtype=bool), guard=pd.Series(dtype=str)), result.model
+        return edges.assign(accepted=pd.Series(dtype=bool), guard=pd.Series(dtype=str))
+    if not config.household_guards:
+        return edges.assign(accepted=True, guard="")
     by_id = profiles.set_index("unique_id")
     first_disagrees = edges.get("gamma_first_name", pd.Series(1, index=edges.index)).eq(0).to_numpy()
     conflict = matching.dob_conflict(edges["unique_id_l"].map(by_id["dob"]), edges["unique_id_r"].map(by_id["dob"]))
     guard = np.where(first_disagrees, "first names disagree", np.where(conflict, "dates of birth conflict", ""))
-    return edges.assign(accepted=guard == "", guard=guard), result.model
+    return edges.assign(accepted=guard == "", guard=guard)
+
+
+def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Apply the identifier guards to record -> identifier links.
+
+    Returns (blocked nodes, shared nodes, name-agreeing record edges on shared nodes,
+    usable links with a `record` column = "<table>|<key>")."""
+    con = duckdb.connect()
+    con.register("links", links)
+    blocked = _blocked_nodes(con, config).assign(guard="blocked")
+    usable = links[~links["node"].isin(set(blocked["node"]))].reset_index(drop=True)
+    con.register("links", usable)
+    con.register("profiles", profiles)
+    if config.household_guards:
+        shared, shared_edges = _shared_nodes(con, config)
+    else:
+        shared, shared_edges = (pd.DataFrame(columns=["node", "kind", "reason"]),
+                                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
+    con.close()
+    usable = usable[~usable["node"].isin(set(shared["node"]))].reset_index(drop=True)
+    usable["record"] = usable["source_table"] + "|" + usable["source_key"]
+    return blocked, shared, shared_edges, usable
 
 
 def _components(record_keys: np.ndarray, node_links: pd.DataFrame, record_edges: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -227,16 +261,9 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     `model`: a trained Splink model to reuse instead of training a new one."""
     links = _record_identifiers(ws)
     previous = _read_previous(ws)
-    con = duckdb.connect()
-    con.register("links", links)
-    blocked = _blocked_nodes(con, config).assign(guard="blocked")
-    usable = links[~links["node"].isin(set(blocked["node"]))].reset_index(drop=True)
     profiles = matching.profile_records(ws)
-    con.register("links", usable)
-    con.register("profiles", profiles)
-    shared, shared_edges = _shared_nodes(con, config)
-    usable = usable[~usable["node"].isin(set(shared["node"]))].reset_index(drop=True)
-    usable["record"] = usable["source_table"] + "|" + usable["source_key"]
+    blocked, shared, shared_edges, usable = guard_links(links, profiles, config)
+    con = duckdb.connect()
     con.register("usable_links", usable)
 
     scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
@@ -249,7 +276,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
                       "p": prob["match_probability"].astype(float)})], ignore_index=True)
     record_keys = np.unique(np.concatenate([usable["record"].to_numpy(), profiles["unique_id"].to_numpy()]))
     record_component, node_component = _components(record_keys, usable, record_edges)
-    conflicted = _dob_conflicts(record_component, profiles)
+    conflicted = _dob_conflicts(record_component, profiles) if config.household_guards else set()
     if conflicted:  # cut the soft edges inside conflicting clusters and re-split
         soft = record_edges["uid_l"].map(record_component).isin(conflicted)
         record_edges = record_edges[~soft].reset_index(drop=True)
@@ -265,7 +292,8 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     members["source_table"], members["source_key"] = split[0], split[1]
     anchors = pd.concat([pd.DataFrame({"component": node_component.to_numpy(), "anchor": node_component.index}),
                          members[["component", "record"]].rename(columns={"record": "anchor"})])
-    anchor = anchors.groupby("component")["anchor"].min()
+    # smallest node/record per component (sort + first: a string min in groupby is pure Python)
+    anchor = anchors.sort_values("anchor").drop_duplicates("component").set_index("component")["anchor"]
     is_customer = members["source_table"].isin(CUSTOMER_TABLES).groupby(members["component"]).any()
     members = members[members["component"].map(is_customer).to_numpy(bool)].reset_index(drop=True)
     members["anchor"] = members["component"].map(anchor)

@@ -129,16 +129,56 @@ class MatchResult:
     model: dict[str, Any]        # trained Splink settings (save as JSON to re-use)
 
 
+def _arrow(records: pd.DataFrame):
+    import pyarrow as pa
+
+    columns = ["unique_id", "source_table", "source_key", *MATCH_COLUMNS]
+    # explicit text types: all-null columns must not become INTEGER
+    return pa.table({c: pa.array(records[c].astype(object).where(records[c].notna(), None).tolist(), type=pa.string())
+                     for c in columns})
+
+
 def _linker(records: pd.DataFrame, settings: Any):
     from splink import DuckDBAPI, Linker
 
     db_api = DuckDBAPI()
-    import pyarrow as pa
+    return Linker(db_api.register(_arrow(records), dataset_display_name="profiles"), settings, log_level=logging.WARNING)
 
-    columns = ["unique_id", "source_table", "source_key", *MATCH_COLUMNS]
-    table = pa.table({c: pa.array(records[c].astype(object).where(records[c].notna(), None).tolist(), type=pa.string())
-                      for c in columns})  # explicit text types: all-null columns must not become INTEGER
-    return Linker(db_api.register(table, dataset_display_name="profiles"), settings, log_level=logging.WARNING)
+
+def predict_new(records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any],
+                floor_probability: float = 0.5) -> pd.DataFrame:
+    """Incremental scoring with a trained model: pairs (new, existing) and (new, new) of the
+    blocked candidates at or above `floor_probability`; never (existing, existing).
+
+    Term frequencies come from all `records` (existing + new), as a full run would see them.
+    Same columns as `train_and_predict(...).edges`, with unique_id_l < unique_id_r."""
+    is_new = np.asarray(is_new, dtype=bool)
+    empty = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight", "match_probability"])
+    if not is_new.any() or not model:
+        return empty
+    linker = _linker(records, model)
+    for column in sorted({c["tf_adjustment_column"] for comp in model.get("comparisons", [])
+                          for c in comp.get("comparison_levels", []) if c.get("tf_adjustment_column")}):
+        linker.table_management.compute_tf_table(column)
+    db_api = linker._db_api
+    new = db_api.register(_arrow(records[is_new]), table_name="__new_profiles")
+    frames = []
+    if (~is_new).any():
+        old = db_api.register(_arrow(records[~is_new]), table_name="__existing_profiles")
+        frames.append(linker.inference.predict_between(new, old, threshold_match_probability=floor_probability,
+                                                       warning_mode="never").as_pandas_dataframe())
+    if is_new.sum() > 1:
+        frames.append(linker.inference.predict_within(new, threshold_match_probability=floor_probability,
+                                                      warning_mode="never").as_pandas_dataframe())
+    edges = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else empty
+    if edges.empty:
+        return empty
+    swap = edges["unique_id_l"] > edges["unique_id_r"]
+    edges.loc[swap, ["unique_id_l", "unique_id_r"]] = edges.loc[swap, ["unique_id_r", "unique_id_l"]].to_numpy()
+    keep = ["unique_id_l", "unique_id_r", "match_weight", "match_probability",
+            *[c for c in edges.columns if c.startswith("gamma_")]]
+    return edges[keep].drop_duplicates(["unique_id_l", "unique_id_r"]) \
+        .sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
 
 
 def train_and_predict(records: pd.DataFrame, floor_probability: float = 0.5, seed: int = 1,
@@ -168,11 +208,28 @@ def _label_pairs(records: pd.DataFrame, by: list[str], max_group: int = 12) -> p
     return pairs[["unique_id_l", "unique_id_r"]].reset_index(drop=True)
 
 
+# Pseudo-label sets, in order of preference: pairs that agree exactly on the key columns.
+# A set can only teach m for comparisons that do not read its key columns (pairs chosen for
+# agreeing on a field always agree on it), so each comparison takes its m from the first set
+# here that had labels and whose key it does not read.
+LABEL_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("email", ("email",)),
+    ("phone+name", ("phone", "first_canon", "last_name")),
+    ("phone+dob", ("phone", "dob")),
+    ("name+dob", ("first_canon", "last_name", "dob")),
+)
+COMPARISON_READS = {"first_name": {"first_name", "first_canon", "last_name"},
+                    "last_name": {"last_name", "first_name"}, "dob": {"dob"}, "postcode": {"postcode"},
+                    "address": {"address"}, "email": {"email", "email_local"}, "phone": {"phone"}}
+
+
 def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
-    """u from random pairs; m from pseudo-labels made by the deterministic identifiers:
-    pairs sharing an email give m for every comparison but email; pairs sharing a phone
-    *and* a full name give m for email. EM is avoided on purpose: households (same surname,
-    address, home phone) look like one person to unsupervised EM and bias m towards merging."""
+    """u from random pairs; m from pseudo-labels made by the deterministic identifiers (LABEL_SETS):
+    on retail data, pairs sharing an email give m for every comparison but email, and pairs
+    sharing a phone *and* a full name give m for email; without emails (e.g. FEBRL) names learn
+    from phone+dob pairs and the phone from name+dob pairs. EM is avoided on purpose:
+    households (same surname, address, home phone) look like one person to unsupervised EM and
+    bias m towards merging."""
     from splink import block_on
 
     linker = _linker(records, splink_settings())
@@ -183,20 +240,22 @@ def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
     except ValueError:  # tiny inputs: more exact matches than pairs allow; keep the default prior
         pass
     training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
-    learned: dict[str, dict[str, Any]] = {}
-    for name, by in (("phone", ["phone", "first_canon", "last_name"]), ("email", ["email"])):
-        labels = _label_pairs(records, by)
+    base = linker.misc.save_model_to_json()
+    learned: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, by in LABEL_SETS:
+        labels = _label_pairs(records, list(by))
         if labels.empty:
             continue
-        table = linker.table_management.register_table(labels, f"__labels_{name}", overwrite=True)
+        table = linker.table_management.register_table(labels, f"__labels_{name.replace('+', '_')}", overwrite=True)
         training.estimate_m_from_pairwise_labels(table)
-        learned[name] = linker.misc.save_model_to_json()
-    model = learned.get("email") or linker.misc.save_model_to_json()
-    if "phone" in learned:  # email's m comes from the phone+name labels
-        email_levels = next(c for c in learned["phone"]["comparisons"] if c["output_column_name"] == "email")
-        for i, comparison in enumerate(model["comparisons"]):
-            if comparison["output_column_name"] == "email":
-                model["comparisons"][i] = email_levels
+        learned[name] = {c["output_column_name"]: c for c in linker.misc.save_model_to_json()["comparisons"]}
+    model = base
+    for i, comparison in enumerate(model["comparisons"]):
+        column = comparison["output_column_name"]
+        source = next((n for n, by in LABEL_SETS if n in learned and not set(by) & COMPARISON_READS.get(column, {column})),
+                      None)
+        if source:
+            model["comparisons"][i] = learned[source][column]
     return model
 
 
