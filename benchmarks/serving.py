@@ -178,6 +178,9 @@ def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
                 lambda: call("/next_best_product", {"customer_id": one()[0]["customer_id"]}), repeat)
             rows[f"{store_kind}: /churn x100"] = timed(
                 lambda: call("/churn", {"customer_ids": [r["customer_id"] for r in hundred()]}), max(repeat // 5, 20))
+            rows[f"{store_kind}: /churn x100 (no reasons)"] = timed(
+                lambda: call("/churn", {"customer_ids": [r["customer_id"] for r in hundred()], "reasons": False}),
+                max(repeat // 5, 20))
     feast = rows[f"{store_kind}: feast get_online_features x1"]["p99_ms"]
     rows[f"{store_kind}: ratio /churn p99 / feast p99"] = {"x": round(rows[f"{store_kind}: /churn x1"]["p99_ms"] / feast, 2)}
     return rows
