@@ -19,6 +19,7 @@ from cdp.paths import Workspace
 
 PROFILE_TABLES = ("crm_contacts", "loyalty_members", "online_accounts")
 DEFAULT_TABLES = (*PROFILE_TABLES, "orders")
+ORDER_IDENTIFIERS = ("card_id", "phone", "account_id", "email")
 KEYS = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id",
         "orders": "order_id", "service_interactions": "interaction_id", "marketing_sends": "send_id",
         "web_events": "event_id"}
@@ -85,9 +86,13 @@ def truth_frame(ws: Workspace, tables: tuple[str, ...] = DEFAULT_TABLES) -> pd.D
         path = ws.staged / f"{table}.parquet"
         if not path.exists():
             continue
-        staged = pd.read_parquet(path, columns=[KEYS[table], "source_row"])
+        identifiers = [c for c in ORDER_IDENTIFIERS if table == "orders"]
+        staged = pd.read_parquet(path, columns=[KEYS[table], "source_row", *identifiers])
         frames.append(pd.DataFrame({"source_table": table, "source_key": staged[KEYS[table]].astype(str),
-                                    "row": staged["source_row"].to_numpy()}))
+                                    "row": staged["source_row"].to_numpy(),
+                                    # an order with no card, phone, account or email: nothing can link it
+                                    "anonymous": staged[identifiers].isna().all(axis=1).to_numpy() if identifiers
+                                    else False}))
     records = pd.concat(frames, ignore_index=True)
     records = records.merge(truth, on=["source_table", "row"], how="inner")
     records = records.merge(identity, on=["source_table", "source_key"], how="left")
@@ -111,6 +116,8 @@ def evaluate_workspace(ws: Workspace, tables: tuple[str, ...] = DEFAULT_TABLES) 
     frame = truth_frame(ws, tables)
     out = {"tables": list(tables), "overall": cluster_metrics(frame).to_dict(),
            "profile_records": cluster_metrics(frame[frame["source_table"].isin(PROFILE_TABLES)]).to_dict(),
+           "identified_records": cluster_metrics(frame[~frame["anonymous"]]).to_dict(),
+           "anonymous_records": int(frame["anonymous"].sum()),
            "unlinked_records": int(frame["pred"].isna().sum())}
     out.update(duplicate_rates(frame))
     return out

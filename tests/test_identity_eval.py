@@ -33,3 +33,15 @@ def test_unlinked_records_are_singletons_and_duplicate_rates():
     assert m.pairwise_precision == 1.0 and m.pairwise_recall == 0.0 and m.predicted_clusters == 3
     rates = duplicate_rates(frame)
     assert rates["duplicate_rate_true"] == pytest.approx(2 / 3, abs=1e-4) and rates["duplicate_rate_found"] == 0.0
+
+
+def test_identified_scope_leaves_out_only_orders_without_any_identifier(pipeline_ws):
+    """Anonymous receipts (no card, phone, account or email) cannot be linked by any method;
+    the identified_records scope drops exactly those and nothing else."""
+    from profiles.identity_eval import ORDER_IDENTIFIERS, evaluate_workspace
+
+    result = evaluate_workspace(pipeline_ws)
+    orders = pd.read_parquet(pipeline_ws.staged / "orders.parquet", columns=list(ORDER_IDENTIFIERS))
+    assert result["anonymous_records"] == int(orders.isna().all(axis=1).sum()) > 0
+    assert result["identified_records"]["records"] == result["overall"]["records"] - result["anonymous_records"]
+    assert result["identified_records"]["pairwise_recall"] > result["overall"]["pairwise_recall"]
