@@ -29,9 +29,11 @@ def _values(series: pd.Series, dtype_name: str) -> list:
     """Feast ValueProtos of one column; nulls become the empty Value (Feast's null)."""
     from feast.protos.feast.types.Value_pb2 import Value
 
-    if dtype_name == "String":
-        return [Value() if v is None or (isinstance(v, float) and math.isnan(v)) else Value(string_val=str(v))
-                for v in series.astype(object).tolist()]
+    if dtype_name == "String":  # few distinct values (model versions, dates): one proto each
+        values = series.astype(object).tolist()
+        protos = {v: Value() if v is None or (isinstance(v, float) and math.isnan(v)) else Value(string_val=str(v))
+                  for v in set(values)}
+        return [protos[v] for v in values]
     array = pd.to_numeric(series, errors="raise").astype("float64").to_numpy()
     return [Value() if math.isnan(v) else Value(double_val=v) for v in array.tolist()]
 
@@ -41,6 +43,22 @@ def _entity_keys(customer_ids: Iterable[str]) -> list:
     from feast.protos.feast.types.Value_pb2 import Value
 
     return [EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]) for c in customer_ids]
+
+
+def _serialized_keys(customer_ids: list[str], version: int) -> list[bytes]:
+    """Feast's serialized entity keys; one proto is reused (building 100k protos costs more than
+    serializing them)."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    key = EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val="")])
+    value = key.entity_values[0]
+    out = []
+    for customer_id in customer_ids:
+        value.string_val = customer_id
+        out.append(serialize_entity_key(key, entity_key_serialization_version=version))
+    return out
 
 
 def _utc(timestamps: pd.Series) -> list[datetime]:
@@ -68,33 +86,31 @@ def _write_chunk(store: "FeatureStore", view: "FeatureView", frame: pd.DataFrame
     config = store.config
     columns = {f.name: _values(frame[f.name], str(f.dtype)) for f in view.features}
     names = list(columns)
-    keys = _entity_keys(frame["customer_id"].tolist())
+    ids = frame["customer_id"].astype(str).tolist()
     stamps = _utc(frame["event_timestamp"])
     kind = config.online_store.type
     if kind in SQLITE_TYPES:
-        _sqlite_upsert(store, view, keys, names, columns, stamps)
+        _sqlite_upsert(store, view, _serialized_keys(ids, config.entity_key_serialization_version), names, columns, stamps)
     elif kind in REDIS_TYPES and config.online_store.skip_dedup:
-        _redis_hset(store, view, keys, names, columns, stamps)
+        _redis_hset(store, view, _serialized_keys(ids, config.entity_key_serialization_version), names, columns, stamps)
     else:  # Redis and any other store: Feast's own writer, fed prebuilt protobufs
+        keys = _entity_keys(ids)
         created = datetime.now(timezone.utc)
         data = [(key, {name: columns[name][i] for name in names}, stamps[i], created) for i, key in enumerate(keys)]
         store._get_provider().online_write_batch(config, view, data, progress=None)
-    return len(keys)
+    return len(ids)
 
 
-def _sqlite_upsert(store: "FeatureStore", view: "FeatureView", keys: list, names: list[str],
+def _sqlite_upsert(store: "FeatureStore", view: "FeatureView", serialized: list[bytes], names: list[str],
                    columns: dict[str, list], stamps: list[datetime]) -> None:
-    from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.infra.online_stores.sqlite import _table_id, adapt_datetime_epoch
 
     config = store.config
     conn = store._get_provider().online_store._get_conn(config)
     table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-    version = config.entity_key_serialization_version
     # Feast stores timestamps as the epoch of the naive-UTC datetime: few distinct values, convert once.
     epochs = {s: adapt_datetime_epoch(s.astimezone(timezone.utc).replace(tzinfo=None)) for s in set(stamps)}
     created = adapt_datetime_epoch(datetime.now(timezone.utc).replace(tzinfo=None))
-    serialized = [serialize_entity_key(k, entity_key_serialization_version=version) for k in keys]
     blobs = {name: [v.SerializeToString() for v in columns[name]] for name in names}
     text = {name: [v.string_val if v.HasField("string_val") else
                    (str(v.double_val) if v.HasField("double_val") else None) for v in columns[name]]
@@ -112,11 +128,11 @@ def _sqlite_upsert(store: "FeatureStore", view: "FeatureView", keys: list, names
         conn.executemany(sql, rows)
 
 
-def _redis_hset(store: "FeatureStore", view: "FeatureView", keys: list, names: list[str],
+def _redis_hset(store: "FeatureStore", view: "FeatureView", serialized: list[bytes], names: list[str],
                 columns: dict[str, list], stamps: list[datetime]) -> None:
     """Feast's Redis layout (one hash per entity; field = mmh3("<view>:<feature>"), plus "_ts:<view>"),
     the same as its `skip_dedup` writer, with field names hashed once per view, not once per value."""
-    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.infra.online_stores.helpers import _mmh3
     from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -132,9 +148,10 @@ def _redis_hset(store: "FeatureStore", view: "FeatureView", keys: list, names: l
         stamp_bytes[s] = proto.SerializeToString()
     blobs = {name: [v.SerializeToString() for v in columns[name]] for name in names}
     ttl = config.online_store.key_ttl_seconds
+    project = config.project.encode("utf-8")  # Feast's _redis_key: serialized entity key + project
     with client.pipeline(transaction=False) as pipe:
-        for i, key in enumerate(keys):
-            redis_key = _redis_key(config.project, key, entity_key_serialization_version=config.entity_key_serialization_version)
+        for i, key in enumerate(serialized):
+            redis_key = key + project
             mapping = {ts_field: stamp_bytes[stamps[i]], **{fields[n]: blobs[n][i] for n in names}}
             pipe.hset(redis_key, mapping=mapping)
             if ttl:
