@@ -110,22 +110,23 @@ def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, 
     assert any(not s["contactable"] for s in body["scores"]) and any(s["contactable"] for s in body["scores"])
 
 
-def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws):
+def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws, tmp_path):
     from cdp.pipeline import load_snapshots
     from cdp.store import open_store
     from profiles.timeline import load_timeline
     from serving.batch import score_campaign_response
 
-    campaigns = pd.read_parquet(pipeline_ws.staged / "campaigns.parquet")
+    shutil.copytree(pipeline_ws.root, tmp_path / "ws")  # scoring writes back: keep the shared workspace as is
+    ws = Workspace(tmp_path / "ws")
+    campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
     email = campaigns.loc[campaigns["channel"] == "email", "campaign_id"].iloc[-1]
-    timeline, as_of = load_timeline(pipeline_ws), load_snapshots(pipeline_ws)[0][-1]
-    scores = score_campaign_response(pipeline_ws, open_store(pipeline_ws), timeline.order_lines, timeline.orders,
-                                     as_of, campaign_id=email)
+    timeline, as_of = load_timeline(ws), load_snapshots(ws)[0][-1]
+    scores = score_campaign_response(ws, open_store(ws), timeline.order_lines, timeline.orders, as_of, campaign_id=email)
     assert (~scores["campaign_contactable"]).any()
     assert not (scores["campaign_target"].astype(bool) & ~scores["campaign_contactable"]).any()
     from profiles.consent import contactable
 
-    allowed = contactable(pipeline_ws, scores["customer_id"], "email", as_of)
+    allowed = contactable(ws, scores["customer_id"], "email", as_of)
     assert (scores.set_index("customer_id")["campaign_contactable"] == allowed.reindex(scores["customer_id"])).all()
 
 
@@ -172,6 +173,7 @@ def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
         assert scores_service.champions.reload() == []  # nothing changed: nothing reloaded
     finally:
         client.set_registered_model_alias("churn", CHAMPION, current.version)
+        client.delete_model_version("churn", copy.version)  # leave the shared registry as it was
         scores_service.champions.reload()
 
 
