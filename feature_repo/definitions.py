@@ -115,6 +115,7 @@ MODEL_VIEWS = {
     "churn_v1": list(FEATURES),
     "next_best_product_v1": CUSTOMER_VIEWS,
     "campaign_response_v1": [*CUSTOMER_VIEWS, "service_signals", "campaign_engagement"],
+    "clv_v1": ["purchase_behaviour"],  # BG/NBD + Gamma-Gamma reads recency/frequency/value only
 }
 
 

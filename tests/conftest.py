@@ -20,7 +20,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory) -> tuple[Workspace, dict[str, dict]]:
-    """generate -> ingest -> resolve -> features -> train (3 models) -> score on ~1.5k people."""
+    """generate -> ingest -> resolve -> features -> train (4 models) -> score on ~1.5k people."""
     from cdp import pipeline
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -34,6 +34,7 @@ def pipeline_run(tmp_path_factory) -> tuple[Workspace, dict[str, dict]]:
         "train": pipeline.train(ws, "churn"),
         "train_next_best_product": pipeline.train(ws, "next-best-product"),
         "train_campaign_response": pipeline.train(ws, "campaign-response"),
+        "train_clv": pipeline.train(ws, "clv"),
         "score": pipeline.score(ws),
     }
     return ws, results

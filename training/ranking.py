@@ -20,6 +20,7 @@ import pandas as pd
 from cdp.paths import Workspace
 from models.next_best_product import (CANDIDATE_FEATURES, NEXT_BEST_PRODUCT, candidates, fit_ranker, item_stats,
                                       label_candidates, purchases_after, top_k)
+from training.explain import explain
 from training.train import TrainResult, build_training_set
 
 K = 10
@@ -175,10 +176,12 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
                             **{f"{name}_{m}": v for name, ms in compared.items() for m, v in ms.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             plot = _comparison_plot({"model": metrics, **compared}, Path(tmp) / "ndcg_vs_baselines.png")
+            plots = [plot, *explain(model, valid[features], Path(tmp), "next best product")]
             sample = valid[features].head(50)
             version, gate = register_run_model(
-                spec, model, metrics[spec.primary_metric], features, [plot], sample, model.predict(sample),
-                lambda champion: evaluate_ranker(champion)[spec.primary_metric], train["customer_id"])
+                spec, model, metrics[spec.primary_metric], features, plots, sample, model.predict(sample),
+                lambda champion: evaluate_ranker(champion)[spec.primary_metric], train["customer_id"],
+                metrics=metrics, evaluate_model=evaluate_ranker)
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

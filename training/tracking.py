@@ -3,6 +3,7 @@ promotion gate (a new version becomes `champion` only when it beats the current 
 """
 from __future__ import annotations
 
+import os
 from importlib.metadata import version
 from typing import Any, Callable
 
@@ -15,9 +16,10 @@ SKOPS_TRUSTED = [
     "lightgbm.sklearn.LGBMRegressor", "collections.OrderedDict", "collections.defaultdict",
     "sklearn.calibration._CalibratedClassifier", "sklearn.calibration.CalibratedClassifierCV",
     "sklearn.isotonic.IsotonicRegression", "sklearn.calibration._SigmoidCalibration",
-    "sklearn.frozen._frozen.FrozenEstimator", "models.campaign_response.UpliftModel",
+    "sklearn.frozen._frozen.FrozenEstimator", "models.campaign_response.UpliftModel", "models.clv.CLVModel",
 ]
 CHAMPION = "champion"
+LOWER_IS_BETTER = ("brier", "mae", "rmse", "log_loss", "seconds")  # metric names containing these
 
 
 def use_workspace(ws: Workspace) -> None:
@@ -25,6 +27,13 @@ def use_workspace(ws: Workspace) -> None:
 
     mlflow.set_tracking_uri(ws.mlflow_uri)
     mlflow.set_registry_uri(ws.mlflow_uri)
+    # the experiment chosen for the previous workspace's runs (an id in *its* database) must not
+    # follow us into this one: unset it, so runs without set_experiment go to this database's default
+    import mlflow.tracking.fluent as fluent
+
+    if getattr(fluent, "_active_experiment_id", None) is not None:
+        fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def set_experiment(ws: Workspace, name: str) -> None:
@@ -34,6 +43,9 @@ def set_experiment(ws: Workspace, name: str) -> None:
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(ws.root / "mlartifacts" / name).as_uri())
     mlflow.set_experiment(name)
+    # mlflow.set_experiment also exports MLFLOW_EXPERIMENT_ID, which outlives set_tracking_uri and
+    # would point the next workspace's runs at an experiment id its database may not have.
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def champion_uri(model_name: str) -> str:
@@ -89,11 +101,100 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
 
 
 
+INFORMATIONAL = ("positive_rate", "uplift_all", "actual_total", "predicted_total", "customers")
+
+
+def better_direction(metric: str) -> str:
+    if metric in INFORMATIONAL:
+        return "n/a"
+    return "lower" if any(word in metric for word in LOWER_IS_BETTER) else "higher"
+
+
+def compare_with_champion(model_name: str, challenger_metrics: dict[str, float],
+                          evaluate_model: Callable[[Any], dict[str, float]] | None) -> dict:
+    """Challenger vs current champion on the challenger's own out-of-time rows.
+
+    `evaluate_model(model)` computes the full metric dict of any model on those rows; the
+    champion is loaded from the registry and re-scored with it. When it cannot be re-scored
+    (no champion yet, other features, ...) its run's logged metrics are shown instead and
+    `compared_on` says so. Out: {"champion_version", "compared_on", "champion_metrics", "rows"}.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        current = None
+    champion_metrics: dict[str, float] = {}
+    compared_on = "no champion yet"
+    if current is not None:
+        compared_on = "champion's logged metrics (its own out-of-time rows)"
+        if evaluate_model is not None:
+            try:
+                champion_metrics = {k: float(v) for k, v in
+                                    evaluate_model(mlflow.sklearn.load_model(champion_uri(model_name))).items()}
+                compared_on = "same out-of-time rows (champion re-scored)"
+            except Exception:  # noqa: BLE001 - fall back to what the champion logged
+                champion_metrics = {}
+        if not champion_metrics:
+            champion_metrics = dict(client.get_run(current.run_id).data.metrics)
+    rows = []
+    for metric, value in challenger_metrics.items():
+        other = champion_metrics.get(metric)
+        rows.append({"metric": metric, "challenger": float(value),
+                     "champion": None if other is None else float(other),
+                     "delta": None if other is None else float(value) - float(other),
+                     "better": better_direction(metric)})
+    return {"model": model_name, "champion_version": None if current is None else str(current.version),
+            "champion_run_id": None if current is None else current.run_id, "compared_on": compared_on,
+            "champion_metrics": champion_metrics, "rows": rows}
+
+
+def comparison_markdown(comparison: dict, challenger_version: str, gate: dict | None = None) -> str:
+    """The comparison as a markdown table (logged next to the JSON, readable in the MLflow UI)."""
+    champion = comparison["champion_version"]
+    lines = [f"# {comparison['model']}: challenger v{challenger_version} vs champion "
+             f"{'v' + champion if champion else '(none)'}", "",
+             f"Compared on: {comparison['compared_on']}.", "",
+             f"| metric | challenger v{challenger_version} | champion {'v' + champion if champion else '-'} "
+             "| delta | better is |", "|---|---:|---:|---:|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for row in comparison["rows"]:
+        lines.append(f"| {row['metric']} | {fmt(row['challenger'])} | {fmt(row['champion'])} | "
+                     f"{fmt(row['delta'])} | {row['better']} |")
+    if gate is not None:
+        verdict = gate.get("verdict") or ("promoted to champion" if gate["promoted"] else "not promoted (champion kept)")
+        lines += ["", f"Gate on `{gate['metric']}` ({gate['compared_on']}): {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+def log_comparison(comparison: dict, challenger_version: str, gate: dict | None) -> None:
+    """Inside an active run: reports/champion_comparison.{json,md}."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "champion_comparison.json").write_text(json.dumps(
+            {**comparison, "challenger_version": challenger_version, "gate": gate}, indent=1, default=str))
+        (Path(tmp) / "champion_comparison.md").write_text(comparison_markdown(comparison, challenger_version, gate))
+        mlflow.log_artifacts(tmp, artifact_path="reports")
+
+
 def register_run_model(spec, model, value: float, features: list[str], plots: list, signature_input,
-                       signature_output, score_champion: Callable[[Any], float], population) -> tuple[str, dict]:
+                       signature_output, score_champion: Callable[[Any], float], population,
+                       metrics: dict[str, float] | None = None,
+                       evaluate_model: Callable[[Any], dict[str, float]] | None = None) -> tuple[str, dict]:
     """Inside an active run: log plots + the feature list, the hashed ids of the customers whose
     data trained it (`population`, so erasure can name affected versions), log and register the
-    model, then let the promotion gate decide on `champion` (`value` = its out-of-time metric).
+    model, compare it with the current champion on the same out-of-time rows
+    (`evaluate_model(model) -> metrics`; reports/champion_comparison.{json,md}), then let the
+    promotion gate decide on `champion` (`value` = its out-of-time metric).
     Returns (registered version, gate outcome)."""
     import json
     import tempfile
@@ -110,10 +211,16 @@ def register_run_model(spec, model, value: float, features: list[str], plots: li
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "features.json").write_text(json.dumps(features, indent=1))
         mlflow.log_artifact(str(Path(tmp) / "features.json"))
+    comparison = compare_with_champion(spec.name, metrics or {spec.primary_metric: value}, evaluate_model)
+    rescored = comparison["compared_on"].startswith("same")
+    if rescored and spec.primary_metric in comparison["champion_metrics"]:
+        champion_value = comparison["champion_metrics"][spec.primary_metric]
+        score_champion = lambda _champion: champion_value  # noqa: E731 - already scored on these rows
     info = mlflow.sklearn.log_model(
         model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
         signature=infer_signature(signature_input, signature_output), skops_trusted_types=SKOPS_TRUSTED)
     version = str(info.registered_model_version)
     gate = promote_if_better(spec.name, version, spec.primary_metric, value, score_champion)
     mlflow.set_tag("promotion", json.dumps(gate))
+    log_comparison(comparison, version, gate)
     return version, gate

@@ -20,6 +20,7 @@ from cdp.paths import Workspace
 from models.churn import CHURN, fit_calibrated, labelled_entities
 from models.spec import ModelSpec
 from training.evaluate import binary_metrics, binary_plots
+from training.explain import explain
 from training.tracking import register_run_model, set_experiment, use_workspace
 
 ID_COLUMNS = ["customer_id", "event_timestamp"]
@@ -118,10 +119,12 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
                            "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}"})
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds, **{f"oracle_{k}": v for k, v in oracle.items()}})
         with tempfile.TemporaryDirectory() as tmp:
+            plots = binary_plots(y_valid, score, Path(tmp)) + explain(model, valid[features], Path(tmp), "churn")
             version, gate = register_run_model(
-                spec, model, metrics[spec.primary_metric], features, binary_plots(y_valid, score, Path(tmp)),
+                spec, model, metrics[spec.primary_metric], features, plots,
                 valid[features].head(50), score[:50],
-                lambda champion: roc_auc_score(y_valid, predict(champion, valid)), train["customer_id"])
+                lambda champion: roc_auc_score(y_valid, predict(champion, valid)), train["customer_id"],
+                metrics=metrics, evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

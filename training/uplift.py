@@ -18,6 +18,7 @@ import pandas as pd
 
 from cdp.paths import Workspace
 from models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, campaign_features, labelled_sends
+from training.explain import explain
 from training.train import TrainResult, build_training_set
 
 VALID_SHARE = 0.3   # share of campaigns (latest by start date) held out
@@ -158,11 +159,13 @@ def train_campaign_response(ws: Workspace, store, sends: pd.DataFrame, campaigns
                             **{f"{name}_{m}": v for name, ms in compared.items() for m, v in ms.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             plot = qini_curves(y, t, rankings, Path(tmp) / "qini.png")
+            plots = [plot, *explain(model, valid[features], Path(tmp), "campaign uplift")]
             sample = valid[features].head(50)
             version, gate = register_run_model(
-                spec, model, metrics[spec.primary_metric], features, [plot], sample, model.predict(sample),
+                spec, model, metrics[spec.primary_metric], features, plots, sample, model.predict(sample),
                 lambda champion: uplift_metrics(y, t, champion.predict(valid[features]))["qini"],
-                train["customer_id"])
+                train["customer_id"], metrics={k: v for k, v in metrics.items() if not k.startswith("true_")},
+                evaluate_model=lambda candidate: uplift_metrics(y, t, candidate.predict(valid[features])))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid), train_snapshots=train_ids,

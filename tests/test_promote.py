@@ -1,0 +1,103 @@
+"""`cdp promote`: the out-of-time gate, explicit refusals, --force recorded as tags, and the
+champion-comparison report every training run logs. Works on a copy of the session workspace."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from cdp.paths import Workspace
+from models.churn import CHURN
+from training.tracking import CHAMPION, use_workspace
+
+
+def cli(*args: str, home) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from cdp.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--home", str(home)], terminal_width=200)
+    return result.exit_code, " ".join((result.output + (repr(result.exception) if result.exit_code not in (0, 1, 2) else "")).split())
+
+
+@pytest.fixture(scope="module")
+def promote_ws(pipeline_ws, tmp_path_factory):
+    """A copy of the session workspace with a deliberately worse churn v2 (trained on shuffled labels)."""
+    import training.train as train_module
+    from cdp import pipeline
+
+    home = tmp_path_factory.mktemp("promote") / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    honest_fit = train_module.fit
+
+    def shuffled_fit(spec, train, seed=0):
+        noisy = train.copy()
+        noisy[spec.label] = np.random.default_rng(1).permutation(noisy[spec.label].to_numpy())
+        return honest_fit(spec, noisy, seed)
+
+    train_module.fit = shuffled_fit
+    try:
+        worse = pipeline.train(ws, "churn")
+    finally:
+        train_module.fit = honest_fit
+    return ws, worse
+
+
+def champion_version(ws: Workspace) -> str:
+    use_workspace(ws)
+    return str(MlflowClient().get_model_version_by_alias(CHURN.name, CHAMPION).version)
+
+
+def test_training_logs_a_comparison_with_the_champion(promote_ws, stage_results):
+    ws, worse = promote_ws
+    assert worse["version"] == "2" and not worse["extra"]["promotion"]["promoted"]
+    use_workspace(ws)
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=worse["run_id"], artifact_path="reports/champion_comparison.json")
+    report = json.loads(open(path).read())
+    assert report["champion_version"] == "1" and report["compared_on"].startswith("same out-of-time rows")
+    rows = {r["metric"]: r for r in report["rows"]}
+    # the champion re-scored on the challenger's rows: same rows as its own validation here
+    assert rows["roc_auc"]["champion"] == pytest.approx(stage_results["train"]["metrics"]["roc_auc"])
+    assert rows["roc_auc"]["challenger"] == pytest.approx(worse["metrics"]["roc_auc"])
+    assert worse["metrics"]["roc_auc"] < 0.6
+    assert rows["brier"]["better"] == "lower" and rows["roc_auc"]["delta"] < 0
+
+
+def test_promote_refuses_a_worse_challenger_and_says_why(promote_ws):
+    ws, _ = promote_ws
+    code, output = cli("promote", "churn", home=ws.root)  # latest version = the worse v2
+    assert code == 1, output
+    assert "refused" in output and "is not better than champion v1" in output and "--force" in output
+    assert champion_version(ws) == "1"
+    report = json.loads((ws.reports / "promotion_churn_v2.json").read_text())
+    assert report["decision"] == "refused" and report["challenger_value"] < report["champion_value"]
+
+
+def test_force_is_explicit_and_recorded_then_the_gate_restores_the_better_model(promote_ws):
+    ws, _ = promote_ws
+    code, output = cli("promote", "churn", "--version", "2", "--force", "--reason", "test override", home=ws.root)
+    assert code == 0 and "forced" in output, output
+    assert champion_version(ws) == "2"
+    tags = MlflowClient().get_model_version(CHURN.name, "2").tags
+    assert tags["promotion_forced"] == "true" and tags["promotion_forced_reason"] == "test override"
+    assert json.loads(tags["promotion"])["passed_gate"] is False
+    code, output = cli("promote", "churn", "--version", "1", home=ws.root)  # v1 beats the forced v2
+    assert code == 0 and "promoted" in output, output
+    assert champion_version(ws) == "1"
+    assert "promotion_forced" not in MlflowClient().get_model_version(CHURN.name, "1").tags
+    code, output = cli("promote", "churn", "--version", "1", home=ws.root)
+    assert code == 0 and "already champion" in output
+
+
+def test_bad_requests_are_clear_errors(promote_ws):
+    ws, _ = promote_ws
+    code, output = cli("promote", "nope", home=ws.root)
+    assert code == 2 and "unknown model 'nope'" in output
+    code, output = cli("promote", "churn", "--version", "99", home=ws.root)
+    assert code == 2 and "no version 99" in output

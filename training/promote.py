@@ -1,0 +1,173 @@
+"""Explicit promotion (`cdp promote`): a registered version becomes `champion` only through the
+out-of-time gate.
+
+In:  a model name, a registered version (default: the latest), the workspace (Feast + staged data).
+Gate: both the challenger and the current champion are scored on the *challenger's* out-of-time
+     rows, rebuilt from the workspace with the challenger run's own split (its validation
+     snapshot / campaigns / cutoff), with the same metric code training used. The challenger
+     wins when its primary metric is strictly higher. The gate also refuses when the champion
+     may have trained on those rows (it was validated later than the challenger), because the
+     comparison would then favour the champion unfairly.
+`force=True` moves the alias anyway and records it: model-version tags `promotion_forced=true`
+     and `promotion_forced_reason`, plus the full gate outcome in the `promotion` tag.
+Out: the gate outcome dict; reports/promotion_<model>_v<version>.{json,md} in the workspace.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from cdp.paths import Workspace
+from models.campaign_response import CAMPAIGN_RESPONSE
+from models.churn import CHURN
+from models.clv import CLV
+from models.next_best_product import NEXT_BEST_PRODUCT
+from models.spec import ModelSpec
+
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE, CLV)}
+Evaluator = Callable[[object], dict[str, float]]
+
+
+class PromotionError(ValueError):
+    """A request the gate cannot answer (unknown model or version); message is for the user."""
+
+
+def spec_for(model: str) -> ModelSpec:
+    name = model.replace("-", "_")
+    if name not in SPECS:
+        raise PromotionError(f"model: unknown model '{model}' (available: {', '.join(s.replace('_', '-') for s in SPECS)})")
+    return SPECS[name]
+
+
+def _day(value: str) -> pd.Timestamp:
+    return pd.Timestamp(value.split(",")[0]).tz_localize("UTC")
+
+
+def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]) -> tuple[Evaluator, str]:
+    """Rebuild a run's out-of-time rows from the workspace; returns (model -> metrics, description)."""
+    from cdp.pipeline import load_snapshots
+    from cdp.store import open_store
+    from profiles.timeline import load_timeline
+
+    snapshots, data_end = load_snapshots(ws)
+    timeline, store = load_timeline(ws), open_store(ws)
+    if spec.name == CHURN.name:
+        from models.churn import labelled_entities
+        from training.evaluate import binary_metrics
+        from training.train import build_training_set, predict
+
+        valid_at = _day(params["valid_snapshot"])
+        frame = build_training_set(store, spec, labelled_entities(timeline.orders, [valid_at], data_end, spec))
+        y = frame[spec.label].to_numpy()
+        return (lambda model: binary_metrics(y, predict(model, frame))), f"snapshot {valid_at:%Y-%m-%d} ({len(frame)} rows)"
+    if spec.name == NEXT_BEST_PRODUCT.name:
+        from models.next_best_product import catalogue, purchases_after, top_k
+        from training.ranking import K, MAX_VALID_CUSTOMERS, _eligible, _snapshot_frame, rank_metrics
+
+        valid_at, lines = _day(params["valid_snapshot"]), timeline.order_lines
+        customers = _eligible(lines, valid_at, MAX_VALID_CUSTOMERS, 99)  # training's seed + 99 (seed 0)
+        valid, stats = _snapshot_frame(store, lines, catalogue(ws), valid_at, customers, spec.label)
+        bought = purchases_after(lines, valid_at, spec.horizon_days)
+        bought = bought[bought["customer_id"].isin(customers)]
+        n_items = len(stats.items)
+        return (lambda ranker: rank_metrics(top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K),
+                                            bought, n_items)), f"snapshot {valid_at:%Y-%m-%d} ({len(customers)} customers)"
+    if spec.name == CAMPAIGN_RESPONSE.name:
+        from training.uplift import build_send_set, uplift_metrics
+
+        campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
+        frame = build_send_set(store, timeline.sends, campaigns, timeline.orders, timeline.order_lines, snapshots[0])
+        held_out = params["valid_campaigns"].split(",")
+        valid = frame[frame["campaign_id"].isin(held_out)]
+        y, t = valid[spec.label].to_numpy(), valid["treated"].to_numpy()
+        return (lambda model: uplift_metrics(y, t, model.predict(valid))), f"campaigns {','.join(held_out)} ({len(valid)} sends)"
+    from training.clv import clv_metrics, evaluation_set
+
+    cutoff = _day(params["valid_snapshot"])
+    frame = evaluation_set(store, timeline.orders, cutoff, spec.horizon_days)
+    actual = frame[spec.label].to_numpy(float)
+    return (lambda model: clv_metrics(actual, model.predict(frame))), f"cutoff {cutoff:%Y-%m-%d} ({len(frame)} customers)"
+
+
+def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dict[str, str]) -> bool:
+    """Could the champion have trained on the challenger's out-of-time rows?"""
+    if spec.name == CAMPAIGN_RESPONSE.name:
+        return bool(set(champion.get("train_campaigns", "").split(",")) & set(challenger["valid_campaigns"].split(",")))
+    return _day(champion["valid_snapshot"]) > _day(challenger["valid_snapshot"])
+
+
+def promote(ws: Workspace, model: str, version: str | None = None, force: bool = False,
+            reason: str | None = None) -> dict:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from training.tracking import CHAMPION, champion_uri, comparison_markdown, use_workspace
+
+    spec = spec_for(model)
+    use_workspace(ws)
+    client = MlflowClient()
+    versions = sorted((int(v.version) for v in client.search_model_versions(f"name='{spec.name}'")))
+    if not versions:
+        raise PromotionError(f"{spec.name}: no registered versions (run `cdp train {spec.name.replace('_', '-')}` first)")
+    version = str(version or versions[-1])
+    if int(version) not in versions:
+        raise PromotionError(f"{spec.name}: no version {version} (registered: {', '.join(map(str, versions))})")
+    challenger = client.get_model_version(spec.name, version)
+    try:
+        current = client.get_model_version_by_alias(spec.name, CHAMPION)
+    except MlflowException:
+        current = None
+    outcome = {"model": spec.name, "challenger_version": version, "metric": spec.primary_metric,
+               "champion_version": None if current is None else str(current.version), "forced": False}
+    if current is not None and str(current.version) == version:
+        return {**outcome, "promoted": False, "decision": "already champion", "reason": f"v{version} is already the champion"}
+    comparison = {"model": spec.name, "champion_version": outcome["champion_version"], "rows": [],
+                  "compared_on": "no champion yet", "champion_metrics": {}}
+    if current is None:
+        passed, why = True, "no champion yet"
+    else:
+        params = client.get_run(challenger.run_id).data.params
+        champion_params = client.get_run(current.run_id).data.params
+        evaluate, rows = out_of_time_evaluator(ws, spec, params)
+        mine = evaluate(mlflow.sklearn.load_model(f"models:/{spec.name}/{version}"))
+        theirs = evaluate(mlflow.sklearn.load_model(champion_uri(spec.name)))
+        from training.tracking import better_direction
+
+        comparison.update(compared_on=f"challenger's out-of-time rows: {rows}", champion_metrics=theirs,
+                          rows=[{"metric": k, "challenger": v, "champion": theirs.get(k),
+                                 "delta": None if theirs.get(k) is None else v - theirs[k],
+                                 "better": better_direction(k)} for k, v in mine.items()])
+        a, b = mine[spec.primary_metric], theirs[spec.primary_metric]
+        outcome.update(challenger_value=a, champion_value=b, compared_on=rows)
+        if champion_saw_rows(spec, champion_params, params):
+            passed, why = False, (f"champion v{current.version} was validated after the challenger "
+                                  f"({champion_params.get('valid_snapshot')} > {params.get('valid_snapshot')}) and may "
+                                  "have trained on the challenger's out-of-time rows: retrain the challenger on current data")
+        elif np.isfinite(a) and a > b:
+            passed, why = True, f"{spec.primary_metric} {a:.4f} > champion v{current.version} {b:.4f} on {rows}"
+        else:
+            passed, why = False, (f"{spec.primary_metric} {a:.4f} is not better than champion v{current.version} "
+                                  f"{b:.4f} on the challenger's out-of-time rows ({rows})")
+    promoted = passed or force
+    outcome.update(promoted=promoted, passed_gate=passed, reason=why, forced=bool(force and not passed),
+                   decision="promoted" if passed else ("forced" if force else "refused"))
+    if promoted:
+        client.set_registered_model_alias(spec.name, CHAMPION, version)
+    tags = {"promotion": json.dumps(outcome, default=str)[:5000]}
+    if outcome["forced"]:
+        tags.update(promotion_forced="true", promotion_forced_reason=(reason or "no reason given")[:500])
+    for key, value in tags.items():
+        client.set_model_version_tag(spec.name, version, key, value)
+    ws.reports.mkdir(parents=True, exist_ok=True)
+    stem = ws.reports / f"promotion_{spec.name}_v{version}"
+    stem.with_suffix(".json").write_text(json.dumps({**outcome, "comparison": comparison}, indent=1, default=str))
+    gate = {"promoted": promoted, "metric": spec.primary_metric, "compared_on": comparison["compared_on"],
+            "verdict": {"promoted": "passed: promoted to champion", "refused": "refused: champion kept",
+                        "forced": "refused, but promoted with --force (tagged promotion_forced=true)"}[outcome["decision"]]}
+    stem.with_suffix(".md").write_text(comparison_markdown(comparison, version, gate)
+                                       + f"\nDecision: {outcome['decision']} ({why}).\n")
+    return outcome
