@@ -129,9 +129,10 @@ SQL = {
 def _profile(timeline: Timeline, enrichment: pd.DataFrame, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Tenure, loyalty, age and the freshest enrichment fact that has not aged out."""
     tiers = timeline.loyalty.assign(tier_rank=timeline.loyalty["tier"].map(TIER_RANK))
-    births = timeline.crm.dropna(subset=["date_of_birth"]).groupby("customer_id")["date_of_birth"].min()
+    # Point in time: a date of birth counts from the moment its CRM record existed.
+    births = timeline.crm.dropna(subset=["date_of_birth"])[["customer_id", "date_of_birth", "created_at"]]
     con.register("tiers", tiers)
-    con.register("births", births.rename("date_of_birth").reset_index())
+    con.register("births", births)
     con.register("enrich", enrichment)
     return con.execute(f"""
         SELECT s.customer_id, s.event_timestamp,
@@ -140,14 +141,16 @@ def _profile(timeline: Timeline, enrichment: pd.DataFrame, con: duckdb.DuckDBPyC
              AND t.enrolled_at < s.event_timestamp) AS loyalty_tier_rank,
           (SELECT count(*) FROM tiers t WHERE t.customer_id = s.customer_id
              AND t.enrolled_at < s.event_timestamp) AS loyalty_cards,
-          date_diff('year', CAST(b.date_of_birth AS DATE), CAST(s.event_timestamp AS DATE)) AS age_years,
+          date_diff('year', CAST((SELECT min(b.date_of_birth) FROM births b WHERE b.customer_id = s.customer_id
+                                    AND b.created_at < s.event_timestamp) AS DATE),
+                    CAST(s.event_timestamp AS DATE)) AS age_years,
           e.household_size, e.income_band_rank, e.home_owner::INT AS home_owner, e.car_owner::INT AS car_owner,
           date_diff('day', e.as_of, s.event_timestamp) AS enrichment_age_days
         FROM snapshots s
         JOIN first_seen f ON f.customer_id = s.customer_id
-        LEFT JOIN births b ON b.customer_id = s.customer_id
         LEFT JOIN LATERAL (
           SELECT * FROM enrich x WHERE x.customer_id = s.customer_id AND x.as_of < s.event_timestamp
+            AND x.linked_at < s.event_timestamp
             AND x.as_of >= s.event_timestamp - INTERVAL {enrichment_max_age_days()} DAY
           ORDER BY x.as_of DESC LIMIT 1) e ON true
     """).df()
@@ -189,17 +192,28 @@ def _consent(ws: Workspace, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         GROUP BY ALL""").df()
 
 
-def _enrichment(ws: Workspace, timeline: Timeline) -> pd.DataFrame:
+def vendor_facts(ws: Workspace, timeline: Timeline) -> pd.DataFrame:
+    """Vendor facts attached to customers through the hashed email, with `linked_at`: when the
+    customer's record carrying that hash first existed. Point in time, a fact may be used only
+    once both its as_of and its link are before the snapshot."""
     path = ws.staged / "enrichment.parquet"
-    columns = ["customer_id", "as_of", "household_size", "income_band_rank", "home_owner", "car_owner"]
+    columns = ["vendor", "customer_id", "as_of", "linked_at", "household_size", "income_band_rank",
+               "home_owner", "car_owner"]
     if not path.exists():
         return pd.DataFrame(columns=columns)
     vendor = pd.read_parquet(path)
-    owners = pd.concat([timeline.crm, timeline.loyalty, timeline.accounts])[["email_sha256", "customer_id"]]
-    owners = owners.dropna().drop_duplicates("email_sha256")
+    owners = pd.concat([
+        timeline.crm[["email_sha256", "customer_id", "created_at"]].rename(columns={"created_at": "linked_at"}),
+        timeline.loyalty[["email_sha256", "customer_id", "enrolled_at"]].rename(columns={"enrolled_at": "linked_at"}),
+        timeline.accounts[["email_sha256", "customer_id", "created_at"]].rename(columns={"created_at": "linked_at"})])
+    owners = owners.dropna().sort_values("linked_at", kind="stable").drop_duplicates("email_sha256")
     joined = vendor.merge(owners, on="email_sha256")
     joined["income_band_rank"] = joined["income_band"].map(INCOME_RANK)
     return joined[columns]
+
+
+def _enrichment(ws: Workspace, timeline: Timeline) -> pd.DataFrame:
+    return vendor_facts(ws, timeline).drop(columns=["vendor"])
 
 
 def build_features(ws: Workspace, timeline: Timeline, snapshots: list[pd.Timestamp],
