@@ -41,7 +41,7 @@ def _call_server(ws: Workspace, port: int, sample_ids: list[str]) -> dict:
 
 
 STAGES = ("generate", "ingest", "resolve", "features", "train", "score", "serve")
-TRAIN_STAGES = ("train", "train_next_best_product", "train_campaign_response")
+TRAIN_STAGES = ("train", "train_next_best_product", "train_campaign_response", "train_clv")
 
 
 def _nbp_headline(result: dict) -> dict:
@@ -85,6 +85,8 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         stages["train_next_best_product"] = pipeline.train(ws, "next-best-product", progress=update)
     with progress_bar("train campaign-response") as update:
         stages["train_campaign_response"] = pipeline.train(ws, "campaign-response", progress=update)
+    with progress_bar("train clv") as update:
+        stages["train_clv"] = pipeline.train(ws, "clv", progress=update)
     with console.status("score + push back"):
         stages["score"] = pipeline.score(ws)
     scored = pd.read_parquet(ws.features / "churn_scores.parquet", columns=["customer_id"])
@@ -112,6 +114,9 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         "churn_lift_top_decile": round(train["metrics"]["lift_top_decile"], 2),
         "next_best_product": _nbp_headline(stages["train_next_best_product"]),
         "campaign_response": _uplift_headline(stages["train_campaign_response"]),
+        "clv_12_months": {"model": {k: round(v, 4) for k, v in stages["train_clv"]["metrics"].items()},
+                          **{name: {k: round(v, 4) for k, v in m.items()}
+                             for name, m in stages["train_clv"]["extra"]["baselines"].items()}},
         "mlflow": {"tracking_uri": ws.mlflow_uri, "run_id": train["run_id"],
                    "model": f"models:/{train['model_name']}@champion (version {train['version']})"},
         "served": serving,
@@ -128,7 +133,7 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
     (ws.reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     table = Table(title="cdp demo", show_header=False)
     for key in ("people_in_truth", "customers_found", "churn_roc_auc", "churn_oracle_roc_auc", "identity_clean_rows", "churn_pr_auc",
-                "churn_brier", "churn_lift_top_decile", "next_best_product", "campaign_response",
+                "churn_brier", "churn_lift_top_decile", "next_best_product", "campaign_response", "clv_12_months",
                 "customers_scored_and_pushed", "total_seconds"):
         table.add_row(key, str(summary[key]))
     table.add_row("quarantined rows", str(sum(summary["rows_quarantined"].values())))

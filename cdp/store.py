@@ -70,7 +70,24 @@ def open_store(ws: Workspace) -> "FeatureStore":
     warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
     os.environ["CDP_HOME"] = str(ws.root)  # expanded inside feature_store.yaml
     ws.feast.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=feature_store_yaml())
+    store = FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=feature_store_yaml())
+    _follow_workspace(ws, store)
+    return store
+
+
+def _follow_workspace(ws: Workspace, store: "FeatureStore") -> None:
+    """Feast's registry keeps absolute Parquet paths. When a workspace folder was moved or copied,
+    they still name the old folder: reads would come from, and score pushes go to, someone else's
+    files. Re-apply the definitions so every source points into this workspace."""
+    from feast import FileSource
+
+    try:
+        sources = [s for s in store.list_data_sources() if isinstance(s, FileSource)]
+    except Exception:  # noqa: BLE001 - no registry yet: nothing to follow
+        return
+    features = ws.features.resolve()
+    if sources and any(Path(s.path).resolve().parent != features for s in sources):
+        store.apply(repo_definitions().definitions(ws.features))
 
 
 def apply_definitions(ws: Workspace) -> "FeatureStore":

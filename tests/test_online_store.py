@@ -90,3 +90,16 @@ def test_erasure_reaches_the_redis_online_store(copy_ws, monkeypatch):
         assert set(keys_before) - set(keys_after) == {k for k in keys_before if person.encode() in k}
         assert all(keys_after[k] == keys_before[k] for k in keys_after)  # everyone else untouched
         pd.testing.assert_frame_equal(online_frame(copy_ws, [other]), before_other)
+
+
+def test_a_copied_workspace_reads_and_writes_its_own_files(pipeline_ws, copy_ws):
+    """Feast's registry stores absolute paths; opening a moved/copied workspace re-points them,
+    so pushes never land in the original's files."""
+    from feast import FileSource
+
+    from cdp.store import open_store
+
+    sources = [s for s in open_store(copy_ws).list_data_sources() if isinstance(s, FileSource)]
+    assert sources and all(s.path.startswith(str(copy_ws.features)) for s in sources)
+    original = [s for s in open_store(pipeline_ws).list_data_sources() if isinstance(s, FileSource)]
+    assert all(s.path.startswith(str(pipeline_ws.features)) for s in original)
