@@ -1,4 +1,5 @@
-"""Probabilistic matching of profile records (Fellegi-Sunter with Splink on DuckDB).
+"""Probabilistic matching of profile records (Fellegi-Sunter with Splink on DuckDB, or on Spark
+with `CDP_IDENTITY_ENGINE=spark`: same settings and trained model, see `profiles.spark_engine`).
 
 In:  staged `crm_contacts`, `loyalty_members`, `online_accounts` (names, date of birth,
      address, postcode, `email_norm`, `phone_e164`).
@@ -13,6 +14,7 @@ The guards that decide which scored pairs may link live in `profiles.identity`.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -139,10 +141,23 @@ def _arrow(records: pd.DataFrame):
 
 
 def _linker(records: pd.DataFrame, settings: Any):
-    from splink import DuckDBAPI, Linker
+    """A Splink linker over `records` on the configured engine (CDP_IDENTITY_ENGINE); a trained
+    model saved by another engine is re-rendered for this engine's SQL dialect."""
+    from splink import Linker
 
-    db_api = DuckDBAPI()
-    return Linker(db_api.register(_arrow(records), dataset_display_name="profiles"), settings, log_level=logging.WARNING)
+    from profiles.spark_engine import identity_engine, model_for_dialect, splink_db_api
+
+    engine = identity_engine()
+    if isinstance(settings, dict):
+        settings = model_for_dialect(settings, engine, splink_settings())
+    db_api = splink_db_api(engine)
+    return Linker(db_api.register(_arrow(records), dataset_display_name="profiles", table_name=_table_name("profiles")),
+                  settings, log_level=logging.WARNING)
+
+
+def _table_name(base: str) -> str:
+    """Input table names are unique per linker: Spark's temporary views are shared by the session."""
+    return f"{base}_{uuid.uuid4().hex[:8]}"
 
 
 def predict_new(records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any],
@@ -161,10 +176,10 @@ def predict_new(records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any]
                           for c in comp.get("comparison_levels", []) if c.get("tf_adjustment_column")}):
         linker.table_management.compute_tf_table(column)
     db_api = linker._db_api
-    new = db_api.register(_arrow(records[is_new]), table_name="__new_profiles")
+    new = db_api.register(_arrow(records[is_new]), table_name=_table_name("__new_profiles"))
     frames = []
     if (~is_new).any():
-        old = db_api.register(_arrow(records[~is_new]), table_name="__existing_profiles")
+        old = db_api.register(_arrow(records[~is_new]), table_name=_table_name("__existing_profiles"))
         frames.append(linker.inference.predict_between(new, old, threshold_match_probability=floor_probability,
                                                        warning_mode="never").as_pandas_dataframe())
     if is_new.sum() > 1:
@@ -246,7 +261,8 @@ def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
         labels = _label_pairs(records, list(by))
         if labels.empty:
             continue
-        table = linker.table_management.register_table(labels, f"__labels_{name.replace('+', '_')}", overwrite=True)
+        table = linker.table_management.register_table(labels, _table_name(f"__labels_{name.replace('+', '_')}"),
+                                                         overwrite=True)
         training.estimate_m_from_pairwise_labels(table)
         learned[name] = {c["output_column_name"]: c for c in linker.misc.save_model_to_json()["comparisons"]}
     model = base
