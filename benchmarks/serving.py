@@ -229,6 +229,13 @@ def load_test(ws: Workspace, rate: float, seconds: float) -> dict:
         return asyncio.run(_steady(url, ids, rate, seconds, window=max(seconds / 6, 5)))
 
 
+def measure(report: dict, parts: list) -> None:
+    """Run each (key, title, measurement) in order; keep and print its result."""
+    for key, title, run in parts:
+        report[key] = run()
+        show(title, report[key])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, help="Existing workspace (after `cdp demo`); default: build one")
@@ -244,25 +251,19 @@ def main() -> None:
     os.environ["CDP_HOME"] = str(ws.root)
     report: dict = {"workspace": str(ws.root), "machine_cores": os.cpu_count()}
 
-    report["batch_scoring_sqlite"] = batch_scoring(ws)
-    show("batch churn scoring (SQLite online store)", report["batch_scoring_sqlite"])
-    report["online_write_sqlite"] = write_throughput(ws)
-    show("online write, SQLite", report["online_write_sqlite"])
-    report["latency_sqlite"] = latency(ws, "sqlite", args.repeat)
-    show("latency, SQLite online store", report["latency_sqlite"])
-
+    measure(report, [("batch_scoring_sqlite", "batch churn scoring (SQLite online store)", lambda: batch_scoring(ws)),
+                     ("online_write_sqlite", "online write, SQLite", lambda: write_throughput(ws)),
+                     ("latency_sqlite", "latency, SQLite online store", lambda: latency(ws, "sqlite", args.repeat))])
     if shutil.which("redis-server"):
         with redis(free_port(), ws.root) as address:
             os.environ.update(CDP_ONLINE_STORE="redis", CDP_REDIS=address)
-            report["online_write_redis"] = write_throughput(ws)
-            show("online write, Redis", report["online_write_redis"])
-            report["batch_scoring_redis"] = batch_scoring(ws)
-            show("batch churn scoring (Redis online store)", report["batch_scoring_redis"])
-            report["latency_redis"] = latency(ws, "redis", args.repeat)
-            show("latency, Redis online store", report["latency_redis"])
-            report["load_redis"] = load_test(ws, args.load_rate, args.load_seconds)
-            show(f"steady load {args.load_rate}/s for {args.load_seconds}s (Redis; half /churn, half /next_best_product)",
-                 report["load_redis"])
+            # Redis starts empty: fill it (online write) before scoring and serving from it.
+            measure(report, [
+                ("online_write_redis", "online write, Redis", lambda: write_throughput(ws)),
+                ("batch_scoring_redis", "batch churn scoring (Redis online store)", lambda: batch_scoring(ws)),
+                ("latency_redis", "latency, Redis online store", lambda: latency(ws, "redis", args.repeat)),
+                ("load_redis", f"steady load {args.load_rate}/s for {args.load_seconds}s (Redis; half /churn, "
+                               "half /next_best_product)", lambda: load_test(ws, args.load_rate, args.load_seconds))])
             os.environ.pop("CDP_ONLINE_STORE")
     else:
         print("\nredis-server not found: Redis half skipped (apt-get install redis-server)")

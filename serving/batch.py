@@ -17,7 +17,7 @@ from cdp.store import latest_service_features
 from models.churn import CHURN, scoring_entities
 from models.spec import ModelSpec
 from profiles.consent import contactable, filter_profiling_consent
-from training.tracking import load_champion
+from training.tracking import has_champion, load_champion
 from training.train import predict
 
 TOP_K = 10
@@ -118,20 +118,6 @@ def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: p
     return scores
 
 
-def _has_champion(ws: Workspace, name: str) -> bool:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from training.tracking import CHAMPION, use_workspace
-
-    use_workspace(ws)
-    try:
-        MlflowClient().get_model_version_by_alias(name, CHAMPION)
-        return True
-    except MlflowException:
-        return False
-
-
 def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     """Every family with a champion; returns the summary `cdp score` prints."""
     from models.campaign_response import CAMPAIGN_RESPONSE
@@ -141,11 +127,11 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     summary: dict = {"customers_scored": len(churn),
                      "mean_churn_probability": round(float(churn["churn_probability"].mean()), 4) if len(churn) else None,
                      "model_version": churn["churn_model_version"].iloc[0] if len(churn) else None}
-    if _has_champion(ws, NEXT_BEST_PRODUCT.name):
+    if has_champion(ws, NEXT_BEST_PRODUCT.name):
         nbp = score_next_best_product(ws, store, timeline.order_lines, timeline.orders, as_of)
         summary["next_best_product"] = {"customers_scored": len(nbp),
                                         "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None}
-    if _has_champion(ws, CAMPAIGN_RESPONSE.name):
+    if has_champion(ws, CAMPAIGN_RESPONSE.name):
         camp = score_campaign_response(ws, store, timeline.order_lines, timeline.orders, as_of)
         summary["campaign_response"] = {
             "customers_scored": len(camp), "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,

@@ -62,14 +62,8 @@ def _check_online_store(ws: Workspace, store) -> None:
 
 
 def _check_champion(ws: Workspace, name: str) -> None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from training.tracking import CHAMPION, has_champion
 
-    from training.tracking import CHAMPION, use_workspace
-
-    use_workspace(ws)
-    try:
-        MlflowClient().get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    if not has_champion(ws, name):
         raise ServiceNotReady(f"no '{CHAMPION}' model '{name}' in MLflow ({ws.mlflow_uri}): run "
-                              f"`cdp train {name.replace('_', '-')}` (or leave it out with CDP_SERVE_MODELS)") from None
+                              f"`cdp train {name.replace('_', '-')}` (or leave it out with CDP_SERVE_MODELS)")

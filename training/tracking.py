@@ -52,6 +52,19 @@ def champion_uri(model_name: str) -> str:
     return f"models:/{model_name}@{CHAMPION}"
 
 
+def has_champion(ws: Workspace, model_name: str) -> bool:
+    """Is a version of `model_name` aliased `champion` in the workspace's registry?"""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    use_workspace(ws)
+    try:
+        MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+        return True
+    except MlflowException:
+        return False
+
+
 def load_champion(ws: Workspace, model_name: str):
     """The champion sklearn model and its registered version (raises if none is registered)."""
     import mlflow
