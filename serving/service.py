@@ -91,19 +91,16 @@ class Champions:
 
     def reload(self) -> list[str]:
         """Load every champion whose registered version changed; returns the names swapped."""
-        from mlflow import MlflowClient
-
         from serving.churn_scorer import ChurnScorer
-        from training.tracking import CHAMPION, load_champion, use_workspace
+        from training.tracking import CHAMPION, load_version, registry_client
 
-        with self.lock:
-            use_workspace(self.ws)
-            client, swapped = MlflowClient(), []
+        with self.lock:  # runs in the reloader thread too: must not touch process-wide MLflow URIs
+            client, swapped = registry_client(self.ws), []
             for name in self.names:
                 version = str(client.get_model_version_by_alias(name, CHAMPION).version)
                 if name in self.models and self.models[name][1] == version:
                     continue
-                model, version = load_champion(self.ws, name)
+                model = load_version(name, version, client)
                 if name == "churn":
                     model = ChurnScorer.from_model(model, version)
                 self.models = {**self.models, name: (model, version)}  # one atomic swap

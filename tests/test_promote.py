@@ -101,3 +101,21 @@ def test_bad_requests_are_clear_errors(promote_ws):
     assert code == 2 and "unknown model 'nope'" in output
     code, output = cli("promote", "churn", "--version", "99", home=ws.root)
     assert code == 2 and "no version 99" in output
+
+
+def test_the_champion_reloader_leaves_the_process_mlflow_uris_alone(pipeline_ws, promote_ws):
+    """The service's reloader thread reads its own workspace's registry; it once called
+    use_workspace(), which re-pointed a concurrent `cdp promote` in the same process at the other
+    workspace's champion (a flaky CI failure of the test above)."""
+    import mlflow
+
+    from serving.service import Champions
+
+    ws, _ = promote_ws
+    champions = Champions(pipeline_ws, (CHURN.name,))  # the service's workspace, not ws
+    use_workspace(ws)
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    champions.models.clear()  # force a real reload
+    assert champions.reload() == [CHURN.name]
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before == (ws.mlflow_uri, ws.mlflow_uri)
+    assert champions.get(CHURN.name)[1] == champion_version(pipeline_ws)

@@ -101,11 +101,10 @@ def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dic
 
 def promote(ws: Workspace, model: str, version: str | None = None, force: bool = False,
             reason: str | None = None) -> dict:
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from training.tracking import CHAMPION, champion_uri, comparison_markdown, use_workspace
+    from training.tracking import CHAMPION, comparison_markdown, load_version, use_workspace
 
     spec = spec_for(model)
     use_workspace(ws)
@@ -133,8 +132,8 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
         params = client.get_run(challenger.run_id).data.params
         champion_params = client.get_run(current.run_id).data.params
         evaluate, rows = out_of_time_evaluator(ws, spec, params)
-        mine = evaluate(mlflow.sklearn.load_model(f"models:/{spec.name}/{version}"))
-        theirs = evaluate(mlflow.sklearn.load_model(champion_uri(spec.name)))
+        mine = evaluate(load_version(spec.name, version, client))
+        theirs = evaluate(load_version(spec.name, current.version, client))
         from training.tracking import better_direction
 
         comparison.update(compared_on=f"challenger's out-of-time rows: {rows}", champion_metrics=theirs,

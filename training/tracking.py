@@ -48,32 +48,44 @@ def set_experiment(ws: Workspace, name: str) -> None:
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
-def champion_uri(model_name: str) -> str:
-    return f"models:/{model_name}@{CHAMPION}"
+def registry_client(ws: Workspace):
+    """A client bound to the workspace's MLflow database. Unlike `use_workspace` it leaves the
+    process-wide MLflow URIs alone, so a background thread (the service's champion reloader) can
+    read the registry without re-pointing whatever else the process is doing at its workspace."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=ws.mlflow_uri, registry_uri=ws.mlflow_uri)
+
+
+def load_version(model_name: str, version: str, client=None):
+    """The sklearn model of one registered version, read from its storage location (so the
+    version is pinned: an alias that moves meanwhile cannot swap in another model)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient()
+    return mlflow.sklearn.load_model(client.get_model_version_download_uri(model_name, str(version)))
+
+
+def champion_version(ws: Workspace, model_name: str) -> str | None:
+    """The version aliased `champion` in the workspace's registry, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(registry_client(ws).get_model_version_by_alias(model_name, CHAMPION).version)
+    except MlflowException:
+        return None
 
 
 def has_champion(ws: Workspace, model_name: str) -> bool:
-    """Is a version of `model_name` aliased `champion` in the workspace's registry?"""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    use_workspace(ws)
-    try:
-        MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
-        return True
-    except MlflowException:
-        return False
+    return champion_version(ws, model_name) is not None
 
 
 def load_champion(ws: Workspace, model_name: str):
     """The champion sklearn model and its registered version (raises if none is registered)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    use_workspace(ws)
-    version_info = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
-    model = mlflow.sklearn.load_model(champion_uri(model_name))
-    return model, str(version_info.version)
+    client = registry_client(ws)
+    version = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+    return load_version(model_name, version, client), version
 
 
 def promote_if_better(model_name: str, version: str, metric: str, value: float,
@@ -85,7 +97,6 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
     reads other features), the champion run's logged `metric` is used instead.
     Out: {"promoted", "champion_version", "previous_version", "previous_value", "compared_on"}.
     """
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -99,7 +110,7 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
         compared_on = "logged metric"
         if score_champion is not None:
             try:
-                previous_value = float(score_champion(mlflow.sklearn.load_model(champion_uri(model_name))))
+                previous_value = float(score_champion(load_version(model_name, current.version, client)))
                 compared_on = "same out-of-time rows"
             except Exception:  # noqa: BLE001 - any failure falls back to the logged metric
                 previous_value = None
@@ -132,7 +143,6 @@ def compare_with_champion(model_name: str, challenger_metrics: dict[str, float],
     (no champion yet, other features, ...) its run's logged metrics are shown instead and
     `compared_on` says so. Out: {"champion_version", "compared_on", "champion_metrics", "rows"}.
     """
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -148,7 +158,7 @@ def compare_with_champion(model_name: str, challenger_metrics: dict[str, float],
         if evaluate_model is not None:
             try:
                 champion_metrics = {k: float(v) for k, v in
-                                    evaluate_model(mlflow.sklearn.load_model(champion_uri(model_name))).items()}
+                                    evaluate_model(load_version(model_name, current.version, client)).items()}
                 compared_on = "same out-of-time rows (champion re-scored)"
             except Exception:  # noqa: BLE001 - fall back to what the champion logged
                 champion_metrics = {}
