@@ -107,10 +107,20 @@ def write_throughput(ws: Workspace) -> dict:
         started = time.perf_counter()
         rows = materialize_latest(ws, store, as_of, engine=engine)
         seconds = time.perf_counter() - started
+        # rows = one customer in one feature view; the issue's yardstick is customers x 20 features
         out[f"materialize {engine}"] = {"view_rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
-                                        "features_per_row": round(float(values_per_row), 1)}
+                                        "features_per_row": round(float(values_per_row), 1),
+                                        "values_per_s": round(rows * values_per_row / seconds),
+                                        "20_feature_rows_per_s": round(rows * values_per_row / 20 / seconds)}
     out["ratio bulk/feast"] = {"x": round(out["materialize bulk"]["rows_per_s"] / out["materialize feast"]["rows_per_s"], 2)}
     return out
+
+
+def fill_online_store(ws: Workspace) -> None:
+    from cdp.pipeline import load_snapshots
+    from cdp.store import materialize_latest, open_store
+
+    materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
 
 
 def batch_scoring(ws: Workspace) -> dict:
@@ -181,6 +191,9 @@ def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
             rows[f"{store_kind}: /churn x100 (no reasons)"] = timed(
                 lambda: call("/churn", {"customer_ids": [r["customer_id"] for r in hundred()], "reasons": False}),
                 max(repeat // 5, 20))
+            rows[f"{store_kind}: /next_best_product_batch x100"] = timed(
+                lambda: call("/next_best_product_batch", {"customer_ids": [r["customer_id"] for r in hundred()]}),
+                max(repeat // 5, 20))
     feast = rows[f"{store_kind}: feast get_online_features x1"]["p99_ms"]
     rows[f"{store_kind}: ratio /churn p99 / feast p99"] = {"x": round(rows[f"{store_kind}: /churn x1"]["p99_ms"] / feast, 2)}
     return rows
@@ -229,9 +242,15 @@ def load_test(ws: Workspace, rate: float, seconds: float) -> dict:
         return asyncio.run(_steady(url, ids, rate, seconds, window=max(seconds / 6, 5)))
 
 
-def measure(report: dict, parts: list) -> None:
-    """Run each (key, title, measurement) in order; keep and print its result."""
+PARTS = {"batch": "batch_scoring", "write": "online_write", "latency": "latency", "load": "load"}
+
+
+def measure(report: dict, parts: list, only: set[str]) -> None:
+    """Run each (key, title, measurement) whose part (see PARTS) is in `only`, in order; keep and
+    print its result."""
     for key, title, run in parts:
+        if not any(key.startswith(PARTS[part]) for part in only):
+            continue
         report[key] = run()
         show(title, report[key])
 
@@ -244,7 +263,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=400, help="Calls per single-customer latency measurement")
     parser.add_argument("--load-rate", type=float, default=50.0, help="Requests per second in the load test")
     parser.add_argument("--load-seconds", type=float, default=60.0, help="Load test duration")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"Comma-separated parts to run, of: {', '.join(PARTS)} (default: all)")
     args = parser.parse_args()
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not only or only - set(PARTS):
+        parser.error(f"--only: {args.only!r}: choose from {', '.join(PARTS)}")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ["CDP_MODEL_RELOAD_SECONDS"] = "0"
     ws = Workspace(args.home.resolve()) if args.home else build_workspace(args.customers, args.seed)
@@ -253,17 +277,19 @@ def main() -> None:
 
     measure(report, [("batch_scoring_sqlite", "batch churn scoring (SQLite online store)", lambda: batch_scoring(ws)),
                      ("online_write_sqlite", "online write, SQLite", lambda: write_throughput(ws)),
-                     ("latency_sqlite", "latency, SQLite online store", lambda: latency(ws, "sqlite", args.repeat))])
+                     ("latency_sqlite", "latency, SQLite online store", lambda: latency(ws, "sqlite", args.repeat))], only)
     if shutil.which("redis-server"):
         with redis(free_port(), ws.root) as address:
             os.environ.update(CDP_ONLINE_STORE="redis", CDP_REDIS=address)
             # Redis starts empty: fill it (online write) before scoring and serving from it.
+            if "write" not in only:
+                fill_online_store(ws)
             measure(report, [
                 ("online_write_redis", "online write, Redis", lambda: write_throughput(ws)),
                 ("batch_scoring_redis", "batch churn scoring (Redis online store)", lambda: batch_scoring(ws)),
                 ("latency_redis", "latency, Redis online store", lambda: latency(ws, "redis", args.repeat)),
                 ("load_redis", f"steady load {args.load_rate}/s for {args.load_seconds}s (Redis; half /churn, "
-                               "half /next_best_product)", lambda: load_test(ws, args.load_rate, args.load_seconds))])
+                               "half /next_best_product)", lambda: load_test(ws, args.load_rate, args.load_seconds))], only)
             os.environ.pop("CDP_ONLINE_STORE")
     else:
         print("\nredis-server not found: Redis half skipped (apt-get install redis-server)")

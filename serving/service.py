@@ -7,6 +7,8 @@ POST /churn {"customer_ids": [...], "reasons": true} ->
                "contribution", "text"}]}], "errors": [{"customer_id", "error"}]}
 POST /next_best_product {"customer_id", "k": 10, "exclude_owned": false} ->
   {"customer_id", "model_version", "as_of", "products": [{"product_id", "category", "score", "rank"}], "errors"}
+POST /next_best_product_batch {"customer_ids", "k": 10, "exclude_owned": false} ->
+  {"model_version", "as_of", "results": [{"customer_id", "products": [...]}], "errors"} (one ranker call)
 POST /campaign_response {"customer_ids", "campaign_id", "min_uplift": 0.0} ->
   {"scores": [{"customer_id", "p_respond_treated", "p_respond_control", "uplift", "contactable", "target",
                "expected_incremental_conversions"}], "expected_incremental_conversions", "errors"}
@@ -52,6 +54,13 @@ class ChurnRequest(BaseModel):
 class NextBestProductRequest(BaseModel):
     customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
     k: int = Field(10, ge=1, le=MAX_K, description=f"How many products (1..{MAX_K})")
+    exclude_owned: bool = Field(False, description="Drop items the customer owns unless they are repeat buys")
+
+
+class NextBestProductBatchRequest(BaseModel):
+    customer_ids: list[CustomerId] = Field(..., min_length=1, max_length=MAX_BATCH,
+                                           description=f"1..{MAX_BATCH} customer ids from identity resolution")
+    k: int = Field(10, ge=1, le=MAX_K, description=f"How many products per customer (1..{MAX_K})")
     exclude_owned: bool = Field(False, description="Drop items the customer owns unless they are repeat buys")
 
 
@@ -218,20 +227,33 @@ class CustomerScores:
 
     @bentoml.api
     def next_best_product(self, request: NextBestProductRequest, /) -> dict:
+        customer_id = request.customer_id
+        version, results, errors = self._recommend([customer_id], request.k, request.exclude_owned)
+        if errors:
+            return {"customer_id": customer_id, "products": [], "errors": errors}
+        return {"customer_id": customer_id, "model_version": version, "as_of": self.as_of.isoformat(),
+                "products": results[0]["products"], "errors": []}
+
+    @bentoml.api
+    def next_best_product_batch(self, request: NextBestProductBatchRequest, /) -> dict:
+        """Up to MAX_BATCH customers in one call: one online read, one ranker call."""
+        version, results, errors = self._recommend(list(dict.fromkeys(request.customer_ids)), request.k,
+                                                   request.exclude_owned)
+        return {"model_version": version, "as_of": self.as_of.isoformat(), "results": results, "errors": errors}
+
+    def _recommend(self, ids: list[str], k: int, exclude_owned: bool) -> tuple[str, list[dict], list[dict]]:
         import numpy as np
 
         model, version = self.champions.get("next_best_product")
-        customer_id = request.customer_id
-        online = self._online([*self._refs("next_best_product_v1"), "consent_state:consent_profiling"], [customer_id])
-        keep, errors = self._gate([customer_id], online)
-        if not keep:
-            return {"customer_id": customer_id, "products": [], "errors": errors}
-        features = {k: np.nan if _missing(v[0]) else float(v[0]) for k, v in online.items() if k != "customer_id"}
-        recs = self.candidate_index.recommend_one(model, customer_id, features, request.k, self.catalogue_ids,
-                                                  request.exclude_owned)
-        return {"customer_id": customer_id, "model_version": version, "as_of": self.as_of.isoformat(),
-                "products": [{"product_id": r.product_id, "category": r.category, "score": round(float(r.score), 6),
-                              "rank": int(r.rank)} for r in recs.itertuples()], "errors": []}
+        online = self._online([*self._refs("next_best_product_v1"), "consent_state:consent_profiling"], ids)
+        keep, errors = self._gate(ids, online)
+        features = {ids[i]: {name: np.nan if _missing(v[i]) else float(v[i]) for name, v in online.items() if name != "customer_id"}
+                    for i in keep}
+        recs = self.candidate_index.recommend_many(model, features, k, self.catalogue_ids, exclude_owned) if keep else {}
+        results = [{"customer_id": c, "products": [{"product_id": r.product_id, "category": r.category,
+                                                    "score": round(float(r.score), 6), "rank": int(r.rank)}
+                                                   for r in ranked.itertuples()]} for c, ranked in recs.items()]
+        return version, results, errors
 
     @bentoml.api
     def campaign_response(self, request: CampaignResponseRequest, /) -> dict:

@@ -311,3 +311,24 @@ def test_online_recommendations_equal_the_batch_recommender(service, pipeline_ws
                                                                scores_service.catalogue_ids, exclude_owned)
             assert got["product_id"].tolist() == expected["product_id"].tolist()
             np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-12)
+
+
+def test_batch_recommendations_equal_one_call_per_customer(service):
+    """/next_best_product_batch (one online read, one ranker call) answers each customer exactly
+    like /next_best_product, errors included (unknown id, withdrawn consent), never a failed call."""
+    scores_service, module = service
+    ids = [*scores_service.lines["customer_id"].drop_duplicates().sample(30, random_state=8), "cus_nobody"]
+    for exclude_owned in (False, True):
+        batch = scores_service.next_best_product_batch(
+            module.NextBestProductBatchRequest(customer_ids=ids, k=7, exclude_owned=exclude_owned))
+        by_id = {r["customer_id"]: r["products"] for r in batch["results"]}
+        batch_errors = {e["customer_id"]: e for e in batch["errors"]}
+        assert set(by_id) | set(batch_errors) == set(ids) and not set(by_id) & set(batch_errors)
+        assert "cus_nobody" in batch_errors and len(by_id) >= 20
+        for customer_id in ids:
+            one = scores_service.next_best_product(
+                module.NextBestProductRequest(customer_id=customer_id, k=7, exclude_owned=exclude_owned))
+            if one["errors"]:
+                assert one["errors"] == [batch_errors[customer_id]]
+            else:
+                assert len(one["products"]) == 7 and by_id[customer_id] == one["products"]
