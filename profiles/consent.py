@@ -38,14 +38,15 @@ def _moment(at) -> pd.Timestamp:
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
-def consent_history(ws: Workspace, customer_ids: Iterable[str] | None = None) -> pd.DataFrame:
+def consent_history(ws: Workspace, customer_ids: Iterable[str] | None = None, purpose: str | None = None) -> pd.DataFrame:
     """Every consent event attached to a customer: customer_id, event_id, occurred_at,
-    purpose, granted, source, identifier_type (oldest first; identifiers themselves left out)."""
+    purpose, granted, source, identifier_type (oldest first; identifiers themselves left out).
+    `purpose` keeps only that purpose's events (filtered while reading: batch scoring asks this)."""
     columns = ["customer_id", "event_id", "occurred_at", "purpose", "granted", "source", "identifier_type"]
     path = ws.staged / "consent_events.parquet"
     if not path.exists():
         return pd.DataFrame(columns=columns)
-    events = pd.read_parquet(path)
+    events = pd.read_parquet(path, filters=None if purpose is None else [("purpose", "==", purpose)])
     events["node"] = events["identifier_type"].map(CONSENT_KINDS) + ":" + events["identifier_norm"].astype(str)
     nodes = pd.read_parquet(ws.identity / "identifier_map.parquet")
     if customer_ids is not None:
@@ -59,17 +60,34 @@ def consent_history(ws: Workspace, customer_ids: Iterable[str] | None = None) ->
 
 
 def consent_at(ws: Workspace, customer_ids: Iterable[str], purpose: str, at) -> pd.Series:
-    """customer_id -> True / False / None: the latest `purpose` event at or before `at`."""
+    """customer_id -> True / False / None: the latest `purpose` event at or before `at`.
+
+    One DuckDB query over the staged events and the identifier map (batch scoring asks this for
+    every active customer; the pandas merge of `consent_history` took ~3x longer)."""
+    import duckdb
+
     _check_purpose(purpose)
     ids = list(dict.fromkeys(customer_ids))
     moment = _moment(at)
-    history = consent_history(ws, ids)
-    history = history[(history["purpose"] == purpose) & (history["occurred_at"] <= moment)]
-    # sorted by time, grants before withdrawals at the same instant: the last row decides
-    latest = history.groupby("customer_id")["granted"].last()
     state = pd.Series([None] * len(ids), index=pd.Index(ids, name="customer_id"), dtype=object, name=purpose)
-    known = latest.reindex(ids).dropna()
-    state.loc[known.index] = known.astype(bool).to_numpy()
+    events, nodes = ws.staged / "consent_events.parquet", ws.identity / "identifier_map.parquet"
+    if not ids or not events.exists() or not nodes.exists():
+        return state
+    kinds = " ".join(f"WHEN '{kind}' THEN '{node}'" for kind, node in CONSENT_KINDS.items())
+    con = duckdb.connect()
+    con.register("wanted", pd.DataFrame({"customer_id": ids}))
+    latest = con.execute(f"""
+        WITH e AS (
+            SELECT (CASE identifier_type {kinds} END) || ':' || CAST(identifier_norm AS VARCHAR) AS node,
+                   occurred_at, granted
+            FROM read_parquet(?) WHERE purpose = ? AND occurred_at <= ? AND granted IS NOT NULL),
+        m AS (SELECT node, customer_id FROM read_parquet(?) JOIN wanted USING (customer_id))
+        SELECT customer_id, granted FROM e JOIN m USING (node)
+        -- latest first; at the same instant the withdrawal (granted = false) wins
+        QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY occurred_at DESC, granted ASC) = 1""",
+        [str(events), purpose, moment, str(nodes)]).df()
+    latest = latest.dropna(subset=["granted"]).set_index("customer_id")["granted"]
+    state.loc[latest.index] = latest.astype(bool).to_numpy()
     return state
 
 

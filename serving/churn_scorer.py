@@ -44,12 +44,13 @@ class ChurnScorer:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64, na_value=np.nan)
 
-    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+    def probabilities(self, matrix: np.ndarray, threads: int = 1) -> np.ndarray:
+        """threads: 1 for online calls (no pool wake-up per request), 0 (all cores) for batches."""
         parts = self._parts()
         if parts is None:
             return self.model.predict_proba(pd.DataFrame(matrix, columns=self.features))[:, 1]
         booster, isotonic, raw_score = parts
-        response = booster.predict(matrix, raw_score=raw_score, num_threads=1)
+        response = booster.predict(matrix, raw_score=raw_score, num_threads=threads)
         return np.interp(response, isotonic.X_thresholds_, isotonic.y_thresholds_)
 
     def reasons(self, matrix: np.ndarray, top: int = TOP_REASONS) -> list[list[dict]]:

@@ -17,8 +17,9 @@ CHANNELS = ("email", "sms")
 
 def churn_list(ws: Workspace, top: int, min_probability: float = 0.0) -> pd.DataFrame:
     """The `top` customers by their latest churn score, with reasons and contactability."""
+    from cdp.latest import latest_service_features
     from cdp.pipeline import load_snapshots
-    from cdp.store import latest_service_features, open_store
+    from cdp.store import open_store
     from models.churn import CHURN
     from profiles.consent import contactable
     from serving.churn_scorer import ChurnScorer
