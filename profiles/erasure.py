@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from cdp.paths import Workspace
 from profiles.contract import TABLES
-from profiles.privacy import Subject, record_nodes, runs_trained_on, staged_rows_carrying, token
+from profiles.privacy import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
 
 SUPPRESSION_COLUMNS = ("token", "kind", "erased_at", "receipt_id")
 
@@ -181,7 +181,8 @@ def _kind(node: str) -> str:
 
 
 def _suppress(ws: Workspace, nodes: set[str], receipt: dict) -> None:
-    rows = pd.DataFrame({"token": [token(n) for n in sorted(nodes)], "kind": [_kind(n) for n in sorted(nodes)]})
+    key = privacy_key(ws)
+    rows = pd.DataFrame({"token": [token(n, key) for n in sorted(nodes)], "kind": [_kind(n) for n in sorted(nodes)]})
     rows["erased_at"] = pd.Timestamp.now(tz="UTC").floor("s")
     rows["receipt_id"] = receipt["receipt_id"]
     path = suppressions_path(ws)
@@ -199,7 +200,7 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     nodes = set().union(*(s.nodes for s in subjects)) if subjects else set()
     keys = {n[4:] for n in nodes if n.startswith("key:")}
     receipt: dict = {"receipt_id": uuid.uuid4().hex[:16], "erased_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                     "subjects": len(ids), "subject_tokens": sorted(token(f"customer:{c}") for c in ids),
+                     "subjects": len(ids), "subject_tokens": sorted(token(f"customer:{c}", privacy_key(ws)) for c in ids),
                      "stores": {}, "not_erased": []}
     if not ids:
         return receipt
@@ -272,7 +273,7 @@ def inactive_customers(ws: Workspace, inactive_days: int, as_of: pd.Timestamp | 
     return sorted(last[last < as_of - pd.Timedelta(days=inactive_days)].index)
 
 
-def drop_suppressed(table: str, raw: pd.DataFrame, suppressed: set[str]) -> tuple[pd.DataFrame, np.ndarray]:
+def drop_suppressed(table: str, raw: pd.DataFrame, suppressed: set[str], key: bytes) -> tuple[pd.DataFrame, np.ndarray]:
     """(raw rows not carrying a suppressed token, their positions in `raw`).
 
     Rows of an erased person are recognized by any identifier node or record key; a child row
@@ -285,7 +286,7 @@ def drop_suppressed(table: str, raw: pd.DataFrame, suppressed: set[str]) -> tupl
     if long.empty:
         return raw, positions
     distinct = pd.unique(long["node"])
-    hashed = dict(zip(distinct, (token(n) for n in distinct)))
+    hashed = dict(zip(distinct, (token(n, key) for n in distinct)))
     hit = long["node"].map(hashed).isin(suppressed).to_numpy()
     drop = np.zeros(len(raw), dtype=bool)
     drop[long.loc[hit, "row"].to_numpy()] = True

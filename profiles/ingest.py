@@ -282,10 +282,12 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
     """Validate, type and normalize every raw table into `ws.staged` (see module docstring)."""
     from profiles.erasure import drop_suppressed, load_suppressions
+    from profiles.privacy import privacy_key
 
     report = IngestReport()
     found = locate(ws.raw, report)
     suppressed = load_suppressions(ws)
+    key = privacy_key(ws) if suppressed else b""  # tokens are only computed when someone was erased
     ws.staged.mkdir(parents=True, exist_ok=True)
     region, known = default_region(), {}  # known: parent table -> its accepted keys
     quarantined: list[pd.DataFrame] = []
@@ -294,7 +296,7 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
         if progress:
             progress(name, done, len(TABLES))
         raw = read_raw(found[name], spec)
-        kept, positions = drop_suppressed(name, raw, suppressed)
+        kept, positions = drop_suppressed(name, raw, suppressed, key)
         staged, bad, field_issues = stage_table(kept, spec, known, region)
         if len(kept) < len(raw):  # row numbers keep pointing into the raw file
             for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):

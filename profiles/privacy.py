@@ -6,8 +6,9 @@ In:  a workspace after `cdp resolve` (staged/ tables, identity/identity_map.parq
      `account:`, `device:` or `customer:`).
 Out: `Subject` (customer_id + the identifier nodes that are exclusively theirs),
      `record_nodes` (row -> node pairs for any contract table, raw or staged),
-     `token` (the SHA-256 used for suppression lists and training populations: no raw
-     identifier is ever stored by the privacy code), and the MLflow training-population
+     `token` (HMAC-SHA256 under the workspace's secret `privacy_key`, used for suppression lists
+     and training populations: no raw identifier is ever stored by the privacy code, and a leaked
+     list cannot be reversed by hashing candidate emails or phones), and the MLflow training-population
      helpers (`record_training_population`, `runs_trained_on`).
 
 Node names follow identity resolution (`email:<canonical>`, `phone:<E.164>`, `card:<id>`,
@@ -17,6 +18,9 @@ record itself and `email_sha256:<hex>` for the vendor enrichment join key.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,6 +33,7 @@ from profiles.contract import TABLES
 from profiles.normalize import canonical_email, default_region, e164_phone, email_sha256, mask_email, phone_digits_hint
 
 POPULATION_ARTIFACT = "privacy/training_population.parquet"
+POPULATION_COLUMN = "customer_token"
 # table -> (key column, {node kind: raw column}); the kinds identity resolution links on
 TABLE_NODES: dict[str, tuple[str | None, dict[str, str]]] = {
     "crm_contacts": ("record_id", {"crm": "record_id", "email": "email", "phone": "phone"}),
@@ -50,13 +55,33 @@ class SubjectNotFound(ValueError):
     """The identifier is well-formed but names no (single) customer. Message is PII-safe."""
 
 
-def token(node: str) -> str:
-    """SHA-256 hex of a node string: what suppression lists and populations store."""
-    return hashlib.sha256(node.encode("utf-8")).hexdigest()
+PRIVACY_KEY_ENV = "CDP_PRIVACY_KEY"
 
 
-def tokens(nodes: Iterable[str]) -> set[str]:
-    return {token(n) for n in nodes}
+def privacy_key(ws: Workspace) -> bytes:
+    """The secret tokens are keyed with: $CDP_PRIVACY_KEY (e.g. from a secrets manager), else
+    `privacy/token.key` in the workspace, created once (owner-only) on first use. Losing it makes
+    existing suppression tokens unrecognizable: back it up with the workspace."""
+    if os.environ.get(PRIVACY_KEY_ENV):
+        return os.environ[PRIVACY_KEY_ENV].encode("utf-8")
+    path = ws.root / "privacy" / "token.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(secrets.token_hex(32))
+        except FileExistsError:  # created meanwhile by another process: use theirs
+            pass
+    return path.read_bytes().strip()
+
+
+def token(node: str, key: bytes) -> str:
+    """HMAC-SHA256 hex of a node string under `key`: what suppression lists and populations store."""
+    return hmac.new(key, node.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def tokens(nodes: Iterable[str], key: bytes) -> set[str]:
+    return {token(n, key) for n in nodes}
 
 
 def masked(kind: str, value: str) -> str:
@@ -258,18 +283,19 @@ def rows_of(table: str, frame: pd.DataFrame, nodes: set[str] | frozenset[str]) -
 
 # ---- MLflow: which model versions were trained on whom (hashed ids only) -------------------
 
-def record_training_population(run_id: str, customer_ids: Iterable[str]) -> int:
-    """Log `privacy/training_population.parquet` (sha256 of each distinct customer_id) to an
+def record_training_population(ws: Workspace, run_id: str, customer_ids: Iterable[str]) -> int:
+    """Log `privacy/training_population.parquet` (the token of each distinct customer_id) to an
     MLflow run, using the current tracking URI. Returns how many ids were recorded."""
     import tempfile
     from pathlib import Path
 
     from mlflow import MlflowClient
 
-    hashed = sorted({token(f"customer:{c}") for c in pd.Series(list(customer_ids)).dropna().astype(str)})
+    key = privacy_key(ws)
+    hashed = sorted({token(f"customer:{c}", key) for c in pd.Series(list(customer_ids)).dropna().astype(str)})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(POPULATION_ARTIFACT).name
-        pd.DataFrame({"customer_sha256": hashed}).to_parquet(path, index=False)
+        pd.DataFrame({POPULATION_COLUMN: hashed}).to_parquet(path, index=False)
         MlflowClient().log_artifact(run_id, str(path), artifact_path=str(Path(POPULATION_ARTIFACT).parent))
     return len(hashed)
 
@@ -283,7 +309,8 @@ def runs_trained_on(ws: Workspace, customer_ids: Iterable[str]) -> list[dict]:
     from training.tracking import use_workspace
 
     use_workspace(ws)
-    wanted = {token(f"customer:{c}") for c in customer_ids}
+    key = privacy_key(ws)
+    wanted = {token(f"customer:{c}", key) for c in customer_ids}
     client = MlflowClient()
     versions: dict[str, list[str]] = {}
     for model in client.search_registered_models():
@@ -296,7 +323,11 @@ def runs_trained_on(ws: Workspace, customer_ids: Iterable[str]) -> list[dict]:
         except Exception:  # noqa: BLE001  (no artifact: trained before populations were recorded)
             found.append({"run_id": run_id, "model_versions": names, "population": "unknown"})
             continue
-        population = set(pd.read_parquet(local)["customer_sha256"])
+        stored = pd.read_parquet(local)
+        if POPULATION_COLUMN not in stored:  # an older, unkeyed population: cannot be matched
+            found.append({"run_id": run_id, "model_versions": names, "population": "unknown"})
+            continue
+        population = set(stored[POPULATION_COLUMN])
         if population & wanted:
             found.append({"run_id": run_id, "model_versions": names, "population": "contains subject"})
     return found

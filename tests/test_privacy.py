@@ -245,6 +245,15 @@ def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
     assert not leftovers
     tokens = pd.read_parquet(ws.root / "privacy" / "suppressions.parquet")["token"]
     assert tokens.str.fullmatch(r"[0-9a-f]{64}").all()
+    # keyed: hashing the person's identifiers without the workspace's secret finds none of them
+    import hashlib
+
+    from profiles.privacy import privacy_key, token
+    key_file = ws.root / "privacy" / "token.key"
+    assert key_file.stat().st_mode & 0o077 == 0  # owner-only
+    plain = {hashlib.sha256(n.encode()).hexdigest() for n in person["nodes"]}
+    assert plain and not plain & set(tokens)
+    assert {token(n, privacy_key(ws)) for n in person["nodes"] if not n.startswith("email_sha256:")} <= set(tokens)
     text = mlflow_text(mlflow_files(ws))
     receipts = "".join(p.read_text() for p in (ws.root / "privacy").rglob("*.json"))
     for needle in person["needles"]:
@@ -382,7 +391,7 @@ def test_training_population_marks_the_models_trained_on_a_person(pipeline_ws, t
     client = MlflowClient()
     experiment = client.create_experiment("privacy_test", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
-    assert record_training_population(run_id, scored[:10] + scored[:3]) == 10
+    assert record_training_population(ws, run_id, scored[:10] + scored[:3]) == 10
     client.create_registered_model("privacy_test")
     client.create_model_version("privacy_test", source=f"runs:/{run_id}/model", run_id=run_id)
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="privacy")

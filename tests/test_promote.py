@@ -25,7 +25,9 @@ def cli(*args: str, home) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def promote_ws(pipeline_ws, tmp_path_factory):
-    """A copy of the session workspace with a deliberately worse churn v2 (trained on shuffled labels)."""
+    """A copy of the session workspace with a deliberately worse churn version (trained on shuffled
+    labels) after its champion. Version numbers are read, not assumed: other tests may have added
+    and deleted versions in the session registry before the copy."""
     import training.train as train_module
     from cdp import pipeline
 
@@ -39,11 +41,13 @@ def promote_ws(pipeline_ws, tmp_path_factory):
         noisy[spec.label] = np.random.default_rng(1).permutation(noisy[spec.label].to_numpy())
         return honest_fit(spec, noisy, seed)
 
+    good = champion_version(ws)
     train_module.fit = shuffled_fit
     try:
         worse = pipeline.train(ws, "churn")
     finally:
         train_module.fit = honest_fit
+    worse["champion_before"] = good
     return ws, worse
 
 
@@ -54,13 +58,13 @@ def champion_version(ws: Workspace) -> str:
 
 def test_training_logs_a_comparison_with_the_champion(promote_ws, stage_results):
     ws, worse = promote_ws
-    assert worse["version"] == "2" and not worse["extra"]["promotion"]["promoted"]
+    assert int(worse["version"]) > int(worse["champion_before"]) and not worse["extra"]["promotion"]["promoted"]
     use_workspace(ws)
     import mlflow
 
     path = mlflow.artifacts.download_artifacts(run_id=worse["run_id"], artifact_path="reports/champion_comparison.json")
     report = json.loads(open(path).read())
-    assert report["champion_version"] == "1" and report["compared_on"].startswith("same out-of-time rows")
+    assert report["champion_version"] == worse["champion_before"] and report["compared_on"].startswith("same out-of-time rows")
     rows = {r["metric"]: r for r in report["rows"]}
     # the champion re-scored on the challenger's rows: same rows as its own validation here
     assert rows["roc_auc"]["champion"] == pytest.approx(stage_results["train"]["metrics"]["roc_auc"])
@@ -70,28 +74,30 @@ def test_training_logs_a_comparison_with_the_champion(promote_ws, stage_results)
 
 
 def test_promote_refuses_a_worse_challenger_and_says_why(promote_ws):
-    ws, _ = promote_ws
-    code, output = cli("promote", "churn", home=ws.root)  # latest version = the worse v2
+    ws, worse = promote_ws
+    good, bad = worse["champion_before"], worse["version"]
+    code, output = cli("promote", "churn", home=ws.root)  # latest version = the worse one
     assert code == 1, output
-    assert "refused" in output and "is not better than champion v1" in output and "--force" in output
-    assert champion_version(ws) == "1"
-    report = json.loads((ws.reports / "promotion_churn_v2.json").read_text())
+    assert "refused" in output and f"is not better than champion v{good}" in output and "--force" in output
+    assert champion_version(ws) == good
+    report = json.loads((ws.reports / f"promotion_churn_v{bad}.json").read_text())
     assert report["decision"] == "refused" and report["challenger_value"] < report["champion_value"]
 
 
 def test_force_is_explicit_and_recorded_then_the_gate_restores_the_better_model(promote_ws):
-    ws, _ = promote_ws
-    code, output = cli("promote", "churn", "--version", "2", "--force", "--reason", "test override", home=ws.root)
+    ws, worse = promote_ws
+    good, bad = worse["champion_before"], worse["version"]
+    code, output = cli("promote", "churn", "--version", bad, "--force", "--reason", "test override", home=ws.root)
     assert code == 0 and "forced" in output, output
-    assert champion_version(ws) == "2"
-    tags = MlflowClient().get_model_version(CHURN.name, "2").tags
+    assert champion_version(ws) == bad
+    tags = MlflowClient().get_model_version(CHURN.name, bad).tags
     assert tags["promotion_forced"] == "true" and tags["promotion_forced_reason"] == "test override"
     assert json.loads(tags["promotion"])["passed_gate"] is False
-    code, output = cli("promote", "churn", "--version", "1", home=ws.root)  # v1 beats the forced v2
+    code, output = cli("promote", "churn", "--version", good, home=ws.root)  # the good one beats the forced one
     assert code == 0 and "promoted" in output, output
-    assert champion_version(ws) == "1"
-    assert "promotion_forced" not in MlflowClient().get_model_version(CHURN.name, "1").tags
-    code, output = cli("promote", "churn", "--version", "1", home=ws.root)
+    assert champion_version(ws) == good
+    assert "promotion_forced" not in MlflowClient().get_model_version(CHURN.name, good).tags
+    code, output = cli("promote", "churn", "--version", good, home=ws.root)
     assert code == 0 and "already champion" in output
 
 

@@ -169,7 +169,7 @@ def train_clv(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Tim
             version, gate = register_run_model(
                 spec, model, metrics[spec.primary_metric], FEATURES, plots, sample, model.predict(sample),
                 lambda champion: clv_metrics(actual, champion.predict(frame[FEATURES]))[spec.primary_metric],
-                frame["customer_id"], metrics=metrics,
+                frame["customer_id"], ws=ws, metrics=metrics,
                 evaluate_model=lambda candidate: clv_metrics(actual, candidate.predict(frame[FEATURES])))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,

@@ -181,7 +181,7 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
             version, gate = register_run_model(
                 spec, model, metrics[spec.primary_metric], features, plots, sample, model.predict(sample),
                 lambda champion: evaluate_ranker(champion)[spec.primary_metric], train["customer_id"],
-                metrics=metrics, evaluate_model=evaluate_ranker)
+                ws=ws, metrics=metrics, evaluate_model=evaluate_ranker)
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

@@ -210,7 +210,7 @@ def log_comparison(comparison: dict, challenger_version: str, gate: dict | None)
 
 
 def register_run_model(spec, model, value: float, features: list[str], plots: list, signature_input,
-                       signature_output, score_champion: Callable[[Any], float], population,
+                       signature_output, score_champion: Callable[[Any], float], population, ws: Workspace,
                        metrics: dict[str, float] | None = None,
                        evaluate_model: Callable[[Any], dict[str, float]] | None = None) -> tuple[str, dict]:
     """Inside an active run: log plots + the feature list, the hashed ids of the customers whose
@@ -228,7 +228,7 @@ def register_run_model(spec, model, value: float, features: list[str], plots: li
 
     from profiles.privacy import record_training_population
 
-    record_training_population(mlflow.active_run().info.run_id, population)
+    record_training_population(ws, mlflow.active_run().info.run_id, population)
     for path in plots:
         mlflow.log_artifact(str(path), artifact_path="plots")
     with tempfile.TemporaryDirectory() as tmp:

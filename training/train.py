@@ -124,7 +124,7 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
                 spec, model, metrics[spec.primary_metric], features, plots,
                 valid[features].head(50), score[:50],
                 lambda champion: roc_auc_score(y_valid, predict(champion, valid)), train["customer_id"],
-                metrics=metrics, evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)))
+                ws=ws, metrics=metrics, evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
                        train_rows=len(train), valid_rows=len(valid),

@@ -164,7 +164,7 @@ def train_campaign_response(ws: Workspace, store, sends: pd.DataFrame, campaigns
             version, gate = register_run_model(
                 spec, model, metrics[spec.primary_metric], features, plots, sample, model.predict(sample),
                 lambda champion: uplift_metrics(y, t, champion.predict(valid[features]))["qini"],
-                train["customer_id"], metrics={k: v for k, v in metrics.items() if not k.startswith("true_")},
+                train["customer_id"], ws=ws, metrics={k: v for k, v in metrics.items() if not k.startswith("true_")},
                 evaluate_model=lambda candidate: uplift_metrics(y, t, candidate.predict(valid[features])))
     step("registered", 4, 4)
     return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
