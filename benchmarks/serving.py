@@ -116,6 +116,16 @@ def write_throughput(ws: Workspace) -> dict:
     return out
 
 
+def lean(run):
+    """`run` with the server's access log and metrics off (what they cost per call)."""
+    os.environ.update(CDP_ACCESS_LOG="0", CDP_SERVE_METRICS="0")
+    try:
+        return run()
+    finally:
+        for key in ("CDP_ACCESS_LOG", "CDP_SERVE_METRICS"):
+            os.environ.pop(key)
+
+
 def fill_online_store(ws: Workspace) -> None:
     from cdp.pipeline import load_snapshots
     from cdp.store import materialize_latest, open_store
@@ -183,7 +193,7 @@ def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
     hundred = lambda: [{"customer_id": c} for c in rng.choice(ids, 100, replace=False)]  # noqa: E731
     rows = {f"{store_kind}: feast get_online_features x1": timed(lambda: store.get_online_features(service, one()).to_dict(), repeat),
             f"{store_kind}: feast get_online_features x100": timed(lambda: store.get_online_features(service, hundred()).to_dict(), max(repeat // 5, 20))}
-    with running_server(ws, free_port(), log_path=ws.root / f"bench_{store_kind}.log") as url:
+    with running_server(ws, free_port(), log_path=ws.root / f"bench_{store_kind.replace(' ', '_')}.log") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             def call(route: str, body: dict) -> None:
                 response = client.post(route, json=body)
@@ -296,6 +306,8 @@ def main() -> None:
                 ("online_write_redis", "online write, Redis", lambda: write_throughput(ws)),
                 ("batch_scoring_redis", "batch churn scoring (Redis online store)", lambda: batch_scoring(ws)),
                 ("latency_redis", "latency, Redis online store", lambda: latency(ws, "redis", args.repeat)),
+                ("latency_redis_lean", "latency, Redis, access log and Prometheus metrics off (CDP_ACCESS_LOG=0 "
+                                       "CDP_SERVE_METRICS=0)", lambda: lean(lambda: latency(ws, "redis lean", args.repeat))),
                 ("load_redis", f"steady load {args.load_rate}/s for {args.load_seconds}s (Redis; half /churn, "
                                "half /next_best_product)", lambda: load_test(ws, args.load_rate, args.load_seconds))], only)
             os.environ.pop("CDP_ONLINE_STORE")

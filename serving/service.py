@@ -118,7 +118,11 @@ class Champions:
 
 
 # CDP_SERVE_WORKERS: processes serving requests (the scale profile sets 2); each loads the champions.
-@bentoml.service(name="cdp_scores", traffic={"timeout": 30}, workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")))
+# CDP_ACCESS_LOG=0 / CDP_SERVE_METRICS=0 drop the per-request access log line and Prometheus
+# histograms (on by default; see benchmarks/serving.py for what they cost per call).
+@bentoml.service(name="cdp_scores", traffic={"timeout": 30}, workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")),
+                 logging={"access": {"enabled": os.environ.get("CDP_ACCESS_LOG", "1") != "0"}},
+                 metrics={"enabled": os.environ.get("CDP_SERVE_METRICS", "1") != "0"})
 class CustomerScores:
     def __init__(self) -> None:
         import pandas as pd
