@@ -181,6 +181,7 @@ def batch_scoring(ws: Workspace) -> dict:
 def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
     import httpx
 
+    from cdp.online_reader import OnlineReader
     from cdp.store import open_store
     from models.churn import CHURN
     from serving.server import running_server
@@ -193,6 +194,10 @@ def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
     hundred = lambda: [{"customer_id": c} for c in rng.choice(ids, 100, replace=False)]  # noqa: E731
     rows = {f"{store_kind}: feast get_online_features x1": timed(lambda: store.get_online_features(service, one()).to_dict(), repeat),
             f"{store_kind}: feast get_online_features x100": timed(lambda: store.get_online_features(service, hundred()).to_dict(), max(repeat // 5, 20))}
+    reader = OnlineReader(store)  # what the service reads with: same answer (tests), fewer layers
+    rows[f"{store_kind}: cdp online_reader x1"] = timed(lambda: reader.read(service, [one()[0]["customer_id"]]), repeat)
+    rows[f"{store_kind}: cdp online_reader x100"] = timed(
+        lambda: reader.read(service, [r["customer_id"] for r in hundred()]), max(repeat // 5, 20))
     with running_server(ws, free_port(), log_path=ws.root / f"bench_{store_kind.replace(' ', '_')}.log") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             def call(route: str, body: dict) -> None:

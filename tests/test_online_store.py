@@ -28,6 +28,27 @@ def online_frame(ws: Workspace, ids: list[str]) -> pd.DataFrame:
             .to_df().sort_values("customer_id", ignore_index=True))
 
 
+def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
+    """cdp.online_reader answers exactly what Feast's get_online_features answers: every feature
+    view by reference, the score views (strings included) and each model's FeatureService."""
+    from cdp.online_reader import OnlineReader
+    from cdp.store import open_store, repo_definitions
+
+    store = open_store(ws)
+    reader = OnlineReader(store)
+    definitions = repo_definitions()
+    refs = [f"{view}:{f}" for group in (definitions.FEATURES, definitions.SCORE_FAMILIES)
+            for view, fields in group.items() for f in fields]
+    asks = [refs, *(store.get_feature_service(s) for s in ("churn_v1", "next_best_product_v1", "campaign_response_v1"))]
+    for features in asks:
+        for batch in (ids, ids[:1], ["cus_nobody"]):
+            feast = store.get_online_features(features=features, entity_rows=[{"customer_id": c} for c in batch]).to_dict()
+            ours = reader.read(features, batch)
+            assert sorted(ours) == sorted(feast)
+            pd.testing.assert_frame_equal(pd.DataFrame(ours)[sorted(feast)], pd.DataFrame(feast)[sorted(feast)])
+    assert pd.DataFrame(reader.read(refs, ids))["tenure_days"].notna().sum() == len(ids) - 1
+
+
 def bulk_equals_feast(ws: Workspace) -> None:
     from cdp.pipeline import load_snapshots
     from cdp.store import latest_snapshot, materialize_latest, open_store
@@ -42,6 +63,7 @@ def bulk_equals_feast(ws: Workspace) -> None:
     assert bulk_rows == feast_rows > 0
     assert by_feast["tenure_days"].notna().sum() == len(ids) - 1  # the frames are not trivially empty
     pd.testing.assert_frame_equal(by_bulk, by_feast)
+    reader_equals_feast(ws, ids)
 
 
 def test_bulk_writer_equals_feast_materialize_on_sqlite(copy_ws):
