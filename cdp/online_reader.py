@@ -61,9 +61,11 @@ class OnlineReader:
         views = self._resolve(features)
         keys = _serialized_keys([str(c) for c in customer_ids], self.config.entity_key_serialization_version)
         out: dict[str, list] = {"customer_id": list(customer_ids)}
-        read = self._sqlite if self.kind in SQLITE_TYPES else self._redis
+        if self.kind in REDIS_TYPES:
+            out.update(self._redis(views, keys))
+            return out
         for view in views:
-            out.update(read(view, keys))
+            out.update(self._sqlite(view, keys))
         return out
 
     def _resolve(self, features) -> list[_View]:
@@ -102,12 +104,16 @@ class OnlineReader:
         stored = {(key, feature): value for key, feature, value in rows}
         return {f: [decode(stored.get((key, f))) for key in keys] for f in view.features}
 
-    def _redis(self, view: _View, keys: list[bytes]) -> dict[str, list]:
+    def _redis(self, views: list[_View], keys: list[bytes]) -> dict[str, list]:
+        """Feast keeps one hash per customer holding every view's fields: one HMGET per customer
+        for all views, pipelined (one round trip per call)."""
         # the provider's own store object keeps one client (and connection pool) for the process
         client = self.store._get_provider().online_store._get_client(self.config.online_store)
         project = self.config.project.encode("utf-8")
+        fields = [field for view in views for field in view.fields]
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hmget(key + project, view.fields)
+                pipe.hmget(key + project, fields)
             answers = pipe.execute()
-        return {f: [decode(values[j]) for values in answers] for j, f in enumerate(view.features)}
+        names = [f for view in views for f in view.features]
+        return {f: [decode(values[j]) for values in answers] for j, f in enumerate(names)}
