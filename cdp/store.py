@@ -2,8 +2,10 @@
 
 Feast is imported lazily: `import feast` costs seconds and must stay out of `--help`.
 The yaml is chosen by configuration, never by code: CDP_FEATURE_STORE_YAML names one outright;
-otherwise CDP_ONLINE_STORE=sqlite (default, `feature_store.yaml`) or redis (`feature_store.redis.yaml`,
-server at CDP_REDIS=host:port[,db=N], default localhost:6379).
+otherwise CDP_ONLINE_STORE=sqlite (default) or redis (server at CDP_REDIS=host:port[,db=N], default
+localhost:6379) times CDP_OFFLINE_STORE=duckdb (default) or spark (Feast's Spark offline store over
+the same Parquet files; session settings from CDP_SPARK_MASTER etc., defaults as for Splink on Spark):
+`feature_store[.redis][.spark].yaml`. The definitions pick FileSource or SparkSource the same way.
 """
 from __future__ import annotations
 
@@ -42,7 +44,10 @@ def repo_definitions() -> ModuleType:
     return module
 
 
-ONLINE_STORES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
+ONLINE_STORES = ("sqlite", "redis")
+OFFLINE_STORES = ("duckdb", "spark")
+SPARK_DEFAULTS = {"CDP_SPARK_MASTER": "local[2]", "CDP_SPARK_SHUFFLE_PARTITIONS": "4",
+                  "CDP_SPARK_DRIVER_MEMORY": "4g", "CDP_SPARK_DRIVER_HOST": "127.0.0.1"}  # as profiles/spark_engine.py
 
 
 class StoreConfigError(ValueError):
@@ -55,19 +60,51 @@ def feature_store_yaml() -> Path:
         if not path.exists():
             raise StoreConfigError(f"CDP_FEATURE_STORE_YAML={path}: no such file")
         return path
-    kind = os.environ.get("CDP_ONLINE_STORE", "sqlite").strip().lower()
-    if kind not in ONLINE_STORES:
-        raise StoreConfigError(f"CDP_ONLINE_STORE={kind!r}: choose one of {', '.join(ONLINE_STORES)}")
-    if kind == "redis":
+    online = os.environ.get("CDP_ONLINE_STORE", "sqlite").strip().lower()
+    if online not in ONLINE_STORES:
+        raise StoreConfigError(f"CDP_ONLINE_STORE={online!r}: choose one of {', '.join(ONLINE_STORES)}")
+    offline = offline_store()
+    if online == "redis":
         os.environ.setdefault("CDP_REDIS", "localhost:6379")
-    return FEATURE_REPO / ONLINE_STORES[kind]
+    if offline == "spark":
+        for key, value in SPARK_DEFAULTS.items():  # expanded inside the yaml
+            os.environ.setdefault(key, value)
+    name = "feature_store" + "".join(f".{kind}" for kind in (online, offline) if kind not in ("sqlite", "duckdb"))
+    return FEATURE_REPO / f"{name}.yaml"
+
+
+def offline_store() -> str:
+    kind = os.environ.get("CDP_OFFLINE_STORE", "duckdb").strip().lower() or "duckdb"
+    if kind not in OFFLINE_STORES:
+        raise StoreConfigError(f"CDP_OFFLINE_STORE={kind!r}: choose one of {', '.join(OFFLINE_STORES)}")
+    if kind == "spark" and importlib.util.find_spec("pyspark") is None:
+        raise StoreConfigError("CDP_OFFLINE_STORE=spark needs pyspark: `pip install -c constraints.txt "
+                               "'.[scale]'` and a Java runtime (17 or 21), or set CDP_OFFLINE_STORE=duckdb")
+    return kind
+
+
+def stop_spark() -> None:
+    """Stop the process's Spark session (tests, benchmarks): the one Splink on Spark started
+    (profiles/spark_engine.py keeps it cached) and any the Spark offline store started itself."""
+    if importlib.util.find_spec("pyspark") is None:
+        return
+    from pyspark.sql import SparkSession
+
+    from profiles.spark_engine import stop_spark as stop_identity_spark
+
+    stop_identity_spark()
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
 
 
 def open_store(ws: Workspace) -> "FeatureStore":
     from feast import FeatureStore
 
-    # ibis (inside Feast's DuckDB store) warns on every query about a DuckDB rename; not for users.
+    # ibis (inside Feast's DuckDB store) warns on every query about a DuckDB rename; Feast's Spark
+    # store and SparkSource warn "experimental" on every call. Not for users.
     warnings.filterwarnings("ignore", message=".*fetch_arrow_table.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="The spark .* is an experimental feature", category=RuntimeWarning)
     os.environ["CDP_HOME"] = str(ws.root)  # expanded inside feature_store.yaml
     ws.feast.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=feature_store_yaml())
@@ -76,18 +113,25 @@ def open_store(ws: Workspace) -> "FeatureStore":
 
 
 def _follow_workspace(ws: Workspace, store: "FeatureStore") -> None:
-    """Feast's registry keeps absolute Parquet paths. When a workspace folder was moved or copied,
-    they still name the old folder: reads would come from, and score pushes go to, someone else's
-    files. Re-apply the definitions so every source points into this workspace."""
+    """Feast's registry keeps absolute Parquet paths and the source class. When a workspace folder
+    was moved or copied, the paths still name the old folder: reads would come from, and score
+    pushes go to, someone else's files; when CDP_OFFLINE_STORE changed, the sources are of the other
+    store's class (the Spark store refuses FileSources). Re-apply the definitions in both cases."""
     from feast import FileSource
 
     try:
-        sources = [s for s in store.list_data_sources() if isinstance(s, FileSource)]
+        sources = [s for s in store.list_data_sources() if getattr(s, "path", None)]
     except Exception:  # noqa: BLE001 - no registry yet: nothing to follow
         return
-    features = ws.features.resolve()
-    if sources and any(Path(s.path).resolve().parent != features for s in sources):
-        store.apply(repo_definitions().definitions(ws.features))
+    features, spark = ws.features.resolve(), _source_kind(store) == "spark"
+    if sources and any(Path(s.path).resolve().parent != features or isinstance(s, FileSource) == spark
+                       for s in sources):
+        store.apply(repo_definitions().definitions(ws.features, _source_kind(store)))
+
+
+def _source_kind(store: "FeatureStore") -> str:
+    """Which batch source class the store's offline store reads: spark (SparkSource) or duckdb (FileSource)."""
+    return "spark" if "spark" in str(store.config.offline_store.type).lower() else "duckdb"
 
 
 def apply_definitions(ws: Workspace) -> "FeatureStore":
@@ -95,7 +139,7 @@ def apply_definitions(ws: Workspace) -> "FeatureStore":
     if not scores.exists():  # the PushSource's batch file needs explicit column types
         pq.write_table(SCORE_SCHEMA.empty_table(), scores)
     store = open_store(ws)
-    store.apply(repo_definitions().definitions(ws.features))
+    store.apply(repo_definitions().definitions(ws.features, _source_kind(store)))
     return store
 
 
@@ -133,20 +177,3 @@ def latest_snapshot(ws: Workspace, view: str, as_of: pd.Timestamp) -> pd.DataFra
         WHERE event_timestamp <= ? AND event_timestamp > ?
         QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1
         ORDER BY customer_id""", [str(ws.features / f"{view}.parquet"), as_of, as_of - ttl]).df()
-
-
-def latest_service_features(ws: Workspace, store: "FeatureStore", service_name: str,
-                            entities: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The FeatureService's features for `entities` (customer_id, event_timestamp == as_of), read
-    straight from each view's latest snapshot: the same rows Feast's point-in-time join returns for
-    a single timestamp (tests check equality) at a fraction of its cost, for batch scoring."""
-    stamps = pd.to_datetime(entities["event_timestamp"], utc=True)
-    as_of = pd.Timestamp(as_of).tz_convert("UTC")
-    if not (stamps == as_of).all():
-        raise ValueError("latest_service_features needs every entity row at as_of; use a point-in-time join")
-    frame = entities.copy()
-    for projection in store.get_feature_service(service_name).feature_view_projections:
-        names = [f.name for f in projection.features]
-        latest = latest_snapshot(ws, projection.name, as_of)[["customer_id", *names]]
-        frame = frame.merge(latest, on="customer_id", how="left")
-    return frame

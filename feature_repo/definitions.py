@@ -3,6 +3,9 @@
 Feature tables are written by `profiles/signals.py` into $CDP_HOME/features/<view>.parquet;
 the `cdp` CLI applies these objects with `apply_definitions`. The module-level objects let the
 plain `feast` CLI work too (`CDP_HOME=/abs/path feast -c feature_repo apply`).
+
+The same Parquet files are batch sources for either offline store: `FileSource` for the embedded
+DuckDB store (default), `SparkSource` when CDP_OFFLINE_STORE=spark (feature_store*.spark.yaml).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
+OFFLINE_STORES = ("duckdb", "spark")
 SNAPSHOT_TTL = timedelta(days=45)  # a snapshot row answers until the next monthly snapshot
 SCORE_TTL = timedelta(days=400)
 
@@ -119,12 +123,29 @@ MODEL_VIEWS = {
 }
 
 
-def feature_views(features_dir: Path) -> dict[str, FeatureView]:
+def offline_store_kind(offline: str | None = None) -> str:
+    """duckdb (embedded default) or spark: CDP_OFFLINE_STORE unless given."""
+    kind = (offline or os.environ.get("CDP_OFFLINE_STORE") or "duckdb").strip().lower()
+    if kind not in OFFLINE_STORES:
+        raise ValueError(f"CDP_OFFLINE_STORE={kind!r}: choose one of {', '.join(OFFLINE_STORES)}")
+    return kind
+
+
+def batch_source(name: str, path: Path, description: str, offline: str | None = None):
+    """A Parquet file as a batch source of the configured offline store (same file, same columns)."""
+    if offline_store_kind(offline) == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=name, path=str(path), file_format="parquet", timestamp_field="event_timestamp",
+                           description=description)
+    return FileSource(name=name, path=str(path), timestamp_field="event_timestamp", description=description)
+
+
+def feature_views(features_dir: Path, offline: str | None = None) -> dict[str, FeatureView]:
     views = {}
     for name, fields in FEATURES.items():
-        source = FileSource(name=f"{name}_source", path=str(features_dir / f"{name}.parquet"),
-                            timestamp_field="event_timestamp",
-                            description=f"Monthly snapshots of {name.replace('_', ' ')}.")
+        source = batch_source(f"{name}_source", features_dir / f"{name}.parquet",
+                              f"Monthly snapshots of {name.replace('_', ' ')}.", offline)
         views[name] = FeatureView(
             name=name, entities=[customer], ttl=SNAPSHOT_TTL, source=source, online=True,
             schema=[Field(name=f, dtype=Float64, description=d) for f, d in fields.items()])
@@ -146,10 +167,11 @@ def seed_score_file(features_dir: Path, family: str) -> Path:
     return path
 
 
-def score_view(features_dir: Path, family: str = "churn_scores") -> tuple[PushSource, FeatureView]:
+def score_view(features_dir: Path, family: str = "churn_scores",
+               offline: str | None = None) -> tuple[PushSource, FeatureView]:
     """Push source `<family>_push` + feature view `<family>`: scores written back by `cdp score`."""
-    batch = FileSource(name=f"{family}_batch", path=str(seed_score_file(features_dir, family)),
-                       timestamp_field="event_timestamp", description="Scores written back by `cdp score`.")
+    batch = batch_source(f"{family}_batch", seed_score_file(features_dir, family),
+                         "Scores written back by `cdp score`.", offline)
     push = PushSource(name=f"{family}_push", batch_source=batch)
     dtypes = {"float": Float64, "string": String}
     view = FeatureView(name=family, entities=[customer], ttl=SCORE_TTL, source=push, online=True,
@@ -158,9 +180,9 @@ def score_view(features_dir: Path, family: str = "churn_scores") -> tuple[PushSo
     return push, view
 
 
-def definitions(features_dir: Path) -> list:
-    views = feature_views(features_dir)
-    pushed = [obj for family in SCORE_FAMILIES for obj in score_view(features_dir, family)]
+def definitions(features_dir: Path, offline: str | None = None) -> list:
+    views = feature_views(features_dir, offline)
+    pushed = [obj for family in SCORE_FAMILIES for obj in score_view(features_dir, family, offline)]
     services = [FeatureService(name=name, features=[views[v] for v in view_names],
                                description=f"Exactly the features model '{name}' trains and serves on.")
                 for name, view_names in MODEL_VIEWS.items()]

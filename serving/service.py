@@ -38,6 +38,13 @@ from bentoml.exceptions import InvalidArgument, NotFound
 from pydantic import BaseModel, Field, StringConstraints
 
 from serving.auth import ApiKeyMiddleware
+from cdp.config_profile import apply_profile
+
+# `bentoml serve` (what a container runs) does not go through the `cdp` CLI: apply CDP_PROFILE here
+# too, so CDP_PROFILE=scale alone selects Redis, PostgreSQL MLflow and the Spark offline store.
+# The embedded profile only restates the code's defaults: nothing to write into the environment.
+if os.environ.get("CDP_PROFILE", "embedded").strip() not in ("", "embedded"):
+    apply_profile()
 
 MAX_BATCH = 1000
 MAX_K = 50

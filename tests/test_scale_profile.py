@@ -1,6 +1,7 @@
 """The scale profile: same code, other engines. A copy of the session workspace is trained,
-scored and served with CDP_PROFILE=scale against a real PostgreSQL (MLflow tracking + registry)
-and a real Redis (online store); results must match the embedded run on the same data."""
+scored and served with CDP_PROFILE=scale against a real PostgreSQL (MLflow tracking + registry),
+a real Redis (online store) and Feast's Spark offline store (local[2]: the point-in-time training
+set); results must match the embedded run on the same data."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,9 @@ def test_profiles_fill_only_unset_variables():
     applied = apply_profile(env)
     assert env["CDP_REDIS"] == "cache.internal:6380" and "CDP_REDIS" not in applied  # explicit wins
     assert env["CDP_ONLINE_STORE"] == "redis" and env["CDP_MLFLOW_URI"].startswith("postgresql")
-    assert apply_profile({})["CDP_ONLINE_STORE"] == "sqlite"  # embedded is the default
+    assert env["CDP_OFFLINE_STORE"] == "spark" and env["CDP_SPARK_MASTER"] == "local[2]"
+    embedded = apply_profile({})  # embedded is the default
+    assert embedded["CDP_ONLINE_STORE"] == "sqlite" and embedded["CDP_OFFLINE_STORE"] == "duckdb"
     with pytest.raises(ProfileError, match="CDP_PROFILE='huge'"):
         apply_profile({"CDP_PROFILE": "huge"})
 
@@ -34,7 +37,7 @@ def test_a_malformed_profile_file_names_the_line(tmp_path):
 @pytest.fixture(scope="module")
 def scale_run(pipeline_ws, stage_results, tmp_path_factory):
     from cdp import pipeline
-    from cdp.store import materialize_latest, open_store
+    from cdp.store import materialize_latest, open_store, stop_spark
 
     root = tmp_path_factory.mktemp("scale")
     home = root / "ws"
@@ -43,7 +46,7 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
     saved = dict(os.environ)
     with redis_server(free_port(), root) as redis_address, postgres_server(free_port()) as pg_url:
         os.environ.update(CDP_PROFILE="scale", CDP_REDIS=redis_address, CDP_MLFLOW_URI=pg_url, CDP_HOME=str(home))
-        for key in ("CDP_ONLINE_STORE",):
+        for key in ("CDP_ONLINE_STORE", "CDP_OFFLINE_STORE", "CDP_SPARK_MASTER", "CDP_FEATURE_STORE_YAML"):
             os.environ.pop(key, None)
         apply_profile()
         try:
@@ -61,15 +64,19 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
 
             use_workspace(ws)
             champion = MlflowClient().get_model_version_by_alias("churn", "champion")
+            config = open_store(ws).config
             yield {"ws": ws, "trained": trained, "scored": scored, "served": served, "champion": champion,
-                   "online": open_store(ws).config.online_store.type, "embedded": stage_results}
+                   "online": config.online_store.type, "offline": config.offline_store.type,
+                   "embedded": stage_results}
         finally:
+            stop_spark()  # the Spark offline store's session; Splink on Spark tests start their own
             os.environ.clear()
             os.environ.update(saved)
 
 
-def test_scale_profile_uses_postgres_and_redis(scale_run):
+def test_scale_profile_uses_postgres_redis_and_spark(scale_run):
     assert scale_run["online"] == "redis"
+    assert scale_run["offline"] == "cdp.feast_spark.CdpSparkOfflineStore"  # training set joined by Spark SQL
     assert str(scale_run["champion"].version) == "1"  # registered in the (fresh) PostgreSQL registry
     assert not (scale_run["ws"].root / "mlflow.db").exists()  # nothing fell back to SQLite
 

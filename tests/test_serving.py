@@ -50,7 +50,7 @@ def test_in_process_scores_match_batch_scores_and_carry_reasons(service, pipelin
 
 
 def test_fast_churn_path_equals_sklearn_and_reasons_are_lightgbm_contributions(service, pipeline_ws):
-    from cdp.store import latest_service_features
+    from cdp.latest import latest_service_features
     from models.churn import CHURN
 
     scores_service, _ = service
