@@ -69,6 +69,12 @@ def feature_store_yaml() -> Path:
     if offline == "spark":
         for key, value in SPARK_DEFAULTS.items():  # expanded inside the yaml
             os.environ.setdefault(key, value)
+        # Splink's similarity-UDF jar goes on the JVM this session may launch: the driver classpath
+        # is fixed when the JVM starts, so if Feast starts Spark first, Splink on Spark (in the same
+        # process, later) could not register jaro_winkler etc. otherwise.
+        from splink.backends.spark import similarity_jar_location
+
+        os.environ.setdefault("CDP_SPARK_JARS", similarity_jar_location())
     name = "feature_store" + "".join(f".{kind}" for kind in (online, offline) if kind not in ("sqlite", "duckdb"))
     return FEATURE_REPO / f"{name}.yaml"
 
