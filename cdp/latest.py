@@ -29,29 +29,25 @@ def latest_service_features(ws: Workspace, store: "FeatureStore", service_name: 
     features joined on; rows keep their order, customers without a row in a view get nulls."""
     import duckdb
 
-    from cdp.store import repo_definitions
+    from cdp.store import latest_rows
 
     stamps = pd.to_datetime(entities["event_timestamp"], utc=True)
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
     if not (stamps == as_of).all():
         raise ValueError("latest_service_features needs every entity row at as_of; use a point-in-time join")
-    ttl = repo_definitions().SNAPSHOT_TTL
     con = duckdb.connect()
     con.register("entities", entities.assign(__row=range(len(entities))))
     views, selected, params = [], [], []
     for n, projection in enumerate(store.get_feature_service(service_name).feature_view_projections):
         names = [f.name for f in projection.features]
-        columns = ", ".join(_quoted(c) for c in names)
-        views.append(f"""v{n} AS (
-            SELECT customer_id, {columns} FROM read_parquet(?)
-            WHERE event_timestamp <= ? AND event_timestamp > ?
-            QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1)""")
+        sql, view_params = latest_rows(ws, projection.name, as_of, ", ".join(["customer_id", *map(_quoted, names)]))
+        views.append(f"v{n} AS ({sql})")
         selected += [f"v{n}.{_quoted(c)}" for c in names]
-        params += [str(ws.features / f"{projection.name}.parquet"), as_of, as_of - ttl]
+        params += view_params
     joins = " ".join(f"LEFT JOIN v{n} USING (customer_id)" for n in range(len(views)))
     frame = con.execute(f"""WITH {', '.join(views)}
-        SELECT entities.*, {', '.join(selected)} FROM entities {joins} ORDER BY entities.__row""", params).arrow()
-    frame = frame.to_pandas() if hasattr(frame, "to_pandas") else frame.read_all().to_pandas()
+        SELECT entities.*, {', '.join(selected)} FROM entities {joins} ORDER BY entities.__row""",
+                        params).to_arrow_table().to_pandas()
     frame = frame.drop(columns="__row")
     frame["event_timestamp"] = entities["event_timestamp"].reset_index(drop=True)  # the caller's dtype, untouched
     return frame

@@ -171,15 +171,20 @@ def materialize_latest(ws: Workspace, store: "FeatureStore", as_of: pd.Timestamp
     return sum(write_online(store, view, latest_snapshot(ws, view, as_of)) for view in definitions.FEATURES)
 
 
-def latest_snapshot(ws: Workspace, view: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Each customer's latest row of `view` within the view's TTL before `as_of` (what Feast
-    materializes and what a point-in-time join at `as_of` returns)."""
-    import duckdb
-
+def latest_rows(ws: Workspace, view: str, as_of: pd.Timestamp, columns: str = "*") -> tuple[str, list]:
+    """(SQL, parameters) selecting each customer's latest row of `view` within the view's TTL
+    before `as_of`: what Feast materializes and what a point-in-time join at `as_of` returns."""
     ttl = repo_definitions().SNAPSHOT_TTL
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
-    return duckdb.connect().execute(f"""
-        SELECT * FROM read_parquet(?)
+    sql = f"""SELECT {columns} FROM read_parquet(?)
         WHERE event_timestamp <= ? AND event_timestamp > ?
-        QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1
-        ORDER BY customer_id""", [str(ws.features / f"{view}.parquet"), as_of, as_of - ttl]).df()
+        QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1"""
+    return sql, [str(ws.features / f"{view}.parquet"), as_of, as_of - ttl]
+
+
+def latest_snapshot(ws: Workspace, view: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Each customer's latest row of `view` at `as_of` (see `latest_rows`), by customer_id."""
+    import duckdb
+
+    sql, params = latest_rows(ws, view, as_of)
+    return duckdb.connect().execute(f"{sql} ORDER BY customer_id", params).df()

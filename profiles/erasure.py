@@ -199,8 +199,9 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     ids = {s.customer_id for s in subjects}
     nodes = set().union(*(s.nodes for s in subjects)) if subjects else set()
     keys = {n[4:] for n in nodes if n.startswith("key:")}
+    token_key = privacy_key(ws)
     receipt: dict = {"receipt_id": uuid.uuid4().hex[:16], "erased_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                     "subjects": len(ids), "subject_tokens": sorted(token(f"customer:{c}", privacy_key(ws)) for c in ids),
+                     "subjects": len(ids), "subject_tokens": sorted(token(f"customer:{c}", token_key) for c in ids),
                      "stores": {}, "not_erased": []}
     if not ids:
         return receipt

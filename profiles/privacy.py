@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cdp.paths import Workspace
+from profiles.consent import CONSENT_KINDS  # consent identifier type -> node kind
 from profiles.contract import TABLES
 from profiles.normalize import canonical_email, default_region, e164_phone, email_sha256, mask_email, phone_digits_hint
 
@@ -47,7 +48,6 @@ TABLE_NODES: dict[str, tuple[str | None, dict[str, str]]] = {
 }
 # child table -> (column, parent table): a child row belongs to whoever owns its parent
 CHILDREN = {"order_lines": ("order_id", "orders"), "marketing_responses": ("send_id", "marketing_sends")}
-CONSENT_KINDS = {"email": "email", "phone": "phone", "account_id": "account", "card_id": "card"}
 PREFIXES = ("email", "phone", "card", "account", "device", "customer")
 
 

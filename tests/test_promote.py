@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from cdp.paths import Workspace
 from models.churn import CHURN
-from training.tracking import CHAMPION, use_workspace
+from training.tracking import champion_version as tracked_champion_version
+from training.tracking import use_workspace
 
 
 def cli(*args: str, home) -> tuple[int, str]:
@@ -51,9 +52,8 @@ def promote_ws(pipeline_ws, tmp_path_factory):
     return ws, worse
 
 
-def champion_version(ws: Workspace) -> str:
-    use_workspace(ws)
-    return str(MlflowClient().get_model_version_by_alias(CHURN.name, CHAMPION).version)
+def champion_version(ws: Workspace) -> str | None:
+    return tracked_champion_version(ws, CHURN.name)
 
 
 def test_training_logs_a_comparison_with_the_champion(promote_ws, stage_results):
