@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale_out import _tree_rss, growth_exponent  # noqa: E402  (same measuring as the identity benchmark)
+from scale_out import _tree_rss, finish_report  # noqa: E402  (same measuring as the identity benchmark)
 
 SNAPSHOTS = 12
 
@@ -168,13 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{entry['entity_rows']:>11} " + " ".join(
             f"{entry[e]['seconds']:>10} {entry[e].get('join_seconds', entry[e].get('failed')):>13} "
             f"{entry[e]['peak_tree_rss_mb']:>10}" for e in engines))
-    report["growth_exponent"] = {e: growth_exponent([(s["entity_rows"], s[e]["join_seconds"]) for s in report["sizes"]
-                                                     if "join_seconds" in s[e]]) for e in engines}
-    print("growth exponent (log-log slope of join time vs entity rows):",
-          ", ".join(f"{e} {v}" for e, v in report["growth_exponent"].items()))
-    out = ROOT / "benchmarks" / "results" / f"feature_scale_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str))
+    out = finish_report(report, "feature_scale", engines, "entity_rows", "join_seconds", "join time vs entity rows")
     print(f"written to {out}")
     return 0
 

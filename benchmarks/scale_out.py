@@ -115,6 +115,18 @@ def growth_exponent(points: list[tuple[int, float]]) -> float | None:
     return round(float(np.polyfit(x, y, 1)[0]), 3)
 
 
+def finish_report(report: dict, name: str, engines: list[str], size_key: str, seconds_key: str, what: str) -> Path:
+    """Growth exponent per engine over the sizes it finished (printed), then the report as
+    benchmarks/results/<name>_<time>.json; returns that path."""
+    report["growth_exponent"] = {e: growth_exponent([(s[size_key], s[e][seconds_key]) for s in report["sizes"]
+                                                     if seconds_key in s[e]]) for e in engines}
+    print(f"growth exponent (log-log slope of {what}):", ", ".join(f"{e} {v}" for e, v in report["growth_exponent"].items()))
+    out = ROOT / "benchmarks" / "results" / f"{name}_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", default="100000,1000000", help="comma-separated target linkable records")
@@ -153,13 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for entry in report["sizes"]:
         print(f"{entry['linkable_records']:>10} " + " ".join(
             f"{entry[e]['seconds']:>10} {entry[e]['peak_tree_rss_mb']:>10}" for e in engines))
-    report["growth_exponent"] = {e: growth_exponent([(s["linkable_records"], s[e]["seconds"]) for s in report["sizes"]])
-                                 for e in engines}
-    print("growth exponent (log-log slope of time vs records):",
-          ", ".join(f"{e} {v}" for e, v in report["growth_exponent"].items()))
-    out = ROOT / "benchmarks" / "results" / f"scale_out_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str))
+    out = finish_report(report, "scale_out", engines, "linkable_records", "seconds", "time vs records")
     print(json.dumps(report, indent=1, default=str))
     print(f"written to {out}")
     return 0

@@ -102,9 +102,8 @@ def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dic
 def promote(ws: Workspace, model: str, version: str | None = None, force: bool = False,
             reason: str | None = None) -> dict:
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    from training.tracking import CHAMPION, comparison_markdown, load_version, use_workspace
+    from training.tracking import CHAMPION, comparison_markdown, current_champion, load_version, use_workspace
 
     spec = spec_for(model)
     use_workspace(ws)
@@ -116,10 +115,7 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
     if int(version) not in versions:
         raise PromotionError(f"{spec.name}: no version {version} (registered: {', '.join(map(str, versions))})")
     challenger = client.get_model_version(spec.name, version)
-    try:
-        current = client.get_model_version_by_alias(spec.name, CHAMPION)
-    except MlflowException:
-        current = None
+    current = current_champion(client, spec.name)
     outcome = {"model": spec.name, "challenger_version": version, "metric": spec.primary_metric,
                "champion_version": None if current is None else str(current.version), "forced": False}
     if current is not None and str(current.version) == version:

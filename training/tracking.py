@@ -67,14 +67,20 @@ def load_version(model_name: str, version: str, client=None):
     return mlflow.sklearn.load_model(client.get_model_version_download_uri(model_name, str(version)))
 
 
-def champion_version(ws: Workspace, model_name: str) -> str | None:
-    """The version aliased `champion` in the workspace's registry, or None."""
+def current_champion(client, model_name: str):
+    """The ModelVersion aliased `champion` in `client`'s registry, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(registry_client(ws).get_model_version_by_alias(model_name, CHAMPION).version)
+        return client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
+
+
+def champion_version(ws: Workspace, model_name: str) -> str | None:
+    """The version aliased `champion` in the workspace's registry, or None."""
+    current = current_champion(registry_client(ws), model_name)
+    return None if current is None else str(current.version)
 
 
 def has_champion(ws: Workspace, model_name: str) -> bool:
@@ -98,13 +104,9 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
     Out: {"promoted", "champion_version", "previous_version", "previous_value", "compared_on"}.
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    try:
-        current = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        current = None
+    current = current_champion(client, model_name)
     previous_value, compared_on = None, "first model"
     if current is not None and str(current.version) != str(version):
         compared_on = "logged metric"
@@ -144,13 +146,9 @@ def compare_with_champion(model_name: str, challenger_metrics: dict[str, float],
     `compared_on` says so. Out: {"champion_version", "compared_on", "champion_metrics", "rows"}.
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    try:
-        current = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        current = None
+    current = current_champion(client, model_name)
     champion_metrics: dict[str, float] = {}
     compared_on = "no champion yet"
     if current is not None:
