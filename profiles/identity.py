@@ -148,31 +148,59 @@ def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.
 
 
 def _names_agree_sql(config: ResolveConfig) -> str:
-    """SQL (over l./r. profile columns) for 'first names agree' (nickname, typo or swap)."""
-    return (f"(l.first_canon = r.first_canon OR jaro_winkler_similarity(l.first_name, r.first_name) >= "
-            f"{config.first_name_jw} OR (l.first_name = r.last_name AND l.last_name = r.first_name))")
+    """SQL (over l./r. profile columns) for 'first names agree' (nickname, typo or swap, also a
+    swap with a typo in one of the names)."""
+    nick = matching.nickname_sql("l.first_name", "r.first_name", "l.first_nicks", "r.first_nicks")
+    jw = lambda a, b: f"jaro_winkler_similarity({a}, {b}) >= {config.first_name_jw}"  # noqa: E731
+    return (f"(l.first_canon = r.first_canon OR {nick} OR {jw('l.first_name', 'r.first_name')} OR "
+            f"(l.first_name = r.last_name AND {jw('l.last_name', 'r.first_name')}) OR "
+            f"(l.last_name = r.first_name AND {jw('l.first_name', 'r.last_name')}))")
+
+
+def _name_groups(pairs: pd.DataFrame) -> pd.Series:
+    """Per node: how many groups its named profile records form when records whose first names
+    agree (and dates of birth do not conflict) are joined transitively: one person's records
+    (Aaron, Erin, "Aarn") form one group although Erin and Aarn do not agree with each other;
+    a household's Ann and Bob form two."""
+    named = pd.concat([pairs.loc[pairs["known_l"], ["node", "uid_l"]].set_axis(["node", "uid"], axis=1),
+                       pairs.loc[pairs["known_r"], ["node", "uid_r"]].set_axis(["node", "uid"], axis=1)]
+                      ).drop_duplicates().reset_index(drop=True)
+    if named.empty:
+        return pd.Series(dtype=int)
+    vertex = pd.Series(np.arange(len(named)), index=pd.MultiIndex.from_frame(named))
+    agree = pairs[pairs["agree"]]
+    a = vertex.reindex(pd.MultiIndex.from_arrays([agree["node"], agree["uid_l"]])).to_numpy()
+    b = vertex.reindex(pd.MultiIndex.from_arrays([agree["node"], agree["uid_r"]])).to_numpy()
+    n = len(named)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a.astype(np.int64), b.astype(np.int64))), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    return pd.Series(group).groupby(named["node"].to_numpy()).nunique()
 
 
 def _shared_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Phones/emails on profile records of different people -> (shared nodes, name-agreeing edges).
 
+    A node is shared when two of its profile records have conflicting dates of birth, or when
+    its named records fall into more than one group of (transitively) agreeing first names.
     Reads the registered `links` (usable only) and `profiles` views."""
     pairs = con.execute(f"""
         WITH p AS (SELECT k.node, k.kind, pr.* FROM links k
                    JOIN profiles pr ON pr.unique_id = k.source_table || '|' || k.source_key
                    WHERE k.kind IN ('phone', 'email'))
         SELECT l.node, l.kind, l.unique_id AS uid_l, r.unique_id AS uid_r, l.dob AS dob_l, r.dob AS dob_r,
-               l.first_name IS NOT NULL AND r.first_name IS NOT NULL AS names_known,
+               l.first_name IS NOT NULL AS known_l, r.first_name IS NOT NULL AS known_r,
                coalesce({_names_agree_sql(config)}, false) AS names_agree
         FROM p l JOIN p r ON l.node = r.node AND l.unique_id < r.unique_id""").df()
     if pairs.empty:
         return (pd.DataFrame(columns=["node", "kind", "reason"]),
                 pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
     conflict = matching.dob_conflict(pairs["dob_l"], pairs["dob_r"])
-    pairs["disagree"] = (pairs["names_known"] & ~pairs["names_agree"]) | conflict
-    pairs["agree"] = pairs["names_known"] & pairs["names_agree"] & ~conflict
-    shared = pairs.groupby(["node", "kind"])["disagree"].any()
-    shared = shared[shared].reset_index()[["node", "kind"]]
+    pairs["agree"] = pairs["known_l"] & pairs["known_r"] & pairs["names_agree"] & ~conflict
+    groups = _name_groups(pairs)
+    nodes = pairs.drop_duplicates("node")[["node", "kind"]].reset_index(drop=True)
+    conflicted = set(pairs.loc[conflict, "node"])
+    is_shared = nodes["node"].map(groups).fillna(1).gt(1) | nodes["node"].isin(conflicted)
+    shared = nodes[is_shared.to_numpy()].reset_index(drop=True)
     shared["reason"] = "on profile records whose first names or dates of birth disagree: links only agreeing records"
     edges = pairs[pairs["node"].isin(set(shared["node"])) & pairs["agree"]][["uid_l", "uid_r", "node"]]
     return shared, edges.reset_index(drop=True)

@@ -25,7 +25,7 @@ import pandas as pd
 from cdp.paths import Workspace
 
 PROFILE_SOURCES = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id"}
-MATCH_COLUMNS = ("first_name", "first_canon", "last_name", "dob", "postcode", "address",
+MATCH_COLUMNS = ("first_name", "first_canon", "first_nicks", "last_name", "dob", "postcode", "address",
                  "email", "email_local", "phone")
 
 
@@ -43,6 +43,32 @@ def canonical_first_name(name: str) -> str:
     namer = _namer()
     candidates = {name} | set(namer.canonicals_of(name))
     return max(sorted(candidates), key=lambda c: len(namer.nicknames_of(c)))
+
+
+@lru_cache(maxsize=1 << 16)
+def nickname_set(name: str) -> str:
+    """The name and every name it is a nickname or a canonical form of, as "|a|b|c|" (so SQL can
+    test membership with instr(set, '|' || other || '|') on DuckDB and Spark alike).
+
+    Nicknames are not one canonical form: Mandy is a nickname of Amanda but also of Miranda, so
+    Amanda and Mandy can land on different `first_canon`s; two names are nicknames of each other
+    when either one is in the other's set (`names_related`)."""
+    namer = _namer()
+    names = {name} | set(namer.canonicals_of(name)) | set(namer.nicknames_of(name))
+    return "|" + "|".join(sorted(n for n in names if "|" not in n)) + "|"
+
+
+def names_related(a: str | None, b: str | None) -> bool:
+    """True when one first name is a nickname (or the canonical form) of the other."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    return f"|{b}|" in nickname_set(a) or f"|{a}|" in nickname_set(b)
+
+
+# SQL over Splink's _l/_r columns (and our l./r. aliases via `nickname_sql`)
+def nickname_sql(left: str = "first_name_l", right: str = "first_name_r",
+                 left_set: str = "first_nicks_l", right_set: str = "first_nicks_r") -> str:
+    return (f"(instr({left_set}, '|' || {right} || '|') > 0 OR instr({right_set}, '|' || {left} || '|') > 0)")
 
 
 def _clean(series: pd.Series) -> pd.Series:
@@ -73,6 +99,7 @@ def profile_records(ws: Workspace) -> pd.DataFrame:
     firsts = records["first_name"].dropna().unique()
     canon = {f: canonical_first_name(f) for f in firsts}
     records["first_canon"] = records["first_name"].map(canon).astype("string")
+    records["first_nicks"] = records["first_name"].map({f: nickname_set(f) for f in firsts}).astype("string")
     records["email_local"] = records["email"].str.split("@").str[0].astype("string")
     return records.drop_duplicates("unique_id").reset_index(drop=True)
 
@@ -86,7 +113,7 @@ def splink_settings() -> Any:
     first = cl.CustomComparison(output_column_name="first_name", comparison_levels=[
         cll.NullLevel("first_name"),
         cll.ExactMatchLevel("first_name").configure(tf_adjustment_column="first_name"),
-        cll.ExactMatchLevel("first_canon").configure(label_for_charts="nickname match"),
+        cll.CustomLevel(f"first_canon_l = first_canon_r OR {nickname_sql()}", label_for_charts="nickname match"),
         cll.JaroWinklerLevel("first_name", 0.9),
         cll.CustomLevel("first_name_l = last_name_r", label_for_charts="first/last swapped"),
         cll.JaroWinklerLevel("first_name", 0.75),
@@ -233,7 +260,7 @@ LABEL_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("phone+dob", ("phone", "dob")),
     ("name+dob", ("first_canon", "last_name", "dob")),
 )
-COMPARISON_READS = {"first_name": {"first_name", "first_canon", "last_name"},
+COMPARISON_READS = {"first_name": {"first_name", "first_canon", "first_nicks", "last_name"},
                     "last_name": {"last_name", "first_name"}, "dob": {"dob"}, "postcode": {"postcode"},
                     "address": {"address"}, "email": {"email", "email_local"}, "phone": {"phone"}}
 

@@ -137,6 +137,29 @@ def test_shared_home_phone_links_only_name_agreeing_records(household):
     assert frame["match_probability"].between(0, 1).all()
 
 
+def test_one_persons_name_variants_do_not_make_an_email_shared(tmp_path):
+    # Erin and "Aarn" do not agree with each other, but both agree with Aaron: one person's email.
+    # A household's phone carried by Ann and Bob Vega stays shared.
+    ws = Workspace(tmp_path)
+    home = "+13125550123"
+    _people(ws, [
+        {"record_id": "V1", "first_name": "Aaron", "last_name": "Vega", "email_norm": "av@x.com", "postcode": "77098"},
+        {"record_id": "V2", "first_name": "Erin", "last_name": "Vega", "email_norm": "av@x.com"},
+        {"record_id": "V3", "first_name": "Aarn", "last_name": "Vega", "email_norm": "av@x.com"},
+        {"record_id": "V4", "first_name": "Vega", "last_name": "Aaron", "email_norm": "av@x.com"},
+        {"record_id": "H1", "first_name": "Ann", "last_name": "Lowe", "phone_e164": home},
+        {"record_id": "H2", "first_name": "Bob", "last_name": "Lowe", "phone_e164": home},
+    ], [{"order_id": "O-av", "card_id": None, "account_id": None, "email_norm": "av@x.com", "phone_e164": None},
+        {"order_id": "O-home", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": home}])
+    resolve(ws, ResolveConfig(probabilistic=False))
+    ids = _customers(ws)
+    assert len({ids[("crm_contacts", f"V{i}")] for i in range(1, 5)} | {ids[("orders", "O-av")]}) == 1
+    assert ids[("crm_contacts", "H1")] != ids[("crm_contacts", "H2")]
+    assert ("orders", "O-home") not in ids
+    guards = pd.read_parquet(ws.identity / "blocked_identifiers.parquet").set_index("node")["guard"]
+    assert "email:av@x.com" not in guards.index and guards[f"phone:{home}"] == "shared"
+
+
 def test_dob_conflict_is_a_shared_identifier(tmp_path):
     ws = Workspace(tmp_path)
     _people(ws, [{"record_id": "T1", "first_name": "Sam", "last_name": "Ray", "date_of_birth": "1950-01-01",

@@ -3,13 +3,22 @@ from __future__ import annotations
 
 import pandas as pd
 
-from profiles.matching import _label_pairs, canonical_first_name, dob_conflict, splink_settings
+from profiles.matching import _label_pairs, canonical_first_name, dob_conflict, names_related, splink_settings
 
 
 def test_nicknames_map_to_one_canonical_name():
     assert canonical_first_name("bob") == canonical_first_name("robert") == "robert"
     assert canonical_first_name("jim") == canonical_first_name("james")
     assert canonical_first_name("zyxq") == "zyxq"
+
+
+def test_nickname_relation_is_not_one_canonical_name():
+    # Mandy is a nickname of Amanda, but her most common canonical form is another name
+    assert canonical_first_name("mandy") != canonical_first_name("amanda")
+    assert names_related("mandy", "amanda") and names_related("amanda", "mandy")
+    assert names_related("erin", "aaron") and names_related("tony", "anthony")
+    assert not names_related("john", "mary") and not names_related("alan", "alex")
+    assert not names_related(None, "mary") and names_related("zyxq", "zyxq")
 
 
 def test_dob_conflict_tolerates_typos_but_not_other_people():
