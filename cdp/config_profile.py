@@ -1,5 +1,6 @@
 """Configuration profiles: `CDP_PROFILE=embedded` (default) or `scale` switch engines (Redis online
-store, MLflow on PostgreSQL, several serving workers) through environment defaults read from
+store, MLflow on PostgreSQL, Spark for identity scoring, feature building and training-set joins,
+several serving workers) through environment defaults read from
 config/<profile>.env, never through code changes. Explicit environment variables always win."""
 from __future__ import annotations
 

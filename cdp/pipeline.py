@@ -64,15 +64,23 @@ def load_snapshots(ws: Workspace) -> tuple[list[pd.Timestamp], pd.Timestamp]:
 
 @_timed
 def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
-    """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest."""
+    """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
+    CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
+    (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
     from cdp.store import apply_definitions, materialize_latest
-    from profiles.signals import build_features as build, data_end, snapshot_times
+    from profiles.signals import build_features as build, data_end, feature_engine, snapshot_times
     from profiles.timeline import load_timeline
 
-    timeline = load_timeline(ws)
-    end = data_end(timeline)
+    engine = feature_engine()
+    if engine == "spark":  # the driver never loads the event tables
+        from profiles.signals_spark import spark_data_end
+
+        timeline, end = None, spark_data_end(ws)
+    else:
+        timeline = load_timeline(ws)
+        end = data_end(timeline)
     snapshots = snapshot_times(end)
-    written = build(ws, timeline, snapshots, progress=progress)
+    written = build(ws, timeline, snapshots, progress=progress, engine=engine)
     (ws.features / "snapshots.json").write_text(json.dumps(
         {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}, indent=1))
     started = time.perf_counter()
@@ -82,7 +90,7 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     materialize_latest(ws, store, snapshots[-1])
     if progress:
         progress("online store loaded", len(written) + 1, len(written) + 1)
-    return {"rows_per_view": written, "snapshots": len(snapshots), "as_of": snapshots[-1].isoformat(),
+    return {"engine": engine, "rows_per_view": written, "snapshots": len(snapshots), "as_of": snapshots[-1].isoformat(),
             "customers_latest_snapshot": int(pd.read_parquet(ws.features / "customer_profile.parquet",
                                                              columns=["event_timestamp"])
                                              .eq(snapshots[-1]).sum().iloc[0]),
