@@ -14,7 +14,7 @@ import pandas as pd
 
 from cdp.paths import Workspace
 from profiles import matching
-from profiles.identity import LINK_SOURCES
+from profiles.identity import LINK_SOURCES, guard_scored_edges
 
 
 def _record(ws: Workspace, key: str) -> dict:
@@ -72,8 +72,10 @@ def _score(ws: Workspace, left: str, right: str) -> dict:
     records = records[records["unique_id"].isin([left, right])]
     scored = matching.score_pair(records, json.loads(model_path.read_text()), left, right).iloc[0]
     levels = {c[6:]: int(scored[c]) for c in scored.index if c.startswith("gamma_")}
-    conflict = bool(matching.dob_conflict(pd.Series([scored.get("dob_l")]), pd.Series([scored.get("dob_r")]))[0])
-    guard = "first names disagree" if levels.get("first_name") == 0 else "dates of birth conflict" if conflict else "none"
+    verdict = guard_scored_edges(pd.DataFrame([{"unique_id_l": left, "unique_id_r": right,
+                                                "match_probability": float(scored["match_probability"]),
+                                                **{f"gamma_{k}": v for k, v in levels.items()}}]), records).iloc[0]
     return {"match_probability": round(float(scored["match_probability"]), 6),
             "match_weight": round(float(scored["match_weight"]), 3), "levels": levels,
-            "accepted": False, "guard": guard, "source": "scored now (pair below threshold or not blocked together)"}
+            "accepted": False, "guard": verdict["guard"] or "none (not blocked together in the run)",
+            "source": "scored now (pair below the score floor or not blocked together)"}

@@ -63,12 +63,21 @@ class ResolveConfig:
     min_orders_cap: int = 20
     probabilistic: bool = True       # Splink edges between profile records
     match_threshold: float = 0.999   # match_probability a probabilistic edge needs
+    # ... or this much when the postcodes agree exactly and the first names agree closely (exact,
+    # nickname, Jaro-Winkler >= 0.9 or swapped): a loyalty card or an account without a date of
+    # birth, email or phone in common with the CRM record has little else than name + postcode.
+    corroborated_threshold: float = 0.996
     first_name_jw: float = 0.88      # first names "agree" at or above this Jaro-Winkler similarity
     # Household guards (shared phones/emails link only name-agreeing records; a probabilistic link
     # needs agreeing first names and no date-of-birth conflict; conflicting clusters are re-split).
     # Off only for data whose identifiers are personal and that has no households (e.g. FEBRL).
     household_guards: bool = True
     seed: int = 1
+
+    @property
+    def score_floor(self) -> float:
+        """Lowest match_probability any scored pair can be accepted at."""
+        return min(self.match_threshold, self.corroborated_threshold)
 
 
 @dataclass(frozen=True)
@@ -209,22 +218,28 @@ def _shared_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> tupl
 def _probabilistic_edges(profiles: pd.DataFrame, config: ResolveConfig,
                          model: dict | None) -> tuple[pd.DataFrame, dict]:
     """Scored profile pairs >= threshold with the guard verdict (`accepted`, `guard`)."""
-    result = matching.train_and_predict(profiles, floor_probability=config.match_threshold,
+    result = matching.train_and_predict(profiles, floor_probability=config.score_floor,
                                         seed=config.seed, model=model)
     return guard_scored_edges(result.edges, profiles, config), result.model
 
 
 def guard_scored_edges(edges: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig = ResolveConfig()) -> pd.DataFrame:
-    """Add the guard verdict to scored pairs: `accepted` unless first names disagree
-    (gamma_first_name == 0) or the dates of birth conflict (`guard` says which)."""
+    """Add the verdict to scored pairs (`accepted`, `guard` says why not): a pair below
+    `match_threshold` needs the postcode corroboration (see ResolveConfig); with household guards,
+    first names must not disagree (gamma_first_name == 0) and dates of birth must not conflict."""
     if edges.empty:
         return edges.assign(accepted=pd.Series(dtype=bool), guard=pd.Series(dtype=str))
-    if not config.household_guards:
-        return edges.assign(accepted=True, guard="")
-    by_id = profiles.set_index("unique_id")
-    first_disagrees = edges.get("gamma_first_name", pd.Series(1, index=edges.index)).eq(0).to_numpy()
-    conflict = matching.dob_conflict(edges["unique_id_l"].map(by_id["dob"]), edges["unique_id_r"].map(by_id["dob"]))
-    guard = np.where(first_disagrees, "first names disagree", np.where(conflict, "dates of birth conflict", ""))
+    p = edges["match_probability"].astype(float).to_numpy()
+    level = lambda c: edges.get(c, pd.Series(-1, index=edges.index)).fillna(-1).astype(int).to_numpy()  # noqa: E731
+    corroborated = (p >= config.corroborated_threshold) & (level("gamma_postcode") == matching.POSTCODE_EXACT_LEVEL) \
+        & (level("gamma_first_name") >= matching.FIRST_NAME_CLOSE_LEVEL)
+    below = (p < config.match_threshold) & ~corroborated
+    guard = np.where(below, "below threshold without postcode and close first names", "")
+    if config.household_guards:
+        by_id = profiles.set_index("unique_id")
+        first_disagrees = level("gamma_first_name") == 0
+        conflict = matching.dob_conflict(edges["unique_id_l"].map(by_id["dob"]), edges["unique_id_r"].map(by_id["dob"]))
+        guard = np.where(first_disagrees, "first names disagree", np.where(conflict, "dates of birth conflict", guard))
     return edges.assign(accepted=guard == "", guard=guard)
 
 

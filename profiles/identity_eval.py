@@ -6,6 +6,7 @@ In:  a frame of records with a predicted cluster (`pred`, null = unlinked -> a s
      `evaluate_workspace` builds that frame from a workspace: staged tables (`source_row`),
      `truth/record_persons.parquet` (source_table, row -> person_id) and
      `identity/identity_map.parquet`.
+     `recoverable_ceiling` is the best any resolver could do on the same records (see there).
 Out: plain dicts of counts and ratios: no record values, so safe to print and log.
 """
 from __future__ import annotations
@@ -109,7 +110,51 @@ def duplicate_rates(frame: pd.DataFrame) -> dict[str, float]:
             "duplicate_rate_found": round(1 - found_clusters / len(prof), 5)}
 
 
-def evaluate_workspace(ws: Workspace, tables: tuple[str, ...] = DEFAULT_TABLES) -> dict:
+def recoverable_ceiling(ws: Workspace, frame: pd.DataFrame) -> pd.Series:
+    """Clusters of an oracle limited to links the data supports (an upper bound, so optimistic):
+    it knows the truth but joins two records of one person only through an identifier node
+    (normalized card, account, email, phone, device, as the resolver sees them) that no other
+    person's record carries, in any linkable table; and it joins all of a person's profile records
+    (as if names, dates of birth and postcodes always sufficed). An order whose only identifier
+    is a store placeholder, a household's home phone or a number seen on no other record of its
+    person stays apart: nothing in the data says whose it is.
+
+    `frame`: `truth_frame` rows. Returns the oracle's cluster per row (aligned to `frame`)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from profiles.identity import _record_identifiers
+
+    truth = pd.read_parquet(ws.truth / "record_persons.parquet", columns=["source_table", "row", "person_id"])
+    links = _record_identifiers(ws)
+    rows = []
+    for table in links["source_table"].unique():
+        staged = pd.read_parquet(ws.staged / f"{table}.parquet", columns=[KEYS[table], "source_row"])
+        rows.append(pd.DataFrame({"source_table": table, "source_key": staged[KEYS[table]].astype(str),
+                                  "row": staged["source_row"].to_numpy()}))
+    owner = pd.concat(rows, ignore_index=True).merge(truth, on=["source_table", "row"])
+    owner["record"] = owner["source_table"] + "|" + owner["source_key"]
+    links = links.assign(record=links["source_table"] + "|" + links["source_key"])
+    links = links.merge(owner[["record", "person_id"]], on="record")
+    persons = links.groupby("node")["person_id"].nunique()
+    links = links[links["node"].map(persons).eq(1).to_numpy()]
+    records = pd.Index(pd.unique(np.concatenate([(frame["source_table"] + "|" + frame["source_key"]).to_numpy(),
+                                                 links["record"].to_numpy()])))
+    nodes, node_index = np.unique(links["node"].to_numpy(), return_inverse=True)
+    profile = frame[frame["source_table"].isin(PROFILE_TABLES)]
+    people, person_index = np.unique(profile["true"].astype(str).to_numpy(), return_inverse=True)
+    n, m = len(records), len(nodes)
+    a = np.concatenate([records.get_indexer(links["record"]),
+                        records.get_indexer(profile["source_table"] + "|" + profile["source_key"])])
+    b = np.concatenate([n + node_index, n + m + person_index])
+    size = n + m + len(people)
+    _, component = connected_components(coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(size, size)),
+                                        directed=False)
+    own = records.get_indexer(frame["source_table"] + "|" + frame["source_key"])
+    return pd.Series(component[own], index=frame.index)
+
+
+def evaluate_workspace(ws: Workspace, tables: tuple[str, ...] = DEFAULT_TABLES, ceiling: bool = True) -> dict:
     """All metrics for the workspace's identity_map against truth/: overall, profile records only."""
     if not (ws.truth / "record_persons.parquet").exists():
         raise FileNotFoundError(f"no ground truth in {ws.truth}: evaluation needs synthetic data")
@@ -120,4 +165,11 @@ def evaluate_workspace(ws: Workspace, tables: tuple[str, ...] = DEFAULT_TABLES) 
            "anonymous_records": int(frame["anonymous"].sum()),
            "unlinked_records": int(frame["pred"].isna().sum())}
     out.update(duplicate_rates(frame))
+    if ceiling:
+        oracle = frame.assign(pred=recoverable_ceiling(ws, frame))
+        scopes = {"overall": oracle, "identified_records": oracle[~oracle["anonymous"]],
+                  "profile_records": oracle[oracle["source_table"].isin(PROFILE_TABLES)]}
+        out["recoverable_ceiling"] = {name: {k: v for k, v in cluster_metrics(sub).to_dict().items()
+                                             if k in ("pairwise_recall", "pairwise_f1", "bcubed_recall")}
+                                      for name, sub in scopes.items()}
     return out

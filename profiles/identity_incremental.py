@@ -104,7 +104,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) 
 
     scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
     if config.probabilistic and model and new_profile.any():
-        scored = guard_scored_edges(matching.predict_new(profiles, new_profile, model, config.match_threshold),
+        scored = guard_scored_edges(matching.predict_new(profiles, new_profile, model, config.score_floor),
                                     profiles, config)
     prob = scored[scored["accepted"].astype(bool)]
     soft = pd.concat([

@@ -104,6 +104,12 @@ def profile_records(ws: Workspace) -> pd.DataFrame:
     return records.drop_duplicates("unique_id").reset_index(drop=True)
 
 
+# gamma levels of splink_settings() the guards read: first names at least "first/last swapped"
+# (swap, Jaro-Winkler >= 0.9, nickname or exact; 1 is Jaro-Winkler >= 0.75, 0 disagree), postcode exact
+FIRST_NAME_CLOSE_LEVEL = 2
+POSTCODE_EXACT_LEVEL = 1
+
+
 def splink_settings() -> Any:
     """Model specification: comparisons and blocking rules (backend-agnostic Splink objects)."""
     import splink.comparison_level_library as cll

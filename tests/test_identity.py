@@ -216,3 +216,21 @@ def test_explain_match_shows_evidence_without_raw_values(household):
     other = explain_pair(household, "M1", "J1")
     assert not other["same_customer"]
     assert "levels" in other["probabilistic"] and other["rule"] == "not linked"
+
+
+def test_pairs_below_threshold_need_postcode_and_close_first_names():
+    from profiles.identity import guard_scored_edges
+
+    profiles = pd.DataFrame({"unique_id": ["a", "b", "c", "d"], "dob": [None, None, "1950-01-01", "1987-06-30"]})
+    edges = pd.DataFrame({
+        "unique_id_l": ["a", "a", "a", "a", "a", "c"], "unique_id_r": ["b"] * 5 + ["d"],
+        "match_probability": [0.997, 0.997, 0.997, 0.99, 0.9995, 1.0],
+        "gamma_postcode": [1, 0, 1, 1, -1, 1],
+        "gamma_first_name": [5, 5, 1, 5, 5, 5]})
+    verdict = guard_scored_edges(edges, profiles)
+    # corroborated by postcode + name | postcode differs | names only loosely alike | too low | above threshold | DOBs
+    assert verdict["accepted"].tolist() == [True, False, False, False, True, False]
+    assert verdict["guard"].iloc[1].startswith("below threshold") and verdict["guard"].iloc[5] == "dates of birth conflict"
+    # without household guards (FEBRL) the thresholds still hold
+    loose = guard_scored_edges(edges, profiles, ResolveConfig(household_guards=False))
+    assert loose["accepted"].tolist() == [True, False, False, False, True, True]
