@@ -166,9 +166,9 @@ def materialize_latest(ws: Workspace, store: "FeatureStore", as_of: pd.Timestamp
         return sum(len(latest_snapshot(ws, view, as_of)) for view in definitions.FEATURES)
     if engine != "bulk":
         raise StoreConfigError(f"CDP_MATERIALIZE_ENGINE={engine!r}: choose bulk or feast")
-    from cdp.online_writer import write_online
+    from cdp.online_writer import write_online_views
 
-    return sum(write_online(store, view, latest_snapshot(ws, view, as_of)) for view in definitions.FEATURES)
+    return write_online_views(store, {view: latest_snapshot(ws, view, as_of) for view in definitions.FEATURES})
 
 
 def latest_rows(ws: Workspace, view: str, as_of: pd.Timestamp, columns: str = "*") -> tuple[str, list]:

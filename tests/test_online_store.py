@@ -77,6 +77,28 @@ def test_bulk_writer_equals_feast_materialize_on_redis(copy_ws, monkeypatch):
         bulk_equals_feast(copy_ws)
 
 
+def test_a_redis_error_reply_fails_the_bulk_write(copy_ws, monkeypatch):
+    """Redis refusing writes (here: out of memory) raises from the packed writer: a partial
+    online store must never pass for a full one."""
+    import redis
+    from redis.exceptions import ResponseError
+
+    from cdp.pipeline import load_snapshots
+    from cdp.store import materialize_latest, open_store
+
+    with redis_server(free_port(), copy_ws.root) as address:
+        monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
+        monkeypatch.setenv("CDP_REDIS", address)
+        client = redis.Redis(host=address.split(":")[0], port=int(address.split(":")[1]))
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        with pytest.raises(ResponseError, match="maxmemory"):
+            materialize_latest(copy_ws, open_store(copy_ws), load_snapshots(copy_ws)[0][-1])
+        client.config_set("maxmemory", 0)  # the connection is still usable after the failure
+        materialize_latest(copy_ws, open_store(copy_ws), load_snapshots(copy_ws)[0][-1])
+        assert client.dbsize() > 0
+
+
 def test_a_wrong_online_store_setting_names_the_variable(monkeypatch, copy_ws):
     from cdp.store import StoreConfigError, open_store
 
