@@ -1,18 +1,30 @@
-"""Point-in-time feature retrieval (a training-set build) vs data size on the embedded DuckDB offline
-store and Feast's Spark offline store: where to switch.
+"""Feature building and point-in-time feature retrieval vs data size, embedded DuckDB vs Spark.
 
-    nice -n 10 .venv/bin/python benchmarks/feature_scale.py --customers 10000,40000 --engines duckdb,spark
+    nice -n 10 .venv/bin/python benchmarks/feature_scale.py --stage build --records 100000,1000000 --engines duckdb,spark
+    nice -n 10 .venv/bin/python benchmarks/feature_scale.py --stage join --customers 10000,40000 --engines duckdb,spark
 
-For each size: synthetic feature tables in a fresh workspace (the seven views of
-feature_repo/definitions.py, every customer at every monthly snapshot, ~5% nulls), then per engine
-(`CDP_OFFLINE_STORE=duckdb|spark`, Spark `local[2]` unless CDP_SPARK_MASTER says otherwise), in its
-own child process: `feast apply` of the definitions, then `get_historical_features` of the churn_v1
+`--stage build` (default): building the feature views themselves (profiles/signals.py, `cdp
+features` without the Feast apply/materialize) from ~N linkable source records. For each size:
+synthetic data sized like benchmarks/scale_out.py (~55 source records per person), ingest, a full
+DuckDB `resolve` (not measured), then per engine in its own child process
+(`CDP_FEATURE_ENGINE=duckdb|spark`, Spark `local[2]` unless CDP_SPARK_MASTER says otherwise): the
+data end + every monthly snapshot of the 7 views into features/*.parquet. DuckDB: `load_timeline`
+(pandas) + the SQL in process; Spark: the same SQL on Spark from the staged Parquet (JVM start
+included, reported apart). Reported: wall time of the child, peak memory (largest sum of RSS over
+the child and its descendants, the JVM included, sampled every 0.2 s), rows, and whether both
+engines wrote the same tables (rows, nulls, max abs diff). Growth exponent = log-log slope of
+build time vs source records; writes benchmarks/results/feature_build_<time>.json.
+
+`--stage join`: a training-set build through the offline store. For each size: synthetic feature
+tables in a fresh workspace (the seven views of feature_repo/definitions.py, every customer at every
+monthly snapshot, ~5% nulls), then per engine (`CDP_OFFLINE_STORE=duckdb|spark`), in its own child
+process: `feast apply` of the definitions, then `get_historical_features` of the churn_v1
 FeatureService (7 views, 53 features) for every (customer, snapshot + 1 day) row, i.e. the
 churn training set. Reported: wall time of the child, the join alone (`join s`: entity frame in,
-pandas frame out), peak memory (largest sum of RSS over the child and its descendants, Spark's JVM
-included, sampled every 0.2 s), and whether both engines returned the same frame. Prints a table
-and the log-log slope of join time vs entity rows per engine (growth exponent), same style as
-benchmarks/scale_out.py; writes benchmarks/results/feature_scale_<time>.json.
+pandas frame out), peak memory as above, and whether both engines returned the same frame; the
+log-log slope of join time vs entity rows per engine; writes benchmarks/results/feature_scale_<time>.json.
+`--spark-output parquet` keeps Spark's training set in Spark (`RetrievalJob.to_spark_df()` written
+as Parquet part files) instead of `to_df()`, which collects it into the driver.
 """
 from __future__ import annotations
 
@@ -32,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import identity_scale  # noqa: E402  (the resolve child script)
+import scale_out  # noqa: E402  (data sizing)
 from scale_out import _tree_rss, finish_report  # noqa: E402  (same measuring as the identity benchmark)
 
 SNAPSHOTS = 12
@@ -59,7 +73,7 @@ def build(root: Path, customers: int, seed: int) -> dict:
 
 
 CHILD = r"""
-import json, sys, time, warnings
+import json, os, sys, time, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
 import pandas as pd
@@ -72,27 +86,38 @@ store = apply_definitions(ws)
 applied = time.perf_counter() - started
 entities = pd.read_parquet(root / "entities.parquet")
 started = time.perf_counter()
-frame = store.get_historical_features(entity_df=entities, features=store.get_feature_service("churn_v1")).to_df()
-joined = time.perf_counter() - started
-frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-frame.sort_values(["customer_id", "event_timestamp"], ignore_index=True).to_parquet(out.with_suffix(".parquet"))
-out.write_text(json.dumps({"apply_seconds": round(applied, 2), "join_seconds": round(joined, 2), "rows": len(frame),
-                           "store": store.config.offline_store.type}))
+job = store.get_historical_features(entity_df=entities, features=store.get_feature_service("churn_v1"))
+if os.environ.get("FEATURE_SCALE_OUTPUT") == "parquet" and hasattr(job, "to_spark_df"):
+    # the training set stays in Spark and is written as Parquet part files: nothing collected to the driver
+    import pyarrow.dataset as ds
+    job.to_spark_df().write.mode("overwrite").parquet(str(root / "training_set_spark"))
+    joined = time.perf_counter() - started
+    rows = ds.dataset(root / "training_set_spark", format="parquet").count_rows()
+else:
+    frame = job.to_df()
+    joined = time.perf_counter() - started
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame.sort_values(["customer_id", "event_timestamp"], ignore_index=True).to_parquet(out.with_suffix(".parquet"))
+    rows = len(frame)
+out.write_text(json.dumps({"apply_seconds": round(applied, 2), "join_seconds": round(joined, 2), "rows": rows,
+                           "store": store.config.offline_store.type,
+                           "output": os.environ.get("FEATURE_SCALE_OUTPUT", "pandas")}))
 """
 
 
-def run_engine(root: Path, engine: str, timeout: float = 600) -> dict:
+def run_engine(root: Path, engine: str, timeout: float = 600, script: str | None = None, env_key: str = "CDP_OFFLINE_STORE",
+               name: str = "feature_scale") -> dict:
     """One engine in a child process. A child that fails or outlives `timeout` (Spark's JVM can
     hang after an OutOfMemoryError) is stopped with its process tree and reported, not raised."""
     import psutil
 
-    result = root / f"feature_scale_{engine}.json"
-    env = {**os.environ, "CDP_OFFLINE_STORE": engine}
+    result = root / f"{name}_{engine}.json"
+    env = {**os.environ, env_key: engine}
     env.setdefault("CDP_SPARK_MASTER", "local[2]")
-    log = open(root / f"feature_scale_{engine}.log", "w")  # a file, not a pipe: a full pipe would block the child
+    log = open(root / f"{name}_{engine}.log", "w")  # a file, not a pipe: a full pipe would block the child
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(result)], cwd=ROOT, env=env,
-                             stdout=log, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen([sys.executable, "-c", script or CHILD, str(root), str(result), engine], cwd=ROOT,
+                             env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc, peak = psutil.Process(child.pid), 0
     while child.poll() is None and time.perf_counter() - started < timeout:
         try:
@@ -110,16 +135,125 @@ def run_engine(root: Path, engine: str, timeout: float = 600) -> dict:
         child.wait()
     log.close()
     if child.returncode != 0:
-        text = (root / f"feature_scale_{engine}.log").read_text()
-        reason = "OutOfMemoryError" if "OutOfMemoryError" in text else f"exit {child.returncode}"
+        text = (root / f"{name}_{engine}.log").read_text()
+        reason = "OutOfMemoryError" if "OutOfMemoryError" in text else \
+            f"timeout {timeout:.0f} s" if child.returncode in (-9, 137) else f"exit {child.returncode}"
         return {"seconds": round(seconds, 1), "failed": reason, "peak_tree_rss_mb": round(peak / 2**20)}
     return {"seconds": round(seconds, 1), **json.loads(result.read_text()), "peak_tree_rss_mb": round(peak / 2**20)}
 
 
+BUILD_CHILD = r"""
+import json, shutil, sys, time, warnings
+warnings.filterwarnings("ignore")
+from pathlib import Path
+from cdp.paths import Workspace
+from profiles.signals import build_features, data_end, snapshot_times
+root, out, engine = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ws = Workspace(root)
+shutil.rmtree(ws.features, ignore_errors=True)
+info, started = {}, time.perf_counter()
+if engine == "spark":
+    from profiles.spark_engine import spark_session
+    from profiles.signals_spark import spark_data_end
+    spark_session()
+    info["session_seconds"] = round(time.perf_counter() - started, 2)
+    timeline, end = None, spark_data_end(ws)
+else:
+    from profiles.timeline import load_timeline
+    timeline = load_timeline(ws)
+    end = data_end(timeline)
+    info["load_timeline_seconds"] = round(time.perf_counter() - started, 2)
+snapshots = snapshot_times(end)
+rows = build_features(ws, timeline, snapshots, engine=engine)
+info["build_seconds"] = round(time.perf_counter() - started, 2)
+target = root / f"features_{engine}"
+shutil.rmtree(target, ignore_errors=True)
+ws.features.rename(target)
+out.write_text(json.dumps({**info, "snapshots": len(snapshots), "rows_per_view": rows}))
+"""
+
+
+def prepare_sources(root: Path, records: int, seed: int, keep: bool) -> dict:
+    """Generated, ingested and resolved (DuckDB, child process, not measured) source data."""
+    info = scale_out.build(root, records, seed, keep)
+    if not (keep and (root / "identity" / "identity_map.parquet").exists()):
+        started = time.perf_counter()
+        identity_scale._stage(root, "full")
+        info["resolve_seconds"] = round(time.perf_counter() - started, 1)
+    return info
+
+
+def same_tables(root: Path, a: str, b: str) -> dict:
+    """Feature tables written by two engines: same rows (in order), same nulls, max abs diff."""
+    report = {"same_rows": True, "same_nulls": True, "same_dtypes": True, "max_abs_diff": 0.0}
+    for path in sorted((root / f"features_{a}").glob("*.parquet")):
+        left, right = pd.read_parquet(path), pd.read_parquet(root / f"features_{b}" / path.name)
+        keys = ["customer_id", "event_timestamp"]
+        report["same_rows"] &= bool(len(left) == len(right) and left[keys].equals(right[keys]))
+        report["same_dtypes"] &= left.dtypes.to_dict() == right.dtypes.to_dict()
+        if not report["same_rows"] or list(left.columns) != list(right.columns):
+            report["same_rows"] = False
+            continue
+        x, y = left.drop(columns=keys).to_numpy(float), right.drop(columns=keys).to_numpy(float)
+        report["same_nulls"] &= bool(np.array_equal(np.isnan(x), np.isnan(y)))
+        report["max_abs_diff"] = max(report["max_abs_diff"], float(np.nanmax(np.abs(x - y), initial=0.0)))
+    return report
+
+
+def main_build(args, engines: list[str]) -> int:
+    sizes = sorted(int(float(s)) for s in args.records.split(","))
+    if any(s < 1000 for s in sizes):
+        raise SystemExit("--records must be >= 1000 each")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="feature_build_"))
+    report: dict = {"stage": "build", "cores": os.cpu_count(),
+                    "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
+                    "spark_driver_memory": os.environ.get("CDP_SPARK_DRIVER_MEMORY", "4g"), "sizes": []}
+    for size in sizes:
+        root = workdir / f"n{size}"
+        entry = {"target_records": size, **prepare_sources(root, size, args.seed, args.keep)}
+        print(f"{entry['linkable_records']:>9} linkable source records ({entry['people']} people) in {root}", flush=True)
+        for engine in engines:
+            entry[engine] = run_engine(root, engine, args.timeout, BUILD_CHILD, "CDP_FEATURE_ENGINE", "feature_build")
+            if "failed" in entry[engine]:
+                print(f"  {engine:6} FAILED ({entry[engine]['failed']}) after {entry[engine]['seconds']} s, "
+                      f"peak {entry[engine]['peak_tree_rss_mb']} MB", flush=True)
+                continue
+            extra = entry[engine].get("session_seconds", entry[engine].get("load_timeline_seconds"))
+            what = "JVM start" if engine == "spark" else "load_timeline"
+            print(f"  {engine:6} {entry[engine]['seconds']:8.1f} s (build {entry[engine]['build_seconds']} s, {what} "
+                  f"{extra} s)   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   rows/view "
+                  f"{max(entry[engine]['rows_per_view'].values())}", flush=True)
+        if len(engines) == 2 and not any("failed" in entry[e] for e in engines):
+            entry["agreement"] = same_tables(root, *engines)
+            print(f"  same feature tables: {entry['agreement']}", flush=True)
+        report["sizes"].append(entry)
+
+    print(f"\n{'source records':>14} {'rows/view':>10} " + " ".join(f"{e + ' s':>10} {e + ' MB':>10}" for e in engines))
+    for entry in report["sizes"]:
+        rows = next((max(entry[e]["rows_per_view"].values()) for e in engines if "rows_per_view" in entry[e]), "-")
+        print(f"{entry['linkable_records']:>14} {rows:>10} " + " ".join(
+            f"{entry[e]['seconds'] if 'failed' not in entry[e] else entry[e]['failed']:>10} "
+            f"{entry[e]['peak_tree_rss_mb']:>10}" for e in engines))
+    out = finish_report(report, "feature_build", engines, "linkable_records", "seconds", "build time vs source records")
+    print(f"written to {out}")
+    return 0
+
+
+def _training_set(root: Path, engine: str) -> pd.DataFrame:
+    path = root / f"feature_scale_{engine}.parquet"
+    if engine == "spark" and not path.exists():  # --spark-output parquet: Spark's part files
+        frame = pd.read_parquet(root / "training_set_spark")
+        stamps = frame["event_timestamp"]
+        frame["event_timestamp"] = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps
+        return frame.sort_values(["customer_id", "event_timestamp"], ignore_index=True)
+    return pd.read_parquet(path)
+
+
 def same_frames(root: Path, a: str, b: str) -> dict:
-    left, right = (pd.read_parquet(root / f"feature_scale_{e}.parquet") for e in (a, b))
+    left, right = (_training_set(root, e) for e in (a, b))
     for frame in (left, right):  # DuckDB returns microseconds, Spark nanoseconds: same instants
         frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")
+    right = right[list(left.columns)]
     features = [c for c in left.columns if c not in ("customer_id", "event_timestamp")]
     keys_equal = left[["customer_id", "event_timestamp"]].equals(right[["customer_id", "event_timestamp"]])
     x, y = left[features].to_numpy(float), right[features].to_numpy(float)
@@ -130,26 +264,38 @@ def same_frames(root: Path, a: str, b: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--customers", default="10000,40000", help="comma-separated customers per snapshot")
+    parser.add_argument("--stage", choices=("build", "join"), default="build",
+                        help="build: the feature views from source records; join: training sets from feature tables")
+    parser.add_argument("--records", default="100000,1000000", help="build: comma-separated linkable source records")
+    parser.add_argument("--customers", default="10000,40000", help="join: comma-separated customers per snapshot")
     parser.add_argument("--engines", default="duckdb,spark")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="one sub-folder per size (default: temporary)")
+    parser.add_argument("--keep", action="store_true", help="build: reuse generated + resolved data in --workdir")
+    parser.add_argument("--spark-output", choices=("pandas", "parquet"), default="pandas",
+                        help="join on Spark: pandas = RetrievalJob.to_df() (collects to the driver, what training "
+                             "calls today); parquet = to_spark_df() written as Parquet (nothing collected)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per engine run before it counts as failed")
     args = parser.parse_args(argv)
-    sizes = sorted(int(float(s)) for s in args.customers.split(","))
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if any(s < 100 for s in sizes) or not set(engines) <= {"duckdb", "spark"}:
-        parser.error("--customers must be >= 100 each; --engines from duckdb,spark")
+    if not set(engines) <= {"duckdb", "spark"}:
+        parser.error("--engines from duckdb,spark")
+    if args.stage == "build":
+        return main_build(args, engines)
+    sizes = sorted(int(float(s)) for s in args.customers.split(","))
+    if any(s < 100 for s in sizes):
+        parser.error("--customers must be >= 100 each")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="feature_scale_"))
-    report: dict = {"cores": os.cpu_count(), "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
-                    "sizes": []}
+    report: dict = {"stage": "join", "cores": os.cpu_count(), "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
+                    "spark_output": args.spark_output, "sizes": []}
     for size in sizes:
         root = workdir / f"c{size}"
         entry = build(root, size, args.seed)
         print(f"{entry['entity_rows']:>9} entity rows x 7 views ({size} customers x {SNAPSHOTS} snapshots) in {root}",
               flush=True)
         for engine in engines:
+            os.environ["FEATURE_SCALE_OUTPUT"] = args.spark_output
             entry[engine] = run_engine(root, engine, args.timeout)
             if "failed" in entry[engine]:
                 print(f"  {engine:6} FAILED ({entry[engine]['failed']}) after {entry[engine]['seconds']} s, "

@@ -94,12 +94,14 @@ INPUT_SQL = {
         SELECT v.vendor, o.customer_id, v.as_of, o.linked_at, v.household_size,
           {_case('v.income_band', INCOME_RANK)} AS income_band_rank, v.home_owner, v.car_owner
         FROM vendor v JOIN owners o ON o.email_sha256 = v.email_sha256 AND o.nth = 1""",
-    # Consent events attached to customers through the identifier they name.
+    # Consent events attached to customers through the identifier they name; a grant and a
+    # withdrawal at the same instant count as a withdrawal (one deterministic answer on every engine).
     "consent": f"""
-        SELECT m.customer_id, e.occurred_at, e.purpose, e.granted
+        SELECT m.customer_id, e.occurred_at, e.purpose, min(CAST(e.granted AS INT)) AS granted
         FROM consent_raw e JOIN identifier_map m
           ON m.node = {_case('e.identifier_type', {k: f"'{v}'" for k, v in CONSENT_NODE_KIND.items()})}
-                      || ':' || CAST(e.identifier_norm AS STRING)""",
+                      || ':' || CAST(e.identifier_norm AS STRING)
+        GROUP BY m.customer_id, e.occurred_at, e.purpose""",
 }
 
 SQL = {
@@ -112,12 +114,14 @@ SQL = {
           SELECT s.customer_id, s.event_timestamp, min(b.date_of_birth) AS date_of_birth
           FROM snapshots s JOIN births b ON b.customer_id = s.customer_id AND b.created_at < s.event_timestamp
           GROUP BY s.customer_id, s.event_timestamp),
-        fact AS (  -- the freshest vendor fact that has not aged out
+        fact AS (  -- the freshest vendor fact that has not aged out; ties (same as_of) broken on every
+                   -- column used, so both engines pick the same fact (LIMIT 1 picked any of them)
           SELECT s.customer_id, s.event_timestamp, x.as_of, x.household_size, x.income_band_rank,
             x.home_owner, x.car_owner,
             row_number() OVER (PARTITION BY s.customer_id, s.event_timestamp
                                ORDER BY x.as_of DESC, x.vendor NULLS LAST, x.linked_at DESC NULLS LAST,
-                                        x.household_size NULLS LAST, x.income_band_rank NULLS LAST) AS nth
+                                        x.household_size NULLS LAST, x.income_band_rank NULLS LAST,
+                                        x.home_owner NULLS LAST, x.car_owner NULLS LAST) AS nth
           FROM snapshots s JOIN enrich x ON x.customer_id = s.customer_id AND x.as_of < s.event_timestamp
            AND x.linked_at < s.event_timestamp
            AND x.as_of >= s.event_timestamp - INTERVAL {max_age_days} DAY)
