@@ -14,6 +14,7 @@ import importlib.util
 import io
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -35,8 +36,13 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
+@lru_cache(maxsize=1)
 def repo_definitions() -> ModuleType:
-    """feature_repo/definitions.py as a module (the folder is a Feast repo, not a package)."""
+    """feature_repo/definitions.py as a module (the folder is a Feast repo, not a package).
+
+    Loaded once per process: it holds constants and builders that take their settings as
+    arguments; its module-level objects for `feast apply` are skipped under this name (building
+    them ran Feast's type checks on every call: ~30 ms, 8 calls per `cdp score` family)."""
     spec = importlib.util.spec_from_file_location("cdp_feature_definitions", FEATURE_REPO / "definitions.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None

@@ -189,6 +189,7 @@ def definitions(features_dir: Path, offline: str | None = None) -> list:
     return [customer, *views.values(), *pushed, *services]
 
 
-if os.environ.get("CDP_HOME"):  # plain `feast apply` support
+# plain `feast apply` support; cdp.store.repo_definitions loads this file as a library and skips it
+if os.environ.get("CDP_HOME") and __name__ != "cdp_feature_definitions":
     _objects = definitions(Path(os.environ["CDP_HOME"]) / "features")
     globals().update({obj.name: obj for obj in _objects})
