@@ -57,9 +57,12 @@ class ResolveConfig:
     max_fanout: int = 12  # distinct cards/accounts/emails one phone/email may join
     max_accounts_per_device: int = 2  # a device logged into more accounts is shared
     # A phone/email never seen on a profile record but on more orders than nearly any
-    # profiled person (this multiple of the 99th percentile of orders per profile-attached identifier,
-    # and at least `min_orders_cap`) is a checkout placeholder, e.g. a store's own number.
-    order_cap_multiple: float = 1.0
+    # profiled person (this multiple of the `order_cap_quantile` of orders per profile-attached
+    # identifier, and at least `min_orders_cap`) is a checkout placeholder, e.g. a store's own number.
+    # Heavy shoppers who check out as guests reach 2-3x the 99th percentile (at 100k people: 104
+    # orders vs 47); store placeholders carry thousands.
+    order_cap_multiple: float = 2.0
+    order_cap_quantile: float = 0.999
     min_orders_cap: int = 20
     probabilistic: bool = True       # Splink edges between profile records
     match_threshold: float = 0.999   # match_probability a probabilistic edge needs
@@ -135,7 +138,7 @@ def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.
         per_order AS (SELECT node, count(*) AS orders FROM links
                       WHERE source_table = 'orders' AND kind IN ('phone', 'email') GROUP BY node),
         cap AS (SELECT greatest({config.min_orders_cap}, {config.order_cap_multiple} * coalesce(
-                  quantile_cont(orders, 0.99) FILTER (node IN (SELECT node FROM on_profiles)), 0))::INT AS cap
+                  quantile_cont(orders, {config.order_cap_quantile}) FILTER (node IN (SELECT node FROM on_profiles)), 0))::INT AS cap
                 FROM per_order),
         reasons AS (
           SELECT DISTINCT node, kind, 'placeholder pattern' AS reason FROM links

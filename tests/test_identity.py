@@ -234,3 +234,22 @@ def test_pairs_below_threshold_need_postcode_and_close_first_names():
     # without household guards (FEBRL) the thresholds still hold
     loose = guard_scored_edges(edges, profiles, ResolveConfig(household_guards=False))
     assert loose["accepted"].tolist() == [True, False, False, False, True, True]
+
+
+def test_heavy_guest_shopper_is_not_a_checkout_placeholder(tmp_path):
+    # Profiled people order 10-12 times; a guest checking out with one email 20 times is a person
+    # (under twice the busiest profiled identifiers); a number on 60 receipts and no profile is not.
+    ws = Workspace(tmp_path)
+    people = [{"record_id": f"P{i}", "email_norm": f"p{i}@x.com"} for i in range(5)]
+    none = {"card_id": None, "account_id": None, "email_norm": None, "phone_e164": None}
+    orders = [{**none, "order_id": f"O{i}-{j}", "email_norm": f"p{i}@x.com"} for i in range(5)
+              for j in range(12 if i == 4 else 10)]
+    orders += [{**none, "order_id": f"G{j}", "email_norm": "guest@y.com"} for j in range(20)]
+    orders += [{**none, "order_id": f"S{j}", "phone_e164": "+13125550000"} for j in range(60)]
+    _people(ws, people, orders)
+    resolve(ws, ResolveConfig(min_orders_cap=1, probabilistic=False))
+    ids = _customers(ws)
+    assert len({ids[("orders", f"G{j}")] for j in range(20)}) == 1
+    assert not any(("orders", f"S{j}") in ids for j in range(60))
+    blocked = pd.read_parquet(ws.identity / "blocked_identifiers.parquet").set_index("node")
+    assert "email:guest@y.com" not in blocked.index and blocked.loc["phone:+13125550000", "guard"] == "blocked"
