@@ -99,26 +99,39 @@ class ResolveSummary:
 
 
 def _record_identifiers(ws: Workspace) -> pd.DataFrame:
-    """Long table: one row per (source_table, source_key, kind, node) a record carries,
-    plus a 'none' row for records that carry no identifier at all."""
-    frames = []
-    for table, key, columns in LINK_SOURCES:
+    """Long table: one row per (source_table, source_key, kind, node) a record carries, with
+    `record` = "<table>|<key>"; rows in table, column, file order; repeats of a (record, node)
+    dropped (first kept). One DuckDB query over the staged Parquet files."""
+    parts = []
+    for t, (table, key, columns) in enumerate(LINK_SOURCES):
         path = ws.staged / f"{table}.parquet"
         if not path.exists():
             continue
-        staged = pd.read_parquet(path, columns=list(dict.fromkeys([key, *columns.values()])))
-        keys = staged[key].astype(str)
+        source = "read_parquet('" + path.as_posix().replace("'", "''") + "', file_row_number = true)"
+        k = f'CAST("{key}" AS VARCHAR)'
         if table in PROFILE_TABLES:
             own = PROFILE_TABLES[table]
-            frames.append(pd.DataFrame({"source_table": table, "source_key": keys, "kind": own, "node": own + ":" + keys}))
-        for kind, column in columns.items():
-            values = staged[column].astype("string").str.strip()
-            present = values.notna() & (values != "")
-            frames.append(pd.DataFrame({"source_table": table, "source_key": keys[present], "kind": kind,
-                                        "node": kind + ":" + values[present].astype(str)}))
-    if not frames:
+            parts.append(f"SELECT {t} AS t, -1 AS c, file_row_number AS r, '{table}' AS source_table, {k} AS source_key, "
+                         f"'{own}' AS kind, '{own}:' || {k} AS node FROM {source}")
+        for c, (kind, column) in enumerate(columns.items()):
+            value = f'trim(CAST("{column}" AS VARCHAR), {_WHITESPACE})'
+            parts.append(f"SELECT {t}, {c}, file_row_number, '{table}', {k}, '{kind}', '{kind}:' || {value} "
+                         f"FROM {source} WHERE {value} <> ''")
+    if not parts:
         raise FileNotFoundError(f"no staged tables in {ws.staged}: run `cdp ingest` first")
-    return pd.concat(frames, ignore_index=True).drop_duplicates(["source_table", "source_key", "node"])
+    con = duckdb.connect()
+    try:
+        return con.execute(f"""
+            SELECT source_table, source_key, kind, node, source_table || '|' || source_key AS record
+            FROM ({' UNION ALL '.join(parts)})
+            QUALIFY row_number() OVER (PARTITION BY source_table, source_key, node ORDER BY t, c, r) = 1
+            ORDER BY t, c, r""").df()
+    finally:
+        con.close()
+
+
+# what Python's str.strip() removes from ASCII text, as a DuckDB string literal
+_WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 
 
 def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.DataFrame:
@@ -265,7 +278,8 @@ def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConf
                                 pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
     con.close()
     usable = usable[~usable["node"].isin(set(shared["node"]))].reset_index(drop=True)
-    usable["record"] = usable["source_table"] + "|" + usable["source_key"]
+    if "record" not in usable:
+        usable["record"] = usable["source_table"] + "|" + usable["source_key"]
     return blocked, shared, shared_edges, usable
 
 

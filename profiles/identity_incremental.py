@@ -65,6 +65,50 @@ def _require_previous(ws: Workspace) -> None:
                                 f"previous full run: run `cdp resolve` first")
 
 
+def _retire(ids: pd.Series, retired: dict[str, str]) -> pd.Series:
+    """`ids` with every retired id replaced by its survivor (only the few affected rows are touched)."""
+    if not retired:
+        return ids
+    hit = ids.isin(list(retired)).to_numpy()
+    out = ids.copy()
+    out[hit] = ids[hit].map(retired)
+    return out
+
+
+def _insert_sorted(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """existing + new rows ordered by (source_table, source_key), as a full run writes them,
+    without re-sorting the (large, already ordered) existing map: the few new rows are placed
+    by binary search. Falls back to a full sort if `existing` is not in order."""
+    by = ["source_table", "source_key"]
+    tables = existing["source_table"]
+    ordered = tables.is_monotonic_increasing and all(
+        existing["source_key"].iloc[lo:hi].is_monotonic_increasing
+        for lo, hi in zip(*_blocks(tables.to_numpy())))
+    if not ordered or new.empty:
+        out = pd.concat([existing, new], ignore_index=True)
+        return (out if new.empty and ordered else out.sort_values(by)).reset_index(drop=True)
+    new = new.sort_values(by)
+    table_values, key_values = tables.to_numpy(), existing["source_key"].to_numpy()
+    new_tables, new_keys = new["source_table"].to_numpy(), new["source_key"].to_numpy()
+    position = np.empty(len(new), dtype=np.int64)
+    for table in pd.unique(new_tables):
+        rows = new_tables == table
+        lo, hi = np.searchsorted(table_values, table, "left"), np.searchsorted(table_values, table, "right")
+        position[rows] = lo + np.searchsorted(key_values[lo:hi], new_keys[rows], "left")
+    # existing row i sorts at 2i+1, a new row inserted before existing row p at 2p (stable among new rows)
+    rank = np.concatenate([2 * np.arange(len(existing), dtype=np.int64) + 1, 2 * position])
+    out = pd.concat([existing, new], ignore_index=True)
+    return out.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
+
+
+def _blocks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of equal values in a sorted array."""
+    if not len(values):
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    change = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.concatenate([[0], change]), np.concatenate([change, [len(values)]])
+
+
 def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) -> IncrementalSummary:
     """Link the staged records that are not in identity_map yet to the existing customers."""
     _require_previous(ws)
@@ -76,7 +120,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) 
     links = _record_identifiers(ws)
     profiles = matching.profile_records(ws)
     known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
-    record_of = links["source_table"] + "|" + links["source_key"]
+    record_of = links["record"]
     new_profile = ~profiles["unique_id"].isin(known).to_numpy()
     new_records = pd.Index(pd.unique(np.concatenate([record_of[~record_of.isin(known)].to_numpy(),
                                                      profiles.loc[new_profile, "unique_id"].to_numpy()])))
@@ -183,10 +227,9 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) 
 
     # write: retire merged ids everywhere, append new rows
     columns = ["source_table", "source_key", "customer_id", "linked_by", "match_probability"]
-    identity_map["customer_id"] = identity_map["customer_id"].replace(retired)
-    updated = pd.concat([identity_map[columns], records[columns]], ignore_index=True) \
-        .sort_values(["source_table", "source_key"]).reset_index(drop=True)
-    identifier_map["customer_id"] = identifier_map["customer_id"].replace(retired)
+    identity_map["customer_id"] = _retire(identity_map["customer_id"], retired)
+    updated = _insert_sorted(identity_map[columns], records[columns])
+    identifier_map["customer_id"] = _retire(identifier_map["customer_id"], retired)
     node_rows = frame[~frame["is_customer"] & ~frame["is_record"]].assign(customer_id=lambda f: f["component"].map(ids))
     node_rows = node_rows[node_rows["customer_id"].notna() & ~node_rows["vertex"].isin(set(identifier_map["node"]))]
     identifier_map = pd.concat([identifier_map, node_rows[["vertex"]].rename(columns={"vertex": "node"})

@@ -178,3 +178,18 @@ def test_cli_resolve_incremental(base):
     assert _ids(base)[("orders", "O9")] == _ids(base)[("crm_contacts", "E1")]
     empty = CliRunner().invoke(app, ["resolve", "--incremental", "--home", str(base.root.parent / "nothing")])
     assert empty.exit_code == 2 and "cdp resolve" in empty.output
+
+
+def test_new_rows_are_placed_as_a_full_sort_would_place_them():
+    from profiles.identity_incremental import _insert_sorted, _retire
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"source_table": rng.choice(["crm_contacts", "orders", "web_events"], 3000),
+                          "source_key": [f"K{i:06d}" for i in rng.integers(0, 10**6, 3000)], "customer_id": "old"}) \
+        .drop_duplicates(["source_table", "source_key"])
+    new = frame.sample(200, random_state=1).assign(customer_id="new")
+    old = frame.drop(new.index).sort_values(["source_table", "source_key"]).reset_index(drop=True)
+    expected = pd.concat([old, new]).sort_values(["source_table", "source_key"]).reset_index(drop=True)
+    assert _insert_sorted(old, new).equals(expected)
+    assert _insert_sorted(old.sample(frac=1, random_state=2), new).equals(expected)   # unordered input: sorted
+    assert _retire(pd.Series(["a", "b", "c"]), {"b": "a"}).tolist() == ["a", "a", "c"]
