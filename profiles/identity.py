@@ -69,7 +69,7 @@ class ResolveConfig:
     # ... or this much when the postcodes agree exactly and the first names agree closely (exact,
     # nickname, Jaro-Winkler >= 0.9 or swapped): a loyalty card or an account without a date of
     # birth, email or phone in common with the CRM record has little else than name + postcode.
-    corroborated_threshold: float = 0.996
+    corroborated_threshold: float = 0.99
     first_name_jw: float = 0.88      # first names "agree" at or above this Jaro-Winkler similarity
     # Household guards (shared phones/emails link only name-agreeing records; a probabilistic link
     # needs agreeing first names and no date-of-birth conflict; conflicting clusters are re-split).

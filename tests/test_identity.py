@@ -224,7 +224,7 @@ def test_pairs_below_threshold_need_postcode_and_close_first_names():
     profiles = pd.DataFrame({"unique_id": ["a", "b", "c", "d"], "dob": [None, None, "1950-01-01", "1987-06-30"]})
     edges = pd.DataFrame({
         "unique_id_l": ["a", "a", "a", "a", "a", "c"], "unique_id_r": ["b"] * 5 + ["d"],
-        "match_probability": [0.997, 0.997, 0.997, 0.99, 0.9995, 1.0],
+        "match_probability": [0.997, 0.997, 0.997, 0.98, 0.9995, 1.0],
         "gamma_postcode": [1, 0, 1, 1, -1, 1],
         "gamma_first_name": [5, 5, 1, 5, 5, 5]})
     verdict = guard_scored_edges(edges, profiles)

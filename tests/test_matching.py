@@ -38,3 +38,19 @@ def test_settings_are_backend_agnostic_objects():
     settings = splink_settings()
     # serialisable for any dialect: Splink renders the SQL when a backend is chosen
     assert settings.get_settings("spark").as_dict()["link_type"] == "dedupe_only"
+
+
+def test_partial_email_agreement_is_no_evidence():
+    from profiles.matching import _neutral_partial_email
+
+    level = lambda label, m, u, **kw: {"label_for_charts": label, "m_probability": m, "u_probability": u, **kw}  # noqa: E731
+    model = {"comparisons": [
+        {"output_column_name": "email", "comparison_levels": [
+            {"label_for_charts": "email is NULL", "is_null_level": True},
+            level("Exact match on email", 0.97, 5e-6), level("Exact match on username", 0.002, 4e-6),
+            level("Jaro-Winkler distance of email >= 0.88", 0.014, 5e-4), level("All other comparisons", 0.02, 0.999)]},
+        {"output_column_name": "phone", "comparison_levels": [level("Exact match on phone", 0.9, 3e-6)]}]}
+    levels = {l["label_for_charts"]: l for c in _neutral_partial_email(model)["comparisons"] for l in c["comparison_levels"]}
+    bf = lambda name: levels[name]["m_probability"] / levels[name]["u_probability"]  # noqa: E731
+    assert bf("Exact match on username") == bf("Jaro-Winkler distance of email >= 0.88") == 1.0
+    assert bf("Exact match on email") > 1e5 and bf("All other comparisons") < 0.1 and bf("Exact match on phone") > 1e5
