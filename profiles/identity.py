@@ -14,11 +14,14 @@ Out: `identity/identity_map.parquet`  (source_table, source_key, customer_id, li
 Graph: records <-> identifier nodes (cards, accounts, emails, phones, devices) plus
 record <-> record edges (probabilistic matches, name-agreeing pairs on a shared identifier);
 connected components are people. Guards: placeholder pattern, fan-out cap, shared-device cap,
-checkout placeholders (hard blocks); a phone/email carried by profile records whose first
-names disagree or whose dates of birth conflict is a *shared* identifier (a household's home
-phone): it no longer chains records, it only links name-agreeing pairs; a probabilistic link
-needs agreeing first names and no date-of-birth conflict; a cluster left with two conflicting
-dates of birth loses its probabilistic/shared edges and is re-split.
+checkout placeholders (hard blocks); a phone/email whose profile records fall into more than
+one group of (transitively) agreeing first names, or whose dates of birth conflict, is a *shared*
+identifier (a household's home phone): it no longer chains records, it only links name-agreeing
+pairs; a probabilistic link needs match_threshold (or corroborated_threshold with the postcode and
+close first names agreeing), agreeing first names and no date-of-birth conflict; a cluster left
+with two conflicting dates of birth loses its probabilistic/shared edges and is re-split.
+First names agree on exact, nickname (either name in the other's nickname set), Jaro-Winkler or
+a first/last swap.
 """
 from __future__ import annotations
 
