@@ -23,8 +23,9 @@ FeatureService (7 views, 53 features) for every (customer, snapshot + 1 day) row
 churn training set. Reported: wall time of the child, the join alone (`join s`: entity frame in,
 pandas frame out), peak memory as above, and whether both engines returned the same frame; the
 log-log slope of join time vs entity rows per engine; writes benchmarks/results/feature_scale_<time>.json.
-`--spark-output parquet` keeps Spark's training set in Spark (`RetrievalJob.to_spark_df()` written
-as Parquet part files) instead of `to_df()`, which collects it into the driver.
+`--spark-output parquet` keeps Spark's training set in Spark: entity rows read by Spark from Parquet
+(not a pandas frame), `RetrievalJob.to_spark_df()` written as Parquet part files instead of `to_df()`,
+which collects it into the driver.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def build(root: Path, customers: int, seed: int) -> dict:
         values = rng.gamma(2.0, 10.0, size=(len(frame), len(fields)))
         values[rng.random(values.shape) < 0.05] = np.nan
         frame.join(pd.DataFrame(values, columns=list(fields))).to_parquet(ws.features / f"{view}.parquet", index=False)
-    entities = frame.assign(event_timestamp=frame["event_timestamp"] + pd.Timedelta(days=1))
+    entities = frame.assign(event_timestamp=(frame["event_timestamp"] + pd.Timedelta(days=1)).astype("datetime64[us, UTC]"))
     entities.to_parquet(root / "entities.parquet", index=False)
     return {"customers": customers, "snapshots": SNAPSHOTS, "entity_rows": len(entities),
             "feature_rows_per_view": len(frame)}
@@ -86,8 +87,13 @@ store = apply_definitions(ws)
 applied = time.perf_counter() - started
 entities = pd.read_parquet(root / "entities.parquet")
 started = time.perf_counter()
+spark_output = os.environ.get("FEATURE_SCALE_OUTPUT") == "parquet" and store.config.offline_store.type != "duckdb"
+if spark_output:  # the entity rows read by Spark from Parquet, not a pandas frame embedded in the query plan
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import get_spark_session_or_start_new_with_repoconfig
+    entities = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store).read.parquet(
+        str(root / "entities.parquet"))
 job = store.get_historical_features(entity_df=entities, features=store.get_feature_service("churn_v1"))
-if os.environ.get("FEATURE_SCALE_OUTPUT") == "parquet" and hasattr(job, "to_spark_df"):
+if spark_output:
     # the training set stays in Spark and is written as Parquet part files: nothing collected to the driver
     import pyarrow.dataset as ds
     job.to_spark_df().write.mode("overwrite").parquet(str(root / "training_set_spark"))
