@@ -21,18 +21,27 @@ from scipy.sparse.csgraph import connected_components
 from cdp.paths import Workspace
 
 
-def household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame,
-                   max_household: int = 8) -> pd.DataFrame:
-    """(customer_id, key) pairs: 'addr:<address>|<postcode>|<surname>' and 'phone:<e164>'."""
+def all_household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """Every distinct (customer_id, key) pair of the mapped records, before the size filter."""
     keyed = identity_map[["source_table", "source_key", "customer_id"]]
     prof = profiles.dropna(subset=["address", "postcode", "last_name"])
     addr = prof.assign(key="addr:" + prof["address"] + "|" + prof["postcode"] + "|" + prof["last_name"]) \
         .merge(keyed, on=["source_table", "source_key"])[["customer_id", "key"]]
     phones = links[links["kind"] == "phone"][["source_table", "source_key", "node"]] \
         .merge(keyed, on=["source_table", "source_key"]).rename(columns={"node": "key"})[["customer_id", "key"]]
-    keys = pd.concat([addr, phones], ignore_index=True).drop_duplicates()
+    return pd.concat([addr, phones], ignore_index=True).drop_duplicates().reset_index(drop=True)
+
+
+def shared_keys(keys: pd.DataFrame, max_household: int = 8) -> pd.DataFrame:
+    """The keys held by more than one and at most `max_household` customers."""
     size = keys.groupby("key")["customer_id"].transform("nunique")
     return keys[(size > 1) & (size <= max_household)].reset_index(drop=True)
+
+
+def household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame,
+                   max_household: int = 8) -> pd.DataFrame:
+    """(customer_id, key) pairs: 'addr:<address>|<postcode>|<surname>' and 'phone:<e164>'."""
+    return shared_keys(all_household_keys(identity_map, profiles, links), max_household)
 
 
 def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
@@ -51,9 +60,18 @@ def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
     return frame[["customer_id", "household_id"]].sort_values("customer_id").reset_index(drop=True)
 
 
-def build_households(ws: Workspace, identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame) -> int:
-    """Write identity/households.parquet; returns the number of multi-person households."""
-    keys = household_keys(identity_map, profiles, links)
-    frame = households(identity_map["customer_id"], keys)
+def build_households(ws: Workspace, identity_map: pd.DataFrame, profiles: pd.DataFrame | None = None,
+                     links: pd.DataFrame | None = None, keys: pd.DataFrame | None = None) -> int:
+    """Write identity/households.parquet; returns the number of multi-person households.
+    `keys`: all (customer_id, key) pairs when already known (incremental linking keeps them up
+    to date instead of re-deriving them from every record); else derived from profiles + links.
+    The pairs are saved in the incremental state (identity/incremental_state/household_keys.parquet)."""
+    from profiles.identity_ids import state_dir
+
+    if keys is None:
+        keys = all_household_keys(identity_map, profiles, links)
+    frame = households(identity_map["customer_id"], shared_keys(keys))
     frame.to_parquet(ws.identity / "households.parquet", index=False)
+    state_dir(ws).mkdir(parents=True, exist_ok=True)
+    keys.to_parquet(state_dir(ws) / "household_keys.parquet", index=False)
     return int((frame.groupby("household_id").size() > 1).sum())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -101,14 +102,18 @@ class ResolveSummary:
         return self.__dict__.copy()
 
 
-def _record_identifiers(ws: Workspace) -> pd.DataFrame:
+def _record_identifiers(ws: Workspace, tables: tuple[str, ...] | None = None,
+                        exclude: Path | None = None) -> pd.DataFrame:
     """Long table: one row per (source_table, source_key, kind, node) a record carries, with
     `record` = "<table>|<key>"; rows in table, column, file order; repeats of a (record, node)
-    dropped (first kept). One DuckDB query over the staged Parquet files."""
+    dropped (first kept). One DuckDB query over the staged Parquet files.
+    `tables`: only these tables; `exclude`: a Parquet file of (source_table, source_key), e.g.
+    identity_map: only the records not in it (the same rows, in the same order, as filtering
+    the full table)."""
     parts = []
     for t, (table, key, columns) in enumerate(LINK_SOURCES):
         path = ws.staged / f"{table}.parquet"
-        if not path.exists():
+        if not path.exists() or (tables is not None and table not in tables):
             continue
         source = "read_parquet('" + path.as_posix().replace("'", "''") + "', file_row_number = true)"
         k = f'CAST("{key}" AS VARCHAR)'
@@ -122,11 +127,16 @@ def _record_identifiers(ws: Workspace) -> pd.DataFrame:
                          f"FROM {source} WHERE {value} <> ''")
     if not parts:
         raise FileNotFoundError(f"no staged tables in {ws.staged}: run `cdp ingest` first")
+    rows = f"({' UNION ALL '.join(parts)})"
+    if exclude is not None:
+        known = "read_parquet('" + Path(exclude).as_posix().replace("'", "''") + "')"
+        rows = f"(SELECT * FROM {rows} ANTI JOIN (SELECT source_table, source_key FROM {known}) " \
+               f"USING (source_table, source_key))"
     con = duckdb.connect()
     try:
         return con.execute(f"""
             SELECT source_table, source_key, kind, node, source_table || '|' || source_key AS record
-            FROM ({' UNION ALL '.join(parts)})
+            FROM {rows}
             QUALIFY row_number() OVER (PARTITION BY source_table, source_key, node ORDER BY t, c, r) = 1
             ORDER BY t, c, r""").df()
     finally:
@@ -392,6 +402,8 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     history.to_parquet(history_path, index=False)
     from profiles.households import build_households
     build_households(ws, identity_map, profiles, links)
+    from profiles.identity_incremental import write_state
+    write_state(ws, links, identity_map)
 
     all_records = links[["source_table", "source_key"]].drop_duplicates()
     linked_all = len(identity_map)

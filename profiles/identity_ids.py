@@ -14,10 +14,17 @@ a cluster that receives several previous ids keeps the one with the most records
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 
 HISTORY_COLUMNS = ["event", "old_id", "new_id", "resolved_at"]
+
+
+def state_dir(ws) -> "Path":
+    """identity/incremental_state/: what a run saves so that incremental linking need not
+    re-read every record (per-identifier guard counts, unmapped records, household keys)."""
+    return ws.identity / "incremental_state"
 
 
 def customer_id_for(anchor: str) -> str:

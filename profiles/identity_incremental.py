@@ -10,8 +10,14 @@ Out: the same identity/ files, updated in place: new records get a customer_id; 
      'merged' row in id_history, exactly as a full run would name it).
 
 How: the identifier guards (placeholders, fan-out, checkout placeholders, shared home
-phones) are recomputed over all records, because they are cheap set operations and a new
-record can make an identifier shared. New records then link
+phones) are re-evaluated over all records, because a new record can make an identifier shared
+or blocked; but only the records identity_map does not hold are read: every run (full or
+incremental) saves per-identifier counts (records, orders, on a profile record?), the distinct
+strong-identifier pairs behind the fan-out guard, its unmapped records and the household keys in
+identity/incremental_state/, and the guards are evaluated on those counts plus the new records'
+own (shared home phones: from the small profile tables). This assumes staged records are only
+added; without the state (or with use_state=False) every record is read again: same result.
+New records then link
   - deterministically to the customer an existing usable identifier belongs to
     (identifier_map), or to other new records through a new identifier;
   - probabilistically (new profile records only): Splink `predict_between` new x existing and
@@ -29,6 +35,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import duckdb
+
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
@@ -36,9 +44,9 @@ from scipy.sparse.csgraph import connected_components
 
 from cdp.paths import Workspace
 from profiles import matching
-from profiles.identity import (CUSTOMER_TABLES, ResolveConfig, _record_identifiers, guard_links,
-                               guard_scored_edges)
-from profiles.identity_ids import HISTORY_COLUMNS, _fresh
+from profiles.identity import (CUSTOMER_TABLES, PLACEHOLDER_PHONE, PROFILE_TABLES, ResolveConfig, _record_identifiers,
+                               _shared_nodes, guard_links, guard_scored_edges)
+from profiles.identity_ids import HISTORY_COLUMNS, _fresh, state_dir
 
 REQUIRED = ("identity_map.parquet", "identifier_map.parquet")
 
@@ -109,26 +117,185 @@ def _blocks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0], change]), np.concatenate([change, [len(values)]])
 
 
-def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) -> IncrementalSummary:
-    """Link the staged records that are not in identity_map yet to the existing customers."""
+# --- incremental state: what a run saves so the next incremental run need not re-read every record
+# nodes:    per identifier node: kind, records carrying it, orders carrying it, on a profile record?
+# pairs:    distinct (phone/email/device node, card/account/email node seen on the same record)
+# unmapped: records with identifiers that the run saw but did not map (e.g. anonymous web events)
+# household_keys: every (customer_id, household key) pair of the mapped records (profiles.households)
+# Together with identity_map they describe every staged record the run saw; the guards of the
+# next run are these counts plus the new records' own, which is what re-reading everything gives
+# as long as staged records are only added (records seen before are not changed afterwards).
+STATE_FILES = ("nodes.parquet", "pairs.parquet", "unmapped.parquet", "household_keys.parquet")
+_PROFILE_TABLES_SQL = "(" + ", ".join(f"'{t}'" for t in PROFILE_TABLES) + ")"
+
+
+def _state_of(links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(nodes, pairs) contributed by these record -> identifier links (one row per record, node)."""
+    con = duckdb.connect()
+    try:
+        con.register("links", links[["source_table", "source_key", "kind", "node"]])
+        nodes = con.execute(f"""
+            SELECT node, any_value(kind) AS kind, count(*)::BIGINT AS records,
+                   (count(*) FILTER (source_table = 'orders'))::BIGINT AS orders,
+                   bool_or(source_table IN {_PROFILE_TABLES_SQL}) AS on_profile
+            FROM links GROUP BY node""").df()
+        pairs = con.execute("""
+            SELECT DISTINCT a.node, a.kind, b.node AS other, b.kind AS other_kind
+            FROM (SELECT DISTINCT source_table, source_key, node, kind FROM links
+                  WHERE kind IN ('phone', 'email', 'device')) a
+            JOIN links b USING (source_table, source_key)
+            WHERE b.kind IN ('card', 'account', 'email') AND b.node <> a.node""").df()
+    finally:
+        con.close()
+    return nodes, pairs
+
+
+def _add_state(nodes: pd.DataFrame, pairs: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """State (nodes, pairs) plus the contribution of records it has not seen yet (`links`)."""
+    if links.empty:
+        return nodes, pairs
+    new_nodes, new_pairs = _state_of(links)
+    con = duckdb.connect()
+    try:
+        for name, frame in (("n0", nodes), ("n1", new_nodes), ("p0", pairs), ("p1", new_pairs)):
+            con.register(name, frame)
+        nodes = con.execute("""
+            SELECT node, any_value(kind) AS kind, sum(records)::BIGINT AS records, sum(orders)::BIGINT AS orders,
+                   bool_or(on_profile) AS on_profile
+            FROM (SELECT * FROM n0 UNION ALL SELECT * FROM n1) GROUP BY node""").df()
+        pairs = con.execute("SELECT DISTINCT * FROM (SELECT * FROM p0 UNION ALL SELECT * FROM p1)").df()
+    finally:
+        con.close()
+    return nodes, pairs
+
+
+def _save_state(ws: Workspace, nodes: pd.DataFrame, pairs: pd.DataFrame, unmapped: np.ndarray) -> None:
+    folder = state_dir(ws)
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes.to_parquet(folder / "nodes.parquet", index=False)
+    pairs.to_parquet(folder / "pairs.parquet", index=False)
+    pd.DataFrame({"record": pd.unique(unmapped)}).to_parquet(folder / "unmapped.parquet", index=False)
+
+
+def write_state(ws: Workspace, links: pd.DataFrame, identity_map: pd.DataFrame) -> None:
+    """Save the incremental state of a run that read every record (`links`: all of them;
+    identity_map: what the run mapped). household_keys.parquet is written by build_households."""
+    nodes, pairs = _state_of(links)
+    known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
+    records = links["record"] if "record" in links else links["source_table"] + "|" + links["source_key"]
+    _save_state(ws, nodes, pairs, records[~records.isin(known)].to_numpy())
+
+
+def _load_state(ws: Workspace) -> dict[str, pd.DataFrame] | None:
+    folder = state_dir(ws)
+    if not all((folder / name).exists() for name in STATE_FILES):
+        return None
+    return {name.split(".")[0]: pd.read_parquet(folder / name) for name in STATE_FILES}
+
+
+def _blocked_from_state(nodes: pd.DataFrame, pairs: pd.DataFrame, config: ResolveConfig) -> pd.DataFrame:
+    """`profiles.identity._blocked_nodes` computed from the saved counts instead of every link:
+    the same guards, thresholds and reasons."""
+    con = duckdb.connect()
+    try:
+        con.register("nodes", nodes)
+        con.register("pairs", pairs)
+        return con.execute(f"""
+            WITH fanout AS (
+              SELECT node, kind, count(*) AS n, count(*) FILTER (other_kind = 'account') AS accounts
+              FROM pairs GROUP BY ALL),
+            on_profiles AS (SELECT node FROM nodes WHERE on_profile AND kind IN ('phone', 'email')),
+            per_order AS (SELECT node, orders FROM nodes WHERE orders > 0 AND kind IN ('phone', 'email')),
+            cap AS (SELECT greatest({config.min_orders_cap}, {config.order_cap_multiple} * coalesce(
+                      quantile_cont(orders, {config.order_cap_quantile}) FILTER (node IN (SELECT node FROM on_profiles)), 0))::INT AS cap
+                    FROM per_order),
+            reasons AS (
+              SELECT node, kind, 'placeholder pattern' AS reason FROM nodes
+                WHERE kind = 'phone' AND regexp_matches(split_part(node, ':', 2), '{PLACEHOLDER_PHONE}')
+              UNION ALL
+              SELECT node, kind, 'shared by ' || n || ' cards/accounts/emails (cap {config.max_fanout})'
+                FROM fanout WHERE kind IN ('phone', 'email') AND n > {config.max_fanout}
+              UNION ALL
+              SELECT node, kind, 'device used by ' || accounts || ' accounts (cap {config.max_accounts_per_device})'
+                FROM fanout WHERE kind = 'device' AND accounts > {config.max_accounts_per_device}
+              UNION ALL
+              SELECT p.node, split_part(p.node, ':', 1),
+                     'on ' || p.orders || ' orders but on no profile record (plausible person <= ' || c.cap || ')'
+                FROM per_order p, cap c
+                WHERE p.orders > c.cap AND p.node NOT IN (SELECT node FROM on_profiles))
+            SELECT node, first(kind) AS kind, string_agg(reason, '; ') AS reason FROM reasons GROUP BY node ORDER BY node
+        """).df().assign(guard="blocked")
+    finally:
+        con.close()
+
+
+def _guards_from_state(ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.DataFrame, profiles: pd.DataFrame,
+                       config: ResolveConfig) -> tuple[pd.DataFrame, ...]:
+    """guard_links' (blocked, shared, shared_edges) over every record, from the saved state plus
+    the records it has not seen (`fresh`), and the updated state nodes and pairs. Shared
+    identifiers are recomputed from the profile tables' links (small: a shared node is a
+    phone/email on profile records)."""
+    nodes, pairs = _add_state(state["nodes"], state["pairs"], fresh)
+    blocked = _blocked_from_state(nodes, pairs, config)
+    if config.household_guards and PROFILE_TABLES.keys() & {p.stem for p in ws.staged.glob("*.parquet")}:
+        profile_links = _record_identifiers(ws, tables=tuple(PROFILE_TABLES))
+        con = duckdb.connect()
+        con.register("links", profile_links[~profile_links["node"].isin(set(blocked["node"]))].reset_index(drop=True))
+        con.register("profiles", profiles)
+        shared, shared_edges = _shared_nodes(con, config)
+        con.close()
+    else:
+        shared, shared_edges = (pd.DataFrame(columns=["node", "kind", "reason"]),
+                                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
+    return blocked, shared, shared_edges, nodes, pairs
+
+
+
+def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), use_state: bool = True) -> IncrementalSummary:
+    """Link the staged records that are not in identity_map yet to the existing customers.
+    With the state saved by the previous run (identity/incremental_state/) only the records
+    identity_map does not hold are read; `use_state=False` (or no state) reads and guards every
+    record: the same result, slower."""
     _require_previous(ws)
     identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
     identifier_map = pd.read_parquet(ws.identity / "identifier_map.parquet")
     model_path = ws.identity / "splink_model.json"
     model = json.loads(model_path.read_text()) if model_path.exists() else None
 
-    links = _record_identifiers(ws)
+    state = _load_state(ws) if use_state else None
     profiles = matching.profile_records(ws)
     known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
-    record_of = links["record"]
+    if state is None:  # no saved state (or asked not to use it): read and guard every record
+        links = _record_identifiers(ws)
+        record_of = links["record"]
+        unknown_links = links[~record_of.isin(known).to_numpy()].reset_index(drop=True)
+    else:              # only the records identity_map does not hold (new + earlier unmapped ones)
+        links = None
+        unknown_links = _record_identifiers(ws, exclude=ws.identity / "identity_map.parquet")
     new_profile = ~profiles["unique_id"].isin(known).to_numpy()
-    new_records = pd.Index(pd.unique(np.concatenate([record_of[~record_of.isin(known)].to_numpy(),
+    new_records = pd.Index(pd.unique(np.concatenate([unknown_links["record"].to_numpy(),
                                                      profiles.loc[new_profile, "unique_id"].to_numpy()])))
     if new_records.empty:
         return IncrementalSummary(0, 0, 0, 0, 0, 0, 0, int(identity_map["customer_id"].nunique()))
 
-    blocked, shared, shared_edges, usable = guard_links(links, profiles, config)
-    guarded_now = set(blocked["node"]) | set(shared["node"])
+    if state is None:
+        blocked, shared, shared_edges, usable = guard_links(links, profiles, config)
+        guarded_now = set(blocked["node"]) | set(shared["node"])
+        usable_all = usable
+
+        def degree_of(nodes: set) -> pd.Series:
+            hit = usable_all[usable_all["node"].isin(nodes).to_numpy()]
+            return hit.groupby("node")["record"].nunique()
+    else:
+        unseen = ~unknown_links["record"].isin(set(state["unmapped"]["record"])).to_numpy()
+        blocked, shared, shared_edges, state_nodes, state_pairs = _guards_from_state(
+            ws, state, unknown_links[unseen], profiles, config)
+        guarded_now = set(blocked["node"]) | set(shared["node"])
+        usable = unknown_links[~unknown_links["node"].isin(guarded_now).to_numpy()].reset_index(drop=True)
+        node_records = state_nodes.set_index("node")["records"]
+
+        def degree_of(nodes: set) -> pd.Series:
+            return node_records.reindex(list(nodes)).dropna()
     identifiers_now_guarded = int(identifier_map["node"].isin(guarded_now).sum())
     node_customer = identifier_map[~identifier_map["node"].isin(guarded_now)].set_index("node")["customer_id"]
     record_customer = pd.Series(identity_map["customer_id"].to_numpy(), index=known)
@@ -216,7 +383,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) 
     hard_kinds = records["vertex"].map(kinds).fillna("").astype(str).to_numpy(dtype=object)
     extra = records["vertex"].map(soft_kinds).fillna("").astype(str).to_numpy(dtype=object)
     records["linked_by"] = hard_kinds + np.where((hard_kinds != "") & (extra != ""), ",", "").astype(object) + extra
-    degree = usable[usable["node"].isin(set(local["node"]))].groupby("node")["record"].nunique()
+    degree = degree_of(set(local["node"]))
     bound = local["node"].map(degree).gt(1) | local["node"].isin(node_customer.index)
     hard = set(local.loc[bound.to_numpy(), "record"])
     best = pd.concat([soft[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
@@ -248,8 +415,18 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig()) 
         events = pd.DataFrame([("merged", old, new) for old, new in sorted(retired.items())],
                               columns=HISTORY_COLUMNS[:3]).assign(resolved_at=now)
         (pd.concat([history, events], ignore_index=True) if len(history) else events).to_parquet(history_path, index=False)
-    from profiles.households import build_households
-    build_households(ws, updated, profiles, links)
+    from profiles.households import all_household_keys, build_households
+    if state is None:
+        build_households(ws, updated, profiles, links)
+        write_state(ws, links, updated)
+    else:  # household keys of the earlier records (ids retired) + those of the newly mapped ones
+        keys = state["household_keys"].assign(customer_id=lambda k: _retire(k["customer_id"], retired))
+        keys = pd.concat([keys, all_household_keys(records[["source_table", "source_key", "customer_id"]],
+                                                   profiles, unknown_links)], ignore_index=True).drop_duplicates()
+        build_households(ws, updated, keys=keys.reset_index(drop=True))
+        mapped = set(records["vertex"])
+        _save_state(ws, state_nodes, state_pairs,
+                    unknown_links.loc[~unknown_links["record"].isin(mapped).to_numpy(), "record"].to_numpy())
 
     new_mapped = records[records["vertex"].isin(new_records)]
     existing_ids = set(identity_map["customer_id"])

@@ -144,8 +144,12 @@ def test_incremental_agrees_with_a_full_rerun(pipeline_ws, tmp_path):
     before = _ids(inc)
     for table, frame in held.items():
         frame.to_parquet(inc.staged / f"{table}.parquet", index=False)
+    slow = Workspace(tmp_path / "slow")
+    shutil.copytree(inc.root, slow.root)
     summary = resolve_incremental(inc)
     assert summary.new_records > 500
+    assert resolve_incremental(slow, use_state=False) == summary    # saved state == reading every record
+    _assert_same_outputs(inc, slow)
     after = _ids(inc)
     assert set(before) <= set(after)
     history = pd.read_parquet(inc.identity / "id_history.parquet")
@@ -193,3 +197,46 @@ def test_new_rows_are_placed_as_a_full_sort_would_place_them():
     assert _insert_sorted(old, new).equals(expected)
     assert _insert_sorted(old.sample(frac=1, random_state=2), new).equals(expected)   # unordered input: sorted
     assert _retire(pd.Series(["a", "b", "c"]), {"b": "a"}).tolist() == ["a", "a", "c"]
+
+
+OUTPUTS = ("identity_map", "identifier_map", "id_history", "households")
+
+
+def _assert_same_outputs(a: Workspace, b: Workspace) -> None:
+    for name in OUTPUTS:
+        x, y = (pd.read_parquet(ws.identity / f"{name}.parquet") for ws in (a, b))
+        if name == "id_history":                                     # resolved_at is the wall clock
+            x, y = x.drop(columns="resolved_at"), y.drop(columns="resolved_at")
+        pd.testing.assert_frame_equal(x, y, check_dtype=False, obj=name)
+    guards = [pd.read_parquet(ws.identity / "blocked_identifiers.parquet").sort_values(["guard", "node"])
+              .reset_index(drop=True) for ws in (a, b)]
+    pd.testing.assert_frame_equal(*guards, obj="blocked_identifiers")
+
+
+def test_saved_state_gives_the_same_result_as_reading_every_record(base):
+    """The fast path (incremental_state/ saved by the last run) against reading and guarding every
+    record (use_state=False), over two incremental runs in a row: new records that make an
+    existing phone too shared (fan-out), bridge clusters, and earlier unmapped records."""
+    assert (base.identity / "incremental_state" / "nodes.parquet").exists()
+    slow = Workspace(base.root.parent / "slow")
+    shutil.copytree(base.root, slow.root)
+    first = [{"order_id": f"F{i}", **NO_IDS, "email_norm": f"f{i}@q.com", "phone_e164": "+12127341111"}
+             for i in range(13)]                                 # Ann's phone now on 14 emails: blocked
+    second = [{"order_id": "B1", **NO_IDS, "email_norm": "carl@x.com", "phone_e164": "+12127342222"},
+              {"order_id": "B2", **NO_IDS, "email_norm": "f3@q.com"}, {"order_id": "G1", **NO_IDS}]
+    crm = [{"record_id": "A9", "first_name": "Ann", "last_name": "Berg", "email_norm": "ann@x.com",
+            "address_line": "1 Elm St", "postcode": "10001"},
+           {"record_id": "C9", "first_name": "Cora", "last_name": "Berg", "address_line": "1 Elm St",
+            "postcode": "10001", "phone_e164": "+12127349999"}]
+    summaries = []
+    for crm_rows, orders in (([], first), (crm, first + second)):
+        for ws in (base, slow):
+            _add(ws, crm=crm_rows, orders=orders)
+        summaries.append((resolve_incremental(base), resolve_incremental(slow, use_state=False)))
+        _assert_same_outputs(base, slow)
+    (fast1, slow1), (fast2, slow2) = summaries
+    assert fast1 == slow1 and fast2 == slow2
+    assert fast1.identifiers_now_guarded == 1 and fast1.new_records == 13
+    assert fast2.merged_ids == 1 and fast2.new_records == 4          # G1 carries no identifier
+    blocked = pd.read_parquet(base.identity / "blocked_identifiers.parquet")
+    assert "phone:+12127341111" in set(blocked.loc[blocked["guard"] == "blocked", "node"])
