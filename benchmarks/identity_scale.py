@@ -2,6 +2,7 @@
 
     python benchmarks/identity_scale.py --records 1000000            # ~18k synthetic people
     python benchmarks/identity_scale.py --records 1000000 --workdir /tmp/idscale --keep
+    python benchmarks/identity_scale.py --records 1000000 --workdir /tmp/idscale --keep --check   # + compare with use_state=False
 
 Steps: `cdp generate` machinery (synthetic/) with enough people for ~N records in the linkable
 tables (crm_contacts, loyalty_members, online_accounts, orders, service_interactions,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +48,7 @@ if sys.argv[2] == "full":
     summary = resolve(ws).to_dict()
 else:
     from profiles.identity_incremental import resolve_incremental
-    summary = resolve_incremental(ws).to_dict()
+    summary = resolve_incremental(ws, use_state=sys.argv[2] == "incremental").to_dict()
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 Path(sys.argv[3]).write_text(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1024, 1),
@@ -84,6 +86,20 @@ def hold_out(staged: Path, new: int) -> dict[str, pd.DataFrame]:
     return full
 
 
+def same_outputs(a: Path, b: Path) -> dict[str, bool]:
+    """Do two identity/ folders hold the same identity_map, identifier_map, id_history (but
+    resolved_at), households and blocked identifiers (as a set)?"""
+    out = {}
+    for name in ("identity_map", "identifier_map", "id_history", "households", "blocked_identifiers"):
+        x, y = (pd.read_parquet(folder / f"{name}.parquet") for folder in (a, b))
+        if name == "id_history":
+            x, y = x.drop(columns="resolved_at"), y.drop(columns="resolved_at")
+        if name == "blocked_identifiers":
+            x, y = (f.sort_values(["guard", "node"]).reset_index(drop=True) for f in (x, y))
+        out[name] = bool(x.equals(y))
+    return out
+
+
 def _f1(root: Path) -> float | None:
     from cdp.paths import Workspace
     from profiles.identity_eval import evaluate_workspace
@@ -101,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="workspace (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="reuse generated data in --workdir if present")
+    parser.add_argument("--check", action="store_true",
+                        help="also run the incremental without its saved state (reading every record, as before "
+                             "incremental_state/) on a copy and compare the outputs")
     args = parser.parse_args(argv)
     if args.records < 1000 or args.new < 1:
         parser.error(f"--records must be >= 1000 and --new >= 1 (got records={args.records}, new={args.new})")
@@ -137,12 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for table, frame in full_tables.items():
             frame.to_parquet(ws.staged / f"{table}.parquet", index=False)
+    if args.check:  # the same incremental without the saved state (reads every record), on a copy
+        twin = Path(tempfile.mkdtemp(prefix="identity_scale_check_"))
+        (twin / "staged").symlink_to(ws.staged.resolve(), target_is_directory=True)
+        shutil.copytree(ws.identity, twin / "identity")
     report["incremental"] = _stage(root, "incremental")
     report["incremental_over_full"] = round(report["incremental"]["seconds"] / report["full"]["seconds"], 4)
     report["incremental"]["pairwise_f1_all_records"] = _f1(root)
     print(f"incremental linking of {args.new} new records: {report['incremental']['seconds']} s, "
           f"peak RSS {report['incremental']['peak_rss_mb']} MB; incremental/full = {report['incremental_over_full']}",
           flush=True)
+    if args.check:
+        report["incremental_full_scan"] = _stage(twin, "incremental_full_scan")
+        report["check_same_outputs"] = same_outputs(ws.identity, twin / "identity")
+        shutil.rmtree(twin, ignore_errors=True)
+        print(f"incremental reading every record (use_state=False): {report['incremental_full_scan']['seconds']} s; "
+              f"same outputs: {report['check_same_outputs']}", flush=True)
     print(json.dumps(report, indent=1, default=str))
     return 0
 
