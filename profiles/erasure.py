@@ -7,13 +7,15 @@ Out: the same stores without their rows, `privacy/suppressions.parquet` (sha256 
      removed, plus the MLflow model versions trained on their data (flagged, not deleted).
 Stores: staged/<table>.parquet, staged/quarantine.parquet (raw records carrying their
 identifiers), staged/field_issues.parquet, identity/{identity_map, identifier_map,
-households, id_history, match_edges}.parquet, features/*.parquet (all snapshots and the
+households, id_history, match_edges}.parquet, identity/incremental_state/ (dropped whole),
+features/*.parquet (all snapshots and the
 churn_scores push table), the Feast online store (SQLite or Redis: every feature view).
 raw/ (the retailer's immutable input) and truth/ (synthetic evaluation only) are not touched.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import uuid
 from pathlib import Path
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 from cdp.paths import Workspace
 from profiles.contract import TABLES
+from profiles.identity_ids import state_dir
 from profiles.privacy import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
 
 SUPPRESSION_COLUMNS = ("token", "kind", "erased_at", "receipt_id")
@@ -102,6 +105,14 @@ def _identity(ws: Workspace, ids: set[str], keys: set[str], receipt: dict) -> No
     if path.exists():
         drop = _column_in(path, "unique_id_l", keys) | _column_in(path, "unique_id_r", keys)
         stores["identity/match_edges.parquet"] = _filter_parquet(path, drop)
+    # Incremental linking's saved state (identifier counts, fan-out pairs, household address and
+    # phone keys) is derived from everyone's records: dropped whole, the next resolve rebuilds it
+    # from what is left (an incremental run without state reads every record, same result).
+    state = state_dir(ws)
+    if state.exists():
+        stores["identity/incremental_state/ (rows; folder removed)"] = sum(
+            pq.read_metadata(p).num_rows for p in state.rglob("*.parquet"))
+        shutil.rmtree(state)
 
 
 ONLINE_RECEIPT_KEY = "feast online store (feature rows)"

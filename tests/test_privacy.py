@@ -233,6 +233,15 @@ def test_erase_removes_exactly_the_persons_rows_everywhere(erased):
     assert "models_trained_on_subjects" in receipt
 
 
+
+def test_erasure_drops_the_incremental_linking_state(erased):
+    """The saved state of `resolve --incremental` holds everyone's identifiers and household keys:
+    erasure removes it (the next run rebuilds it from what is left)."""
+    ws = erased["ws"]
+    assert not (ws.identity / "incremental_state").exists()
+    receipt = json.loads(next((ws.root / "privacy" / "receipts").glob("*.json")).read_text())
+    assert receipt["stores"]["identity/incremental_state/ (rows; folder removed)"] > 0  # it existed
+
 def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
     ws, person = erased["ws"], erased["person"]
     needles = person["needles"] | person["all_keys"]
