@@ -21,11 +21,12 @@ monthly snapshot, ~5% nulls), then per engine (`CDP_OFFLINE_STORE=duckdb|spark`)
 process: `feast apply` of the definitions, then `get_historical_features` of the churn_v1
 FeatureService (7 views, 53 features) for every (customer, snapshot + 1 day) row, i.e. the
 churn training set. Reported: wall time of the child, the join alone (`join s`: entity frame in,
-pandas frame out), peak memory as above, and whether both engines returned the same frame; the
+training set out), peak memory as above, and whether both engines returned the same frame; the
 log-log slope of join time vs entity rows per engine; writes benchmarks/results/feature_scale_<time>.json.
-`--spark-output parquet` keeps Spark's training set in Spark: entity rows read by Spark from Parquet
-(not a pandas frame), `RetrievalJob.to_spark_df()` written as Parquet part files instead of `to_df()`,
-which collects it into the driver.
+`--spark-output training` (default) runs `training.train.build_training_set`, what `cdp train` runs
+(on Spark: entity rows staged as Parquet read by Spark, the joined set written by the executors);
+`pandas` = Feast's `to_df()` with a pandas entity frame (collects into the driver); `parquet` = entity
+rows read by Spark from Parquet and `RetrievalJob.to_spark_df()` written as Parquet part files.
 """
 from __future__ import annotations
 
@@ -92,8 +93,19 @@ if spark_output:  # the entity rows read by Spark from Parquet, not a pandas fra
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import get_spark_session_or_start_new_with_repoconfig
     entities = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store).read.parquet(
         str(root / "entities.parquet"))
-job = store.get_historical_features(entity_df=entities, features=store.get_feature_service("churn_v1"))
-if spark_output:
+if os.environ.get("FEATURE_SCALE_OUTPUT") == "training":  # what `cdp train` runs, on either store
+    from models.churn import CHURN
+    from training.train import build_training_set
+    frame = build_training_set(store, CHURN, entities)
+    joined = time.perf_counter() - started
+    frame.to_parquet(out.with_suffix(".parquet"))
+    rows = len(frame)
+    job = None
+else:
+    job = store.get_historical_features(entity_df=entities, features=store.get_feature_service("churn_v1"))
+if job is None:
+    pass
+elif spark_output:
     # the training set stays in Spark and is written as Parquet part files: nothing collected to the driver
     import pyarrow.dataset as ds
     job.to_spark_df().write.mode("overwrite").parquet(str(root / "training_set_spark"))
@@ -278,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="one sub-folder per size (default: temporary)")
     parser.add_argument("--keep", action="store_true", help="build: reuse generated + resolved data in --workdir")
-    parser.add_argument("--spark-output", choices=("pandas", "parquet"), default="pandas",
-                        help="join on Spark: pandas = RetrievalJob.to_df() (collects to the driver, what training "
-                             "calls today); parquet = to_spark_df() written as Parquet (nothing collected)")
+    parser.add_argument("--spark-output", choices=("training", "pandas", "parquet"), default="training",
+                        help="join: training = training.train.build_training_set, what `cdp train` runs (on Spark: "
+                             "entity rows staged as Parquet, the result written by the executors); pandas = Feast's "
+                             "RetrievalJob.to_df() with a pandas entity frame (collects to the driver); parquet = "
+                             "Spark reads the entity Parquet, to_spark_df() written as Parquet (nothing collected)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per engine run before it counts as failed")
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]

@@ -50,11 +50,42 @@ def build_training_set(store, spec: ModelSpec, entities: pd.DataFrame) -> pd.Dat
     must have exactly as many rows as asked for, so that is checked here.
     """
     service = store.get_feature_service(spec.feature_service)
-    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    if "spark" in str(store.config.offline_store.type).lower():
+        frame = _spark_training_set(store, service, entities)
+    else:
+        frame = store.get_historical_features(entity_df=entities, features=service).to_df()
     if len(frame) != len(entities):
         raise RuntimeError(f"point-in-time join returned {len(frame)} rows for {len(entities)} entity rows")
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame.sort_values(ID_COLUMNS, ignore_index=True)
+
+
+def _spark_training_set(store, service, entities: pd.DataFrame) -> pd.DataFrame:
+    """The point-in-time join on Feast's Spark offline store without passing through the driver's
+    heap: the entity rows go in as Parquet read by Spark (a pandas entity frame is embedded in the
+    query plan) and the joined set comes back as Parquet part files written by the executors
+    (`to_df()` collects it in the driver). Both ran out of a 4 GB driver at 480k entity rows; this
+    path joined them in 2.8 GB (benchmarks/feature_scale.py --stage join --spark-output parquet).
+    Staging goes to $CDP_SPARK_STAGING (default: the system temp folder; on a cluster, storage
+    every executor can reach) and is removed afterwards."""
+    import os
+    import shutil
+
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+        get_spark_session_or_start_new_with_repoconfig)
+
+    spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
+    staging = Path(tempfile.mkdtemp(prefix="cdp-training-set-", dir=os.environ.get("CDP_SPARK_STAGING") or None))
+    try:
+        rows = entities.assign(event_timestamp=pd.to_datetime(entities["event_timestamp"], utc=True)
+                               .astype("datetime64[us, UTC]"))  # Spark cannot read nanosecond Parquet timestamps
+        rows.to_parquet(staging / "entities.parquet", index=False)
+        job = store.get_historical_features(entity_df=spark.read.parquet(str(staging / "entities.parquet")),
+                                            features=service)
+        job.to_spark_df().write.mode("overwrite").parquet(str(staging / "joined"))
+        return pd.read_parquet(staging / "joined")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def feature_columns(frame: pd.DataFrame, spec: ModelSpec) -> list[str]:
