@@ -147,27 +147,38 @@ def _record_identifiers(ws: Workspace, tables: tuple[str, ...] | None = None,
 _WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 
 
-def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.DataFrame:
-    """Identifiers that must not link, each with the guard that refused it."""
-    return con.execute(f"""
-        WITH strong_pairs AS (           -- which strong identifiers appear beside each node
-          SELECT DISTINCT a.node, a.kind, b.node AS other, b.kind AS other_kind
-          FROM (SELECT DISTINCT source_table, source_key, node, kind FROM links
-                WHERE kind IN ('phone', 'email', 'device')) a
-          JOIN links b USING (source_table, source_key)
-          WHERE b.kind IN ('card', 'account', 'email') AND b.node <> a.node),
+# Per identifier node, from record -> identifier links (relation `links`): records carrying it,
+# orders among them, whether a profile record does. Incremental linking saves and adds these up.
+NODE_COUNTS_SQL = f"""
+    SELECT node, any_value(kind) AS kind, count(*)::BIGINT AS records,
+           (count(*) FILTER (source_table = 'orders'))::BIGINT AS orders,
+           bool_or(source_table IN {tuple(PROFILE_TABLES)}) AS on_profile
+    FROM links GROUP BY node"""
+# Which strong identifiers (cards, accounts, emails) appear beside each phone/email/device.
+STRONG_PAIRS_SQL = """
+    SELECT DISTINCT a.node, a.kind, b.node AS other, b.kind AS other_kind
+    FROM (SELECT DISTINCT source_table, source_key, node, kind FROM links
+          WHERE kind IN ('phone', 'email', 'device')) a
+    JOIN links b USING (source_table, source_key)
+    WHERE b.kind IN ('card', 'account', 'email') AND b.node <> a.node"""
+
+
+def blocking_sql(config: ResolveConfig, nodes: str = NODE_COUNTS_SQL, pairs: str = STRONG_PAIRS_SQL) -> str:
+    """The hard guards as one query over `nodes` (NODE_COUNTS_SQL's columns) and `pairs`
+    (STRONG_PAIRS_SQL's): both computed from `links` by default, or read from saved state."""
+    return f"""
+        WITH nodes AS ({nodes}),
+        pairs AS ({pairs}),
         fanout AS (
           SELECT node, kind, count(*) AS n, count(*) FILTER (other_kind = 'account') AS accounts
-          FROM strong_pairs GROUP BY ALL),
-        on_profiles AS (SELECT DISTINCT node FROM links
-                        WHERE source_table IN {tuple(PROFILE_TABLES)} AND kind IN ('phone', 'email')),
-        per_order AS (SELECT node, count(*) AS orders FROM links
-                      WHERE source_table = 'orders' AND kind IN ('phone', 'email') GROUP BY node),
+          FROM pairs GROUP BY ALL),
+        on_profiles AS (SELECT node FROM nodes WHERE on_profile AND kind IN ('phone', 'email')),
+        per_order AS (SELECT node, orders FROM nodes WHERE orders > 0 AND kind IN ('phone', 'email')),
         cap AS (SELECT greatest({config.min_orders_cap}, {config.order_cap_multiple} * coalesce(
                   quantile_cont(orders, {config.order_cap_quantile}) FILTER (node IN (SELECT node FROM on_profiles)), 0))::INT AS cap
                 FROM per_order),
         reasons AS (
-          SELECT DISTINCT node, kind, 'placeholder pattern' AS reason FROM links
+          SELECT node, kind, 'placeholder pattern' AS reason FROM nodes
             WHERE kind = 'phone' AND regexp_matches(split_part(node, ':', 2), '{PLACEHOLDER_PHONE}')
           UNION ALL
           SELECT node, kind, 'shared by ' || n || ' cards/accounts/emails (cap {config.max_fanout})'
@@ -181,7 +192,12 @@ def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.
             FROM per_order p, cap c
             WHERE p.orders > c.cap AND p.node NOT IN (SELECT node FROM on_profiles))
         SELECT node, first(kind) AS kind, string_agg(reason, '; ') AS reason FROM reasons GROUP BY node ORDER BY node
-    """).df()
+    """
+
+
+def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.DataFrame:
+    """Identifiers that must not link (relation `links` in `con`), each with the guard that refused it."""
+    return con.execute(blocking_sql(config)).df()
 
 
 

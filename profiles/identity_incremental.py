@@ -44,8 +44,8 @@ from scipy.sparse.csgraph import connected_components
 
 from cdp.paths import Workspace
 from profiles import matching
-from profiles.identity import (CUSTOMER_TABLES, PLACEHOLDER_PHONE, PROFILE_TABLES, ResolveConfig, _record_identifiers,
-                               _shared_nodes, guard_links, guard_scored_edges)
+from profiles.identity import (CUSTOMER_TABLES, NODE_COUNTS_SQL, PROFILE_TABLES, STRONG_PAIRS_SQL, ResolveConfig,
+                               _record_identifiers, _shared_nodes, blocking_sql, guard_links, guard_scored_edges)
 from profiles.identity_ids import HISTORY_COLUMNS, _fresh, state_dir
 
 REQUIRED = ("identity_map.parquet", "identifier_map.parquet")
@@ -126,7 +126,6 @@ def _blocks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # next run are these counts plus the new records' own, which is what re-reading everything gives
 # as long as staged records are only added (records seen before are not changed afterwards).
 STATE_FILES = ("nodes.parquet", "pairs.parquet", "unmapped.parquet", "household_keys.parquet")
-_PROFILE_TABLES_SQL = "(" + ", ".join(f"'{t}'" for t in PROFILE_TABLES) + ")"
 
 
 def _state_of(links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -134,17 +133,8 @@ def _state_of(links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     con = duckdb.connect()
     try:
         con.register("links", links[["source_table", "source_key", "kind", "node"]])
-        nodes = con.execute(f"""
-            SELECT node, any_value(kind) AS kind, count(*)::BIGINT AS records,
-                   (count(*) FILTER (source_table = 'orders'))::BIGINT AS orders,
-                   bool_or(source_table IN {_PROFILE_TABLES_SQL}) AS on_profile
-            FROM links GROUP BY node""").df()
-        pairs = con.execute("""
-            SELECT DISTINCT a.node, a.kind, b.node AS other, b.kind AS other_kind
-            FROM (SELECT DISTINCT source_table, source_key, node, kind FROM links
-                  WHERE kind IN ('phone', 'email', 'device')) a
-            JOIN links b USING (source_table, source_key)
-            WHERE b.kind IN ('card', 'account', 'email') AND b.node <> a.node""").df()
+        nodes = con.execute(NODE_COUNTS_SQL).df()
+        pairs = con.execute(STRONG_PAIRS_SQL).df()
     finally:
         con.close()
     return nodes, pairs
@@ -195,36 +185,13 @@ def _load_state(ws: Workspace) -> dict[str, pd.DataFrame] | None:
 
 def _blocked_from_state(nodes: pd.DataFrame, pairs: pd.DataFrame, config: ResolveConfig) -> pd.DataFrame:
     """`profiles.identity._blocked_nodes` computed from the saved counts instead of every link:
-    the same guards, thresholds and reasons."""
+    the same query (`blocking_sql`), fed the state."""
     con = duckdb.connect()
     try:
-        con.register("nodes", nodes)
-        con.register("pairs", pairs)
-        return con.execute(f"""
-            WITH fanout AS (
-              SELECT node, kind, count(*) AS n, count(*) FILTER (other_kind = 'account') AS accounts
-              FROM pairs GROUP BY ALL),
-            on_profiles AS (SELECT node FROM nodes WHERE on_profile AND kind IN ('phone', 'email')),
-            per_order AS (SELECT node, orders FROM nodes WHERE orders > 0 AND kind IN ('phone', 'email')),
-            cap AS (SELECT greatest({config.min_orders_cap}, {config.order_cap_multiple} * coalesce(
-                      quantile_cont(orders, {config.order_cap_quantile}) FILTER (node IN (SELECT node FROM on_profiles)), 0))::INT AS cap
-                    FROM per_order),
-            reasons AS (
-              SELECT node, kind, 'placeholder pattern' AS reason FROM nodes
-                WHERE kind = 'phone' AND regexp_matches(split_part(node, ':', 2), '{PLACEHOLDER_PHONE}')
-              UNION ALL
-              SELECT node, kind, 'shared by ' || n || ' cards/accounts/emails (cap {config.max_fanout})'
-                FROM fanout WHERE kind IN ('phone', 'email') AND n > {config.max_fanout}
-              UNION ALL
-              SELECT node, kind, 'device used by ' || accounts || ' accounts (cap {config.max_accounts_per_device})'
-                FROM fanout WHERE kind = 'device' AND accounts > {config.max_accounts_per_device}
-              UNION ALL
-              SELECT p.node, split_part(p.node, ':', 1),
-                     'on ' || p.orders || ' orders but on no profile record (plausible person <= ' || c.cap || ')'
-                FROM per_order p, cap c
-                WHERE p.orders > c.cap AND p.node NOT IN (SELECT node FROM on_profiles))
-            SELECT node, first(kind) AS kind, string_agg(reason, '; ') AS reason FROM reasons GROUP BY node ORDER BY node
-        """).df().assign(guard="blocked")
+        con.register("saved_nodes", nodes)
+        con.register("saved_pairs", pairs)
+        return con.execute(blocking_sql(config, "SELECT * FROM saved_nodes", "SELECT * FROM saved_pairs")
+                           ).df().assign(guard="blocked")
     finally:
         con.close()
 
