@@ -1,6 +1,7 @@
 """Shared fixture: one tiny synthetic retailer run through every stage, once per session."""
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from pathlib import Path
@@ -16,6 +17,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def with_env(values: dict[str, str], fn, *args, restore: tuple[str, ...] = (), **kwargs):
+    """fn(*args, **kwargs) with environment `values` set; those keys and `restore` (keys the call may
+    set itself) are put back as they were. For module-scoped fixtures, where monkeypatch is not."""
+    saved = {k: os.environ.get(k) for k in (*values, *restore)}
+    os.environ.update(values)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from cdp.paths import Workspace
 from profiles import matching, spark_engine
 from profiles.identity_eval import cluster_metrics
 from profiles.matching import splink_settings
+from tests.conftest import with_env
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
 try:
@@ -26,16 +27,8 @@ needs_spark = pytest.mark.skipif(not SPARK_READY, reason="pyspark and a Java run
 
 
 def _with_engine(engine: str, fn, *args, **kwargs):
-    saved = {k: os.environ.get(k) for k in ("CDP_IDENTITY_ENGINE", "CDP_SPARK_MASTER", "CDP_SPARK_SHUFFLE_PARTITIONS")}
-    os.environ.update(CDP_IDENTITY_ENGINE=engine, CDP_SPARK_MASTER="local[2]", CDP_SPARK_SHUFFLE_PARTITIONS="4")
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return with_env({"CDP_IDENTITY_ENGINE": engine, "CDP_SPARK_MASTER": "local[2]", "CDP_SPARK_SHUFFLE_PARTITIONS": "4"},
+                    fn, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 
 from cdp.paths import Workspace
 from profiles import signals
-from tests.conftest import TINY_CUSTOMERS
+from tests.conftest import TINY_CUSTOMERS, with_env
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
 try:
@@ -28,16 +28,7 @@ ENGINE_VARIABLES = ("CDP_FEATURE_ENGINE", "CDP_SPARK_MASTER", "CDP_SPARK_SHUFFLE
 
 
 def _with(values: dict, fn, *args):
-    saved = {k: os.environ.get(k) for k in ENGINE_VARIABLES}
-    os.environ.update(values)
-    try:
-        return fn(*args)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return with_env(values, fn, *args, restore=ENGINE_VARIABLES)
 
 
 @pytest.fixture(scope="module")
