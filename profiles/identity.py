@@ -418,7 +418,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     history.to_parquet(history_path, index=False)
     from profiles.households import build_households
     build_households(ws, identity_map, profiles, links)
-    from profiles.identity_incremental import write_state
+    from profiles.identity_state import write_state
     write_state(ws, links, identity_map)
 
     all_records = links[["source_table", "source_key"]].drop_duplicates()

@@ -11,12 +11,10 @@ Out: the same identity/ files, updated in place: new records get a customer_id; 
 
 How: the identifier guards (placeholders, fan-out, checkout placeholders, shared home
 phones) are re-evaluated over all records, because a new record can make an identifier shared
-or blocked; but only the records identity_map does not hold are read: every run (full or
-incremental) saves per-identifier counts (records, orders, on a profile record?), the distinct
-strong-identifier pairs behind the fan-out guard, its unmapped records and the household keys in
-identity/incremental_state/, and the guards are evaluated on those counts plus the new records'
-own (shared home phones: from the small profile tables). This assumes staged records are only
-added; without the state (or with use_state=False) every record is read again: same result.
+or blocked; but only the records identity_map does not hold are read: the guards are evaluated
+on the state every run saves (profiles/identity_state.py) plus the new records' own. This assumes
+staged records are only added; without the state (or with use_state=False) every record is read
+again: same result.
 New records then link
   - deterministically to the customer an existing usable identifier belongs to
     (identifier_map), or to other new records through a new identifier;
@@ -35,8 +33,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import duckdb
-
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
@@ -44,9 +40,9 @@ from scipy.sparse.csgraph import connected_components
 
 from cdp.paths import Workspace
 from profiles import matching
-from profiles.identity import (CUSTOMER_TABLES, NODE_COUNTS_SQL, PROFILE_TABLES, STRONG_PAIRS_SQL, ResolveConfig,
-                               _record_identifiers, _shared_nodes, blocking_sql, guard_links, guard_scored_edges)
-from profiles.identity_ids import HISTORY_COLUMNS, _fresh, state_dir
+from profiles.identity import CUSTOMER_TABLES, ResolveConfig, _record_identifiers, guard_links, guard_scored_edges
+from profiles.identity_ids import HISTORY_COLUMNS, _fresh
+from profiles.identity_state import guards_from_state, load_state, save_state, write_state
 
 REQUIRED = ("identity_map.parquet", "identifier_map.parquet")
 
@@ -117,107 +113,6 @@ def _blocks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0], change]), np.concatenate([change, [len(values)]])
 
 
-# --- incremental state: what a run saves so the next incremental run need not re-read every record
-# nodes:    per identifier node: kind, records carrying it, orders carrying it, on a profile record?
-# pairs:    distinct (phone/email/device node, card/account/email node seen on the same record)
-# unmapped: records with identifiers that the run saw but did not map (e.g. anonymous web events)
-# household_keys: every (customer_id, household key) pair of the mapped records (profiles.households)
-# Together with identity_map they describe every staged record the run saw; the guards of the
-# next run are these counts plus the new records' own, which is what re-reading everything gives
-# as long as staged records are only added (records seen before are not changed afterwards).
-STATE_FILES = ("nodes.parquet", "pairs.parquet", "unmapped.parquet", "household_keys.parquet")
-
-
-def _state_of(links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(nodes, pairs) contributed by these record -> identifier links (one row per record, node)."""
-    con = duckdb.connect()
-    try:
-        con.register("links", links[["source_table", "source_key", "kind", "node"]])
-        nodes = con.execute(NODE_COUNTS_SQL).df()
-        pairs = con.execute(STRONG_PAIRS_SQL).df()
-    finally:
-        con.close()
-    return nodes, pairs
-
-
-def _add_state(nodes: pd.DataFrame, pairs: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """State (nodes, pairs) plus the contribution of records it has not seen yet (`links`)."""
-    if links.empty:
-        return nodes, pairs
-    new_nodes, new_pairs = _state_of(links)
-    con = duckdb.connect()
-    try:
-        for name, frame in (("n0", nodes), ("n1", new_nodes), ("p0", pairs), ("p1", new_pairs)):
-            con.register(name, frame)
-        nodes = con.execute("""
-            SELECT node, any_value(kind) AS kind, sum(records)::BIGINT AS records, sum(orders)::BIGINT AS orders,
-                   bool_or(on_profile) AS on_profile
-            FROM (SELECT * FROM n0 UNION ALL SELECT * FROM n1) GROUP BY node""").df()
-        pairs = con.execute("SELECT DISTINCT * FROM (SELECT * FROM p0 UNION ALL SELECT * FROM p1)").df()
-    finally:
-        con.close()
-    return nodes, pairs
-
-
-def _save_state(ws: Workspace, nodes: pd.DataFrame, pairs: pd.DataFrame, unmapped: np.ndarray) -> None:
-    folder = state_dir(ws)
-    folder.mkdir(parents=True, exist_ok=True)
-    nodes.to_parquet(folder / "nodes.parquet", index=False)
-    pairs.to_parquet(folder / "pairs.parquet", index=False)
-    pd.DataFrame({"record": pd.unique(unmapped)}).to_parquet(folder / "unmapped.parquet", index=False)
-
-
-def write_state(ws: Workspace, links: pd.DataFrame, identity_map: pd.DataFrame) -> None:
-    """Save the incremental state of a run that read every record (`links`: all of them;
-    identity_map: what the run mapped). household_keys.parquet is written by build_households."""
-    nodes, pairs = _state_of(links)
-    known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
-    records = links["record"] if "record" in links else links["source_table"] + "|" + links["source_key"]
-    _save_state(ws, nodes, pairs, records[~records.isin(known)].to_numpy())
-
-
-def _load_state(ws: Workspace) -> dict[str, pd.DataFrame] | None:
-    folder = state_dir(ws)
-    if not all((folder / name).exists() for name in STATE_FILES):
-        return None
-    return {name.split(".")[0]: pd.read_parquet(folder / name) for name in STATE_FILES}
-
-
-def _blocked_from_state(nodes: pd.DataFrame, pairs: pd.DataFrame, config: ResolveConfig) -> pd.DataFrame:
-    """`profiles.identity._blocked_nodes` computed from the saved counts instead of every link:
-    the same query (`blocking_sql`), fed the state."""
-    con = duckdb.connect()
-    try:
-        con.register("saved_nodes", nodes)
-        con.register("saved_pairs", pairs)
-        return con.execute(blocking_sql(config, "SELECT * FROM saved_nodes", "SELECT * FROM saved_pairs")
-                           ).df().assign(guard="blocked")
-    finally:
-        con.close()
-
-
-def _guards_from_state(ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.DataFrame, profiles: pd.DataFrame,
-                       config: ResolveConfig) -> tuple[pd.DataFrame, ...]:
-    """guard_links' (blocked, shared, shared_edges) over every record, from the saved state plus
-    the records it has not seen (`fresh`), and the updated state nodes and pairs. Shared
-    identifiers are recomputed from the profile tables' links (small: a shared node is a
-    phone/email on profile records)."""
-    nodes, pairs = _add_state(state["nodes"], state["pairs"], fresh)
-    blocked = _blocked_from_state(nodes, pairs, config)
-    if config.household_guards and PROFILE_TABLES.keys() & {p.stem for p in ws.staged.glob("*.parquet")}:
-        profile_links = _record_identifiers(ws, tables=tuple(PROFILE_TABLES))
-        con = duckdb.connect()
-        con.register("links", profile_links[~profile_links["node"].isin(set(blocked["node"]))].reset_index(drop=True))
-        con.register("profiles", profiles)
-        shared, shared_edges = _shared_nodes(con, config)
-        con.close()
-    else:
-        shared, shared_edges = (pd.DataFrame(columns=["node", "kind", "reason"]),
-                                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
-    return blocked, shared, shared_edges, nodes, pairs
-
-
-
 def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), use_state: bool = True) -> IncrementalSummary:
     """Link the staged records that are not in identity_map yet to the existing customers.
     With the state saved by the previous run (identity/incremental_state/) only the records
@@ -229,7 +124,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     model_path = ws.identity / "splink_model.json"
     model = json.loads(model_path.read_text()) if model_path.exists() else None
 
-    state = _load_state(ws) if use_state else None
+    state = load_state(ws) if use_state else None
     profiles = matching.profile_records(ws)
     known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
     if state is None:  # no saved state (or asked not to use it): read and guard every record
@@ -255,7 +150,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
             return hit.groupby("node")["record"].nunique()
     else:
         unseen = ~unknown_links["record"].isin(set(state["unmapped"]["record"])).to_numpy()
-        blocked, shared, shared_edges, state_nodes, state_pairs = _guards_from_state(
+        blocked, shared, shared_edges, state_nodes, state_pairs = guards_from_state(
             ws, state, unknown_links[unseen], profiles, config)
         guarded_now = set(blocked["node"]) | set(shared["node"])
         usable = unknown_links[~unknown_links["node"].isin(guarded_now).to_numpy()].reset_index(drop=True)
@@ -392,7 +287,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
                                                    profiles, unknown_links)], ignore_index=True).drop_duplicates()
         build_households(ws, updated, keys=keys.reset_index(drop=True))
         mapped = set(records["vertex"])
-        _save_state(ws, state_nodes, state_pairs,
+        save_state(ws, state_nodes, state_pairs,
                     unknown_links.loc[~unknown_links["record"].isin(mapped).to_numpy(), "record"].to_numpy())
 
     new_mapped = records[records["vertex"].isin(new_records)]
