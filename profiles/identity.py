@@ -163,13 +163,11 @@ STRONG_PAIRS_SQL = """
     WHERE b.kind IN ('card', 'account', 'email') AND b.node <> a.node"""
 
 
-def blocking_sql(config: ResolveConfig, nodes: str = NODE_COUNTS_SQL, pairs: str = STRONG_PAIRS_SQL) -> str:
-    """The hard guards as one query over `nodes` (NODE_COUNTS_SQL's columns) and `pairs`
-    (STRONG_PAIRS_SQL's): both computed from `links` by default, or read from saved state."""
+def _blocking_sql(config: ResolveConfig) -> str:
+    """The hard guards as one query over relations `nodes` (NODE_COUNTS_SQL's columns) and
+    `pairs` (STRONG_PAIRS_SQL's)."""
     return f"""
-        WITH nodes AS ({nodes}),
-        pairs AS ({pairs}),
-        fanout AS (
+        WITH fanout AS (
           SELECT node, kind, count(*) AS n, count(*) FILTER (other_kind = 'account') AS accounts
           FROM pairs GROUP BY ALL),
         on_profiles AS (SELECT node FROM nodes WHERE on_profile AND kind IN ('phone', 'email')),
@@ -195,9 +193,27 @@ def blocking_sql(config: ResolveConfig, nodes: str = NODE_COUNTS_SQL, pairs: str
     """
 
 
-def _blocked_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> pd.DataFrame:
-    """Identifiers that must not link (relation `links` in `con`), each with the guard that refused it."""
-    return con.execute(blocking_sql(config)).df()
+def node_counts(links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(nodes, pairs): NODE_COUNTS_SQL and STRONG_PAIRS_SQL over these record -> identifier links.
+    The guards read them, and a run saves them for incremental linking (profiles/identity_state.py)."""
+    con = duckdb.connect()
+    try:
+        con.register("links", links[["source_table", "source_key", "kind", "node"]])
+        return con.execute(NODE_COUNTS_SQL).df(), con.execute(STRONG_PAIRS_SQL).df()
+    finally:
+        con.close()
+
+
+def blocked_nodes(nodes: pd.DataFrame, pairs: pd.DataFrame, config: ResolveConfig) -> pd.DataFrame:
+    """Identifiers that must not link, each with the guard that refused it (guard='blocked'),
+    from `node_counts` of every record: computed from the links or from saved state alike."""
+    con = duckdb.connect()
+    try:
+        con.register("nodes", nodes)
+        con.register("pairs", pairs)
+        return con.execute(_blocking_sql(config)).df().assign(guard="blocked")
+    finally:
+        con.close()
 
 
 
@@ -289,14 +305,14 @@ def guard_scored_edges(edges: pd.DataFrame, profiles: pd.DataFrame, config: Reso
 
 
 def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig
-                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, tuple[pd.DataFrame, pd.DataFrame]]:
     """Apply the identifier guards to record -> identifier links.
 
     Returns (blocked nodes, shared nodes, name-agreeing record edges on shared nodes,
-    usable links with a `record` column = "<table>|<key>")."""
+    usable links with a `record` column = "<table>|<key>", `node_counts(links)` for the state)."""
+    counts = node_counts(links)
+    blocked = blocked_nodes(*counts, config)
     con = duckdb.connect()
-    con.register("links", links)
-    blocked = _blocked_nodes(con, config).assign(guard="blocked")
     usable = links[~links["node"].isin(set(blocked["node"]))].reset_index(drop=True)
     con.register("links", usable)
     con.register("profiles", profiles)
@@ -309,7 +325,7 @@ def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConf
     usable = usable[~usable["node"].isin(set(shared["node"]))].reset_index(drop=True)
     if "record" not in usable:
         usable["record"] = usable["source_table"] + "|" + usable["source_key"]
-    return blocked, shared, shared_edges, usable
+    return blocked, shared, shared_edges, usable, counts
 
 
 def _components(record_keys: np.ndarray, node_links: pd.DataFrame, record_edges: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -351,7 +367,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     links = _record_identifiers(ws)
     previous = _read_previous(ws)
     profiles = matching.profile_records(ws)
-    blocked, shared, shared_edges, usable = guard_links(links, profiles, config)
+    blocked, shared, shared_edges, usable, counts = guard_links(links, profiles, config)
     con = duckdb.connect()
     con.register("usable_links", usable)
 
@@ -419,7 +435,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     from profiles.households import build_households
     build_households(ws, identity_map, profiles, links)
     from profiles.identity_state import write_state
-    write_state(ws, links, identity_map)
+    write_state(ws, links, identity_map, counts)
 
     all_records = links[["source_table", "source_key"]].drop_duplicates()
     linked_all = len(identity_map)

@@ -141,7 +141,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
         return IncrementalSummary(0, 0, 0, 0, 0, 0, 0, int(identity_map["customer_id"].nunique()))
 
     if state is None:
-        blocked, shared, shared_edges, usable = guard_links(links, profiles, config)
+        blocked, shared, shared_edges, usable, counts = guard_links(links, profiles, config)
         guarded_now = set(blocked["node"]) | set(shared["node"])
         usable_all = usable
 
@@ -280,7 +280,7 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     from profiles.households import all_household_keys, build_households
     if state is None:
         build_households(ws, updated, profiles, links)
-        write_state(ws, links, updated)
+        write_state(ws, links, updated, counts)
     else:  # household keys of the earlier records (ids retired) + those of the newly mapped ones
         keys = state["household_keys"].assign(customer_id=lambda k: _retire(k["customer_id"], retired))
         keys = pd.concat([keys, all_household_keys(records[["source_table", "source_key", "customer_id"]],

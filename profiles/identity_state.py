@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from cdp.paths import Workspace
-from profiles.identity import (NODE_COUNTS_SQL, PROFILE_TABLES, STRONG_PAIRS_SQL, ResolveConfig,
-                               _record_identifiers, _shared_nodes, blocking_sql)
+from profiles.identity import (PROFILE_TABLES, ResolveConfig, _record_identifiers, _shared_nodes, blocked_nodes,
+                               node_counts)
 from profiles.identity_ids import state_dir
 
 
@@ -28,23 +28,11 @@ from profiles.identity_ids import state_dir
 STATE_FILES = ("nodes.parquet", "pairs.parquet", "unmapped.parquet", "household_keys.parquet")
 
 
-def _state_of(links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(nodes, pairs) contributed by these record -> identifier links (one row per record, node)."""
-    con = duckdb.connect()
-    try:
-        con.register("links", links[["source_table", "source_key", "kind", "node"]])
-        nodes = con.execute(NODE_COUNTS_SQL).df()
-        pairs = con.execute(STRONG_PAIRS_SQL).df()
-    finally:
-        con.close()
-    return nodes, pairs
-
-
 def _add_state(nodes: pd.DataFrame, pairs: pd.DataFrame, links: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """State (nodes, pairs) plus the contribution of records it has not seen yet (`links`)."""
     if links.empty:
         return nodes, pairs
-    new_nodes, new_pairs = _state_of(links)
+    new_nodes, new_pairs = node_counts(links)
     con = duckdb.connect()
     try:
         for name, frame in (("n0", nodes), ("n1", new_nodes), ("p0", pairs), ("p1", new_pairs)):
@@ -67,10 +55,12 @@ def save_state(ws: Workspace, nodes: pd.DataFrame, pairs: pd.DataFrame, unmapped
     pd.DataFrame({"record": pd.unique(unmapped)}).to_parquet(folder / "unmapped.parquet", index=False)
 
 
-def write_state(ws: Workspace, links: pd.DataFrame, identity_map: pd.DataFrame) -> None:
-    """Save the incremental state of a run that read every record (`links`: all of them;
-    identity_map: what the run mapped). household_keys.parquet is written by build_households."""
-    nodes, pairs = _state_of(links)
+def write_state(ws: Workspace, links: pd.DataFrame, identity_map: pd.DataFrame,
+                counts: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Save the incremental state of a run that read every record (`links`: all of them; `counts`:
+    their `node_counts`, as the guards computed them; identity_map: what the run mapped).
+    household_keys.parquet is written by build_households."""
+    nodes, pairs = counts
     known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
     records = links["record"] if "record" in links else links["source_table"] + "|" + links["source_key"]
     save_state(ws, nodes, pairs, records[~records.isin(known)].to_numpy())
@@ -83,19 +73,6 @@ def load_state(ws: Workspace) -> dict[str, pd.DataFrame] | None:
     return {name.split(".")[0]: pd.read_parquet(folder / name) for name in STATE_FILES}
 
 
-def _blocked_from_state(nodes: pd.DataFrame, pairs: pd.DataFrame, config: ResolveConfig) -> pd.DataFrame:
-    """`profiles.identity._blocked_nodes` computed from the saved counts instead of every link:
-    the same query (`blocking_sql`), fed the state."""
-    con = duckdb.connect()
-    try:
-        con.register("saved_nodes", nodes)
-        con.register("saved_pairs", pairs)
-        return con.execute(blocking_sql(config, "SELECT * FROM saved_nodes", "SELECT * FROM saved_pairs")
-                           ).df().assign(guard="blocked")
-    finally:
-        con.close()
-
-
 def guards_from_state(ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.DataFrame, profiles: pd.DataFrame,
                        config: ResolveConfig) -> tuple[pd.DataFrame, ...]:
     """guard_links' (blocked, shared, shared_edges) over every record, from the saved state plus
@@ -103,7 +80,7 @@ def guards_from_state(ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.D
     identifiers are recomputed from the profile tables' links (small: a shared node is a
     phone/email on profile records)."""
     nodes, pairs = _add_state(state["nodes"], state["pairs"], fresh)
-    blocked = _blocked_from_state(nodes, pairs, config)
+    blocked = blocked_nodes(nodes, pairs, config)
     if config.household_guards and PROFILE_TABLES.keys() & {p.stem for p in ws.staged.glob("*.parquet")}:
         profile_links = _record_identifiers(ws, tables=tuple(PROFILE_TABLES))
         con = duckdb.connect()
