@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast bento clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ test: setup            ## the whole suite, including the end-to-end test with a 
 
 test-fast: setup       ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
+
+bento: setup           ## the service as a bento (wheel of the package + locked requirements)
+	$(PY) -m pip wheel --quiet --no-deps -w dist .
+	UV_CONSTRAINT=$$PWD/constraints.txt $(VENV)/bin/bentoml build
 
 clean:
 	rm -rf data .pytest_cache

@@ -3,7 +3,7 @@
     nice -n 10 .venv/bin/python benchmarks/feature_scale.py --stage build --records 100000,1000000 --engines duckdb,spark
     nice -n 10 .venv/bin/python benchmarks/feature_scale.py --stage join --customers 10000,40000 --engines duckdb,spark
 
-`--stage build` (default): building the feature views themselves (profiles/signals.py, `cdp
+`--stage build` (default): building the feature views themselves (features/views.py, `cdp
 features` without the Feast apply/materialize) from ~N linkable source records. For each size:
 synthetic data sized like benchmarks/scale_out.py (~55 source records per person), ingest, a full
 DuckDB `resolve` (not measured), then per engine in its own child process
@@ -16,14 +16,14 @@ engines wrote the same tables (rows, nulls, max abs diff). Growth exponent = log
 build time vs source records; writes benchmarks/results/feature_build_<time>.json.
 
 `--stage join`: a training-set build through the offline store. For each size: synthetic feature
-tables in a fresh workspace (the seven views of feature_repo/definitions.py, every customer at every
+tables in a fresh workspace (the seven views of features/definitions.py, every customer at every
 monthly snapshot, ~5% nulls), then per engine (`CDP_OFFLINE_STORE=duckdb|spark`), in its own child
 process: `feast apply` of the definitions, then `get_historical_features` of the churn_v1
 FeatureService (7 views, 53 features) for every (customer, snapshot + 1 day) row, i.e. the
 churn training set. Reported: wall time of the child, the join alone (`join s`: entity frame in,
 training set out), peak memory as above, and whether both engines returned the same frame; the
 log-log slope of join time vs entity rows per engine; writes benchmarks/results/feature_scale_<time>.json.
-`--spark-output training` (default) runs `training.train.build_training_set`, what `cdp train` runs
+`--spark-output training` (default) runs `cdp.training.train.build_training_set`, what `cdp train` runs
 (on Spark: entity rows staged as Parquet read by Spark, the joined set written by the executors);
 `pandas` = Feast's `to_df()` with a pandas entity frame (collects into the driver); `parquet` = entity
 rows read by Spark from Parquet and `RetrievalJob.to_spark_df()` written as Parquet part files.
@@ -55,8 +55,8 @@ SNAPSHOTS = 12
 
 def build(root: Path, customers: int, seed: int) -> dict:
     """Feature Parquet files for `customers` x SNAPSHOTS monthly snapshots; entity rows = the product."""
-    from cdp.paths import Workspace
-    from cdp.store import repo_definitions
+    from cdp.workspace import Workspace
+    from cdp.featurestore.store import repo_definitions
 
     ws = Workspace(root)
     ws.features.mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,8 @@ import json, os, sys, time, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
 import pandas as pd
-from cdp.paths import Workspace
-from cdp.store import apply_definitions
+from cdp.workspace import Workspace
+from cdp.featurestore.store import apply_definitions
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 ws = Workspace(root)
 started = time.perf_counter()
@@ -94,8 +94,8 @@ if spark_output:  # the entity rows read by Spark from Parquet, not a pandas fra
     entities = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store).read.parquet(
         str(root / "entities.parquet"))
 if os.environ.get("FEATURE_SCALE_OUTPUT") == "training":  # what `cdp train` runs, on either store
-    from models.churn import CHURN
-    from training.train import build_training_set
+    from cdp.models.churn import CHURN
+    from cdp.training.train import build_training_set
     frame = build_training_set(store, CHURN, entities)
     joined = time.perf_counter() - started
     frame.to_parquet(out.with_suffix(".parquet"))
@@ -164,20 +164,20 @@ BUILD_CHILD = r"""
 import json, shutil, sys, time, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
-from cdp.paths import Workspace
-from profiles.signals import build_features, data_end, snapshot_times
+from cdp.workspace import Workspace
+from cdp.features.views import build_features, data_end, snapshot_times
 root, out, engine = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ws = Workspace(root)
 shutil.rmtree(ws.features, ignore_errors=True)
 info, started = {}, time.perf_counter()
 if engine == "spark":
-    from profiles.spark_engine import spark_session
-    from profiles.signals_spark import spark_data_end
+    from cdp.engines.spark import spark_session
+    from cdp.features.spark import spark_data_end
     spark_session()
     info["session_seconds"] = round(time.perf_counter() - started, 2)
     timeline, end = None, spark_data_end(ws)
 else:
-    from profiles.timeline import load_timeline
+    from cdp.features.timeline import load_timeline
     timeline = load_timeline(ws)
     end = data_end(timeline)
     info["load_timeline_seconds"] = round(time.perf_counter() - started, 2)
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="one sub-folder per size (default: temporary)")
     parser.add_argument("--keep", action="store_true", help="build: reuse generated + resolved data in --workdir")
     parser.add_argument("--spark-output", choices=("training", "pandas", "parquet"), default="training",
-                        help="join: training = training.train.build_training_set, what `cdp train` runs (on Spark: "
+                        help="join: training = cdp.training.train.build_training_set, what `cdp train` runs (on Spark: "
                              "entity rows staged as Parquet, the result written by the executors); pandas = Feast's "
                              "RetrievalJob.to_df() with a pandas entity frame (collects to the driver); parquet = "
                              "Spark reads the entity Parquet, to_spark_df() written as Parquet (nothing collected)")

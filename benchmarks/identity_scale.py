@@ -40,14 +40,14 @@ STAGE = r"""
 import json, resource, sys, time, warnings, logging
 warnings.filterwarnings("ignore"); logging.disable(logging.WARNING)
 from pathlib import Path
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 ws = Workspace(Path(sys.argv[1]))
 started = time.perf_counter()
 if sys.argv[2] == "full":
-    from profiles.identity import resolve
+    from cdp.identity.resolve import resolve
     summary = resolve(ws).to_dict()
 else:
-    from profiles.identity_incremental import resolve_incremental
+    from cdp.identity.incremental import resolve_incremental
     summary = resolve_incremental(ws, use_state=sys.argv[2] == "incremental").to_dict()
 seconds = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -101,8 +101,8 @@ def same_outputs(a: Path, b: Path) -> dict[str, bool]:
 
 
 def _f1(root: Path) -> float | None:
-    from cdp.paths import Workspace
-    from profiles.identity_eval import evaluate_workspace
+    from cdp.workspace import Workspace
+    from cdp.identity.evaluate import evaluate_workspace
 
     ws = Workspace(root)
     if not (ws.truth / "record_persons.parquet").exists():
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     from cdp import pipeline
-    from cdp.paths import Workspace
+    from cdp.workspace import Workspace
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="identity_scale_"))
     ws = Workspace(root)

@@ -81,7 +81,7 @@ def run_resolve(root: Path, engine: str) -> dict:
 
 def build(root: Path, records: int, seed: int, keep: bool) -> dict:
     from cdp import pipeline
-    from cdp.paths import Workspace
+    from cdp.workspace import Workspace
 
     ws = Workspace(root)
     people = max(100, math.ceil(records / identity_scale.RECORDS_PER_PERSON))
@@ -98,7 +98,7 @@ def build(root: Path, records: int, seed: int, keep: bool) -> dict:
 
 
 def agreement(root: Path, a: str, b: str) -> float:
-    from profiles.identity_eval import cluster_metrics
+    from cdp.identity.evaluate import cluster_metrics
 
     key = ["source_table", "source_key"]
     left, right = (pd.read_parquet(root / f"identity_map_{e}.parquet", columns=[*key, "customer_id"]) for e in (a, b))

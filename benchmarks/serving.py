@@ -31,7 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cdp.paths import Workspace  # noqa: E402
+from cdp.workspace import Workspace  # noqa: E402
 
 
 def free_port() -> int:
@@ -97,7 +97,7 @@ def redis(port: int, workdir: Path):
 def write_throughput(ws: Workspace) -> dict:
     """Latest snapshot into the online store: Feast's materialize vs the bulk writer (same rows)."""
     from cdp.pipeline import load_snapshots
-    from cdp.store import materialize_latest, open_store, repo_definitions
+    from cdp.featurestore.store import materialize_latest, open_store, repo_definitions
 
     as_of = load_snapshots(ws)[0][-1]
     store = open_store(ws)
@@ -128,7 +128,7 @@ def lean(run):
 
 def fill_online_store(ws: Workspace) -> None:
     from cdp.pipeline import load_snapshots
-    from cdp.store import materialize_latest, open_store
+    from cdp.featurestore.store import materialize_latest, open_store
 
     materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
 
@@ -136,15 +136,15 @@ def fill_online_store(ws: Workspace) -> None:
 def batch_scoring(ws: Workspace) -> dict:
     """Churn scoring of every active customer: the steps (read, predict, write back), then `cdp
     score`'s churn step end to end (consent filter and model load included), vs Feast's PIT join."""
-    from cdp.latest import latest_service_features
+    from cdp.featurestore.latest import latest_service_features
     from cdp.pipeline import load_snapshots
-    from cdp.store import open_store
-    from models.churn import CHURN, scoring_entities
-    from profiles.timeline import load_timeline
-    from serving.batch import score_churn, write_back
-    from serving.churn_scorer import ChurnScorer
-    from training.tracking import load_champion
-    from training.train import build_training_set
+    from cdp.featurestore.store import open_store
+    from cdp.models.churn import CHURN, scoring_entities
+    from cdp.features.timeline import load_timeline
+    from cdp.serving.batch import score_churn, write_back
+    from cdp.serving.churn_scorer import ChurnScorer
+    from cdp.training.tracking import load_champion
+    from cdp.training.train import build_training_set
 
     as_of = load_snapshots(ws)[0][-1]
     store = open_store(ws)
@@ -181,10 +181,10 @@ def batch_scoring(ws: Workspace) -> dict:
 def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
     import httpx
 
-    from cdp.online_reader import OnlineReader
-    from cdp.store import open_store
-    from models.churn import CHURN
-    from serving.server import running_server
+    from cdp.featurestore.online_reader import OnlineReader
+    from cdp.featurestore.store import open_store
+    from cdp.models.churn import CHURN
+    from cdp.serving.server import running_server
 
     store = open_store(ws)
     service = store.get_feature_service(CHURN.feature_service)
@@ -258,7 +258,7 @@ async def _steady(url: str, ids: list[str], rate: float, seconds: float, window:
 
 
 def load_test(ws: Workspace, rate: float, seconds: float) -> dict:
-    from serving.server import running_server
+    from cdp.serving.server import running_server
 
     ids = pd.read_parquet(ws.features / "churn_scores.parquet")["customer_id"].drop_duplicates().tolist()
     with running_server(ws, free_port(), log_path=ws.root / "bench_load.log") as url:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 
@@ -29,7 +29,7 @@ def _timed(fn):
 @_timed
 def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None = None) -> dict:
     """Synthetic first-party data (raw/) and its ground truth (truth/)."""
-    from synthetic.generate import generate as generate_data
+    from cdp.synthetic.generate import generate as generate_data
 
     summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress)
     return {"people": summary.people, "rows": dict(summary.rows)}
@@ -38,7 +38,7 @@ def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None
 @_timed
 def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
     """Validate raw tables, normalize identifiers, quarantine rejected rows with reasons."""
-    from profiles.ingest import ingest as ingest_raw
+    from cdp.ingest.staging import ingest as ingest_raw
 
     report = ingest_raw(ws.ensure(), progress=progress).to_dict()
     return {"tables": {row.pop("table"): row for row in report["tables"]}, "warnings": report["warnings"]}
@@ -49,10 +49,10 @@ def resolve(ws: Workspace, incremental: bool = False) -> dict:
     """Identity resolution into identity/identity_map.parquet. `incremental`: only link the
     staged records not in identity_map yet to the existing customers (needs a previous full run)."""
     if incremental:
-        from profiles.identity_incremental import resolve_incremental
+        from cdp.identity.incremental import resolve_incremental
 
         return resolve_incremental(ws).to_dict()
-    from profiles.identity import resolve as resolve_identities
+    from cdp.identity.resolve import resolve as resolve_identities
 
     return resolve_identities(ws).to_dict()
 
@@ -67,13 +67,13 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
     CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
     (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
-    from cdp.store import apply_definitions, materialize_latest
-    from profiles.signals import build_features as build, data_end, feature_engine, snapshot_times
-    from profiles.timeline import load_timeline
+    from cdp.featurestore.store import apply_definitions, materialize_latest
+    from cdp.features.views import build_features as build, data_end, feature_engine, snapshot_times
+    from cdp.features.timeline import load_timeline
 
     engine = feature_engine()
     if engine == "spark":  # the driver never loads the event tables
-        from profiles.signals_spark import spark_data_end
+        from cdp.features.spark import spark_data_end
 
         timeline, end = None, spark_data_end(ws)
     else:
@@ -103,7 +103,7 @@ MODELS = ("churn", "next-best-product", "campaign-response", "clv")
 def _with_service(ws: Workspace, store, service: str):
     """The store, re-applying the definitions once if a FeatureService added since `cdp features`
     (e.g. clv_v1 in an older workspace) is not in the registry yet."""
-    from cdp.store import apply_definitions
+    from cdp.featurestore.store import apply_definitions
 
     try:
         store.get_feature_service(service)
@@ -116,8 +116,8 @@ def _with_service(ws: Workspace, store, service: str):
 def train(ws: Workspace, model: str = "churn", progress: Progress | None = None) -> dict:
     """Point-in-time training set from the model's FeatureService -> fit -> out-of-time evaluation
     -> MLflow run -> registry alias `champion` when it beats the current champion."""
-    from cdp.store import open_store
-    from profiles.timeline import load_timeline
+    from cdp.featurestore.store import open_store
+    from cdp.features.timeline import load_timeline
 
     model = model.replace("_", "-")
     if model not in MODELS:
@@ -126,22 +126,22 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
     timeline = load_timeline(ws)
     store = open_store(ws)
     if model == "churn":
-        from training.oracle import churn_oracle
-        from training.train import train_churn
+        from cdp.training.oracle import churn_oracle
+        from cdp.training.train import train_churn
 
         result = train_churn(ws, store, timeline.orders, snapshots, end, oracle_fn=churn_oracle(ws), progress=progress)
     elif model == "next-best-product":
-        from models.next_best_product import catalogue
-        from training.ranking import train_next_best_product
+        from cdp.models.next_best_product import catalogue
+        from cdp.training.ranking import train_next_best_product
 
         result = train_next_best_product(ws, store, timeline.order_lines, catalogue(ws), snapshots, end,
                                          progress=progress)
     elif model == "clv":
-        from training.clv import train_clv
+        from cdp.training.clv import train_clv
 
         result = train_clv(ws, _with_service(ws, store, "clv_v1"), timeline.orders, snapshots, end, progress=progress)
     else:
-        from training.uplift import train_campaign_response
+        from cdp.training.uplift import train_campaign_response
 
         result = train_campaign_response(ws, store, timeline.sends, pd.read_parquet(ws.staged / "campaigns.parquet"),
                                          timeline.orders, timeline.order_lines, snapshots, progress=progress)
@@ -152,9 +152,9 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
 def score(ws: Workspace) -> dict:
     """Batch-score every active customer with each registered champion and push the scores back
     into the profiles (one PushSource per score family). Models without a champion are skipped."""
-    from cdp.store import open_store
-    from profiles.timeline import load_timeline
-    from serving.batch import score_all
+    from cdp.featurestore.store import open_store
+    from cdp.features.timeline import load_timeline
+    from cdp.serving.batch import score_all
 
     snapshots, _ = load_snapshots(ws)
     return score_all(ws, open_store(ws), load_timeline(ws), snapshots[-1])

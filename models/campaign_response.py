@@ -21,7 +21,7 @@ import pandas as pd
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.base import BaseEstimator
 
-from models.spec import ModelSpec
+from cdp.models.spec import ModelSpec
 
 CAMPAIGN_RESPONSE = ModelSpec(name="campaign_response", feature_service="campaign_response_v1",
                               label="ordered_14d", objective="uplift (T/X-learner on LightGBM)",

@@ -14,7 +14,7 @@ from lightgbm import LGBMClassifier
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
-from models.spec import ModelSpec
+from cdp.models.spec import ModelSpec
 
 CHURN = ModelSpec(name="churn", feature_service="churn_v1", label="churned_90d", objective="binary",
                   horizon_days=90, primary_metric="roc_auc")

@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 from sklearn.base import BaseEstimator
 
-from models.spec import ModelSpec
+from cdp.models.spec import ModelSpec
 
 CLV = ModelSpec(name="clv", feature_service="clv_v1", label="spend_next_365d",
                 objective="BG/NBD + Gamma-Gamma (maximum likelihood on pre-snapshot history)",

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from lightgbm import LGBMRanker
 
-from models.spec import ModelSpec
+from cdp.models.spec import ModelSpec
 
 NEXT_BEST_PRODUCT = ModelSpec(name="next_best_product", feature_service="next_best_product_v1",
                               label="purchased_30d", objective="lambdarank", horizon_days=30,
@@ -50,7 +50,7 @@ class ItemStats:
 
 def customer_order_lines(ws) -> pd.DataFrame:
     """(customer_id, order_id, ordered_at, product_id, category, quantity) for resolved customers."""
-    from profiles.timeline import attach_customers
+    from cdp.features.timeline import attach_customers
 
     identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
     orders = attach_customers(ws, "orders", "order_id", ["ordered_at"], identity_map)

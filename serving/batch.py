@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cdp.latest import latest_service_features
-from cdp.paths import Workspace
-from models.churn import CHURN, scoring_entities
-from models.spec import ModelSpec
-from profiles.consent import contactable, filter_profiling_consent
-from serving.churn_scorer import ChurnScorer
-from training.tracking import has_champion, load_champion
+from cdp.featurestore.latest import latest_service_features
+from cdp.workspace import Workspace
+from cdp.models.churn import CHURN, scoring_entities
+from cdp.models.spec import ModelSpec
+from cdp.features.consent import contactable, filter_profiling_consent
+from cdp.serving.churn_scorer import ChurnScorer
+from cdp.training.tracking import has_champion, load_champion
 
 TOP_K = 10
 
@@ -37,7 +37,7 @@ def write_back(store, family: str, scores: pd.DataFrame) -> None:
     """Scores into the profiles: offline through the family's PushSource, online in bulk."""
     from feast.data_source import PushMode
 
-    from cdp.online_writer import write_online
+    from cdp.featurestore.online_writer import write_online
 
     scores = _stamp(scores)
     store.push(f"{family}_push", scores, to=PushMode.OFFLINE)
@@ -51,7 +51,7 @@ CHANNEL_CONSENT = {"email": "email", "sms": "sms", "paid_display": None, "push":
 
 def contactable_for(ws: Workspace, customer_ids: pd.Series, channel: str, as_of: pd.Timestamp) -> pd.Series:
     """bool per customer: may this campaign's channel contact them at `as_of` (consent per purpose)?"""
-    from profiles.consent import consent_at
+    from cdp.features.consent import consent_at
 
     if channel == "paid_display":
         return consent_at(ws, customer_ids, "third_party_sharing", as_of).map(lambda v: v is True).astype(bool)
@@ -76,7 +76,7 @@ def score_churn(ws: Workspace, store, orders: pd.DataFrame, as_of: pd.Timestamp)
 def score_next_best_product(ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame,
                             as_of: pd.Timestamp) -> pd.DataFrame:
     """Top TOP_K in-catalogue products per active customer (owned items allowed)."""
-    from models.next_best_product import NEXT_BEST_PRODUCT, candidates, catalogue, item_stats, recommend
+    from cdp.models.next_best_product import NEXT_BEST_PRODUCT, candidates, catalogue, item_stats, recommend
 
     model, version = load_champion(ws, NEXT_BEST_PRODUCT.name)
     entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
@@ -98,7 +98,7 @@ def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: p
     """p(order | contacted), p(order | not contacted), uplift and decision per active customer for
     `campaign_id` (default: the latest campaign) as if sent at `as_of`. Customers the campaign's
     channel may not contact (consent per purpose) are scored but never targeted."""
-    from models.campaign_response import CAMPAIGN_RESPONSE, campaign_features, decisions
+    from cdp.models.campaign_response import CAMPAIGN_RESPONSE, campaign_features, decisions
 
     model, version = load_champion(ws, CAMPAIGN_RESPONSE.name)
     campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
@@ -121,8 +121,8 @@ def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: p
 
 def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     """Every family with a champion; returns the summary `cdp score` prints."""
-    from models.campaign_response import CAMPAIGN_RESPONSE
-    from models.next_best_product import NEXT_BEST_PRODUCT
+    from cdp.models.campaign_response import CAMPAIGN_RESPONSE
+    from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 
     churn = score_churn(ws, store, timeline.orders, as_of)
     summary: dict = {"customers_scored": len(churn),

@@ -25,7 +25,7 @@ class ChurnScorer:
 
     @classmethod
     def from_model(cls, model, version: str) -> "ChurnScorer":
-        from cdp.store import repo_definitions
+        from cdp.featurestore.store import repo_definitions
 
         definitions = repo_definitions()
         descriptions = {f: d for fields in definitions.FEATURES.values() for f, d in fields.items()}

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 
 CHANNELS = ("email", "sms")
 
 
 def churn_list(ws: Workspace, top: int, min_probability: float = 0.0) -> pd.DataFrame:
     """The `top` customers by their latest churn score, with reasons and contactability."""
-    from cdp.latest import latest_service_features
+    from cdp.featurestore.latest import latest_service_features
     from cdp.pipeline import load_snapshots
-    from cdp.store import open_store
-    from models.churn import CHURN
-    from profiles.consent import contactable
-    from serving.churn_scorer import ChurnScorer
-    from training.tracking import load_champion
+    from cdp.featurestore.store import open_store
+    from cdp.models.churn import CHURN
+    from cdp.features.consent import contactable
+    from cdp.serving.churn_scorer import ChurnScorer
+    from cdp.training.tracking import load_champion
 
     path = ws.features / "churn_scores.parquet"
     scores = pd.read_parquet(path) if path.exists() else pd.DataFrame()

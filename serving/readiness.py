@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 
 SERVED_MODELS = ("churn", "next_best_product", "campaign_response")
 
@@ -28,7 +28,7 @@ def served_models() -> tuple[str, ...]:
 
 def check_ready(ws: Workspace, store=None) -> None:
     """Raise ServiceNotReady unless features, the online store and every served champion exist."""
-    from cdp.store import StoreConfigError, open_store
+    from cdp.featurestore.store import StoreConfigError, open_store
 
     if not (ws.features / "snapshots.json").exists():
         raise ServiceNotReady(f"no features in {ws.features}: run `cdp features` (after ingest and resolve)")
@@ -45,7 +45,7 @@ def _check_online_store(ws: Workspace, store) -> None:
     import pandas as pd
 
     from cdp.pipeline import load_snapshots
-    from cdp.store import latest_snapshot
+    from cdp.featurestore.store import latest_snapshot
 
     snapshots, _ = load_snapshots(ws)
     sample = latest_snapshot(ws, "customer_profile", snapshots[-1])["customer_id"].head(5).tolist()
@@ -62,7 +62,7 @@ def _check_online_store(ws: Workspace, store) -> None:
 
 
 def _check_champion(ws: Workspace, name: str) -> None:
-    from training.tracking import CHAMPION, has_champion
+    from cdp.training.tracking import CHAMPION, has_champion
 
     if not has_champion(ws, name):
         raise ServiceNotReady(f"no '{CHAMPION}' model '{name}' in MLflow ({ws.mlflow_uri}): run "

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from cdp.paths import REPO_ROOT, Workspace
+from cdp.workspace import Workspace
 
-SERVICE = "serving.service:CustomerScores"
+SERVICE = "cdp.serving.service:CustomerScores"
 
 
 def _command(port: int) -> list[str]:
@@ -22,12 +22,11 @@ def _command(port: int) -> list[str]:
 def _environment(ws: Workspace) -> dict[str, str]:
     env = dict(os.environ, CDP_HOME=str(ws.root), MLFLOW_TRACKING_URI=ws.mlflow_uri, CDP_MLFLOW_URI=ws.mlflow_uri,
                BENTOML_DO_NOT_TRACK="true")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 
 def serve_forever(ws: Workspace, port: int) -> None:
-    subprocess.run(_command(port), cwd=REPO_ROOT, env=_environment(ws), check=False)
+    subprocess.run(_command(port), cwd=ws.root, env=_environment(ws), check=False)
 
 
 @contextmanager
@@ -36,7 +35,7 @@ def running_server(ws: Workspace, port: int, timeout: float = 90.0, log_path: Pa
     import httpx
 
     log = open(log_path or os.devnull, "w")
-    process = subprocess.Popen(_command(port), cwd=REPO_ROOT, env=_environment(ws), stdout=log,
+    process = subprocess.Popen(_command(port), cwd=ws.root, env=_environment(ws), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

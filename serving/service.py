@@ -1,7 +1,7 @@
 """BentoML service: churn (with reasons), next best products, campaign uplift and the unified
 profile, from the online store + the MLflow `champion` of each model.
 
-Start: `cdp serve` (or `CDP_HOME=/abs/data bentoml serve serving.service:CustomerScores`).
+Start: `cdp serve` (or `CDP_HOME=/abs/data bentoml serve cdp.serving.service:CustomerScores`).
 POST /churn {"customer_ids": [...], "reasons": true} ->
   {"scores": [{"customer_id", "churn_probability", "model_version", "reasons": [{"feature", "value",
                "contribution", "text"}]}], "errors": [{"customer_id", "error"}]}
@@ -38,8 +38,8 @@ import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound
 from pydantic import BaseModel, Field, StringConstraints
 
-from serving.auth import ApiKeyMiddleware
-from cdp.config_profile import apply_profile
+from cdp.serving.auth import ApiKeyMiddleware
+from cdp.settings import apply_profile
 
 # `bentoml serve` (what a container runs) does not go through the `cdp` CLI: apply CDP_PROFILE here
 # too, so CDP_PROFILE=scale alone selects Redis, PostgreSQL MLflow and the Spark offline store.
@@ -108,8 +108,8 @@ class Champions:
 
     def reload(self) -> list[str]:
         """Load every champion whose registered version changed; returns the names swapped."""
-        from serving.churn_scorer import ChurnScorer
-        from training.tracking import CHAMPION, load_version, registry_client
+        from cdp.serving.churn_scorer import ChurnScorer
+        from cdp.training.tracking import CHAMPION, load_version, registry_client
 
         with self.lock:  # runs in the reloader thread too: must not touch process-wide MLflow URIs
             client, swapped = registry_client(self.ws), []
@@ -135,12 +135,12 @@ class CustomerScores:
     def __init__(self) -> None:
         import pandas as pd
 
-        from cdp.online_reader import OnlineReader
-        from cdp.paths import Workspace
+        from cdp.featurestore.online_reader import OnlineReader
+        from cdp.workspace import Workspace
         from cdp.pipeline import load_snapshots
-        from cdp.store import open_store, repo_definitions
-        from models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
-        from serving.readiness import check_ready, served_models
+        from cdp.featurestore.store import open_store, repo_definitions
+        from cdp.models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
+        from cdp.serving.readiness import check_ready, served_models
 
         ws = Workspace.from_env()
         self.store = open_store(ws)
@@ -184,12 +184,12 @@ class CustomerScores:
     # ---- online reads -------------------------------------------------------------------------
 
     def _online(self, features, ids: list[str]) -> dict[str, list]:
-        """Feast's `get_online_features(...).to_dict()` answer, read by cdp.online_reader (~5x faster)."""
+        """Feast's `get_online_features(...).to_dict()` answer, read by cdp.featurestore.online_reader (~5x faster)."""
         return self.reader.read(features, ids)
 
     def _gate(self, ids: list[str], online: dict) -> tuple[list[int], list[dict]]:
         """Row indexes that may be scored, and per-id errors (unknown customer, profiling withdrawn)."""
-        from profiles.consent import profiling_refusal
+        from cdp.features.consent import profiling_refusal
 
         keep, errors = [], []
         for i, customer_id in enumerate(ids):
@@ -279,7 +279,7 @@ class CustomerScores:
         import numpy as np
         import pandas as pd
 
-        from models.campaign_response import campaign_features, decisions
+        from cdp.models.campaign_response import campaign_features, decisions
 
         model, version = self.champions.get("campaign_response")
         if request.campaign_id not in self.campaigns.index:

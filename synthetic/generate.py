@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdp.paths import Workspace
-from profiles.contract import TABLES
+from cdp.workspace import Workspace
+from cdp.ingest.contract import TABLES
 
 from .campaigns import run_campaigns
 from .catalog import make_catalog, products_truth

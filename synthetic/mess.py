@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from profiles.contract import TABLES
+from cdp.ingest.contract import TABLES
 
 ROW_ERRORS = ("null_required", "bad_date", "bad_enum", "duplicate_row", "duplicate_id")
 IDENTIFIER_KINDS = ("malformed_email", "malformed_phone")

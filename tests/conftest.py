@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 
 TINY_CUSTOMERS = 1500
 

@@ -8,30 +8,35 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import yaml
 
-from cdp.paths import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bentoml_build_packs_the_service_code_and_pinned_requirements(tmp_path):
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
            "UV_CONSTRAINT": str(REPO_ROOT / "constraints.txt")}  # the lock resolves within our pins
     bentoml = [sys.executable, "-m", "bentoml"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
+                    str(REPO_ROOT / "dist"), str(REPO_ROOT)], check=True, capture_output=True, text=True, timeout=300)
     subprocess.run([*bentoml, "build", str(REPO_ROOT)], cwd=REPO_ROOT, env=env, check=True,
                    capture_output=True, text=True, timeout=300)
     listed = subprocess.run([*bentoml, "get", "cdp_scores:latest", "-o", "yaml"], cwd=REPO_ROOT, env=env,
                             check=True, capture_output=True, text=True, timeout=120).stdout
     info = yaml.safe_load(listed)
-    assert info["name"] == "cdp_scores" and info["service"] == "serving.service:CustomerScores"
+    assert info["name"] == "cdp_scores" and info["service"] == "cdp.serving.service:CustomerScores"
     bento = next((tmp_path / "bentoml" / "bentos" / "cdp_scores").glob("*/bento.yaml")).parent
-    src = bento / "src"
-    for needed in ("serving/service.py", "cdp/store.py", "cdp/feast_spark.py", "models/churn.py",
-                   "training/tracking.py", "feature_repo/definitions.py", "feature_repo/feature_store.redis.spark.yaml",
-                   "config/scale.env"):
-        assert (src / needed).is_file(), needed
-    assert not list(src.glob("tests/*")) and not (src / "data").exists()
+    wheel = next((bento / "env" / "python" / "wheels").glob("cdp_ml-*.whl"))
+    with zipfile.ZipFile(wheel) as packed:
+        names = set(packed.namelist())
+    for needed in ("cdp/serving/service.py", "cdp/featurestore/store.py", "cdp/featurestore/spark.py",
+                   "cdp/models/churn.py", "cdp/training/tracking.py", "cdp/features/definitions.py",
+                   "cdp/feature_repo/feature_store.redis.spark.yaml", "cdp/config/scale.env"):
+        assert needed in names, needed
+    assert not [n for n in names if n.startswith(("tests/", "data/"))]
     direct = (bento / "env" / "python" / "requirements.in").read_text()
     assert "feast[duckdb,redis]==0.67.0" in direct and "bentoml==1.4.39" in direct
     locked = _pins((bento / "env" / "python" / "requirements.txt").read_text())

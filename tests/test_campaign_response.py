@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, decisions, labelled_sends
-from training.tracking import CHAMPION, use_workspace
-from training.uplift import uplift_metrics
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, decisions, labelled_sends
+from cdp.training.tracking import CHAMPION, use_workspace
+from cdp.training.uplift import uplift_metrics
 
 
 def test_label_is_an_order_within_14_days_after_the_send_for_both_groups():
@@ -86,7 +86,7 @@ def test_scores_pushed_and_served(pipeline_ws, stage_results):
     os.environ["CDP_HOME"] = str(pipeline_ws.root)
     from bentoml.exceptions import InvalidArgument
 
-    from serving.service import CampaignResponseRequest, CustomerScores
+    from cdp.serving.service import CampaignResponseRequest, CustomerScores
 
     service = CustomerScores()
     sample = offline.sample(10, random_state=4)

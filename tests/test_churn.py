@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from cdp.store import open_store
-from models.churn import CHURN, labelled_entities
-from training.tracking import CHAMPION, use_workspace
+from cdp.featurestore.store import open_store
+from cdp.models.churn import CHURN, labelled_entities
+from cdp.training.tracking import CHAMPION, use_workspace
 
 
 def test_labels_need_a_complete_window_and_prior_activity():
@@ -55,8 +55,8 @@ def test_more_complaints_do_not_lower_churn_risk(pipeline_ws):
     """Behaviour on the synthetic process (service pain drives churn): adding complaints, contacts
     and unresolved contacts to every scored customer must not lower the average risk, and may
     lower almost no individual score by much."""
-    from training.tracking import load_champion
-    from training.train import build_training_set, predict
+    from cdp.training.tracking import load_champion
+    from cdp.training.train import build_training_set, predict
 
     model, _ = load_champion(pipeline_ws, CHURN.name)
     scored = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")[["customer_id", "event_timestamp"]]
@@ -74,8 +74,8 @@ def test_more_complaints_do_not_lower_churn_risk(pipeline_ws):
 def test_promotion_gate_keeps_the_better_model(tmp_path):
     import mlflow
 
-    from cdp.paths import Workspace
-    from training.tracking import promote_if_better
+    from cdp.workspace import Workspace
+    from cdp.training.tracking import promote_if_better
 
     use_workspace(Workspace(tmp_path))
     client = MlflowClient()

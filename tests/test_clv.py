@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from models.clv import CLV, CLVModel
-from training.clv import clv_metrics, normalized_gini
-from training.tracking import CHAMPION, use_workspace
+from cdp.models.clv import CLV, CLVModel
+from cdp.training.clv import clv_metrics, normalized_gini
+from cdp.training.tracking import CHAMPION, use_workspace
 
 
 def simulate(n: int, seed: int, r=0.8, alpha=25.0, a=0.7, b=2.5, days=365.0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -95,10 +95,10 @@ def test_clv_is_trained_out_of_time_and_beats_the_naive_baseline(pipeline_ws, st
 
 def test_clv_only_sees_orders_before_the_cutoff(pipeline_ws, stage_results):
     """Adding huge orders after the cutoff changes the label, never the features or the fit."""
-    from cdp.store import open_store
-    from profiles.timeline import load_timeline
-    from training.clv import evaluation_set
-    from models.clv import FEATURES
+    from cdp.featurestore.store import open_store
+    from cdp.features.timeline import load_timeline
+    from cdp.training.clv import evaluation_set
+    from cdp.models.clv import FEATURES
 
     cutoff = pd.Timestamp(stage_results["train_clv"]["valid_snapshot"], tz="UTC")
     orders = load_timeline(pipeline_ws).orders

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles.consent import (PROFILING_WITHDRAWN, consent_at, contactable, filter_profiling_consent,
+from cdp.workspace import Workspace
+from cdp.features.consent import (PROFILING_WITHDRAWN, consent_at, contactable, filter_profiling_consent,
                               profiling_allowed, profiling_refusal)
 
 T = pd.Timestamp
@@ -108,8 +108,8 @@ def test_withdrawn_profiling_is_neither_scored_nor_served(pipeline_ws):
     """Batch scoring skips people whose profiling consent is withdrawn; /churn says why."""
     import os
 
-    from cdp.store import open_store
-    from profiles.consent import PROFILING_WITHDRAWN
+    from cdp.featurestore.store import open_store
+    from cdp.features.consent import PROFILING_WITHDRAWN
 
     online_consent = pd.read_parquet(pipeline_ws.features / "consent_state.parquet")
     latest = online_consent[online_consent["event_timestamp"] == online_consent["event_timestamp"].max()]
@@ -119,7 +119,7 @@ def test_withdrawn_profiling_is_neither_scored_nor_served(pipeline_ws):
     assert not scored & set(withdrawn)
 
     os.environ["CDP_HOME"] = str(pipeline_ws.root)
-    from serving.service import ChurnRequest, CustomerScores
+    from cdp.serving.service import ChurnRequest, CustomerScores
 
     open_store(pipeline_ws)
     body = CustomerScores().churn(ChurnRequest(customer_ids=withdrawn[:3]))

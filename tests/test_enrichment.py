@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.enrichment import ENRICHMENT_FEATURES, paired_bootstrap, point_in_time_facts
+from cdp.training.enrichment import ENRICHMENT_FEATURES, paired_bootstrap, point_in_time_facts
 
 
 def test_vendor_facts_are_joined_point_in_time():
@@ -45,8 +45,8 @@ def test_bootstrap_interval_covers_a_real_difference():
 
 
 def test_vendor_features_equal_the_feature_pipeline(pipeline_ws):
-    from profiles.timeline import load_timeline
-    from training.enrichment import vendor_facts
+    from cdp.features.timeline import load_timeline
+    from cdp.training.enrichment import vendor_facts
 
     profile = pd.read_parquet(pipeline_ws.features / "customer_profile.parquet")
     mine = point_in_time_facts(profile, vendor_facts(pipeline_ws, load_timeline(pipeline_ws)))
@@ -58,7 +58,7 @@ def test_vendor_features_equal_the_feature_pipeline(pipeline_ws):
 def test_eval_enrichment_reports_lift_per_vendor(pipeline_ws, stage_results):
     from typer.testing import CliRunner
 
-    from cdp.cli import app
+    from cdp.cli.app import app
 
     result = CliRunner().invoke(app, ["eval-enrichment", "--bootstrap", "50", "--home", str(pipeline_ws.root)],
                                 terminal_width=200)

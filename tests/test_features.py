@@ -4,10 +4,10 @@ from __future__ import annotations
 import pandas as pd
 
 from cdp.pipeline import load_snapshots
-from cdp.store import open_store, repo_definitions
-from models.churn import CHURN, labelled_entities
-from profiles.timeline import load_timeline
-from training.train import build_training_set
+from cdp.featurestore.store import open_store, repo_definitions
+from cdp.models.churn import CHURN, labelled_entities
+from cdp.features.timeline import load_timeline
+from cdp.training.train import build_training_set
 
 
 def test_one_row_per_customer_per_snapshot_and_columns_match_feast(pipeline_ws):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles.identity import ResolveConfig, customer_id_for, resolve
+from cdp.workspace import Workspace
+from cdp.identity.resolve import ResolveConfig, customer_id_for, resolve
 
 
 def _write(ws: Workspace, table: str, rows: list[dict]) -> None:
@@ -207,7 +207,7 @@ def test_stable_ids_merge_and_split(tmp_path):
 
 
 def test_explain_match_shows_evidence_without_raw_values(household):
-    from profiles.explain import explain_pair
+    from cdp.identity.explain import explain_pair
 
     resolve(household)
     same = explain_pair(household, "M1", "M2")
@@ -219,7 +219,7 @@ def test_explain_match_shows_evidence_without_raw_values(household):
 
 
 def test_pairs_below_threshold_need_postcode_and_close_first_names():
-    from profiles.identity import guard_scored_edges
+    from cdp.identity.resolve import guard_scored_edges
 
     profiles = pd.DataFrame({"unique_id": ["a", "b", "c", "d"], "dob": [None, None, "1950-01-01", "1987-06-30"]})
     edges = pd.DataFrame({

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from profiles.identity_eval import cluster_metrics, duplicate_rates
+from cdp.identity.evaluate import cluster_metrics, duplicate_rates
 
 
 def _frame(pred, true, table="crm_contacts"):
@@ -38,7 +38,7 @@ def test_unlinked_records_are_singletons_and_duplicate_rates():
 def test_identified_scope_leaves_out_only_orders_without_any_identifier(pipeline_ws):
     """Anonymous receipts (no card, phone, account or email) cannot be linked by any method;
     the identified_records scope drops exactly those and nothing else."""
-    from profiles.identity_eval import ORDER_IDENTIFIERS, evaluate_workspace
+    from cdp.identity.evaluate import ORDER_IDENTIFIERS, evaluate_workspace
 
     result = evaluate_workspace(pipeline_ws)
     orders = pd.read_parquet(pipeline_ws.staged / "orders.parquet", columns=list(ORDER_IDENTIFIERS))
@@ -50,8 +50,8 @@ def test_identified_scope_leaves_out_only_orders_without_any_identifier(pipeline
 def test_recoverable_ceiling_joins_only_what_the_data_supports(tmp_path):
     """The oracle knows the truth but links a person's records only through identifiers no other
     person carries (plus all of the person's profile records)."""
-    from cdp.paths import Workspace
-    from profiles.identity_eval import recoverable_ceiling
+    from cdp.workspace import Workspace
+    from cdp.identity.evaluate import recoverable_ceiling
 
     ws = Workspace(tmp_path)
     ws.staged.mkdir(parents=True)

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles.identity import resolve
-from profiles.identity_eval import cluster_metrics
-from profiles.identity_incremental import resolve_incremental
+from cdp.workspace import Workspace
+from cdp.identity.resolve import resolve
+from cdp.identity.evaluate import cluster_metrics
+from cdp.identity.incremental import resolve_incremental
 
 BASE = {"first_name": None, "last_name": None, "date_of_birth": None, "address_line": None,
         "postcode": None, "email_norm": None, "phone_e164": None}
@@ -173,7 +173,7 @@ def test_incremental_agrees_with_a_full_rerun(pipeline_ws, tmp_path):
 def test_cli_resolve_incremental(base):
     from typer.testing import CliRunner
 
-    from cdp.cli import app
+    from cdp.cli.app import app
 
     _add(base, orders=[{"order_id": "O9", **NO_IDS, "email_norm": "eve@x.com"}])
     result = CliRunner().invoke(app, ["resolve", "--incremental", "--home", str(base.root)])
@@ -185,7 +185,7 @@ def test_cli_resolve_incremental(base):
 
 
 def test_new_rows_are_placed_as_a_full_sort_would_place_them():
-    from profiles.identity_incremental import _insert_sorted, _retire
+    from cdp.identity.incremental import _insert_sorted, _retire
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"source_table": rng.choice(["crm_contacts", "orders", "web_events"], 3000),

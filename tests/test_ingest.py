@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles.contract import TABLES
-from profiles.ingest import ContractError, IngestReport, ingest
+from cdp.workspace import Workspace
+from cdp.ingest.contract import TABLES
+from cdp.ingest.staging import ContractError, IngestReport, ingest
 
 TS = "2024-03-01T10:00:00Z"
 HASH = hashlib.sha256(b"jane@example.com").hexdigest()

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.latest import latest_service_features
-from models.campaign_response import CAMPAIGN_RESPONSE
-from models.churn import CHURN, scoring_entities
-from models.next_best_product import NEXT_BEST_PRODUCT
+from cdp.featurestore.latest import latest_service_features
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE
+from cdp.models.churn import CHURN, scoring_entities
+from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 
 
 @pytest.mark.parametrize("spec", [CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE], ids=lambda s: s.name)
 def test_latest_features_equal_feasts_point_in_time_join(pipeline_ws, spec):
     from cdp.pipeline import load_snapshots
-    from cdp.store import open_store
-    from profiles.timeline import load_timeline
-    from training.train import build_training_set
+    from cdp.featurestore.store import open_store
+    from cdp.features.timeline import load_timeline
+    from cdp.training.train import build_training_set
 
     store = open_store(pipeline_ws)
     as_of = load_snapshots(pipeline_ws)[0][-1]

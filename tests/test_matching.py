@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from profiles.matching import _label_pairs, canonical_first_name, dob_conflict, names_related, splink_settings
+from cdp.identity.matching import _label_pairs, canonical_first_name, dob_conflict, names_related, splink_settings
 
 
 def test_nicknames_map_to_one_canonical_name():
@@ -41,7 +41,7 @@ def test_settings_are_backend_agnostic_objects():
 
 
 def test_partial_email_agreement_is_no_evidence():
-    from profiles.matching import _neutral_partial_email
+    from cdp.identity.matching import _neutral_partial_email
 
     level = lambda label, m, u, **kw: {"label_for_charts": label, "m_probability": m, "u_probability": u, **kw}  # noqa: E731
     model = {"comparisons": [

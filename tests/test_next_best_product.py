@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from models.next_best_product import (NEXT_BEST_PRODUCT, REPEATABLE_RATE, apply_business_rules, candidates,
+from cdp.models.next_best_product import (NEXT_BEST_PRODUCT, REPEATABLE_RATE, apply_business_rules, candidates,
                                       customer_order_lines, item_stats)
-from training.ranking import rank_metrics
-from training.tracking import CHAMPION, use_workspace
+from cdp.training.ranking import rank_metrics
+from cdp.training.tracking import CHAMPION, use_workspace
 
 T0 = pd.Timestamp("2025-03-01", tz="UTC")
 
@@ -93,7 +93,7 @@ def test_top_category_shows_up_in_recommendations(pipeline_ws):
 
 def test_served_recommendations_match_batch_and_rules(pipeline_ws):
     os.environ["CDP_HOME"] = str(pipeline_ws.root)
-    from serving.service import CustomerScores, NextBestProductRequest
+    from cdp.serving.service import CustomerScores, NextBestProductRequest
 
     service = CustomerScores()
     batch = pd.read_parquet(pipeline_ws.features / "next_best_product_scores.parquet").sample(5, random_state=3)

@@ -6,7 +6,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from profiles.normalize import (canonical_email, e164_phone, email_sha256, mask_email,
+from cdp.ingest.normalize import (canonical_email, e164_phone, email_sha256, mask_email,
                                 normalize_emails, normalize_phones)
 
 

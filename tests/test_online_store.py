@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 from tests.conftest import free_port
 from tests.services import redis_server
 
@@ -21,7 +21,7 @@ def copy_ws(pipeline_ws, tmp_path) -> Workspace:
 
 
 def online_frame(ws: Workspace, ids: list[str]) -> pd.DataFrame:
-    from cdp.store import open_store, repo_definitions
+    from cdp.featurestore.store import open_store, repo_definitions
 
     refs = [f"{view}:{f}" for view, fields in repo_definitions().FEATURES.items() for f in fields]
     return (open_store(ws).get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in ids])
@@ -29,10 +29,10 @@ def online_frame(ws: Workspace, ids: list[str]) -> pd.DataFrame:
 
 
 def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
-    """cdp.online_reader answers exactly what Feast's get_online_features answers: every feature
+    """cdp.featurestore.online_reader answers exactly what Feast's get_online_features answers: every feature
     view by reference, the score views (strings included) and each model's FeatureService."""
-    from cdp.online_reader import OnlineReader
-    from cdp.store import open_store, repo_definitions
+    from cdp.featurestore.online_reader import OnlineReader
+    from cdp.featurestore.store import open_store, repo_definitions
 
     store = open_store(ws)
     reader = OnlineReader(store)
@@ -51,7 +51,7 @@ def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
 
 def bulk_equals_feast(ws: Workspace) -> None:
     from cdp.pipeline import load_snapshots
-    from cdp.store import latest_snapshot, materialize_latest, open_store
+    from cdp.featurestore.store import latest_snapshot, materialize_latest, open_store
 
     as_of = load_snapshots(ws)[0][-1]
     ids = [*latest_snapshot(ws, "customer_profile", as_of)["customer_id"].sample(150, random_state=4), "cus_nobody"]
@@ -84,7 +84,7 @@ def test_a_redis_error_reply_fails_the_bulk_write(copy_ws, monkeypatch):
     from redis.exceptions import ResponseError
 
     from cdp.pipeline import load_snapshots
-    from cdp.store import materialize_latest, open_store
+    from cdp.featurestore.store import materialize_latest, open_store
 
     with redis_server(free_port(), copy_ws.root) as address:
         monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
@@ -100,7 +100,7 @@ def test_a_redis_error_reply_fails_the_bulk_write(copy_ws, monkeypatch):
 
 
 def test_a_wrong_online_store_setting_names_the_variable(monkeypatch, copy_ws):
-    from cdp.store import StoreConfigError, open_store
+    from cdp.featurestore.store import StoreConfigError, open_store
 
     monkeypatch.setenv("CDP_ONLINE_STORE", "cassandra")
     with pytest.raises(StoreConfigError, match="CDP_ONLINE_STORE='cassandra'"):
@@ -111,9 +111,9 @@ def test_erasure_reaches_the_redis_online_store(copy_ws, monkeypatch):
     import redis
 
     from cdp.pipeline import load_snapshots, score
-    from cdp.store import materialize_latest, open_store
-    from profiles.erasure import erase_subjects
-    from profiles.privacy import subject_for
+    from cdp.featurestore.store import materialize_latest, open_store
+    from cdp.privacy.erasure import erase_subjects
+    from cdp.privacy.subjects import subject_for
 
     with redis_server(free_port(), copy_ws.root) as address:
         monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
@@ -141,7 +141,7 @@ def test_a_copied_workspace_reads_and_writes_its_own_files(pipeline_ws, copy_ws)
     so pushes never land in the original's files."""
     from feast import FileSource
 
-    from cdp.store import open_store
+    from cdp.featurestore.store import open_store
 
     sources = [s for s in open_store(copy_ws).list_data_sources() if isinstance(s, FileSource)]
     assert sources and all(s.path.startswith(str(copy_ws.features)) for s in sources)

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from cdp.store import open_store
-from models.campaign_response import CAMPAIGN_RESPONSE
-from models.churn import CHURN, labelled_entities
-from profiles.timeline import Timeline, load_timeline
-from training.train import build_training_set
+from cdp.workspace import Workspace
+from cdp.featurestore.store import open_store
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE
+from cdp.models.churn import CHURN, labelled_entities
+from cdp.features.timeline import Timeline, load_timeline
+from cdp.training.train import build_training_set
 
 TIME_COLUMNS = {"orders": "ordered_at", "order_lines": "ordered_at", "web": "occurred_at", "service": "occurred_at",
                 "sends": "sent_at", "responses": "occurred_at", "crm": "created_at", "loyalty": "enrolled_at",
@@ -38,7 +38,7 @@ def same(a: pd.Series, b: pd.Series) -> np.ndarray:
     return np.isclose(a, b, equal_nan=True)
 
 
-# Known leaks found by this test (owner: profiles/signals.py), a handful of rows per snapshot:
+# Known leaks found by this test (owner: features/views.py), a handful of rows per snapshot:
 # - age_years takes the date of birth from *any* CRM record of the customer, including records
 #   created after the snapshot (a customer who joins the CRM later gets an age back-filled);
 # - vendor enrichment is attached through the email hashes of *all* the customer's CRM/loyalty/
@@ -49,7 +49,7 @@ ENRICHMENT = ("household_size", "income_band_rank", "home_owner", "car_owner", "
 
 
 def built_with_and_without_future(pipeline_ws: Workspace, tmp_path) -> tuple[dict, dict, pd.Timestamp]:
-    from profiles.signals import build_features
+    from cdp.features.views import build_features
 
     at = snapshots(pipeline_ws)[-4]
     timeline = load_timeline(pipeline_ws)
@@ -131,7 +131,7 @@ def test_training_rows_only_count_orders_before_their_snapshot(pipeline_ws, trai
 
 
 def test_training_rows_use_enrichment_from_before_and_consent_at_or_before(pipeline_ws, training_rows):
-    from profiles.signals import consent_events, enrichment_max_age_days
+    from cdp.features.views import consent_events, enrichment_max_age_days
 
     age = training_rows["enrichment_age_days"].dropna()
     assert len(age) > 20 and (age >= 1).all() and (age <= enrichment_max_age_days()).all()

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles.contract import TABLES
-from profiles.normalize import canonical_email, e164_phone
+from cdp.workspace import Workspace
+from cdp.ingest.contract import TABLES
+from cdp.ingest.normalize import canonical_email, e164_phone
 
 CDP = str(Path(sys.executable).with_name("cdp"))
 KEYS = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id",
@@ -42,13 +42,13 @@ def cli(*args: str, home: Path) -> tuple[int, str]:
     """The same typer app in-process (no interpreter start-up): exit code and all output."""
     from typer.testing import CliRunner
 
-    from cdp.cli import app
+    from cdp.cli.app import app
 
     result = CliRunner().invoke(app, [*args, "--home", str(home)])
     return result.exit_code, result.output + (repr(result.exception) if result.exit_code not in (0, 2) else "")
 
 
-# ---- what the test itself believes belongs to a person (independent of profiles.privacy) ----
+# ---- what the test itself believes belongs to a person (independent of cdp.privacy.subjects) ----
 
 def pick_customer(ws: Workspace) -> str:
     """A well-covered person: orders, a CRM record, consent events, a score, an exclusive email."""
@@ -160,7 +160,7 @@ def mlflow_runs(ws: Workspace) -> list:
     """Every run in the workspace's MLflow (all experiments)."""
     from mlflow import MlflowClient
 
-    from training.tracking import use_workspace
+    from cdp.training.tracking import use_workspace
 
     use_workspace(ws)
     client = MlflowClient()
@@ -257,7 +257,7 @@ def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
     # keyed: hashing the person's identifiers without the workspace's secret finds none of them
     import hashlib
 
-    from profiles.privacy import privacy_key, token
+    from cdp.privacy.subjects import privacy_key, token
     key_file = ws.root / "privacy" / "token.key"
     assert key_file.stat().st_mode & 0o077 == 0  # owner-only
     plain = {hashlib.sha256(n.encode()).hexdigest() for n in person["nodes"]}
@@ -292,8 +292,8 @@ def test_reingest_keeps_the_erased_person_out(erased):
 
 def test_export_holds_everything_about_the_person(pipeline_ws):
     """In-process (the CLI path is the same two calls; its error paths are tested below)."""
-    from profiles.privacy import find_subject
-    from profiles.subject_access import export_subject
+    from cdp.privacy.subjects import find_subject
+    from cdp.privacy.subject_access import export_subject
 
     person = person_view(pipeline_ws, pick_customer(pipeline_ws))
     masks = expected_masks(pipeline_ws, person)
@@ -362,8 +362,8 @@ def test_bad_identifiers_are_clear_errors_without_pii(pipeline_ws, erased, stage
 
 
 def test_purge_erases_inactive_customers_in_batches(pipeline_ws, tmp_path):
-    from profiles.erasure import erase_subjects, inactive_customers, last_activity
-    from profiles.privacy import subjects_for
+    from cdp.privacy.erasure import erase_subjects, inactive_customers, last_activity
+    from cdp.privacy.subjects import subjects_for
 
     last = last_activity(pipeline_ws)
     stale = inactive_customers(pipeline_ws, 365)
@@ -388,9 +388,9 @@ def test_training_population_marks_the_models_trained_on_a_person(pipeline_ws, t
     import mlflow
     from mlflow import MlflowClient
 
-    from profiles.erasure import withdraw_scores
-    from profiles.privacy import record_training_population, runs_trained_on
-    from training.tracking import use_workspace
+    from cdp.privacy.erasure import withdraw_scores
+    from cdp.privacy.subjects import record_training_population, runs_trained_on
+    from cdp.training.tracking import use_workspace
 
     home = tmp_path / "ws"
     shutil.copytree(pipeline_ws.root, home)
@@ -415,7 +415,7 @@ def test_training_population_marks_the_models_trained_on_a_person(pipeline_ws, t
 
 
 def test_enrichment_retention_is_configurable(monkeypatch):
-    from profiles.signals import ENRICHMENT_MAX_AGE_DAYS, enrichment_max_age_days
+    from cdp.features.views import ENRICHMENT_MAX_AGE_DAYS, enrichment_max_age_days
 
     monkeypatch.delenv("CDP_ENRICHMENT_MAX_AGE_DAYS", raising=False)
     assert enrichment_max_age_days() == ENRICHMENT_MAX_AGE_DAYS

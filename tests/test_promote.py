@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from cdp.paths import Workspace
-from models.churn import CHURN
-from training.tracking import champion_version as tracked_champion_version
-from training.tracking import use_workspace
+from cdp.workspace import Workspace
+from cdp.models.churn import CHURN
+from cdp.training.tracking import champion_version as tracked_champion_version
+from cdp.training.tracking import use_workspace
 
 
 def cli(*args: str, home) -> tuple[int, str]:
     from typer.testing import CliRunner
 
-    from cdp.cli import app
+    from cdp.cli.app import app
 
     result = CliRunner().invoke(app, [*args, "--home", str(home)], terminal_width=200)
     return result.exit_code, " ".join((result.output + (repr(result.exception) if result.exit_code not in (0, 1, 2) else "")).split())
@@ -29,7 +29,7 @@ def promote_ws(pipeline_ws, tmp_path_factory):
     """A copy of the session workspace with a deliberately worse churn version (trained on shuffled
     labels) after its champion. Version numbers are read, not assumed: other tests may have added
     and deleted versions in the session registry before the copy."""
-    import training.train as train_module
+    import cdp.training.train as train_module
     from cdp import pipeline
 
     home = tmp_path_factory.mktemp("promote") / "ws"
@@ -115,7 +115,7 @@ def test_the_champion_reloader_leaves_the_process_mlflow_uris_alone(pipeline_ws,
     workspace's champion (a flaky CI failure of the test above)."""
     import mlflow
 
-    from serving.service import Champions
+    from cdp.serving.service import Champions
 
     ws, _ = promote_ws
     champions = Champions(pipeline_ws, (CHURN.name,))  # the service's workspace, not ws

@@ -10,8 +10,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from cdp.config_profile import ProfileError, apply_profile, profile_values
-from cdp.paths import Workspace
+from cdp.settings import ProfileError, apply_profile, profile_values
+from cdp.workspace import Workspace
 from tests.conftest import free_port
 from tests.services import postgres_server, redis_server
 
@@ -37,7 +37,7 @@ def test_a_malformed_profile_file_names_the_line(tmp_path):
 @pytest.fixture(scope="module")
 def scale_run(pipeline_ws, stage_results, tmp_path_factory):
     from cdp import pipeline
-    from cdp.store import materialize_latest, open_store, stop_spark
+    from cdp.featurestore.store import materialize_latest, open_store, stop_spark
 
     root = tmp_path_factory.mktemp("scale")
     home = root / "ws"
@@ -53,14 +53,14 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
             materialize_latest(ws, open_store(ws), pipeline.load_snapshots(ws)[0][-1])
             trained = pipeline.train(ws, "churn")
             scored = pipeline.score(ws)
-            from serving.service import ChurnRequest, CustomerScores
+            from cdp.serving.service import ChurnRequest, CustomerScores
 
             ids = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"].head(40).tolist()
             os.environ.update(CDP_MODEL_RELOAD_SECONDS="0", CDP_SERVE_MODELS="churn")  # only churn is retrained here
             served = CustomerScores().churn(ChurnRequest(customer_ids=ids, reasons=False))
             from mlflow import MlflowClient
 
-            from training.tracking import use_workspace
+            from cdp.training.tracking import use_workspace
 
             use_workspace(ws)
             champion = MlflowClient().get_model_version_by_alias("churn", "champion")
@@ -76,7 +76,7 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
 
 def test_scale_profile_uses_postgres_redis_and_spark(scale_run):
     assert scale_run["online"] == "redis"
-    assert scale_run["offline"] == "cdp.feast_spark.CdpSparkOfflineStore"  # training set joined by Spark SQL
+    assert scale_run["offline"] == "cdp.featurestore.spark.CdpSparkOfflineStore"  # training set joined by Spark SQL
     assert str(scale_run["champion"].version) == "1"  # registered in the (fresh) PostgreSQL registry
     assert not (scale_run["ws"].root / "mlflow.db").exists()  # nothing fell back to SQLite
 

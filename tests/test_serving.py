@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from serving.server import running_server
+from cdp.workspace import Workspace
+from cdp.serving.server import running_server
 from tests.conftest import free_port
 from tests.services import redis_server
 
@@ -20,7 +20,7 @@ from tests.services import redis_server
 def service(pipeline_ws):
     os.environ["CDP_HOME"] = str(pipeline_ws.root)
     os.environ["CDP_MODEL_RELOAD_SECONDS"] = "0"
-    from serving import service as module
+    from cdp.serving import service as module
 
     return module.CustomerScores(), module
 
@@ -50,8 +50,8 @@ def test_in_process_scores_match_batch_scores_and_carry_reasons(service, pipelin
 
 
 def test_fast_churn_path_equals_sklearn_and_reasons_are_lightgbm_contributions(service, pipeline_ws):
-    from cdp.latest import latest_service_features
-    from models.churn import CHURN
+    from cdp.featurestore.latest import latest_service_features
+    from cdp.models.churn import CHURN
 
     scores_service, _ = service
     scorer = scores_service.champions.get("churn")[0]
@@ -81,7 +81,7 @@ def test_unknown_ids_get_a_per_id_error(service, pipeline_ws):
 
 
 def test_withdrawn_profiling_consent_is_refused_on_every_scoring_route(service, pipeline_ws):
-    from profiles.consent import PROFILING_WITHDRAWN
+    from cdp.features.consent import PROFILING_WITHDRAWN
 
     scores_service, module = service
     withdrawn = latest(pipeline_ws, "consent_state").query("consent_profiling == 0")["customer_id"].tolist()[:3]
@@ -112,9 +112,9 @@ def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, 
 
 def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws, tmp_path):
     from cdp.pipeline import load_snapshots
-    from cdp.store import open_store
-    from profiles.timeline import load_timeline
-    from serving.batch import score_campaign_response
+    from cdp.featurestore.store import open_store
+    from cdp.features.timeline import load_timeline
+    from cdp.serving.batch import score_campaign_response
 
     shutil.copytree(pipeline_ws.root, tmp_path / "ws")  # scoring writes back: keep the shared workspace as is
     ws = Workspace(tmp_path / "ws")
@@ -124,7 +124,7 @@ def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws, tmp_pa
     scores = score_campaign_response(ws, open_store(ws), timeline.order_lines, timeline.orders, as_of, campaign_id=email)
     assert (~scores["campaign_contactable"]).any()
     assert not (scores["campaign_target"].astype(bool) & ~scores["campaign_contactable"]).any()
-    from profiles.consent import contactable
+    from cdp.features.consent import contactable
 
     allowed = contactable(ws, scores["customer_id"], "email", as_of)
     assert (scores.set_index("customer_id")["campaign_contactable"] == allowed.reindex(scores["customer_id"])).all()
@@ -143,7 +143,7 @@ def test_profile_has_features_scores_and_consent(service, pipeline_ws):
 
 
 def test_candidate_index_equals_the_batch_candidate_query(service):
-    from models.next_best_product import candidates, item_stats
+    from cdp.models.next_best_product import candidates, item_stats
 
     scores_service, _ = service
     ids = [*scores_service.lines["customer_id"].drop_duplicates().head(3), "cus_without_history"]
@@ -157,7 +157,7 @@ def test_candidate_index_equals_the_batch_candidate_query(service):
 def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
     from mlflow import MlflowClient
 
-    from training.tracking import CHAMPION, use_workspace
+    from cdp.training.tracking import CHAMPION, use_workspace
 
     scores_service, module = service
     use_workspace(pipeline_ws)
@@ -178,7 +178,7 @@ def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
 
 
 def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
-    from serving.readiness import ServiceNotReady, check_ready
+    from cdp.serving.readiness import ServiceNotReady, check_ready
 
     with pytest.raises(ServiceNotReady, match="cdp features"):
         check_ready(Workspace(tmp_path / "empty"))
@@ -198,7 +198,7 @@ def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
 def redis_workspace(pipeline_ws, tmp_path_factory):
     """A copy of the session workspace whose online store is a private redis-server."""
     from cdp.pipeline import load_snapshots, score
-    from cdp.store import materialize_latest, open_store
+    from cdp.featurestore.store import materialize_latest, open_store
 
     home = tmp_path_factory.mktemp("redis") / "ws"
     shutil.copytree(pipeline_ws.root, home)
@@ -280,7 +280,7 @@ def test_redis_and_sqlite_serve_the_same_scores(redis_workspace, service):
     """Same features in both stores: the Redis-backed service answers exactly as the SQLite one."""
     ws, _ = redis_workspace
     sqlite_service, module = service
-    from serving.service import CustomerScores
+    from cdp.serving.service import CustomerScores
 
     redis_service = CustomerScores()  # the fixture's environment selects Redis
     assert redis_service.store.config.online_store.type == "redis"
@@ -293,7 +293,7 @@ def test_redis_and_sqlite_serve_the_same_scores(redis_workspace, service):
 
 def test_online_recommendations_equal_the_batch_recommender(service, pipeline_ws):
     """The fast single-customer path ranks exactly like `recommend()` used by batch scoring."""
-    from models.next_best_product import recommend
+    from cdp.models.next_best_product import recommend
 
     scores_service, module = service
     model = scores_service.champions.get("next_best_product")[0]

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from cdp.store import StoreConfigError, feature_store_yaml, open_store, stop_spark
-from models.campaign_response import CAMPAIGN_RESPONSE
-from models.churn import CHURN, labelled_entities
-from training.train import build_training_set
+from cdp.workspace import Workspace
+from cdp.featurestore.store import StoreConfigError, feature_store_yaml, open_store, stop_spark
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE
+from cdp.models.churn import CHURN, labelled_entities
+from cdp.training.train import build_training_set
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
 needs_spark = pytest.mark.skipif(not SPARK_READY, reason="a Java runtime is needed for Spark")
@@ -62,7 +62,7 @@ def _entities(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Churn's labelled entities (every complete snapshot) plus rows the join must not lose or leak:
     between snapshots (take the earlier snapshot), before the first snapshot (nulls), an unknown id."""
     from cdp import pipeline
-    from profiles.timeline import load_timeline
+    from cdp.features.timeline import load_timeline
 
     snapshots, end = pipeline.load_snapshots(ws)
     churn = labelled_entities(load_timeline(ws).orders, snapshots, end)
@@ -128,7 +128,7 @@ def _assert_same_training_set(duck: pd.DataFrame, spark: pd.DataFrame, asked: in
 @pytest.mark.slow  # ~1-2 min on 2 shared cores: JVM start, schema reads at apply, Spark SQL jobs per view
 def test_spark_offline_store_builds_the_same_training_set(both_stores):
     duck, spark = both_stores["duckdb"], both_stores["spark"]
-    assert duck["store"] == "duckdb" and spark["store"] == "cdp.feast_spark.CdpSparkOfflineStore"
+    assert duck["store"] == "duckdb" and spark["store"] == "cdp.featurestore.spark.CdpSparkOfflineStore"
     assert duck["sources"] == {"FileSource"} and spark["sources"] == {"SparkSource"}
     assert spark["job"] == "SparkRetrievalJob" and duck["job"] != spark["job"]
     churn = duck["churn"]

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles import matching, spark_engine
-from profiles.identity_eval import cluster_metrics
-from profiles.matching import splink_settings
+from cdp.workspace import Workspace
+from cdp.identity import matching
+from cdp.engines import spark as spark_engine
+from cdp.identity.evaluate import cluster_metrics
+from cdp.identity.matching import splink_settings
 from tests.conftest import with_env
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
@@ -36,7 +37,7 @@ def engines(tmp_path_factory):
     """One staged retailer (400 people), resolved three times in separate workspaces: DuckDB; Spark
     training + predicting; Spark predicting with the model DuckDB trained."""
     from cdp import pipeline
-    from profiles.identity import resolve
+    from cdp.identity.resolve import resolve
 
     warnings.filterwarnings("ignore")
     root = tmp_path_factory.mktemp("spark_identity")
@@ -151,7 +152,7 @@ def test_engine_errors_say_what_to_do(monkeypatch, tmp_path):
 
 
 def test_profiles_choose_the_engine():
-    from cdp.config_profile import profile_values
+    from cdp.settings import profile_values
 
     assert profile_values("scale")["CDP_IDENTITY_ENGINE"] == "spark"
     assert profile_values("scale")["CDP_SPARK_MASTER"].startswith("local[")

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.paths import Workspace
-from profiles import signals
+from cdp.workspace import Workspace
+from cdp.features import views as signals
 from tests.conftest import TINY_CUSTOMERS, with_env
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
@@ -36,8 +36,8 @@ def built(tmp_path_factory):
     """One resolved retailer; `cdp features` (pipeline.build_features: views + feast apply +
     materialize) once per engine in its own copy of the workspace."""
     from cdp import pipeline
-    from cdp.store import stop_spark
-    from profiles.spark_engine import spark_session
+    from cdp.featurestore.store import stop_spark
+    from cdp.engines.spark import spark_session
 
     warnings.filterwarnings("ignore")
     root = tmp_path_factory.mktemp("spark_signals")
@@ -73,7 +73,7 @@ def _views(ws: Workspace) -> dict[str, pd.DataFrame]:
 @needs_spark
 @pytest.mark.slow  # ~1.5-2 min on 2 shared cores: JVM start, ~20 small Spark SQL jobs
 def test_spark_builds_the_same_feature_tables_as_duckdb(built):
-    from cdp.store import repo_definitions
+    from cdp.featurestore.store import repo_definitions
 
     duck, spark = _views(built["ws"]["duckdb"]), _views(built["ws"]["spark"])
     features = repo_definitions().FEATURES
@@ -126,7 +126,7 @@ def test_the_view_sql_stays_in_the_dialect_both_engines_accept(monkeypatch):
 
 
 def test_the_feature_engine_is_configuration(monkeypatch):
-    from cdp.config_profile import profile_values
+    from cdp.settings import profile_values
 
     assert profile_values("scale")["CDP_FEATURE_ENGINE"] == "spark"
     assert profile_values("embedded")["CDP_FEATURE_ENGINE"] == "duckdb"

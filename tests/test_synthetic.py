@@ -11,10 +11,10 @@ import phonenumbers
 import pyarrow.parquet as pq
 import pytest
 
-from profiles.contract import TABLES
-from synthetic.common import data_window
-from synthetic.generate import GenerationSummary, generate
-from synthetic.oracle import p_no_order, p_no_order_piecewise, true_churn_probability
+from cdp.ingest.contract import TABLES
+from cdp.synthetic.common import data_window
+from cdp.synthetic.generate import GenerationSummary, generate
+from cdp.synthetic.oracle import p_no_order, p_no_order_piecewise, true_churn_probability
 
 CUSTOMERS, SEED = 2000, 11
 EVENT_TIMES = {"orders": "ordered_at", "web_events": "occurred_at", "service_interactions": "occurred_at",

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.paths import Workspace
-from models.clv import CLV, FEATURES, CLVModel
-from training.train import TrainResult, build_training_set
+from cdp.workspace import Workspace
+from cdp.models.clv import CLV, FEATURES, CLVModel
+from cdp.training.train import TrainResult, build_training_set
 
 
 def cutoff_snapshot(snapshots: list[pd.Timestamp], data_end: pd.Timestamp, horizon_days: int = 365) -> pd.Timestamp:
@@ -78,7 +78,7 @@ def oracle_clv(ws: Workspace, customers: pd.Series, cutoff: pd.Timestamp, horizo
     churn at hazard h; residual rate after churn) x the person's mean order value (all orders)."""
     if not (ws.truth / "persons.parquet").exists() or not (ws.truth / "orders_truth.parquet").exists():
         return None
-    from training.oracle import customer_persons
+    from cdp.training.oracle import customer_persons
 
     persons = pd.read_parquet(ws.truth / "persons.parquet",
                               columns=["person_id", "churn_at", "order_rate", "dead_order_rate", "churn_hazard"])
@@ -98,7 +98,7 @@ def oracle_clv(ws: Workspace, customers: pd.Series, cutoff: pd.Timestamp, horizo
 
 
 def _plots(actual: np.ndarray, scores: dict[str, np.ndarray], out: Path) -> list[Path]:
-    from training.evaluate import _save, plt
+    from cdp.training.evaluate import _save, plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     deciles = np.arange(1, 11)
@@ -128,7 +128,7 @@ def train_clv(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Tim
               data_end: pd.Timestamp, progress=None) -> TrainResult:
     import mlflow
 
-    from training.tracking import register_run_model, set_experiment, use_workspace
+    from cdp.training.tracking import register_run_model, set_experiment, use_workspace
 
     spec, step = CLV, progress or (lambda *_: None)
     cutoff = cutoff_snapshot(snapshots, data_end, spec.horizon_days)

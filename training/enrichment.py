@@ -1,14 +1,14 @@
 """Enrichment test-and-learn: what does each vendor's data add to the churn model?
 
 In:  the churn training set from Feast (FeatureService churn_v1) and staged/enrichment.parquet.
-Variants, each fitted with the churn pipeline (training.train.fit) on the same out-of-time split:
+Variants, each fitted with the churn pipeline (cdp.training.train.fit) on the same out-of-time split:
   without      : churn_v1 minus the enrichment features (first-party data only)
   <vendor>     : first-party + that vendor's facts alone
   all_vendors  : first-party + the freshest fact of any vendor (what churn_v1 serves)
-A vendor's facts are joined point in time exactly as profiles/signals.py does for all vendors:
+A vendor's facts are joined point in time exactly as features/views.py does for all vendors:
 the latest fact with as_of strictly before the snapshot, aged out after
 CDP_ENRICHMENT_MAX_AGE_DAYS, linked through the customer's email hashes of records that existed
-before the snapshot (profiles.signals.vendor_facts).
+before the snapshot (cdp.features.views.vendor_facts).
 Out: per variant the out-of-time ROC AUC / PR AUC, the lift over `without` and a paired bootstrap
 95% interval of that lift (validation rows resampled; both models scored on the same resample),
 plus the vendor's coverage (share of validation rows with a fresh fact).
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cdp.paths import Workspace
-from models.churn import CHURN, labelled_entities
-from profiles.signals import enrichment_max_age_days
-from profiles.signals import vendor_facts as signal_vendor_facts
-from training.train import build_training_set, fit, predict, split_out_of_time
+from cdp.workspace import Workspace
+from cdp.models.churn import CHURN, labelled_entities
+from cdp.features.views import enrichment_max_age_days
+from cdp.features.views import vendor_facts as signal_vendor_facts
+from cdp.training.train import build_training_set, fit, predict, split_out_of_time
 
 ENRICHMENT_FEATURES = ["household_size", "income_band_rank", "home_owner", "car_owner", "enrichment_age_days"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.evaluate import _save, plt
+from cdp.training.evaluate import _save, plt
 
 MAX_ROWS = 1000   # SHAP rows (a sample of the out-of-time rows keeps this ~1 s)
 TOP = 20

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 
 
 def customer_persons(ws: Workspace) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def churn_oracle(ws: Workspace, horizon_days: int = 90) -> Callable[[pd.DataFram
         return None
 
     def evaluate(rows: pd.DataFrame, score: np.ndarray) -> dict[str, float]:
-        from synthetic.oracle import true_churn_probability
+        from cdp.synthetic.oracle import true_churn_probability
 
         persons = pd.read_parquet(ws.truth / "persons.parquet")
         sends_path = ws.truth / "sends_truth.parquet"

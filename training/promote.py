@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from cdp.paths import Workspace
-from models.campaign_response import CAMPAIGN_RESPONSE
-from models.churn import CHURN
-from models.clv import CLV
-from models.next_best_product import NEXT_BEST_PRODUCT
-from models.spec import ModelSpec
+from cdp.workspace import Workspace
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE
+from cdp.models.churn import CHURN
+from cdp.models.clv import CLV
+from cdp.models.next_best_product import NEXT_BEST_PRODUCT
+from cdp.models.spec import ModelSpec
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE, CLV)}
 Evaluator = Callable[[object], dict[str, float]]
@@ -49,23 +49,23 @@ def _day(value: str) -> pd.Timestamp:
 def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]) -> tuple[Evaluator, str]:
     """Rebuild a run's out-of-time rows from the workspace; returns (model -> metrics, description)."""
     from cdp.pipeline import load_snapshots
-    from cdp.store import open_store
-    from profiles.timeline import load_timeline
+    from cdp.featurestore.store import open_store
+    from cdp.features.timeline import load_timeline
 
     snapshots, data_end = load_snapshots(ws)
     timeline, store = load_timeline(ws), open_store(ws)
     if spec.name == CHURN.name:
-        from models.churn import labelled_entities
-        from training.evaluate import binary_metrics
-        from training.train import build_training_set, predict
+        from cdp.models.churn import labelled_entities
+        from cdp.training.evaluate import binary_metrics
+        from cdp.training.train import build_training_set, predict
 
         valid_at = _day(params["valid_snapshot"])
         frame = build_training_set(store, spec, labelled_entities(timeline.orders, [valid_at], data_end, spec))
         y = frame[spec.label].to_numpy()
         return (lambda model: binary_metrics(y, predict(model, frame))), f"snapshot {valid_at:%Y-%m-%d} ({len(frame)} rows)"
     if spec.name == NEXT_BEST_PRODUCT.name:
-        from models.next_best_product import catalogue, purchases_after, top_k
-        from training.ranking import K, MAX_VALID_CUSTOMERS, _eligible, _snapshot_frame, rank_metrics
+        from cdp.models.next_best_product import catalogue, purchases_after, top_k
+        from cdp.training.ranking import K, MAX_VALID_CUSTOMERS, _eligible, _snapshot_frame, rank_metrics
 
         valid_at, lines = _day(params["valid_snapshot"]), timeline.order_lines
         customers = _eligible(lines, valid_at, MAX_VALID_CUSTOMERS, 99)  # training's seed + 99 (seed 0)
@@ -76,7 +76,7 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
         return (lambda ranker: rank_metrics(top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K),
                                             bought, n_items)), f"snapshot {valid_at:%Y-%m-%d} ({len(customers)} customers)"
     if spec.name == CAMPAIGN_RESPONSE.name:
-        from training.uplift import build_send_set, uplift_metrics
+        from cdp.training.uplift import build_send_set, uplift_metrics
 
         campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
         frame = build_send_set(store, timeline.sends, campaigns, timeline.orders, timeline.order_lines, snapshots[0])
@@ -84,7 +84,7 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
         valid = frame[frame["campaign_id"].isin(held_out)]
         y, t = valid[spec.label].to_numpy(), valid["treated"].to_numpy()
         return (lambda model: uplift_metrics(y, t, model.predict(valid))), f"campaigns {','.join(held_out)} ({len(valid)} sends)"
-    from training.clv import clv_metrics, evaluation_set
+    from cdp.training.clv import clv_metrics, evaluation_set
 
     cutoff = _day(params["valid_snapshot"])
     frame = evaluation_set(store, timeline.orders, cutoff, spec.horizon_days)
@@ -103,7 +103,7 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
             reason: str | None = None) -> dict:
     from mlflow import MlflowClient
 
-    from training.tracking import CHAMPION, comparison_markdown, current_champion, load_version, use_workspace
+    from cdp.training.tracking import CHAMPION, comparison_markdown, current_champion, load_version, use_workspace
 
     spec = spec_for(model)
     use_workspace(ws)
@@ -130,7 +130,7 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
         evaluate, rows = out_of_time_evaluator(ws, spec, params)
         mine = evaluate(load_version(spec.name, version, client))
         theirs = evaluate(load_version(spec.name, current.version, client))
-        from training.tracking import better_direction
+        from cdp.training.tracking import better_direction
 
         comparison.update(compared_on=f"challenger's out-of-time rows: {rows}", champion_metrics=theirs,
                           rows=[{"metric": k, "challenger": v, "champion": theirs.get(k),

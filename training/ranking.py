@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.paths import Workspace
-from models.next_best_product import (CANDIDATE_FEATURES, NEXT_BEST_PRODUCT, candidates, fit_ranker, item_stats,
+from cdp.workspace import Workspace
+from cdp.models.next_best_product import (CANDIDATE_FEATURES, NEXT_BEST_PRODUCT, candidates, fit_ranker, item_stats,
                                       label_candidates, purchases_after, top_k)
-from training.explain import explain
-from training.train import TrainResult, build_training_set
+from cdp.training.explain import explain
+from cdp.training.train import TrainResult, build_training_set
 
 K = 10
 TRAIN_SNAPSHOTS = 2
@@ -78,7 +78,7 @@ def oracle_recs(ws: Workspace, stats, customers: np.ndarray) -> pd.DataFrame | N
     """Top k by the true next-purchase probability P(category | person) x popularity_in_category."""
     if not (ws.truth / "next_purchase.parquet").exists():
         return None
-    from training.oracle import customer_persons
+    from cdp.training.oracle import customer_persons
 
     persons = customer_persons(ws)["person_id"]
     truth = pd.read_parquet(ws.truth / "next_purchase.parquet")
@@ -122,7 +122,7 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
                             seed: int = 0) -> TrainResult:
     import mlflow
 
-    from training.tracking import register_run_model, set_experiment, use_workspace
+    from cdp.training.tracking import register_run_model, set_experiment, use_workspace
 
     spec, step = NEXT_BEST_PRODUCT, progress or (lambda *_: None)
     horizon = pd.Timedelta(days=spec.horizon_days)
@@ -191,7 +191,7 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
 
 
 def _comparison_plot(results: dict[str, dict[str, float]], path: Path) -> Path:
-    from training.evaluate import _save, plt
+    from cdp.training.evaluate import _save, plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(results)

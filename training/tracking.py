@@ -7,7 +7,7 @@ import os
 from importlib.metadata import version
 from typing import Any, Callable
 
-from cdp.paths import Workspace
+from cdp.workspace import Workspace
 
 # Explicit requirements: MLflow's inference takes 4-6 s per log_model (STACK_NOTES).
 PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "lightgbm", "pandas", "numpy", "skops")]
@@ -16,7 +16,7 @@ SKOPS_TRUSTED = [
     "lightgbm.sklearn.LGBMRegressor", "collections.OrderedDict", "collections.defaultdict",
     "sklearn.calibration._CalibratedClassifier", "sklearn.calibration.CalibratedClassifierCV",
     "sklearn.isotonic.IsotonicRegression", "sklearn.calibration._SigmoidCalibration",
-    "sklearn.frozen._frozen.FrozenEstimator", "models.campaign_response.UpliftModel", "models.clv.CLVModel",
+    "sklearn.frozen._frozen.FrozenEstimator", "cdp.models.campaign_response.UpliftModel", "cdp.models.clv.CLVModel",
 ]
 CHAMPION = "champion"
 LOWER_IS_BETTER = ("brier", "mae", "rmse", "log_loss", "seconds")  # metric names containing these
@@ -224,7 +224,7 @@ def register_run_model(spec, model, value: float, features: list[str], plots: li
     import mlflow
     from mlflow.models import infer_signature
 
-    from profiles.privacy import record_training_population
+    from cdp.privacy.subjects import record_training_population
 
     record_training_population(ws, mlflow.active_run().info.run_id, population)
     for path in plots:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.paths import Workspace
-from models.churn import CHURN, fit_calibrated, labelled_entities
-from models.spec import ModelSpec
-from training.evaluate import binary_metrics, binary_plots
-from training.explain import explain
-from training.tracking import register_run_model, set_experiment, use_workspace
+from cdp.workspace import Workspace
+from cdp.models.churn import CHURN, fit_calibrated, labelled_entities
+from cdp.models.spec import ModelSpec
+from cdp.training.evaluate import binary_metrics, binary_plots
+from cdp.training.explain import explain
+from cdp.training.tracking import register_run_model, set_experiment, use_workspace
 
 ID_COLUMNS = ["customer_id", "event_timestamp"]
 

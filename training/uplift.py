@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.paths import Workspace
-from models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, campaign_features, labelled_sends
-from training.explain import explain
-from training.train import TrainResult, build_training_set
+from cdp.workspace import Workspace
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, campaign_features, labelled_sends
+from cdp.training.explain import explain
+from cdp.training.train import TrainResult, build_training_set
 
 VALID_SHARE = 0.3   # share of campaigns (latest by start date) held out
 GRID = np.linspace(0.01, 1.0, 100)
@@ -50,7 +50,7 @@ def uplift_metrics(y: np.ndarray, treated: np.ndarray, score: np.ndarray) -> dic
 
 def qini_curves(y: np.ndarray, treated: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
     """One Qini curve per ranking (incremental conversions vs. share targeted) as a PNG."""
-    from training.evaluate import _save, plt
+    from cdp.training.evaluate import _save, plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, score in scores.items():
@@ -114,7 +114,7 @@ def train_campaign_response(ws: Workspace, store, sends: pd.DataFrame, campaigns
                             progress=None, seed: int = 0) -> TrainResult:
     import mlflow
 
-    from training.tracking import register_run_model, set_experiment, use_workspace
+    from cdp.training.tracking import register_run_model, set_experiment, use_workspace
 
     spec, step = CAMPAIGN_RESPONSE, progress or (lambda *_: None)
     step("labelled sends + point-in-time features", 1, 4)

@@ -1,0 +1,153 @@
+"""`cdp`: the command line of the customer data platform ML layer.
+
+Heavy libraries (feast, mlflow, bentoml, lightgbm) are imported inside commands so that
+`cdp --help` answers instantly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cdp.cli import identity, models, privacy, serving
+from cdp.cli.demo import run_demo
+from cdp.cli.ui import HomeOption, UserError, console, progress_bar, run_stage, show, workspace
+
+app = typer.Typer(help="Customer data platform ML layer: raw first-party data in, unified profiles "
+                       "and churn scores out.", no_args_is_help=True, add_completion=False)
+@app.command()
+def generate(customers: int = typer.Option(20_000, min=100, help="How many real people to simulate."),
+             seed: int = typer.Option(7, help="Random seed: the same seed gives the same files."),
+             home: Optional[Path] = HomeOption) -> None:
+    """Write realistic synthetic first-party data (all contract tables) to raw/ and the truth to truth/."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar("generate") as update:
+        summary = run_stage(pipeline.generate, ws, customers, seed, progress=update)
+    show(f"generated into {ws.raw}", summary)
+
+
+@app.command()
+def ingest(home: Optional[Path] = HomeOption) -> None:
+    """Validate raw/ against the data contract; accepted rows to staged/, rejected to quarantine."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar("ingest") as update:
+        summary = run_stage(pipeline.ingest, ws, progress=update)
+    counted = ("read", "accepted", "quarantined", "suppressed", "field_issues")
+    table = Table(title="ingest: accepted + quarantined + suppressed (erased people) = read")
+    for column in ("table", *counted):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name, counts in summary["tables"].items():
+        table.add_row(name, *(str(counts.get(c, 0)) for c in counted))
+    console.print(table)
+
+
+@app.command()
+def resolve(incremental: bool = typer.Option(
+                False, "--incremental",
+                help="Only link records not in identity_map yet (a day's orders, new sign-ups) to the existing "
+                     "customers with the saved model; existing ids are kept. Needs a previous full run."),
+            home: Optional[Path] = HomeOption) -> None:
+    """Link records that belong to the same person into one customer_id (identity/identity_map.parquet)."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with console.status("linking new records" if incremental else "resolving identities"):
+        summary = run_stage(pipeline.resolve, ws, incremental=incremental)
+    show("identity resolution (incremental)" if incremental else "identity resolution", summary)
+
+
+@app.command()
+def features(home: Optional[Path] = HomeOption) -> None:
+    """Build profile and signal snapshots, register them in Feast, materialize the latest."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar("features") as update:
+        summary = run_stage(pipeline.build_features, ws, progress=update)
+    show("features", summary)
+
+
+@app.command()
+def train(model: str = typer.Argument("churn", help="Which model to train: churn, next-best-product, campaign-response, clv."),
+          home: Optional[Path] = HomeOption) -> None:
+    """Train a model out-of-time on point-in-time features; log to MLflow; alias `champion` if it beats the champion."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with progress_bar(f"train {model}") as update:
+        summary = run_stage(pipeline.train, ws, model, progress=update)
+    show(f"trained {model}", summary)
+
+
+@app.command()
+def score(home: Optional[Path] = HomeOption) -> None:
+    """Batch-score all active customers (churn, next best products, campaign uplift) and push the scores back (Feast push)."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with console.status("scoring"):
+        summary = run_stage(pipeline.score, ws)
+    show("scores pushed", summary)
+
+
+@app.command()
+def serve(port: int = typer.Option(3000, help="HTTP port."), home: Optional[Path] = HomeOption) -> None:
+    """Serve /churn, /next_best_product, /campaign_response, /profile with BentoML (blocks; Ctrl-C stops).
+
+    Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key),
+    CDP_SERVE_MODELS (default all three), CDP_MODEL_RELOAD_SECONDS (champion reload check, default 30)."""
+    from cdp.serving.readiness import ServiceNotReady, check_ready
+    from cdp.serving.server import serve_forever
+
+    ws = workspace(home)
+    try:
+        check_ready(ws)
+    except ServiceNotReady as error:
+        console.print(f"[red]cannot serve:[/red] {error}")
+        raise typer.Exit(code=2) from None
+    serve_forever(ws, port)
+
+
+@app.command()
+def demo(customers: int = typer.Option(20_000, min=500, help="People to simulate."),
+         seed: int = typer.Option(7, help="Random seed."),
+         port: int = typer.Option(3000, help="Port for the demo's BentoML server."),
+         home: Optional[Path] = HomeOption) -> None:
+    """Run everything end to end on embedded defaults and write reports/demo_summary.json."""
+    ws = workspace(home)
+    run_stage(run_demo, ws, customers, seed, port, console)
+    console.print(f"summary written to [bold]{ws.reports / 'demo_summary.json'}[/bold]")
+
+
+# Command groups live in their own modules, each on its own Typer; merged here (no name = top level).
+for _group in (identity, privacy, models, serving):
+    app.add_typer(_group.app)
+
+
+def main() -> None:
+    # Third-party deprecation notices (ibis, SQLAlchemy) are for us, not for the user's terminal.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from cdp.settings import ProfileError, apply_profile
+
+    try:
+        apply_profile()  # CDP_PROFILE=embedded|scale fills engine settings the environment leaves unset
+    except ProfileError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise SystemExit(2) from None
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""What every command shares: the console, the --home option, progress bars, tables, user errors."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cdp.workspace import Workspace
+
+console = Console()
+HomeOption = typer.Option(None, "--home", envvar="CDP_HOME",
+                          help="Workspace folder (raw/, staged/, identity/, features/, mlflow.db). Default ./data")
+
+
+class UserError(Exception):
+    """An error whose message is for the user: printed without a traceback."""
+
+
+@contextmanager
+def progress_bar(title: str) -> Iterator:
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{title}: {step}", completed=done, total=total)
+        yield update
+
+
+def workspace(home: Optional[Path]) -> Workspace:
+    ws = Workspace.from_env(home)
+    os.environ["CDP_HOME"] = str(ws.root)
+    return ws
+
+
+def show(title: str, summary: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(str(key), json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+
+
+def run_stage(fn, *args, **kwargs) -> dict:
+    """Run a stage; known input problems become one red line instead of a traceback."""
+    from cdp.ingest.staging import ContractError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ContractError, UserError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from None

@@ -1,0 +1,62 @@
+"""Where every stage reads and writes: one workspace folder (default ./data, or $CDP_HOME)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Folders of one platform instance. Raw input is read-only; everything else is derived."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, root: str | Path | None = None) -> "Workspace":
+        chosen = root or os.environ.get("CDP_HOME") or "data"
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def raw(self) -> Path:  # data contract input, never written back by the pipeline
+        return self.root / "raw"
+
+    @property
+    def truth(self) -> Path:  # synthetic ground truth; only evaluation code reads it
+        return self.root / "truth"
+
+    @property
+    def staged(self) -> Path:  # validated, normalized tables
+        return self.root / "staged"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.staged / "quarantine.parquet"
+
+    @property
+    def identity(self) -> Path:
+        return self.root / "identity"
+
+    @property
+    def features(self) -> Path:  # Parquet offline store behind Feast
+        return self.root / "features"
+
+    @property
+    def feast(self) -> Path:  # Feast registry + SQLite online store
+        return self.root / "feast"
+
+    @property
+    def mlflow_uri(self) -> str:
+        # CDP_MLFLOW_URI, not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, which
+        # would make every later Workspace in the process follow the first one's database.
+        return os.environ.get("CDP_MLFLOW_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def ensure(self) -> "Workspace":
+        for folder in (self.raw, self.staged, self.identity, self.features, self.feast, self.reports):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,1 @@
+"""Configuration profiles (`<name>.env`), shipped as package data."""

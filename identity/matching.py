@@ -1,0 +1,349 @@
+"""Probabilistic matching of profile records (Fellegi-Sunter with Splink on DuckDB, or on Spark
+with `CDP_IDENTITY_ENGINE=spark`: same settings and trained model, see `cdp.engines.spark`).
+
+In:  staged `crm_contacts`, `loyalty_members`, `online_accounts` (names, date of birth,
+     address, postcode, `email_norm`, `phone_e164`).
+Out: `profile_records(ws)`: one row per profile record with matching columns
+     (`unique_id` = "<table>|<key>", nickname-canonical first name, ...);
+     `predict_edges(records)`: scored record pairs (unique_id_l, unique_id_r, match_weight,
+     match_probability, gamma_<comparison>) above a floor probability, plus the trained model
+     as a Splink settings dict (JSON-serialisable; only library comparisons and `block_on`
+     rules, so the same model runs on Spark by swapping the DuckDBAPI for a SparkAPI).
+The guards that decide which scored pairs may link live in `cdp.identity.resolve`.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cdp.workspace import Workspace
+
+PROFILE_SOURCES = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id"}
+MATCH_COLUMNS = ("first_name", "first_canon", "first_nicks", "last_name", "dob", "postcode", "address",
+                 "email", "email_local", "phone")
+
+
+@lru_cache(maxsize=1)
+def _namer():
+    from nicknames import NickNamer
+
+    return NickNamer()
+
+
+@lru_cache(maxsize=1 << 16)
+def canonical_first_name(name: str) -> str:
+    """Nickname-canonical first name: among the name and the names it is a nickname of, the one
+    with the most nicknames (Bob, Bobby -> robert; Liz -> elizabeth; Jim -> james)."""
+    namer = _namer()
+    candidates = {name} | set(namer.canonicals_of(name))
+    return max(sorted(candidates), key=lambda c: len(namer.nicknames_of(c)))
+
+
+@lru_cache(maxsize=1 << 16)
+def nickname_set(name: str) -> str:
+    """The name and every name it is a nickname or a canonical form of, as "|a|b|c|" (so SQL can
+    test membership with instr(set, '|' || other || '|') on DuckDB and Spark alike).
+
+    Nicknames are not one canonical form: Mandy is a nickname of Amanda but also of Miranda, so
+    Amanda and Mandy can land on different `first_canon`s; two names are nicknames of each other
+    when either one is in the other's set (`names_related`)."""
+    namer = _namer()
+    names = {name} | set(namer.canonicals_of(name)) | set(namer.nicknames_of(name))
+    return "|" + "|".join(sorted(n for n in names if "|" not in n)) + "|"
+
+
+def names_related(a: str | None, b: str | None) -> bool:
+    """True when one first name is a nickname (or the canonical form) of the other."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    return f"|{b}|" in nickname_set(a) or f"|{a}|" in nickname_set(b)
+
+
+# SQL over Splink's _l/_r columns (and our l./r. aliases via `nickname_sql`)
+def nickname_sql(left: str = "first_name_l", right: str = "first_name_r",
+                 left_set: str = "first_nicks_l", right_set: str = "first_nicks_r") -> str:
+    return (f"(instr({left_set}, '|' || {right} || '|') > 0 OR instr({right_set}, '|' || {left} || '|') > 0)")
+
+
+def _clean(series: pd.Series) -> pd.Series:
+    """Lower-cased, trimmed text; empty -> null."""
+    out = series.astype("string").str.strip().str.lower()
+    return out.mask(out == "")
+
+
+def profile_records(ws: Workspace) -> pd.DataFrame:
+    """One row per staged profile record with the matching columns (nulls where absent)."""
+    frames = []
+    for table, key in PROFILE_SOURCES.items():
+        path = ws.staged / f"{table}.parquet"
+        if not path.exists():
+            continue
+        staged = pd.read_parquet(path)
+        n = len(staged)
+        col = lambda c: staged[c] if c in staged else pd.Series([None] * n, index=staged.index, dtype=object)
+        dob = pd.to_datetime(col("date_of_birth"), errors="coerce")
+        frames.append(pd.DataFrame({
+            "unique_id": table + "|" + staged[key].astype(str), "source_table": table,
+            "source_key": staged[key].astype(str),
+            "first_name": _clean(col("first_name")), "last_name": _clean(col("last_name")),
+            "dob": dob.dt.strftime("%Y-%m-%d").astype("string"),
+            "postcode": _clean(col("postcode")), "address": _clean(col("address_line")),
+            "email": col("email_norm").astype("string"), "phone": col("phone_e164").astype("string")}))
+    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["unique_id", *MATCH_COLUMNS])
+    firsts = records["first_name"].dropna().unique()
+    canon = {f: canonical_first_name(f) for f in firsts}
+    records["first_canon"] = records["first_name"].map(canon).astype("string")
+    records["first_nicks"] = records["first_name"].map({f: nickname_set(f) for f in firsts}).astype("string")
+    records["email_local"] = records["email"].str.split("@").str[0].astype("string")
+    return records.drop_duplicates("unique_id").reset_index(drop=True)
+
+
+# gamma levels of splink_settings() the guards read: first names at least "first/last swapped"
+# (swap, Jaro-Winkler >= 0.9, nickname or exact; 1 is Jaro-Winkler >= 0.75, 0 disagree), postcode exact
+FIRST_NAME_CLOSE_LEVEL = 2
+POSTCODE_EXACT_LEVEL = 1
+
+
+def splink_settings() -> Any:
+    """Model specification: comparisons and blocking rules (backend-agnostic Splink objects)."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import SettingsCreator, block_on
+
+    first = cl.CustomComparison(output_column_name="first_name", comparison_levels=[
+        cll.NullLevel("first_name"),
+        cll.ExactMatchLevel("first_name").configure(tf_adjustment_column="first_name"),
+        cll.CustomLevel(f"first_canon_l = first_canon_r OR {nickname_sql()}", label_for_charts="nickname match"),
+        cll.JaroWinklerLevel("first_name", 0.9),
+        cll.CustomLevel("first_name_l = last_name_r", label_for_charts="first/last swapped"),
+        cll.JaroWinklerLevel("first_name", 0.75),
+        cll.ElseLevel()])
+    last = cl.CustomComparison(output_column_name="last_name", comparison_levels=[
+        cll.NullLevel("last_name"),
+        cll.ExactMatchLevel("last_name").configure(tf_adjustment_column="last_name"),
+        cll.JaroWinklerLevel("last_name", 0.9),
+        cll.CustomLevel("last_name_l = first_name_r", label_for_charts="first/last swapped"),
+        cll.JaroWinklerLevel("last_name", 0.75),
+        cll.ElseLevel()])
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="unique_id",
+        comparisons=[
+            first, last,
+            cl.DateOfBirthComparison("dob", input_is_string=True, datetime_metrics=["month", "year"],
+                                     datetime_thresholds=[1, 2]),
+            cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
+            cl.JaroWinklerAtThresholds("address", [0.95, 0.8]),
+            cl.EmailComparison("email"),
+            cl.ExactMatch("phone").configure(term_frequency_adjustments=True),
+        ],
+        blocking_rules_to_generate_predictions=[
+            block_on("first_canon", "last_name"),
+            block_on("dob"),
+            block_on("last_name", "postcode"),
+            block_on("first_canon", "postcode"),
+            block_on("email_local"),
+            block_on("phone"),
+            "l.first_name = r.last_name AND l.last_name = r.first_name",
+        ],
+        retain_matching_columns=True,
+        retain_intermediate_calculation_columns=True,
+        additional_columns_to_retain=["source_table", "source_key"],
+    )
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    edges: pd.DataFrame          # unique_id_l, unique_id_r, match_weight, match_probability, gamma_*
+    model: dict[str, Any]        # trained Splink settings (save as JSON to re-use)
+
+
+def _arrow(records: pd.DataFrame):
+    import pyarrow as pa
+
+    columns = ["unique_id", "source_table", "source_key", *MATCH_COLUMNS]
+    # explicit text types: all-null columns must not become INTEGER
+    return pa.table({c: pa.array(records[c].astype(object).where(records[c].notna(), None).tolist(), type=pa.string())
+                     for c in columns})
+
+
+def _linker(records: pd.DataFrame, settings: Any):
+    """A Splink linker over `records` on the configured engine (CDP_IDENTITY_ENGINE); a trained
+    model saved by another engine is re-rendered for this engine's SQL dialect."""
+    from splink import Linker
+
+    from cdp.engines.spark import identity_engine, model_for_dialect, splink_db_api
+
+    engine = identity_engine()
+    if isinstance(settings, dict):
+        settings = model_for_dialect(settings, engine, splink_settings())
+    db_api = splink_db_api(engine)
+    return Linker(db_api.register(_arrow(records), dataset_display_name="profiles", table_name=_table_name("profiles")),
+                  settings, log_level=logging.WARNING)
+
+
+def _table_name(base: str) -> str:
+    """Input table names are unique per linker: Spark's temporary views are shared by the session."""
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+def predict_new(records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any],
+                floor_probability: float = 0.5) -> pd.DataFrame:
+    """Incremental scoring with a trained model: pairs (new, existing) and (new, new) of the
+    blocked candidates at or above `floor_probability`; never (existing, existing).
+
+    Term frequencies come from all `records` (existing + new), as a full run would see them.
+    Same columns as `train_and_predict(...).edges`, with unique_id_l < unique_id_r."""
+    is_new = np.asarray(is_new, dtype=bool)
+    empty = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight", "match_probability"])
+    if not is_new.any() or not model:
+        return empty
+    linker = _linker(records, model)
+    for column in sorted({c["tf_adjustment_column"] for comp in model.get("comparisons", [])
+                          for c in comp.get("comparison_levels", []) if c.get("tf_adjustment_column")}):
+        linker.table_management.compute_tf_table(column)
+    db_api = linker._db_api
+    new = db_api.register(_arrow(records[is_new]), table_name=_table_name("__new_profiles"))
+    frames = []
+    if (~is_new).any():
+        old = db_api.register(_arrow(records[~is_new]), table_name=_table_name("__existing_profiles"))
+        frames.append(linker.inference.predict_between(new, old, threshold_match_probability=floor_probability,
+                                                       warning_mode="never").as_pandas_dataframe())
+    if is_new.sum() > 1:
+        frames.append(linker.inference.predict_within(new, threshold_match_probability=floor_probability,
+                                                      warning_mode="never").as_pandas_dataframe())
+    edges = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else empty
+    if edges.empty:
+        return empty
+    swap = edges["unique_id_l"] > edges["unique_id_r"]
+    edges.loc[swap, ["unique_id_l", "unique_id_r"]] = edges.loc[swap, ["unique_id_r", "unique_id_l"]].to_numpy()
+    keep = ["unique_id_l", "unique_id_r", "match_weight", "match_probability",
+            *[c for c in edges.columns if c.startswith("gamma_")]]
+    return edges[keep].drop_duplicates(["unique_id_l", "unique_id_r"]) \
+        .sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
+
+
+def train_and_predict(records: pd.DataFrame, floor_probability: float = 0.5, seed: int = 1,
+                      model: dict[str, Any] | None = None) -> MatchResult:
+    """Train (u by random sampling, m from deterministic pseudo-labels; or reuse `model`)
+    and score the blocked pairs at or above `floor_probability`."""
+    if len(records) < 2:
+        return MatchResult(pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight", "match_probability"]), model or {})
+    if model is None:
+        model = _train(records, seed)
+    linker = _linker(records, model)
+    edges = linker.inference.predict(threshold_match_probability=floor_probability, warning_mode="never").as_pandas_dataframe()
+    keep = ["unique_id_l", "unique_id_r", "match_weight", "match_probability",
+            *[c for c in edges.columns if c.startswith("gamma_")]]
+    edges = edges[keep].sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
+    return MatchResult(edges, model)
+
+
+def _label_pairs(records: pd.DataFrame, by: list[str], max_group: int = 12) -> pd.DataFrame:
+    """Pseudo-labels: pairs of records that agree exactly on all of `by` (groups above
+    `max_group` records are shared values, not one person, and are skipped)."""
+    keyed = records.dropna(subset=by)[["unique_id", *by]]
+    size = keyed.groupby(by)["unique_id"].transform("size")
+    keyed = keyed[(size > 1) & (size <= max_group)]
+    pairs = keyed.merge(keyed, on=by, suffixes=("_l", "_r"))
+    pairs = pairs[pairs["unique_id_l"] < pairs["unique_id_r"]]
+    return pairs[["unique_id_l", "unique_id_r"]].reset_index(drop=True)
+
+
+# Pseudo-label sets, in order of preference: pairs that agree exactly on the key columns.
+# A set can only teach m for comparisons that do not read its key columns (pairs chosen for
+# agreeing on a field always agree on it), so each comparison takes its m from the first set
+# here that had labels and whose key it does not read.
+LABEL_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("email", ("email",)),
+    ("phone+name", ("phone", "first_canon", "last_name")),
+    ("phone+dob", ("phone", "dob")),
+    ("name+dob", ("first_canon", "last_name", "dob")),
+)
+COMPARISON_READS = {"first_name": {"first_name", "first_canon", "first_nicks", "last_name"},
+                    "last_name": {"last_name", "first_name"}, "dob": {"dob"}, "postcode": {"postcode"},
+                    "address": {"address"}, "email": {"email", "email_local"}, "phone": {"phone"}}
+
+
+def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """u from random pairs; m from pseudo-labels made by the deterministic identifiers (LABEL_SETS):
+    on retail data, pairs sharing an email give m for every comparison but email, and pairs
+    sharing a phone *and* a full name give m for email; without emails (e.g. FEBRL) names learn
+    from phone+dob pairs and the phone from name+dob pairs. EM is avoided on purpose:
+    households (same surname, address, home phone) look like one person to unsupervised EM and
+    bias m towards merging."""
+    from splink import block_on
+
+    linker = _linker(records, splink_settings())
+    training = linker.training
+    try:
+        training.estimate_probability_two_random_records_match(
+            [block_on("email"), block_on("first_name", "last_name", "dob")], recall=0.6)
+    except ValueError:  # tiny inputs: more exact matches than pairs allow; keep the default prior
+        pass
+    training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
+    base = linker.misc.save_model_to_json()
+    learned: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, by in LABEL_SETS:
+        labels = _label_pairs(records, list(by))
+        if labels.empty:
+            continue
+        table = linker.table_management.register_table(labels, _table_name(f"__labels_{name.replace('+', '_')}"),
+                                                         overwrite=True)
+        training.estimate_m_from_pairwise_labels(table)
+        learned[name] = {c["output_column_name"]: c for c in linker.misc.save_model_to_json()["comparisons"]}
+    model = base
+    for i, comparison in enumerate(model["comparisons"]):
+        column = comparison["output_column_name"]
+        source = next((n for n, by in LABEL_SETS if n in learned and not set(by) & COMPARISON_READS.get(column, {column})),
+                      None)
+        if source:
+            model["comparisons"][i] = learned[source][column]
+    return _neutral_partial_email(model)
+
+
+def _neutral_partial_email(model: dict[str, Any]) -> dict[str, Any]:
+    """Partial email agreement (same username at another domain, similar address) counts as no
+    evidence: Bayes factor 1 (u := m). Emails are made from names (pamela.johnson@...), so among
+    records whose names already agree, two *different* people have similar emails far more often
+    than the random pairs that estimated u; counted as independent evidence (+4 to +9 bits) it
+    merged same-named neighbours (at 100k people: most false links above the threshold)."""
+    for comparison in model.get("comparisons", []):
+        if comparison.get("output_column_name") != "email":
+            continue
+        for level in comparison["comparison_levels"]:
+            label = str(level.get("label_for_charts", "")).lower()
+            if level.get("is_null_level") or label.startswith("exact match on email") or "other" in label:
+                continue
+            if level.get("m_probability") is not None:
+                level["u_probability"] = level["m_probability"]
+    return model
+
+
+def score_pair(records: pd.DataFrame, model: dict[str, Any], left: str, right: str) -> pd.DataFrame:
+    """Score one pair of profile records (by unique_id) with a trained model: all columns,
+    including gamma_*, mw_* (per-comparison match weights) and match_probability."""
+    linker = _linker(records, model)
+    frame = records.set_index("unique_id")
+    rec = lambda uid: {"unique_id": uid, **{c: (None if pd.isna(v) else v) for c, v in
+                       frame.loc[uid, ["source_table", "source_key", *MATCH_COLUMNS]].items()}}
+    return linker.inference.score_pair(rec(left), rec(right)).as_pandas_dataframe()
+
+
+def dob_conflict(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """True where both dates of birth are known and cannot be the same person's: they differ by
+    more than a year and not by one typed digit or a day/month swap."""
+    da, db = pd.to_datetime(a, errors="coerce"), pd.to_datetime(b, errors="coerce")
+    known = da.notna().to_numpy() & db.notna().to_numpy()
+    sa, sb = a.astype("string").fillna("").to_numpy(), b.astype("string").fillna("").to_numpy()
+    one_digit = np.array([len(x) == len(y) and sum(p != q for p, q in zip(x, y)) <= 1 for x, y in zip(sa, sb)], dtype=bool)
+    swapped = (da.dt.year.to_numpy() == db.dt.year.to_numpy()) & (da.dt.month.to_numpy() == db.dt.day.to_numpy()) \
+        & (da.dt.day.to_numpy() == db.dt.month.to_numpy())
+    far = np.abs((da - db).dt.days.to_numpy(dtype=float, na_value=0)) > 366
+    return known & far & ~one_digit & ~swapped

@@ -1,0 +1,212 @@
+"""Identifier normalization: emails and phone numbers in, canonical matching keys out.
+
+Pure functions on single values (cached), Series helpers that work once per distinct value
+(millions of rows with repeated identifiers normalize in seconds), and `add_identifiers`,
+which ingest uses to add the normalized columns to a staged table. Field-issue reasons carry
+masked identifiers only (`mask_email`, `phone_digits_hint`), never the raw value.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cdp.ingest.contract import TableSpec
+
+DEFAULT_REGION = "US"
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+# email-validator is not installed in the venv: a strict ASCII regex (RFC 5322 dot-atom local
+# part, LDH domain labels, alphabetic TLD) on the trimmed, lower-cased value.
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_EMAIL_RE = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[a-z]{{2,63}}")
+_PHONE_CHARS_RE = re.compile(r"[\d\s().+/-]+")
+_NON_DIGIT_RE = re.compile(r"\D")
+_NANP_RE = re.compile(r"(?:\+?1)?([2-9]\d{9})")
+
+
+def default_region() -> str:
+    """Default phone region: $CDP_DEFAULT_REGION, else "US"."""
+    return (os.environ.get("CDP_DEFAULT_REGION") or DEFAULT_REGION).upper()
+
+
+def _clean_email(raw: Any) -> str | None:
+    """Trimmed, lower-cased email if well-formed, else None."""
+    if not isinstance(raw, str):
+        return None
+    value = raw.strip().lower()
+    if len(value) > 254 or _EMAIL_RE.fullmatch(value) is None:
+        return None
+    if len(value.rsplit("@", 1)[0]) > 64:
+        return None
+    return value
+
+
+@lru_cache(maxsize=1 << 20)
+def canonical_email(raw: Any) -> str | None:
+    """Matching key for an email: lower-case, no "+tag", gmail dots removed; None if malformed."""
+    value = _clean_email(raw)
+    if value is None:
+        return None
+    local, domain = value.rsplit("@", 1)
+    local = local.split("+", 1)[0] or local  # "+tag" only: nothing to strip
+    if domain in GMAIL_DOMAINS:
+        local, domain = local.replace(".", "") or local, "gmail.com"
+    return f"{local}@{domain}"
+
+
+@lru_cache(maxsize=1 << 20)
+def email_sha256(raw: Any) -> str | None:
+    """SHA-256 hex of the trimmed, lower-cased email (enrichment join key); None if malformed."""
+    value = _clean_email(raw)
+    return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _phone_key(raw: Any) -> str | None:
+    """Cheap pre-key: formatting-only characters collapse to digits (keeping a leading "+")."""
+    if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool):
+        return str(raw)
+    if not isinstance(raw, str):
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    if _PHONE_CHARS_RE.fullmatch(value):
+        return ("+" if value.startswith("+") else "") + _NON_DIGIT_RE.sub("", value)
+    return value
+
+
+def _nanp_number(key: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """Fast path (no parse) for NANP regions: 10 digits, "1"+10 digits or "+1"+10 digits."""
+    if phonenumbers.country_code_for_region(region) != 1:
+        return None
+    match = _NANP_RE.fullmatch(key)
+    return None if match is None else phonenumbers.PhoneNumber(
+        country_code=1, national_number=int(match.group(1)))
+
+
+@lru_cache(maxsize=1 << 20)
+def _e164_key(key: str, region: str) -> str | None:
+    number = _nanp_number(key, region)
+    if number is None:
+        try:
+            number = phonenumbers.parse(key, region)
+        except phonenumbers.NumberParseException:
+            return None
+    if not (phonenumbers.is_valid_number_for_region(number, region)
+            or phonenumbers.is_valid_number(number)):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def e164_phone(raw: Any, region: str | None = None) -> str | None:
+    """E.164 form of a phone number parsed with a default region; None unless a valid number."""
+    key = _phone_key(raw)
+    return None if key is None else _e164_key(key, (region or default_region()).upper())
+
+
+def mask_email(raw: Any) -> str:
+    """A report-safe hint of an email's shape, e.g. "j***@***"; never the value itself."""
+    if not isinstance(raw, str) or not raw.strip():
+        return "***"
+    value = raw.strip()
+    return f"{value[0]}***@***" if "@" in value else f"{value[0]}***"
+
+
+def phone_digits_hint(raw: Any) -> str:
+    """A report-safe description of a phone value: how many digits it has."""
+    return f"{len(_NON_DIGIT_RE.sub('', str(raw)))} digits"
+
+
+TEXT = pd.StringDtype("pyarrow")
+
+
+def _factorize(series: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """(codes with -1 for null, distinct values); Arrow dictionary encoding for Arrow text."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        arr = pa.array(series.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        encoded = pc.dictionary_encode(arr)
+        return (pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False),
+                encoded.dictionary.to_pylist())
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    return codes, list(uniques)
+
+
+def map_unique(series: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
+    """Apply `fn` once per distinct non-null value of `series` (object result; nulls -> None)."""
+    codes, uniques = _factorize(series)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[:-1] = [fn(u) for u in uniques]
+    mapped[-1] = None  # code -1 (null) indexes the last slot
+    return pd.Series(mapped[codes], index=series.index, dtype=object)
+
+
+def map_text(series: pd.Series, fn: Callable[[Any], str | None]) -> pd.Series:
+    """Like `map_unique` for a str-valued `fn`, returning Arrow-backed text (`TEXT`)."""
+    codes, uniques = _factorize(series)
+    mapped = pa.array([fn(u) for u in uniques], type=pa.large_string())
+    taken = mapped.take(pa.array(codes, mask=codes < 0))
+    return pd.Series(pd.arrays.ArrowStringArray(taken), index=series.index)
+
+
+def normalize_emails(series: pd.Series) -> pd.Series:
+    """Canonical matching key of every email in `series` (null where malformed or null)."""
+    return map_text(series, canonical_email)
+
+
+def hash_emails(series: pd.Series) -> pd.Series:
+    """`email_sha256` of every email in `series` (null where malformed or null)."""
+    return map_text(series, email_sha256)
+
+
+def normalize_phones(series: pd.Series, region: str | None = None) -> pd.Series:
+    """E.164 form of every phone in `series` (null where invalid or null)."""
+    chosen = (region or default_region()).upper()
+    return map_text(series, lambda raw: e164_phone(raw, chosen))
+
+
+def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str) -> list[pd.Series]:
+    """Add `<email>_norm`, `<email>_sha256`, `<phone>_e164` (consent: `identifier_norm`) to
+    `staged` in place; return field-issue reasons per row (masked: never a raw identifier)."""
+    issues: list[pd.Series] = []
+
+    def emails(values: pd.Series, col: str) -> pd.Series:
+        norm = normalize_emails(values)
+        bad = values.notna() & norm.isna()
+        if bad.any():
+            issues.append(f"{col}: malformed email '" + map_unique(values[bad], mask_email) + "'")
+        return norm
+
+    def phones(values: pd.Series, col: str) -> pd.Series:
+        e164 = normalize_phones(values, region)
+        bad = values.notna() & e164.isna()
+        if bad.any():
+            issues.append(f"{col}: invalid phone number ("
+                          + map_unique(values[bad], phone_digits_hint) + ")")
+        return e164
+
+    for col in spec.emails:
+        staged[f"{col}_norm"] = emails(staged[col], col)
+        staged[f"{col}_sha256"] = hash_emails(staged[col])
+    for col in spec.phones:
+        staged[f"{col}_e164"] = phones(staged[col], col)
+    if spec.name == "consent_events":
+        kind, values = staged["identifier_type"], staged["identifier"]
+        norm = values.copy()
+        is_email = (kind == "email").fillna(False).astype(bool)
+        is_phone = (kind == "phone").fillna(False).astype(bool)
+        norm[is_email] = emails(values[is_email], "identifier")
+        norm[is_phone] = phones(values[is_phone], "identifier")
+        staged["identifier_norm"] = norm
+    return issues

@@ -1,0 +1,327 @@
+"""Ingest: raw contract tables in, staged typed tables + quarantine + field issues out.
+
+In: `ws.raw/<table>.parquet|csv` for every table of `cdp.ingest.contract.TABLES`.
+Out: `ws.staged/<table>.parquet` (accepted rows, typed, with `source_row` and normalized
+identifier columns), `ws.quarantine` (table, row, reason, record) and
+`ws.staged/field_issues.parquet` (table, row, field, reason; PII masked). Every read row is
+either accepted or quarantined, never dropped silently; `IngestReport` holds the counts.
+Rows of people erased with `cdp privacy erase` (tokens in `privacy/suppressions.parquet`)
+are counted as `suppressed` and neither staged nor quarantined:
+accepted + quarantined + suppressed = read.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from cdp.workspace import Workspace
+from cdp.ingest.contract import TABLES, TableSpec
+from cdp.ingest.normalize import add_identifiers, default_region
+from cdp.ingest.schemas import TEXT, clean_text, schema_reasons, show, to_arrow, type_columns
+
+OPTIONAL_TABLES = frozenset({"enrichment", "consent_events", "marketing_responses",
+                             "service_interactions", "web_events", "campaigns",
+                             "marketing_sends"})
+# child table -> (column, parent table): rows whose key is not an accepted parent are rejected
+REFERENCES: dict[str, tuple[str, str]] = {"order_lines": ("order_id", "orders"),
+                                          "marketing_responses": ("send_id", "marketing_sends")}
+QUARANTINE_COLUMNS = ("table", "row", "reason", "record")
+ISSUE_COLUMNS = ("table", "row", "field", "reason")
+Progress = Callable[[str, int, int], None]
+
+
+class ContractError(Exception):
+    """Raw input does not follow the data contract (missing table file or required column)."""
+
+
+@dataclass
+class TableReport:
+    table: str
+    source: str
+    read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    field_issues: int = 0
+    suppressed: int = 0  # rows of erased people (privacy/suppressions.parquet)
+
+
+@dataclass
+class IngestReport:
+    tables: list[TableReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    COLUMNS: ClassVar[tuple[str, ...]] = ("table", "source", "read", "accepted",
+                                          "quarantined", "field issues", "suppressed")
+
+    def as_rows(self) -> list[tuple[str, ...]]:
+        """One tuple of strings per table, in `COLUMNS` order (for a rich table)."""
+        return [(t.table, t.source, f"{t.read:,}", f"{t.accepted:,}", f"{t.quarantined:,}",
+                 f"{t.field_issues:,}", f"{t.suppressed:,}") for t in self.tables]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings)}
+
+
+def _header(path: Path) -> list[str]:
+    if path.suffix == ".parquet":
+        return list(pq.read_schema(path).names)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return next(csv.reader(handle), [])
+
+
+def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
+    """Find every table's file and check its required columns before anything is read."""
+    found: dict[str, Path | None] = {}
+    for name, spec in TABLES.items():
+        paths = [p for p in (raw_dir / f"{name}.parquet", raw_dir / f"{name}.csv") if p.exists()]
+        found[name] = paths[0] if paths else None
+        if len(paths) > 1:
+            report.warnings.append(f"{name}: both .parquet and .csv found, using .parquet")
+        if not paths and name not in OPTIONAL_TABLES:
+            raise ContractError(f"table '{name}' not found in {raw_dir} "
+                                f"(expected {name}.parquet or {name}.csv)")
+        if not paths:
+            report.warnings.append(f"{name}: no file in {raw_dir}, staged as an empty table")
+            continue
+        try:
+            header = _header(paths[0])
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
+            raise ContractError(f"table '{name}': cannot read {paths[0]}: {err}") from err
+        missing = [c for c in spec.required if c not in header]
+        if missing:
+            raise ContractError(f"table '{name}' ({paths[0]}) is missing required column(s): "
+                                f"{', '.join(missing)}")
+        absent = [c for c in spec.columns if c not in header]
+        if absent:
+            report.warnings.append(f"{name}: optional column(s) {', '.join(absent)} "
+                                   "absent, staged as null")
+    return found
+
+
+def _text_types(kind: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
+    return TEXT if kind in (pa.string(), pa.large_string()) else None
+
+
+def read_raw(path: Path | None, spec: TableSpec) -> pd.DataFrame:
+    """The raw table as read (CSV: all strings), with absent contract columns as nulls."""
+    if path is None:
+        frame = pd.DataFrame({c: pd.Series(dtype=TEXT) for c in spec.columns})
+    else:
+        try:
+            frame = _read_file(path)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
+            raise ContractError(f"table '{spec.name}': cannot read {path} "
+                                f"(Parquet, or UTF-8 CSV with a header row): {err}") from err
+    for col in spec.columns:
+        if col not in frame.columns:
+            frame[col] = pd.Series(None, index=frame.index, dtype=TEXT)
+    return frame.reset_index(drop=True)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        for i, fld in enumerate(table.schema):
+            if pa.types.is_decimal(fld.type):
+                table = table.set_column(i, fld.name, table.column(i).cast(pa.float64()))
+        return table.to_pandas(date_as_object=False, types_mapper=_text_types)
+    names = _header(path)
+    return pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in names}, strings_can_be_null=True,
+            null_values=[""], quoted_strings_can_be_null=True),
+    ).to_pandas(types_mapper=_text_types)
+
+
+def _reference_reasons(typed: pd.DataFrame, spec: TableSpec,
+                       known: dict[str, pd.Series]) -> list[pd.Series]:
+    if spec.name not in REFERENCES:
+        return []
+    col, parent = REFERENCES[spec.name]
+    values = typed[col]
+    parents = pa.array(known.get(parent, pd.Series(dtype=TEXT)).astype(TEXT).array)
+    found = pc.is_in(pa.array(values.astype(TEXT).array), value_set=parents)
+    unknown = values.notna() & ~pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+    return [f"{col}: unknown {col} " + show(values[unknown])] if unknown.any() else []
+
+
+def _key_codes(typed: pd.DataFrame, pk: list[str]) -> np.ndarray:
+    """One int64 code per row for its primary key (-1 where any part is null)."""
+    codes = np.zeros(len(typed), dtype="int64")
+    for col in pk:
+        values = typed[col]
+        if values.dtype == TEXT:
+            encoded = pc.dictionary_encode(to_arrow(values))
+            part = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        else:
+            part = pd.factorize(values, use_na_sentinel=True)[0]
+        part = part.astype("int64")
+        codes = np.where((codes < 0) | (part < 0), -1,
+                         pd.factorize(codes * (part.max(initial=0) + 1) + part)[0])
+    return codes
+
+
+def _duplicate_reasons(typed: pd.DataFrame, raw: pd.DataFrame, spec: TableSpec,
+                       rejected: pd.Index) -> list[pd.Series]:
+    """First valid row of each primary key wins; later rows are exact or id duplicates."""
+    pk = list(spec.primary_key)
+    if not pk or typed.empty:
+        return []
+    codes = _key_codes(typed, pk)
+    counts = np.bincount(codes[codes >= 0], minlength=1)
+    rows = np.flatnonzero((codes >= 0) & (counts[np.maximum(codes, 0)] > 1))
+    if not len(rows):
+        return []
+    keys = pd.DataFrame({"code": codes[rows], "_row": rows})
+    keepers = keys[~keys["_row"].isin(rejected)].drop_duplicates("code")
+    pairs = keys.merge(keepers, on="code", suffixes=("", "_keep"))
+    pairs = pairs[pairs["_row"] != pairs["_row_keep"]]
+    if pairs.empty:
+        return []
+    involved = pd.Index(pd.concat([pairs["_row"], pairs["_row_keep"]]).unique())
+    extra = [c for c in raw.columns if c not in spec.columns]
+    content = pd.concat([typed.loc[involved], raw.loc[involved, extra]], axis=1).astype(str)
+    digest = pd.util.hash_pandas_object(content, index=False)
+    exact = (digest.loc[pairs["_row"]].to_numpy() == digest.loc[pairs["_row_keep"]].to_numpy())
+    index = pd.Index(pairs["_row"])
+    out = [pd.Series("duplicate row", index=index[exact])]
+    reuse = index[~exact]
+    if len(reuse):
+        shown = [show(clean_text(typed[c].loc[reuse])) for c in pk]
+        label = pk[0] if len(pk) == 1 else f"({', '.join(pk)})"
+        value = shown[0] if len(pk) == 1 else (
+            "(" + pd.concat(shown, axis=1).agg(", ".join, axis=1) + ")")
+        out.append(f"duplicate {label} " + value)
+    return out
+
+
+def _join(reasons: list[pd.Series], spec: TableSpec) -> pd.Series:
+    """One "; "-joined reason per rejected row, in contract column order."""
+    if not reasons:
+        return pd.Series(dtype=object)
+    flat = pd.concat(reasons)
+    position = {c: i for i, c in enumerate(spec.columns)}
+    order = flat.str.split(":", n=1).str[0].map(position).fillna(len(position))
+    frame = pd.DataFrame({"row": flat.index, "order": order.to_numpy(), "reason": flat.to_numpy()})
+    frame = frame.sort_values(["row", "order"], kind="stable")
+    several = frame["row"].duplicated(keep=False).to_numpy()
+    joined = pd.Series(frame["reason"].to_numpy()[~several], index=frame["row"].to_numpy()[~several])
+    if several.any():  # few rows have more than one problem: join those in Python
+        multi = frame[several].groupby("row", sort=False)["reason"].agg("; ".join)
+        joined = pd.concat([joined, multi])
+    return joined.sort_index()
+
+
+def _records(raw: pd.DataFrame, rows: np.ndarray) -> list[str]:
+    """The raw rows as JSON objects of strings (null stays null)."""
+    sub = raw.take(rows)
+    names = [str(c) for c in sub.columns]
+    columns = [[None if pd.isna(v) else str(v) for v in sub[c].tolist()] for c in sub.columns]
+    return [json.dumps(dict(zip(names, values)), ensure_ascii=False)
+            for values in zip(*columns)] if len(rows) else []
+
+
+def _filter(values: pd.Series, keep: np.ndarray) -> pd.Series:
+    if values.dtype == TEXT:  # Arrow filter: much faster than pandas masking for text
+        kept = to_arrow(values).filter(pa.array(keep))
+        return pd.Series(pd.arrays.ArrowStringArray(kept))
+    return values[keep].reset_index(drop=True)
+
+
+def stage_table(raw: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series],
+                region: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Validate one raw table: (staged accepted rows, quarantine rows, field issues)."""
+    typed, reasons, unparseable = type_columns(raw, spec)
+    reasons += schema_reasons(typed, raw, spec, unparseable)
+    reasons += _reference_reasons(typed, spec, known)
+    rejected = pd.Index(pd.concat(reasons).index.unique()) if reasons else pd.Index([])
+    reasons += _duplicate_reasons(typed, raw, spec, rejected)
+    joined = _join(reasons, spec)
+    rejected_rows = joined.index.to_numpy(dtype="int64")
+    quarantine = pd.DataFrame({"table": spec.name, "row": rejected_rows,
+                               "reason": joined.to_numpy(dtype=object),
+                               "record": _records(raw, rejected_rows)})
+    keep = np.ones(len(raw), dtype=bool)
+    keep[rejected_rows] = False
+    staged = pd.DataFrame({c: _filter(typed[c] if c in typed else raw[c], keep)
+                           for c in raw.columns})
+    staged["source_row"] = np.flatnonzero(keep).astype("int64")
+    issue_reasons = add_identifiers(staged, spec, region)
+    issues = pd.concat(issue_reasons) if issue_reasons else pd.Series(dtype=object)
+    field_issues = pd.DataFrame({"table": spec.name,
+                                 "row": staged["source_row"].loc[issues.index].to_numpy(),
+                                 "field": issues.str.split(":", n=1).str[0].to_numpy(),
+                                 "reason": issues.to_numpy(dtype=object)})
+    return staged, quarantine, field_issues
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write text as Arrow strings (all-null columns too) that pandas reads back as object."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, fld in enumerate(table.schema):
+        if pa.types.is_null(fld.type) or pa.types.is_large_string(fld.type):
+            table = table.set_column(i, fld.name, table.column(i).cast(pa.string()))
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    for col in meta["columns"]:
+        if col["numpy_type"] == "string":  # StringDtype -> plain object strings on read
+            col.update(pandas_type="unicode", numpy_type="object")
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path)
+
+
+def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
+    """Validate, type and normalize every raw table into `ws.staged` (see module docstring)."""
+    from cdp.privacy.erasure import drop_suppressed, load_suppressions
+    from cdp.privacy.subjects import privacy_key
+
+    report = IngestReport()
+    found = locate(ws.raw, report)
+    suppressed = load_suppressions(ws)
+    key = privacy_key(ws) if suppressed else b""  # tokens are only computed when someone was erased
+    ws.staged.mkdir(parents=True, exist_ok=True)
+    region, known = default_region(), {}  # known: parent table -> its accepted keys
+    quarantined: list[pd.DataFrame] = []
+    issues: list[pd.DataFrame] = []
+    for done, (name, spec) in enumerate(TABLES.items()):
+        if progress:
+            progress(name, done, len(TABLES))
+        raw = read_raw(found[name], spec)
+        kept, positions = drop_suppressed(name, raw, suppressed, key)
+        staged, bad, field_issues = stage_table(kept, spec, known, region)
+        if len(kept) < len(raw):  # row numbers keep pointing into the raw file
+            for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
+                frame[column] = positions[frame[column].to_numpy(dtype="int64")]
+            report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
+        entry = TableReport(name, found[name].name if found[name] else "missing", len(raw),
+                            len(staged), len(bad), len(field_issues), len(raw) - len(kept))
+        if entry.accepted + entry.quarantined + entry.suppressed != entry.read:
+            raise RuntimeError(f"ingest bug: {name} accepted {entry.accepted} + quarantined "
+                               f"{entry.quarantined} + suppressed {entry.suppressed} != read {entry.read}")
+        known.update({parent: staged[col] for col, parent in REFERENCES.values()
+                      if parent == name})
+        write_parquet(staged, ws.staged / f"{name}.parquet")
+        quarantined.append(bad)
+        issues.append(field_issues)
+        report.tables.append(entry)
+        if progress:
+            progress(name, done + 1, len(TABLES))
+    write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
+    write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
+    return report
+
+
+def _frame(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
+        len(p) for p in parts) else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    frame["row"] = frame["row"].astype("int64")
+    return frame[list(columns)]

@@ -1,0 +1,309 @@
+"""Erasure: remove people from every derived store, remember them as hashes, hand a receipt.
+
+In:  a workspace and Subjects (`cdp.privacy.subjects.find_subject` / `subjects_for`).
+Out: the same stores without their rows, `privacy/suppressions.parquet` (sha256 tokens of
+     their identifier nodes and record keys; ingest drops matching raw rows as 'suppressed'),
+     and a receipt (dict, also written to `privacy/receipts/<id>.json`): per store the rows
+     removed, plus the MLflow model versions trained on their data (flagged, not deleted).
+Stores: staged/<table>.parquet, staged/quarantine.parquet (raw records carrying their
+identifiers), staged/field_issues.parquet, identity/{identity_map, identifier_map,
+households, id_history, match_edges}.parquet, identity/incremental_state/ (dropped whole),
+features/*.parquet (all snapshots and the
+churn_scores push table), the Feast online store (SQLite or Redis: every feature view).
+raw/ (the retailer's immutable input) and truth/ (synthetic evaluation only) are not touched.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cdp.workspace import Workspace
+from cdp.ingest.contract import TABLES
+from cdp.identity.ids import state_dir
+from cdp.privacy.subjects import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
+
+SUPPRESSION_COLUMNS = ("token", "kind", "erased_at", "receipt_id")
+
+
+def privacy_dir(ws: Workspace) -> Path:
+    return ws.root / "privacy"
+
+
+def suppressions_path(ws: Workspace) -> Path:
+    return privacy_dir(ws) / "suppressions.parquet"
+
+
+def load_suppressions(ws: Workspace) -> set[str]:
+    """Every suppressed token (empty when nobody was erased)."""
+    path = suppressions_path(ws)
+    return set(pd.read_parquet(path, columns=["token"])["token"]) if path.exists() else set()
+
+
+def _filter_parquet(path: Path, drop: np.ndarray) -> int:
+    """Rewrite a Parquet file without the rows where `drop` is true (schema kept exactly)."""
+    if not drop.any():
+        return 0
+    table = pq.read_table(path)
+    pq.write_table(table.filter(pa.array(~drop)), path)
+    return int(drop.sum())
+
+
+def _column_in(path: Path, column: str, values: set[str]) -> np.ndarray:
+    col = pq.read_table(path, columns=[column]).column(column)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    return pc.fill_null(pc.is_in(col, value_set=pa.array(sorted(values), type=pa.string())), False) \
+        .to_numpy(zero_copy_only=False)
+
+
+def _staged(ws: Workspace, nodes: set[str], receipt: dict) -> dict[str, set[int]]:
+    """Staged tables: rows carrying any node. Returns removed source_row per table."""
+    removed: dict[str, set[int]] = {}
+    for table, path, frame, drop in staged_rows_carrying(ws, nodes):
+        if "source_row" in frame:
+            removed[table] = set(frame.loc[drop, "source_row"].astype(int))
+        receipt["stores"][f"staged/{table}.parquet"] = _filter_parquet(path, drop)
+    return removed
+
+
+def quarantined_rows(ws: Workspace, nodes: set[str]) -> np.ndarray:
+    """Mask of quarantine rows whose raw record carries any of `nodes`."""
+    if not ws.quarantine.exists():
+        return np.zeros(0, dtype=bool)
+    quarantine = pd.read_parquet(ws.quarantine, columns=["table", "record"])
+    drop = np.zeros(len(quarantine), dtype=bool)
+    for table, group in quarantine.groupby("table"):
+        records = pd.DataFrame([json.loads(r) for r in group["record"]])
+        for column in TABLES[table].columns if table in TABLES else ():
+            if column not in records:
+                records[column] = None
+        hit = record_nodes(table, records)
+        rows = hit.loc[hit["node"].isin(nodes), "row"].to_numpy()
+        drop[group.index.to_numpy()[rows]] = True
+    return drop
+
+
+def _identity(ws: Workspace, ids: set[str], keys: set[str], receipt: dict) -> None:
+    stores = receipt["stores"]
+    for name, columns in (("identity_map", ["customer_id"]), ("identifier_map", ["customer_id"]),
+                          ("households", ["customer_id"]), ("id_history", ["old_id", "new_id"])):
+        path = ws.identity / f"{name}.parquet"
+        if path.exists():
+            drop = np.logical_or.reduce([_column_in(path, c, ids) for c in columns])
+            stores[f"identity/{name}.parquet"] = _filter_parquet(path, drop)
+    path = ws.identity / "match_edges.parquet"
+    if path.exists():
+        drop = _column_in(path, "unique_id_l", keys) | _column_in(path, "unique_id_r", keys)
+        stores["identity/match_edges.parquet"] = _filter_parquet(path, drop)
+    # Incremental linking's saved state (identifier counts, fan-out pairs, household address and
+    # phone keys) is derived from everyone's records: dropped whole, the next resolve rebuilds it
+    # from what is left (an incremental run without state reads every record, same result).
+    state = state_dir(ws)
+    if state.exists():
+        stores["identity/incremental_state/ (rows; folder removed)"] = sum(
+            pq.read_metadata(p).num_rows for p in state.rglob("*.parquet"))
+        shutil.rmtree(state)
+
+
+ONLINE_RECEIPT_KEY = "feast online store (feature rows)"
+
+
+def _online(ws: Workspace, ids: set[str], receipt: dict, only_view: str | None = None) -> None:
+    """Delete the entities from the Feast online store (SQLite or Redis, Feast's own key encoding);
+    with `only_view`, that feature view's values alone."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from cdp.featurestore.store import open_store
+
+    store = open_store(ws)
+    config = store.config
+    kind = config.online_store.type
+    keys = [serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]),
+                                 entity_key_serialization_version=config.entity_key_serialization_version)
+            for c in sorted(ids)]
+    if kind in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore"):
+        removed = _online_sqlite(config, keys, only_view)
+    elif kind in ("redis", "feast.infra.online_stores.redis.RedisOnlineStore"):
+        removed = _online_redis(store, keys, only_view)
+    else:
+        receipt["not_erased"].append(f"online store type {kind}: erase there by hand")
+        return
+    receipt["stores"][ONLINE_RECEIPT_KEY] = receipt["stores"].get(ONLINE_RECEIPT_KEY, 0) + removed
+
+
+def _online_sqlite(config, keys: list[bytes], only_view: str | None) -> int:
+    path = Path(config.online_store.path)
+    if not path.is_absolute():
+        path = Path(config.repo_path or ".") / path
+    if not path.exists():
+        return 0
+    total = 0
+    with sqlite3.connect(path) as con:
+        tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                  if any(col[1] == "entity_key" for col in con.execute(f'PRAGMA table_info("{name}")'))
+                  and (only_view is None or name == f"{config.project}_{only_view}")]
+        for name in tables:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                cursor = con.execute(f'DELETE FROM "{name}" WHERE entity_key IN ({",".join("?" * len(chunk))})',
+                                     chunk)
+                total += cursor.rowcount
+    return total
+
+
+def _online_redis(store, keys: list[bytes], only_view: str | None) -> int:
+    """One Redis hash per entity holds every view's fields: delete the hash, or one view's fields.
+    Counts feature values removed (hash fields), comparable with SQLite's rows."""
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    config = store.config
+    client = RedisOnlineStore()._get_client(config.online_store)
+    redis_keys = [key + config.project.encode() for key in keys]  # feast's _redis_key layout
+    fields: list[bytes] | None = None
+    if only_view is not None:
+        view = store.get_feature_view(only_view)
+        fields = [_mmh3(f"{only_view}:{f.name}") for f in view.features] + [f"_ts:{only_view}".encode()]
+    with client.pipeline(transaction=False) as pipe:
+        for key in redis_keys:
+            pipe.hlen(key) if fields is None else pipe.hdel(key, *fields)
+        counts = pipe.execute()
+        if fields is None:
+            for key in redis_keys:
+                pipe.delete(key)
+            pipe.execute()
+    return int(sum(counts))
+
+
+def _kind(node: str) -> str:
+    return node.split(":", 1)[0]
+
+
+def _suppress(ws: Workspace, nodes: set[str], receipt: dict) -> None:
+    key = privacy_key(ws)
+    rows = pd.DataFrame({"token": [token(n, key) for n in sorted(nodes)], "kind": [_kind(n) for n in sorted(nodes)]})
+    rows["erased_at"] = pd.Timestamp.now(tz="UTC").floor("s")
+    rows["receipt_id"] = receipt["receipt_id"]
+    path = suppressions_path(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        rows = pd.concat([pd.read_parquet(path), rows], ignore_index=True).drop_duplicates("token")
+    rows[list(SUPPRESSION_COLUMNS)].to_parquet(path, index=False)
+    receipt["suppression_tokens_added"] = len(nodes)
+
+
+def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = True) -> dict:
+    """Erase every subject in one pass over each store; returns (and writes) the receipt."""
+    subjects = list(subjects)
+    ids = {s.customer_id for s in subjects}
+    nodes = set().union(*(s.nodes for s in subjects)) if subjects else set()
+    keys = {n[4:] for n in nodes if n.startswith("key:")}
+    token_key = privacy_key(ws)
+    receipt: dict = {"receipt_id": uuid.uuid4().hex[:16], "erased_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                     "subjects": len(ids), "subject_tokens": sorted(token(f"customer:{c}", token_key) for c in ids),
+                     "stores": {}, "not_erased": []}
+    if not ids:
+        return receipt
+    removed = _staged(ws, nodes, receipt)
+    receipt["stores"]["staged/quarantine.parquet"] = _filter_parquet(ws.quarantine, quarantined_rows(ws, nodes)) \
+        if ws.quarantine.exists() else 0
+    issues = ws.staged / "field_issues.parquet"
+    if issues.exists():
+        frame = pd.read_parquet(issues, columns=["table", "row"])
+        drop = np.array([r in removed.get(t, ()) for t, r in zip(frame["table"], frame["row"])], dtype=bool)
+        receipt["stores"]["staged/field_issues.parquet"] = _filter_parquet(issues, drop)
+    _identity(ws, ids, keys, receipt)
+    for path in sorted(ws.features.glob("*.parquet")):
+        receipt["stores"][f"features/{path.name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
+    _online(ws, ids, receipt)
+    _suppress(ws, nodes, receipt)
+    if models:
+        receipt["models_trained_on_subjects"] = runs_trained_on(ws, ids)
+        receipt["not_erased"].append("MLflow models keep what they learned from the subjects' rows; "
+                                     "retrain the listed versions to forget them")
+    receipt["not_erased"].append("raw/ is the source system's input: delete there, or it stays suppressed at ingest")
+    out = privacy_dir(ws) / "receipts" / f"{receipt['receipt_id']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(receipt, indent=1, default=str))
+    receipt["receipt_path"] = str(out)
+    return receipt
+
+
+def withdraw_scores(ws: Workspace, customer_ids: Iterable[str]) -> dict[str, int]:
+    """Delete existing model scores (every `*_scores` view: offline push table + online table)
+    of customers who withdrew profiling consent; their other data stays. Rows removed per store."""
+    ids = set(customer_ids)
+    receipt: dict = {"stores": {}, "not_erased": []}
+    if not ids:
+        return receipt["stores"]
+    for path in sorted(ws.features.glob("*_scores.parquet")):
+        receipt["stores"][f"features/{path.name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
+        _online(ws, ids, receipt, only_view=path.stem)
+    return receipt["stores"]
+
+
+def last_activity(ws: Workspace) -> pd.Series:
+    """customer_id -> latest timestamp of anything they did (orders, visits, contacts, sign-ups)."""
+    activity = {"orders": "ordered_at", "web_events": "occurred_at", "service_interactions": "occurred_at",
+                "crm_contacts": "updated_at", "loyalty_members": "enrolled_at", "online_accounts": "created_at"}
+    keys = {"orders": "order_id", "web_events": "event_id", "service_interactions": "interaction_id",
+            "crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id"}
+    identity = pd.read_parquet(ws.identity / "identity_map.parquet", columns=["source_table", "source_key", "customer_id"])
+    parts = []
+    for table, column in activity.items():
+        path = ws.staged / f"{table}.parquet"
+        if not path.exists():
+            continue
+        wanted = [keys[table], column] + (["created_at"] if table == "crm_contacts" else [])
+        frame = pd.read_parquet(path, columns=wanted)
+        stamp = frame[column] if table != "crm_contacts" else frame[column].fillna(frame["created_at"])
+        ids = identity[identity["source_table"] == table].set_index("source_key")["customer_id"]
+        parts.append(pd.DataFrame({"customer_id": frame[keys[table]].astype(str).map(ids), "ts": stamp}))
+    every = pd.concat(parts, ignore_index=True).dropna()
+    return every.groupby("customer_id")["ts"].max()
+
+
+def inactive_customers(ws: Workspace, inactive_days: int, as_of: pd.Timestamp | None = None) -> list[str]:
+    """Customers whose last activity is more than `inactive_days` before `as_of` (default: the
+    latest activity in the data, so old extracts are not purged wholesale)."""
+    if inactive_days < 1:
+        raise ValueError(f"inactive_days: must be >= 1, got {inactive_days}")
+    last = last_activity(ws)
+    as_of = as_of if as_of is not None else last.max()
+    return sorted(last[last < as_of - pd.Timedelta(days=inactive_days)].index)
+
+
+def drop_suppressed(table: str, raw: pd.DataFrame, suppressed: set[str], key: bytes) -> tuple[pd.DataFrame, np.ndarray]:
+    """(raw rows not carrying a suppressed token, their positions in `raw`).
+
+    Rows of an erased person are recognized by any identifier node or record key; a child row
+    (order line, campaign response) follows its parent. Keys of rows dropped here are added to
+    `suppressed` (mutated) so that later child tables in the same ingest follow them."""
+    positions = np.arange(len(raw))
+    if not suppressed or raw.empty:
+        return raw, positions
+    long = record_nodes(table, raw)
+    if long.empty:
+        return raw, positions
+    distinct = pd.unique(long["node"])
+    hashed = dict(zip(distinct, (token(n, key) for n in distinct)))
+    hit = long["node"].map(hashed).isin(suppressed).to_numpy()
+    drop = np.zeros(len(raw), dtype=bool)
+    drop[long.loc[hit, "row"].to_numpy()] = True
+    if not drop.any():
+        return raw, positions
+    keys = long[long["row"].isin(np.flatnonzero(drop)) & long["node"].str.startswith("key:")]["node"]
+    suppressed.update(hashed[n] for n in keys)
+    return raw.loc[~drop].reset_index(drop=True), positions[~drop]
