@@ -28,6 +28,7 @@ log-log slope of join time vs entity rows per engine; writes benchmarks/results/
 `pandas` = Feast's `to_df()` with a pandas entity frame (collects into the driver); `parquet` = entity
 rows read by Spark from Parquet and `RetrievalJob.to_spark_df()` written as Parquet part files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,8 @@ SNAPSHOTS = 12
 
 def build(root: Path, customers: int, seed: int) -> dict:
     """Feature Parquet files for `customers` x SNAPSHOTS monthly snapshots; entity rows = the product."""
-    from cdp.workspace import Workspace
     from cdp.featurestore.store import repo_definitions
+    from cdp.workspace import Workspace
 
     ws = Workspace(root)
     ws.features.mkdir(parents=True, exist_ok=True)
@@ -68,10 +69,16 @@ def build(root: Path, customers: int, seed: int) -> dict:
         values = rng.gamma(2.0, 10.0, size=(len(frame), len(fields)))
         values[rng.random(values.shape) < 0.05] = np.nan
         frame.join(pd.DataFrame(values, columns=list(fields))).to_parquet(ws.features / f"{view}.parquet", index=False)
-    entities = frame.assign(event_timestamp=(frame["event_timestamp"] + pd.Timedelta(days=1)).astype("datetime64[us, UTC]"))
+    entities = frame.assign(
+        event_timestamp=(frame["event_timestamp"] + pd.Timedelta(days=1)).astype("datetime64[us, UTC]")
+    )
     entities.to_parquet(root / "entities.parquet", index=False)
-    return {"customers": customers, "snapshots": SNAPSHOTS, "entity_rows": len(entities),
-            "feature_rows_per_view": len(frame)}
+    return {
+        "customers": customers,
+        "snapshots": SNAPSHOTS,
+        "entity_rows": len(entities),
+        "feature_rows_per_view": len(frame),
+    }
 
 
 CHILD = r"""
@@ -123,8 +130,14 @@ out.write_text(json.dumps({"apply_seconds": round(applied, 2), "join_seconds": r
 """
 
 
-def run_engine(root: Path, engine: str, timeout: float = 600, script: str | None = None, env_key: str = "CDP_OFFLINE_STORE",
-               name: str = "feature_scale") -> dict:
+def run_engine(
+    root: Path,
+    engine: str,
+    timeout: float = 600,
+    script: str | None = None,
+    env_key: str = "CDP_OFFLINE_STORE",
+    name: str = "feature_scale",
+) -> dict:
     """One engine in a child process. A child that fails or outlives `timeout` (Spark's JVM can
     hang after an OutOfMemoryError) is stopped with its process tree and reported, not raised."""
     import psutil
@@ -134,8 +147,14 @@ def run_engine(root: Path, engine: str, timeout: float = 600, script: str | None
     env.setdefault("CDP_SPARK_MASTER", "local[2]")
     log = open(root / f"{name}_{engine}.log", "w")  # a file, not a pipe: a full pipe would block the child
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", script or CHILD, str(root), str(result), engine], cwd=ROOT,
-                             env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script or CHILD, str(root), str(result), engine],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc, peak = psutil.Process(child.pid), 0
     while child.poll() is None and time.perf_counter() - started < timeout:
         try:
@@ -154,8 +173,13 @@ def run_engine(root: Path, engine: str, timeout: float = 600, script: str | None
     log.close()
     if child.returncode != 0:
         text = (root / f"{name}_{engine}.log").read_text()
-        reason = "OutOfMemoryError" if "OutOfMemoryError" in text else \
-            f"timeout {timeout:.0f} s" if child.returncode in (-9, 137) else f"exit {child.returncode}"
+        reason = (
+            "OutOfMemoryError"
+            if "OutOfMemoryError" in text
+            else f"timeout {timeout:.0f} s"
+            if child.returncode in (-9, 137)
+            else f"exit {child.returncode}"
+        )
         return {"seconds": round(seconds, 1), "failed": reason, "peak_tree_rss_mb": round(peak / 2**20)}
     return {"seconds": round(seconds, 1), **json.loads(result.read_text()), "peak_tree_rss_mb": round(peak / 2**20)}
 
@@ -223,24 +247,36 @@ def main_build(args, engines: list[str]) -> int:
     if any(s < 1000 for s in sizes):
         raise SystemExit("--records must be >= 1000 each")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="feature_build_"))
-    report: dict = {"stage": "build", "cores": os.cpu_count(),
-                    "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
-                    "spark_driver_memory": os.environ.get("CDP_SPARK_DRIVER_MEMORY", "4g"), "sizes": []}
+    report: dict = {
+        "stage": "build",
+        "cores": os.cpu_count(),
+        "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
+        "spark_driver_memory": os.environ.get("CDP_SPARK_DRIVER_MEMORY", "4g"),
+        "sizes": [],
+    }
     for size in sizes:
         root = workdir / f"n{size}"
         entry = {"target_records": size, **prepare_sources(root, size, args.seed, args.keep)}
-        print(f"{entry['linkable_records']:>9} linkable source records ({entry['people']} people) in {root}", flush=True)
+        print(
+            f"{entry['linkable_records']:>9} linkable source records ({entry['people']} people) in {root}", flush=True
+        )
         for engine in engines:
             entry[engine] = run_engine(root, engine, args.timeout, BUILD_CHILD, "CDP_FEATURE_ENGINE", "feature_build")
             if "failed" in entry[engine]:
-                print(f"  {engine:6} FAILED ({entry[engine]['failed']}) after {entry[engine]['seconds']} s, "
-                      f"peak {entry[engine]['peak_tree_rss_mb']} MB", flush=True)
+                print(
+                    f"  {engine:6} FAILED ({entry[engine]['failed']}) after {entry[engine]['seconds']} s, "
+                    f"peak {entry[engine]['peak_tree_rss_mb']} MB",
+                    flush=True,
+                )
                 continue
             extra = entry[engine].get("session_seconds", entry[engine].get("load_timeline_seconds"))
             what = "JVM start" if engine == "spark" else "load_timeline"
-            print(f"  {engine:6} {entry[engine]['seconds']:8.1f} s (build {entry[engine]['build_seconds']} s, {what} "
-                  f"{extra} s)   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   rows/view "
-                  f"{max(entry[engine]['rows_per_view'].values())}", flush=True)
+            print(
+                f"  {engine:6} {entry[engine]['seconds']:8.1f} s (build {entry[engine]['build_seconds']} s, {what} "
+                f"{extra} s)   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   rows/view "
+                f"{max(entry[engine]['rows_per_view'].values())}",
+                flush=True,
+            )
         if len(engines) == 2 and not any("failed" in entry[e] for e in engines):
             entry["agreement"] = same_tables(root, *engines)
             print(f"  same feature tables: {entry['agreement']}", flush=True)
@@ -249,9 +285,14 @@ def main_build(args, engines: list[str]) -> int:
     print(f"\n{'source records':>14} {'rows/view':>10} " + " ".join(f"{e + ' s':>10} {e + ' MB':>10}" for e in engines))
     for entry in report["sizes"]:
         rows = next((max(entry[e]["rows_per_view"].values()) for e in engines if "rows_per_view" in entry[e]), "-")
-        print(f"{entry['linkable_records']:>14} {rows:>10} " + " ".join(
-            f"{entry[e]['seconds'] if 'failed' not in entry[e] else entry[e]['failed']:>10} "
-            f"{entry[e]['peak_tree_rss_mb']:>10}" for e in engines))
+        print(
+            f"{entry['linkable_records']:>14} {rows:>10} "
+            + " ".join(
+                f"{entry[e]['seconds'] if 'failed' not in entry[e] else entry[e]['failed']:>10} "
+                f"{entry[e]['peak_tree_rss_mb']:>10}"
+                for e in engines
+            )
+        )
     out = finish_report(report, "feature_build", engines, "linkable_records", "seconds", "build time vs source records")
     print(f"written to {out}")
     return 0
@@ -275,26 +316,36 @@ def same_frames(root: Path, a: str, b: str) -> dict:
     features = [c for c in left.columns if c not in ("customer_id", "event_timestamp")]
     keys_equal = left[["customer_id", "event_timestamp"]].equals(right[["customer_id", "event_timestamp"]])
     x, y = left[features].to_numpy(float), right[features].to_numpy(float)
-    return {"same_rows": bool(len(left) == len(right) and keys_equal),
-            "same_nulls": bool(np.array_equal(np.isnan(x), np.isnan(y))),
-            "max_abs_diff": float(np.nanmax(np.abs(x - y), initial=0.0))}
+    return {
+        "same_rows": bool(len(left) == len(right) and keys_equal),
+        "same_nulls": bool(np.array_equal(np.isnan(x), np.isnan(y))),
+        "max_abs_diff": float(np.nanmax(np.abs(x - y), initial=0.0)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=("build", "join"), default="build",
-                        help="build: the feature views from source records; join: training sets from feature tables")
+    parser.add_argument(
+        "--stage",
+        choices=("build", "join"),
+        default="build",
+        help="build: the feature views from source records; join: training sets from feature tables",
+    )
     parser.add_argument("--records", default="100000,1000000", help="build: comma-separated linkable source records")
     parser.add_argument("--customers", default="10000,40000", help="join: comma-separated customers per snapshot")
     parser.add_argument("--engines", default="duckdb,spark")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="one sub-folder per size (default: temporary)")
     parser.add_argument("--keep", action="store_true", help="build: reuse generated + resolved data in --workdir")
-    parser.add_argument("--spark-output", choices=("training", "pandas", "parquet"), default="training",
-                        help="join: training = cdp.training.train.build_training_set, what `cdp train` runs (on Spark: "
-                             "entity rows staged as Parquet, the result written by the executors); pandas = Feast's "
-                             "RetrievalJob.to_df() with a pandas entity frame (collects to the driver); parquet = "
-                             "Spark reads the entity Parquet, to_spark_df() written as Parquet (nothing collected)")
+    parser.add_argument(
+        "--spark-output",
+        choices=("training", "pandas", "parquet"),
+        default="training",
+        help="join: training = cdp.training.train.build_training_set, what `cdp train` runs (on Spark: "
+        "entity rows staged as Parquet, the result written by the executors); pandas = Feast's "
+        "RetrievalJob.to_df() with a pandas entity frame (collects to the driver); parquet = "
+        "Spark reads the entity Parquet, to_spark_df() written as Parquet (nothing collected)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per engine run before it counts as failed")
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -307,23 +358,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--customers must be >= 100 each")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="feature_scale_"))
-    report: dict = {"stage": "join", "cores": os.cpu_count(), "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
-                    "spark_output": args.spark_output, "sizes": []}
+    report: dict = {
+        "stage": "join",
+        "cores": os.cpu_count(),
+        "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
+        "spark_output": args.spark_output,
+        "sizes": [],
+    }
     for size in sizes:
         root = workdir / f"c{size}"
         entry = build(root, size, args.seed)
-        print(f"{entry['entity_rows']:>9} entity rows x 7 views ({size} customers x {SNAPSHOTS} snapshots) in {root}",
-              flush=True)
+        print(
+            f"{entry['entity_rows']:>9} entity rows x 7 views ({size} customers x {SNAPSHOTS} snapshots) in {root}",
+            flush=True,
+        )
         for engine in engines:
             os.environ["FEATURE_SCALE_OUTPUT"] = args.spark_output
             entry[engine] = run_engine(root, engine, args.timeout)
             if "failed" in entry[engine]:
-                print(f"  {engine:6} FAILED ({entry[engine]['failed']}) after {entry[engine]['seconds']} s, "
-                      f"peak {entry[engine]['peak_tree_rss_mb']} MB", flush=True)
+                print(
+                    f"  {engine:6} FAILED ({entry[engine]['failed']}) after {entry[engine]['seconds']} s, "
+                    f"peak {entry[engine]['peak_tree_rss_mb']} MB",
+                    flush=True,
+                )
                 continue
-            print(f"  {engine:6} {entry[engine]['seconds']:8.1f} s (apply {entry[engine]['apply_seconds']} s, join "
-                  f"{entry[engine]['join_seconds']} s)   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   "
-                  f"rows {entry[engine]['rows']}", flush=True)
+            print(
+                f"  {engine:6} {entry[engine]['seconds']:8.1f} s (apply {entry[engine]['apply_seconds']} s, join "
+                f"{entry[engine]['join_seconds']} s)   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   "
+                f"rows {entry[engine]['rows']}",
+                flush=True,
+            )
         if len(engines) == 2 and not any("failed" in entry[e] for e in engines):
             entry["agreement"] = same_frames(root, *engines)
             print(f"  same training set: {entry['agreement']}", flush=True)
@@ -331,9 +395,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'entity rows':>11} " + " ".join(f"{e + ' s':>10} {e + ' join s':>13} {e + ' MB':>10}" for e in engines))
     for entry in report["sizes"]:
-        print(f"{entry['entity_rows']:>11} " + " ".join(
-            f"{entry[e]['seconds']:>10} {entry[e].get('join_seconds', entry[e].get('failed')):>13} "
-            f"{entry[e]['peak_tree_rss_mb']:>10}" for e in engines))
+        print(
+            f"{entry['entity_rows']:>11} "
+            + " ".join(
+                f"{entry[e]['seconds']:>10} {entry[e].get('join_seconds', entry[e].get('failed')):>13} "
+                f"{entry[e]['peak_tree_rss_mb']:>10}"
+                for e in engines
+            )
+        )
     out = finish_report(report, "feature_scale", engines, "entity_rows", "join_seconds", "join time vs entity rows")
     print(f"written to {out}")
     return 0

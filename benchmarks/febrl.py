@@ -21,6 +21,7 @@ Scores: pairwise precision/recall/F1 against the true links. FEBRL4 links datase
 A-B pairs count; FEBRL1-3 are deduplication tasks (all within-file pairs). `test half` is the
 entities the logistic model was not trained on: all three methods are compared there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cdp.workspace import Workspace  # noqa: E402
+from cdp.workspace import Workspace
 
 DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4")
 
@@ -59,6 +60,7 @@ def entity_of(rec_ids: pd.Index) -> pd.Series:
 
 # --- ours: FEBRL columns -> staged profile records -> cdp.identity.resolve.resolve ---------------
 
+
 def _text(series: pd.Series) -> pd.Series:
     out = series.astype("string").str.strip()
     return out.mask(out == "")
@@ -70,15 +72,21 @@ def to_staged(records: pd.DataFrame, use_ssid: bool = True) -> pd.DataFrame:
     raw_dob = raw_dob.where(raw_dob.str.fullmatch(r"\d{8}").fillna(False).astype(bool))  # %Y%m%d reads '1977071' too
     dob = pd.to_datetime(raw_dob, format="%Y%m%d", errors="coerce")
     street = (_text(records["street_number"]).fillna("") + " " + _text(records["address_1"]).fillna("")).str.strip()
-    return pd.DataFrame({
-        "record_id": records.index.astype(str),
-        "first_name": _text(records["given_name"]).to_numpy(), "last_name": _text(records["surname"]).to_numpy(),
-        "date_of_birth": dob.dt.strftime("%Y-%m-%d").to_numpy(),
-        "address_line": street.mask(street == "").to_numpy(), "city": _text(records["suburb"]).to_numpy(),
-        "postcode": _text(records["postcode"]).to_numpy(),
-        "email_norm": pd.Series([None] * len(records), dtype="string").to_numpy(),
-        "phone_e164": (_text(records["soc_sec_id"]) if use_ssid
-                       else pd.Series([None] * len(records), dtype="string")).to_numpy()})
+    return pd.DataFrame(
+        {
+            "record_id": records.index.astype(str),
+            "first_name": _text(records["given_name"]).to_numpy(),
+            "last_name": _text(records["surname"]).to_numpy(),
+            "date_of_birth": dob.dt.strftime("%Y-%m-%d").to_numpy(),
+            "address_line": street.mask(street == "").to_numpy(),
+            "city": _text(records["suburb"]).to_numpy(),
+            "postcode": _text(records["postcode"]).to_numpy(),
+            "email_norm": pd.Series([None] * len(records), dtype="string").to_numpy(),
+            "phone_e164": (
+                _text(records["soc_sec_id"]) if use_ssid else pd.Series([None] * len(records), dtype="string")
+            ).to_numpy(),
+        }
+    )
 
 
 def ours(frames: list[pd.DataFrame], household_guards: bool = False, use_ssid: bool = True) -> pd.Series:
@@ -91,8 +99,9 @@ def ours(frames: list[pd.DataFrame], household_guards: bool = False, use_ssid: b
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp))
         ws.staged.mkdir(parents=True)
-        pd.concat([to_staged(f, use_ssid) for f in frames], ignore_index=True) \
-            .to_parquet(ws.staged / "crm_contacts.parquet", index=False)
+        pd.concat([to_staged(f, use_ssid) for f in frames], ignore_index=True).to_parquet(
+            ws.staged / "crm_contacts.parquet", index=False
+        )
         resolve(ws, ResolveConfig(household_guards=household_guards))
         identity = pd.read_parquet(ws.identity / "identity_map.parquet")
     return identity.set_index("source_key")["customer_id"]
@@ -110,6 +119,7 @@ def cluster_pairs(cluster: pd.Series, left: pd.Index, right: pd.Index | None) ->
 
 
 # --- recordlinkage baselines ----------------------------------------------------------------
+
 
 def _features(a: pd.DataFrame, b: pd.DataFrame | None, use_ssid: bool = True) -> pd.DataFrame:
     import recordlinkage as rl
@@ -143,8 +153,13 @@ def scores(predicted: pd.MultiIndex, truth: pd.MultiIndex) -> dict[str, float]:
     tp = len(predicted.intersection(truth))
     p = tp / len(predicted) if len(predicted) else 1.0
     r = tp / len(truth) if len(truth) else 1.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-            "predicted_pairs": len(predicted), "true_pairs": len(truth)}
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+        "predicted_pairs": len(predicted),
+        "true_pairs": len(truth),
+    }
 
 
 def _restrict(pairs: pd.MultiIndex, test_entities: set[str]) -> pd.MultiIndex:
@@ -152,8 +167,9 @@ def _restrict(pairs: pd.MultiIndex, test_entities: set[str]) -> pd.MultiIndex:
     return pairs[entity_of(left).isin(test_entities).to_numpy()] if len(pairs) else pairs
 
 
-def run_dataset(name: str, seed: int = 1, sample: int | None = None, with_household_guards: bool = True,
-                use_ssid: bool = True) -> dict:
+def run_dataset(
+    name: str, seed: int = 1, sample: int | None = None, with_household_guards: bool = True, use_ssid: bool = True
+) -> dict:
     """Ours, ECM and logistic regression on one FEBRL dataset (optionally a sample of `sample`
     entities), scored on all pairs and on the held-out half of the entities. `ours_hh` is ours
     with the retail household guards left on (default config), for reference."""
@@ -166,8 +182,10 @@ def run_dataset(name: str, seed: int = 1, sample: int | None = None, with_househ
         keep = set(rng.choice(sorted(entity_of(a.index).unique()), size=sample, replace=False))
         a = a[entity_of(a.index).isin(keep).to_numpy()]
         b = None if dedupe else b[entity_of(b.index).isin(keep).to_numpy()]
-        truth = truth[pd.Index(truth.get_level_values(0)).isin(a.index)
-                      & pd.Index(truth.get_level_values(1)).isin(a.index if dedupe else b.index)]
+        truth = truth[
+            pd.Index(truth.get_level_values(0)).isin(a.index)
+            & pd.Index(truth.get_level_values(1)).isin(a.index if dedupe else b.index)
+        ]
     truth = _normalise(truth, dedupe)
     entities = sorted(entity_of(a.index).unique())
     rng = np.random.default_rng(seed + 1)
@@ -198,26 +216,38 @@ def run_dataset(name: str, seed: int = 1, sample: int | None = None, with_househ
     timings["logistic"] = time.perf_counter() - started
 
     test_truth = _restrict(truth, test_entities)
-    result = {"dataset": name + ("" if use_ssid else " (no soc_sec_id)"), "records": len(a) + (0 if dedupe else len(b)), "true_pairs": len(truth),
-              "candidate_pairs_baselines": len(features),
-              "all": {m: scores(p, truth) for m, p in predictions.items() if m != "logistic"},
-              "test_half": {m: scores(_restrict(p, test_entities), test_truth) for m, p in predictions.items()},
-              "seconds": {k: round(v, 2) for k, v in timings.items()}}
+    result = {
+        "dataset": name + ("" if use_ssid else " (no soc_sec_id)"),
+        "records": len(a) + (0 if dedupe else len(b)),
+        "true_pairs": len(truth),
+        "candidate_pairs_baselines": len(features),
+        "all": {m: scores(p, truth) for m, p in predictions.items() if m != "logistic"},
+        "test_half": {m: scores(_restrict(p, test_entities), test_truth) for m, p in predictions.items()},
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
     t = result["test_half"]
     result["f1_ratio_ours_vs_ecm"] = round(t["ours"]["f1"] / t["ecm"]["f1"], 4) if t["ecm"]["f1"] else None
-    result["f1_ratio_ours_vs_logistic"] = round(t["ours"]["f1"] / t["logistic"]["f1"], 4) if t["logistic"]["f1"] else None
+    result["f1_ratio_ours_vs_logistic"] = (
+        round(t["ours"]["f1"] / t["logistic"]["f1"], 4) if t["logistic"]["f1"] else None
+    )
     return result
 
 
 def _print(result: dict) -> None:
-    print(f"\n{result['dataset']}: {result['records']} records, {result['true_pairs']} true pairs, "
-          f"{result['candidate_pairs_baselines']} baseline candidate pairs")
+    print(
+        f"\n{result['dataset']}: {result['records']} records, {result['true_pairs']} true pairs, "
+        f"{result['candidate_pairs_baselines']} baseline candidate pairs"
+    )
     print(f"  {'scope':10} {'method':9} {'precision':>9} {'recall':>7} {'F1':>7} {'pairs':>7}")
     for scope in ("all", "test_half"):
         for method, s in result[scope].items():
-            print(f"  {scope:10} {method:9} {s['precision']:9.4f} {s['recall']:7.4f} {s['f1']:7.4f} {s['predicted_pairs']:7d}")
-    print(f"  F1 ratio (test half): ours/ECM {result['f1_ratio_ours_vs_ecm']}, "
-          f"ours/logistic {result['f1_ratio_ours_vs_logistic']}; seconds {result['seconds']}")
+            print(
+                f"  {scope:10} {method:9} {s['precision']:9.4f} {s['recall']:7.4f} {s['f1']:7.4f} {s['predicted_pairs']:7d}"
+            )
+    print(
+        f"  F1 ratio (test half): ours/ECM {result['f1_ratio_ours_vs_ecm']}, "
+        f"ours/logistic {result['f1_ratio_ours_vs_logistic']}; seconds {result['seconds']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ child process, so its wall time and peak memory (ru_maxrss of that process: Duck
 process, so its memory is counted) are its own. Prints one JSON summary at the end; with truth
 available it also prints the pairwise F1 of both runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,22 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LINKABLE = ("crm_contacts", "loyalty_members", "online_accounts", "orders", "service_interactions",
-            "marketing_sends", "web_events")
-RECORDS_PER_PERSON = 55.2          # measured: 26k people -> 1.436M linkable staged records (seed 1)
-NEW_FROM = {"orders": "ordered_at", "crm_contacts": "created_at", "loyalty_members": "enrolled_at",
-            "online_accounts": "created_at"}
+LINKABLE = (
+    "crm_contacts",
+    "loyalty_members",
+    "online_accounts",
+    "orders",
+    "service_interactions",
+    "marketing_sends",
+    "web_events",
+)
+RECORDS_PER_PERSON = 55.2  # measured: 26k people -> 1.436M linkable staged records (seed 1)
+NEW_FROM = {
+    "orders": "ordered_at",
+    "crm_contacts": "created_at",
+    "loyalty_members": "enrolled_at",
+    "online_accounts": "created_at",
+}
 
 STAGE = r"""
 import json, resource, sys, time, warnings, logging
@@ -59,8 +71,9 @@ Path(sys.argv[3]).write_text(json.dumps({"seconds": round(seconds, 2), "peak_rss
 def _stage(root: Path, kind: str) -> dict:
     """Run one resolve in a child process: {'seconds', 'peak_rss_mb', 'summary'}."""
     result = root / f"identity_scale_{kind}.json"
-    out = subprocess.run([sys.executable, "-c", STAGE, str(root), kind, str(result)], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", STAGE, str(root), kind, str(result)], cwd=ROOT, capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{kind} resolve failed:\n{out.stderr[-3000:]}")
     return json.loads(result.read_text())
@@ -69,16 +82,23 @@ def _stage(root: Path, kind: str) -> dict:
 def count_records(staged: Path) -> dict[str, int]:
     import pyarrow.parquet as pq
 
-    return {t: pq.ParquetFile(staged / f"{t}.parquet").metadata.num_rows for t in LINKABLE
-            if (staged / f"{t}.parquet").exists()}
+    return {
+        t: pq.ParquetFile(staged / f"{t}.parquet").metadata.num_rows
+        for t in LINKABLE
+        if (staged / f"{t}.parquet").exists()
+    }
 
 
 def hold_out(staged: Path, new: int) -> dict[str, pd.DataFrame]:
     """Remove the `new` most recent orders/sign-ups from staged/; returns the full tables."""
     full = {t: pd.read_parquet(staged / f"{t}.parquet") for t in NEW_FROM}
-    times = pd.concat([pd.DataFrame({"table": t, "row": range(len(f)),
-                                     "at": pd.to_datetime(f[c], utc=True, errors="coerce")})
-                       for t, (f, c) in ((t, (full[t], NEW_FROM[t])) for t in NEW_FROM)], ignore_index=True)
+    times = pd.concat(
+        [
+            pd.DataFrame({"table": t, "row": range(len(f)), "at": pd.to_datetime(f[c], utc=True, errors="coerce")})
+            for t, (f, c) in ((t, (full[t], NEW_FROM[t])) for t in NEW_FROM)
+        ],
+        ignore_index=True,
+    )
     latest = times.dropna(subset=["at"]).nlargest(new, "at")
     for table, frame in full.items():
         rows = latest.loc[latest["table"] == table, "row"].to_numpy()
@@ -101,8 +121,8 @@ def same_outputs(a: Path, b: Path) -> dict[str, bool]:
 
 
 def _f1(root: Path) -> float | None:
-    from cdp.workspace import Workspace
     from cdp.identity.evaluate import evaluate_workspace
+    from cdp.workspace import Workspace
 
     ws = Workspace(root)
     if not (ws.truth / "record_persons.parquet").exists():
@@ -117,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="workspace (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="reuse generated data in --workdir if present")
-    parser.add_argument("--check", action="store_true",
-                        help="also run the incremental without its saved state (reading every record, as before "
-                             "incremental_state/) on a copy and compare the outputs")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="also run the incremental without its saved state (reading every record, as before "
+        "incremental_state/) on a copy and compare the outputs",
+    )
     args = parser.parse_args(argv)
     if args.records < 1000 or args.new < 1:
         parser.error(f"--records must be >= 1000 and --new >= 1 (got records={args.records}, new={args.new})")
@@ -151,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     full_tables = hold_out(ws.staged, args.new)
     try:
         report["full"] = _stage(root, "full")
-        print(f"full resolve of {report['linkable_records'] - args.new} records: {report['full']['seconds']} s, "
-              f"peak RSS {report['full']['peak_rss_mb']} MB", flush=True)
+        print(
+            f"full resolve of {report['linkable_records'] - args.new} records: {report['full']['seconds']} s, "
+            f"peak RSS {report['full']['peak_rss_mb']} MB",
+            flush=True,
+        )
     finally:
         for table, frame in full_tables.items():
             frame.to_parquet(ws.staged / f"{table}.parquet", index=False)
@@ -163,15 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     report["incremental"] = _stage(root, "incremental")
     report["incremental_over_full"] = round(report["incremental"]["seconds"] / report["full"]["seconds"], 4)
     report["incremental"]["pairwise_f1_all_records"] = _f1(root)
-    print(f"incremental linking of {args.new} new records: {report['incremental']['seconds']} s, "
-          f"peak RSS {report['incremental']['peak_rss_mb']} MB; incremental/full = {report['incremental_over_full']}",
-          flush=True)
+    print(
+        f"incremental linking of {args.new} new records: {report['incremental']['seconds']} s, "
+        f"peak RSS {report['incremental']['peak_rss_mb']} MB; incremental/full = {report['incremental_over_full']}",
+        flush=True,
+    )
     if args.check:
         report["incremental_full_scan"] = _stage(twin, "incremental_full_scan")
         report["check_same_outputs"] = same_outputs(ws.identity, twin / "identity")
         shutil.rmtree(twin, ignore_errors=True)
-        print(f"incremental reading every record (use_state=False): {report['incremental_full_scan']['seconds']} s; "
-              f"same outputs: {report['check_same_outputs']}", flush=True)
+        print(
+            f"incremental reading every record (use_state=False): {report['incremental_full_scan']['seconds']} s; "
+            f"same outputs: {report['check_same_outputs']}",
+            flush=True,
+        )
     print(json.dumps(report, indent=1, default=str))
     return 0
 

@@ -12,6 +12,7 @@ pairwise F1 between the engines' clusterings and against truth. Prints a table, 
 of time vs records per engine (growth exponent), and one JSON report; writes it to
 benchmarks/results/scale_out_<time>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,14 @@ def run_resolve(root: Path, engine: str) -> dict:
     env.setdefault("CDP_SPARK_MASTER", "local[2]")
     log = open(root / f"scale_out_{engine}.log", "w")  # a file, not a pipe: a full pipe would block the child
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", identity_scale.STAGE, str(root), "full", str(result)], cwd=ROOT,
-                             env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", identity_scale.STAGE, str(root), "full", str(result)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc, peak = psutil.Process(child.pid), 0
     while child.poll() is None:
         try:
@@ -75,8 +82,13 @@ def run_resolve(root: Path, engine: str) -> dict:
         raise RuntimeError(f"{engine} resolve failed:\n{(root / f'scale_out_{engine}.log').read_text()[-3000:]}")
     inner = json.loads(result.read_text())
     shutil.copy(root / "identity" / "identity_map.parquet", root / f"identity_map_{engine}.parquet")
-    return {"seconds": round(seconds, 1), "resolve_seconds": inner["seconds"], "peak_tree_rss_mb": round(peak / 2**20),
-            "summary": inner["summary"], "pairwise_f1_vs_truth": identity_scale._f1(root)}
+    return {
+        "seconds": round(seconds, 1),
+        "resolve_seconds": inner["seconds"],
+        "peak_tree_rss_mb": round(peak / 2**20),
+        "summary": inner["summary"],
+        "pairwise_f1_vs_truth": identity_scale._f1(root),
+    }
 
 
 def build(root: Path, records: int, seed: int, keep: bool) -> dict:
@@ -103,8 +115,9 @@ def agreement(root: Path, a: str, b: str) -> float:
     key = ["source_table", "source_key"]
     left, right = (pd.read_parquet(root / f"identity_map_{e}.parquet", columns=[*key, "customer_id"]) for e in (a, b))
     joined = left.merge(right, on=key, how="outer", suffixes=("_a", "_b"))
-    return round(cluster_metrics(pd.DataFrame({"pred": joined["customer_id_b"], "true": joined["customer_id_a"]}))
-                 .pairwise_f1, 6)
+    return round(
+        cluster_metrics(pd.DataFrame({"pred": joined["customer_id_b"], "true": joined["customer_id_a"]})).pairwise_f1, 6
+    )
 
 
 def growth_exponent(points: list[tuple[int, float]]) -> float | None:
@@ -118,9 +131,14 @@ def growth_exponent(points: list[tuple[int, float]]) -> float | None:
 def finish_report(report: dict, name: str, engines: list[str], size_key: str, seconds_key: str, what: str) -> Path:
     """Growth exponent per engine over the sizes it finished (printed), then the report as
     benchmarks/results/<name>_<time>.json; returns that path."""
-    report["growth_exponent"] = {e: growth_exponent([(s[size_key], s[e][seconds_key]) for s in report["sizes"]
-                                                     if seconds_key in s[e]]) for e in engines}
-    print(f"growth exponent (log-log slope of {what}):", ", ".join(f"{e} {v}" for e, v in report["growth_exponent"].items()))
+    report["growth_exponent"] = {
+        e: growth_exponent([(s[size_key], s[e][seconds_key]) for s in report["sizes"] if seconds_key in s[e]])
+        for e in engines
+    }
+    print(
+        f"growth exponent (log-log slope of {what}):",
+        ", ".join(f"{e} {v}" for e, v in report["growth_exponent"].items()),
+    )
     out = ROOT / "benchmarks" / "results" / f"{name}_{time.strftime('%Y%m%d_%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
@@ -144,18 +162,27 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scale_out_"))
-    report: dict = {"cores": os.cpu_count(), "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
-                    "sizes": []}
+    report: dict = {
+        "cores": os.cpu_count(),
+        "spark_master": os.environ.get("CDP_SPARK_MASTER", "local[2]"),
+        "sizes": [],
+    }
     for size in sizes:
         root = workdir / f"n{size}"
         entry = {"target_records": size, **build(root, size, args.seed, args.keep)}
-        print(f"{entry['linkable_records']:>9} linkable records ({entry['profile_records']} profile records, "
-              f"{entry['people']} people) in {root}", flush=True)
+        print(
+            f"{entry['linkable_records']:>9} linkable records ({entry['profile_records']} profile records, "
+            f"{entry['people']} people) in {root}",
+            flush=True,
+        )
         for engine in engines:
             entry[engine] = run_resolve(root, engine)
-            print(f"  {engine:6} {entry[engine]['seconds']:8.1f} s   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   "
-                  f"customers {entry[engine]['summary']['customers']}   F1 vs truth "
-                  f"{entry[engine]['pairwise_f1_vs_truth']}", flush=True)
+            print(
+                f"  {engine:6} {entry[engine]['seconds']:8.1f} s   peak {entry[engine]['peak_tree_rss_mb']:6d} MB   "
+                f"customers {entry[engine]['summary']['customers']}   F1 vs truth "
+                f"{entry[engine]['pairwise_f1_vs_truth']}",
+                flush=True,
+            )
         if len(engines) == 2:
             entry["pairwise_f1_between_engines"] = agreement(root, *engines)
             print(f"  clusters agree between engines: pairwise F1 {entry['pairwise_f1_between_engines']}", flush=True)
@@ -163,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'records':>10} " + " ".join(f"{e + ' s':>10} {e + ' MB':>10}" for e in engines))
     for entry in report["sizes"]:
-        print(f"{entry['linkable_records']:>10} " + " ".join(
-            f"{entry[e]['seconds']:>10} {entry[e]['peak_tree_rss_mb']:>10}" for e in engines))
+        print(
+            f"{entry['linkable_records']:>10} "
+            + " ".join(f"{entry[e]['seconds']:>10} {entry[e]['peak_tree_rss_mb']:>10}" for e in engines)
+        )
     out = finish_report(report, "scale_out", engines, "linkable_records", "seconds", "time vs records")
     print(json.dumps(report, indent=1, default=str))
     print(f"written to {out}")

@@ -9,6 +9,7 @@ Run by anyone (not a unit test; timings on shared machines are noisy):
 Needs `redis-server` on PATH (Debian package redis-server) for the Redis half; it starts a private
 one on a free port. Prints a table per part and writes benchmarks/results/serving_<time>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,8 +42,13 @@ def free_port() -> int:
 
 def percentiles(samples_s: list[float]) -> dict:
     ms = np.array(samples_s) * 1000
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3), "per_s": round(len(ms) / float(np.sum(ms) / 1000), 1)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "per_s": round(len(ms) / float(np.sum(ms) / 1000), 1),
+    }
 
 
 def timed(fn, repeat: int, warmup: int = 20) -> dict:
@@ -69,13 +74,16 @@ def build_workspace(customers: int, seed: int) -> Workspace:
     ws = Workspace(Path(tempfile.mkdtemp(prefix="cdp-bench-")))
     ws.ensure()
     os.environ["CDP_HOME"] = str(ws.root)
-    for name, step in [("generate", lambda: pipeline.generate(ws, customers, seed=seed)),
-                       ("ingest", lambda: pipeline.ingest(ws)), ("resolve", lambda: pipeline.resolve(ws)),
-                       ("features", lambda: pipeline.build_features(ws)),
-                       ("train churn", lambda: pipeline.train(ws, "churn")),
-                       ("train next-best-product", lambda: pipeline.train(ws, "next-best-product")),
-                       ("train campaign-response", lambda: pipeline.train(ws, "campaign-response")),
-                       ("score", lambda: pipeline.score(ws))]:
+    for name, step in [
+        ("generate", lambda: pipeline.generate(ws, customers, seed=seed)),
+        ("ingest", lambda: pipeline.ingest(ws)),
+        ("resolve", lambda: pipeline.resolve(ws)),
+        ("features", lambda: pipeline.build_features(ws)),
+        ("train churn", lambda: pipeline.train(ws, "churn")),
+        ("train next-best-product", lambda: pipeline.train(ws, "next-best-product")),
+        ("train campaign-response", lambda: pipeline.train(ws, "campaign-response")),
+        ("score", lambda: pipeline.score(ws)),
+    ]:
         started = time.perf_counter()
         step()
         print(f"  built: {name} in {time.perf_counter() - started:.1f}s", flush=True)
@@ -84,8 +92,22 @@ def build_workspace(customers: int, seed: int) -> Workspace:
 
 @contextmanager
 def redis(port: int, workdir: Path):
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     try:
         yield f"127.0.0.1:{port}"
@@ -96,8 +118,8 @@ def redis(port: int, workdir: Path):
 
 def write_throughput(ws: Workspace) -> dict:
     """Latest snapshot into the online store: Feast's materialize vs the bulk writer (same rows)."""
-    from cdp.pipeline import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store, repo_definitions
+    from cdp.pipeline import load_snapshots
 
     as_of = load_snapshots(ws)[0][-1]
     store = open_store(ws)
@@ -108,11 +130,17 @@ def write_throughput(ws: Workspace) -> dict:
         rows = materialize_latest(ws, store, as_of, engine=engine)
         seconds = time.perf_counter() - started
         # rows = one customer in one feature view; the issue's yardstick is customers x 20 features
-        out[f"materialize {engine}"] = {"view_rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
-                                        "features_per_row": round(float(values_per_row), 1),
-                                        "values_per_s": round(rows * values_per_row / seconds),
-                                        "20_feature_rows_per_s": round(rows * values_per_row / 20 / seconds)}
-    out["ratio bulk/feast"] = {"x": round(out["materialize bulk"]["rows_per_s"] / out["materialize feast"]["rows_per_s"], 2)}
+        out[f"materialize {engine}"] = {
+            "view_rows": rows,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(rows / seconds),
+            "features_per_row": round(float(values_per_row), 1),
+            "values_per_s": round(rows * values_per_row / seconds),
+            "20_feature_rows_per_s": round(rows * values_per_row / 20 / seconds),
+        }
+    out["ratio bulk/feast"] = {
+        "x": round(out["materialize bulk"]["rows_per_s"] / out["materialize feast"]["rows_per_s"], 2)
+    }
     return out
 
 
@@ -127,8 +155,8 @@ def lean(run):
 
 
 def fill_online_store(ws: Workspace) -> None:
-    from cdp.pipeline import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
+    from cdp.pipeline import load_snapshots
 
     materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
 
@@ -136,11 +164,11 @@ def fill_online_store(ws: Workspace) -> None:
 def batch_scoring(ws: Workspace) -> dict:
     """Churn scoring of every active customer: the steps (read, predict, write back), then `cdp
     score`'s churn step end to end (consent filter and model load included), vs Feast's PIT join."""
+    from cdp.features.timeline import load_timeline
     from cdp.featurestore.latest import latest_service_features
-    from cdp.pipeline import load_snapshots
     from cdp.featurestore.store import open_store
     from cdp.models.churn import CHURN, scoring_entities
-    from cdp.features.timeline import load_timeline
+    from cdp.pipeline import load_snapshots
     from cdp.serving.batch import score_churn, write_back
     from cdp.serving.churn_scorer import ChurnScorer
     from cdp.training.tracking import load_champion
@@ -158,7 +186,8 @@ def batch_scoring(ws: Workspace) -> dict:
     probabilities = scorer.probabilities(scorer.matrix(features), threads=0)
     predicted = time.perf_counter() - started
     scores = features[["customer_id", "event_timestamp"]].assign(
-        churn_probability=probabilities, churn_model_version=version, churn_scored_at=f"{as_of:%Y-%m-%dT%H:%M:%SZ}")
+        churn_probability=probabilities, churn_model_version=version, churn_scored_at=f"{as_of:%Y-%m-%dT%H:%M:%SZ}"
+    )
     write_back(store, "churn_scores", scores)
     total = time.perf_counter() - started
     started = time.perf_counter()
@@ -168,14 +197,22 @@ def batch_scoring(ws: Workspace) -> dict:
     build_training_set(store, CHURN, entities)
     feast_read = time.perf_counter() - started
     n = len(entities)
-    return {"customers": {"n": n},
-            "ours: read latest snapshot": {"seconds": round(read, 3), "customers_per_s": round(n / read)},
-            "ours: + predict": {"seconds": round(predicted, 3), "customers_per_s": round(n / predicted)},
-            "ours: + write back (offline + online)": {"seconds": round(total, 3), "customers_per_s": round(n / total)},
-            "cdp score, churn step end to end": {"seconds": round(end_to_end, 3), "customers_per_s": round(scored / end_to_end),
-                                                 "scored (consent-filtered)": scored},
-            "baseline: Feast point-in-time read only": {"seconds": round(feast_read, 3), "customers_per_s": round(n / feast_read)},
-            "ratio read: ours/Feast": {"x": round(feast_read / read, 2)}}
+    return {
+        "customers": {"n": n},
+        "ours: read latest snapshot": {"seconds": round(read, 3), "customers_per_s": round(n / read)},
+        "ours: + predict": {"seconds": round(predicted, 3), "customers_per_s": round(n / predicted)},
+        "ours: + write back (offline + online)": {"seconds": round(total, 3), "customers_per_s": round(n / total)},
+        "cdp score, churn step end to end": {
+            "seconds": round(end_to_end, 3),
+            "customers_per_s": round(scored / end_to_end),
+            "scored (consent-filtered)": scored,
+        },
+        "baseline: Feast point-in-time read only": {
+            "seconds": round(feast_read, 3),
+            "customers_per_s": round(n / feast_read),
+        },
+        "ratio read: ours/Feast": {"x": round(feast_read / read, 2)},
+    }
 
 
 def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
@@ -192,33 +229,51 @@ def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
     rng = np.random.default_rng(0)
     one = lambda: [{"customer_id": ids[rng.integers(len(ids))]}]  # noqa: E731
     hundred = lambda: [{"customer_id": c} for c in rng.choice(ids, 100, replace=False)]  # noqa: E731
-    rows = {f"{store_kind}: feast get_online_features x1": timed(lambda: store.get_online_features(service, one()).to_dict(), repeat),
-            f"{store_kind}: feast get_online_features x100": timed(lambda: store.get_online_features(service, hundred()).to_dict(), max(repeat // 5, 20))}
+    rows = {
+        f"{store_kind}: feast get_online_features x1": timed(
+            lambda: store.get_online_features(service, one()).to_dict(), repeat
+        ),
+        f"{store_kind}: feast get_online_features x100": timed(
+            lambda: store.get_online_features(service, hundred()).to_dict(), max(repeat // 5, 20)
+        ),
+    }
     reader = OnlineReader(store)  # what the service reads with: same answer (tests), fewer layers
     rows[f"{store_kind}: cdp online_reader x1"] = timed(lambda: reader.read(service, [one()[0]["customer_id"]]), repeat)
     rows[f"{store_kind}: cdp online_reader x100"] = timed(
-        lambda: reader.read(service, [r["customer_id"] for r in hundred()]), max(repeat // 5, 20))
+        lambda: reader.read(service, [r["customer_id"] for r in hundred()]), max(repeat // 5, 20)
+    )
     with running_server(ws, free_port(), log_path=ws.root / f"bench_{store_kind.replace(' ', '_')}.log") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
+
             def call(route: str, body: dict) -> None:
                 response = client.post(route, json=body)
                 if response.status_code != 200:
                     raise RuntimeError(f"{route}: {response.status_code} {response.text[:200]}")
-            rows[f"{store_kind}: /churn x1"] = timed(lambda: call("/churn", {"customer_ids": [one()[0]["customer_id"]]}), repeat)
+
+            rows[f"{store_kind}: /churn x1"] = timed(
+                lambda: call("/churn", {"customer_ids": [one()[0]["customer_id"]]}), repeat
+            )
             rows[f"{store_kind}: /churn x1 (no reasons)"] = timed(
-                lambda: call("/churn", {"customer_ids": [one()[0]["customer_id"]], "reasons": False}), repeat)
+                lambda: call("/churn", {"customer_ids": [one()[0]["customer_id"]], "reasons": False}), repeat
+            )
             rows[f"{store_kind}: /next_best_product x1"] = timed(
-                lambda: call("/next_best_product", {"customer_id": one()[0]["customer_id"]}), repeat)
+                lambda: call("/next_best_product", {"customer_id": one()[0]["customer_id"]}), repeat
+            )
             rows[f"{store_kind}: /churn x100"] = timed(
-                lambda: call("/churn", {"customer_ids": [r["customer_id"] for r in hundred()]}), max(repeat // 5, 20))
+                lambda: call("/churn", {"customer_ids": [r["customer_id"] for r in hundred()]}), max(repeat // 5, 20)
+            )
             rows[f"{store_kind}: /churn x100 (no reasons)"] = timed(
                 lambda: call("/churn", {"customer_ids": [r["customer_id"] for r in hundred()], "reasons": False}),
-                max(repeat // 5, 20))
+                max(repeat // 5, 20),
+            )
             rows[f"{store_kind}: /next_best_product_batch x100"] = timed(
                 lambda: call("/next_best_product_batch", {"customer_ids": [r["customer_id"] for r in hundred()]}),
-                max(repeat // 5, 20))
+                max(repeat // 5, 20),
+            )
     feast = rows[f"{store_kind}: feast get_online_features x1"]["p99_ms"]
-    rows[f"{store_kind}: ratio /churn p99 / feast p99"] = {"x": round(rows[f"{store_kind}: /churn x1"]["p99_ms"] / feast, 2)}
+    rows[f"{store_kind}: ratio /churn p99 / feast p99"] = {
+        "x": round(rows[f"{store_kind}: /churn x1"]["p99_ms"] / feast, 2)
+    }
     return rows
 
 
@@ -229,6 +284,7 @@ async def _steady(url: str, ids: list[str], rate: float, seconds: float, window:
     rng = np.random.default_rng(1)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
+
         async def one(at: float) -> None:
             started = time.perf_counter()
             try:
@@ -237,7 +293,7 @@ async def _steady(url: str, ids: list[str], rate: float, seconds: float, window:
                 else:
                     r = await client.post("/next_best_product", json={"customer_id": ids[rng.integers(len(ids))]})
                 ok = r.status_code == 200
-            except Exception:  # noqa: BLE001 - counted as an error
+            except Exception:
                 ok = False
             results.append((at, time.perf_counter() - started, ok))
 
@@ -249,12 +305,24 @@ async def _steady(url: str, ids: list[str], rate: float, seconds: float, window:
         await asyncio.gather(*tasks)
     frame = pd.DataFrame(results, columns=["at", "seconds", "ok"])
     frame["window"] = (frame["at"] // window * window).astype(int)
-    over_time = {f"t={w}s": {"n": len(g), "errors": int((~g["ok"]).sum()),
-                             "p50_ms": round(float(g["seconds"].quantile(0.5) * 1000), 2),
-                             "p99_ms": round(float(g["seconds"].quantile(0.99) * 1000), 2)}
-                 for w, g in frame.groupby("window")}
-    return {"total": {"requests": len(frame), "errors": int((~frame["ok"]).sum()), "rate_per_s": rate,
-                      **percentiles(frame["seconds"].tolist())}, **over_time}
+    over_time = {
+        f"t={w}s": {
+            "n": len(g),
+            "errors": int((~g["ok"]).sum()),
+            "p50_ms": round(float(g["seconds"].quantile(0.5) * 1000), 2),
+            "p99_ms": round(float(g["seconds"].quantile(0.99) * 1000), 2),
+        }
+        for w, g in frame.groupby("window")
+    }
+    return {
+        "total": {
+            "requests": len(frame),
+            "errors": int((~frame["ok"]).sum()),
+            "rate_per_s": rate,
+            **percentiles(frame["seconds"].tolist()),
+        },
+        **over_time,
+    }
 
 
 def load_test(ws: Workspace, rate: float, seconds: float) -> dict:
@@ -286,8 +354,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=400, help="Calls per single-customer latency measurement")
     parser.add_argument("--load-rate", type=float, default=50.0, help="Requests per second in the load test")
     parser.add_argument("--load-seconds", type=float, default=60.0, help="Load test duration")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"Comma-separated parts to run, of: {', '.join(PARTS)} (default: all)")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"Comma-separated parts to run, of: {', '.join(PARTS)} (default: all)"
+    )
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
     if not only or only - set(PARTS):
@@ -298,23 +367,41 @@ def main() -> None:
     os.environ["CDP_HOME"] = str(ws.root)
     report: dict = {"workspace": str(ws.root), "machine_cores": os.cpu_count()}
 
-    measure(report, [("batch_scoring_sqlite", "batch churn scoring (SQLite online store)", lambda: batch_scoring(ws)),
-                     ("online_write_sqlite", "online write, SQLite", lambda: write_throughput(ws)),
-                     ("latency_sqlite", "latency, SQLite online store", lambda: latency(ws, "sqlite", args.repeat))], only)
+    measure(
+        report,
+        [
+            ("batch_scoring_sqlite", "batch churn scoring (SQLite online store)", lambda: batch_scoring(ws)),
+            ("online_write_sqlite", "online write, SQLite", lambda: write_throughput(ws)),
+            ("latency_sqlite", "latency, SQLite online store", lambda: latency(ws, "sqlite", args.repeat)),
+        ],
+        only,
+    )
     if shutil.which("redis-server"):
         with redis(free_port(), ws.root) as address:
             os.environ.update(CDP_ONLINE_STORE="redis", CDP_REDIS=address)
             # Redis starts empty: fill it (online write) before scoring and serving from it.
             if "write" not in only:
                 fill_online_store(ws)
-            measure(report, [
-                ("online_write_redis", "online write, Redis", lambda: write_throughput(ws)),
-                ("batch_scoring_redis", "batch churn scoring (Redis online store)", lambda: batch_scoring(ws)),
-                ("latency_redis", "latency, Redis online store", lambda: latency(ws, "redis", args.repeat)),
-                ("latency_redis_lean", "latency, Redis, access log and Prometheus metrics off (CDP_ACCESS_LOG=0 "
-                                       "CDP_SERVE_METRICS=0)", lambda: lean(lambda: latency(ws, "redis lean", args.repeat))),
-                ("load_redis", f"steady load {args.load_rate}/s for {args.load_seconds}s (Redis; half /churn, "
-                               "half /next_best_product)", lambda: load_test(ws, args.load_rate, args.load_seconds))], only)
+            measure(
+                report,
+                [
+                    ("online_write_redis", "online write, Redis", lambda: write_throughput(ws)),
+                    ("batch_scoring_redis", "batch churn scoring (Redis online store)", lambda: batch_scoring(ws)),
+                    ("latency_redis", "latency, Redis online store", lambda: latency(ws, "redis", args.repeat)),
+                    (
+                        "latency_redis_lean",
+                        "latency, Redis, access log and Prometheus metrics off (CDP_ACCESS_LOG=0 CDP_SERVE_METRICS=0)",
+                        lambda: lean(lambda: latency(ws, "redis lean", args.repeat)),
+                    ),
+                    (
+                        "load_redis",
+                        f"steady load {args.load_rate}/s for {args.load_seconds}s (Redis; half /churn, "
+                        "half /next_best_product)",
+                        lambda: load_test(ws, args.load_rate, args.load_seconds),
+                    ),
+                ],
+                only,
+            )
             os.environ.pop("CDP_ONLINE_STORE")
     else:
         print("\nredis-server not found: Redis half skipped (apt-get install redis-server)")

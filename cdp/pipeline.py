@@ -3,11 +3,12 @@
 generate -> ingest -> resolve -> build_features (+ feast apply/materialize) -> train -> score
 Each returns a small summary dict that the CLI prints and the demo writes to JSON.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ def _timed(fn):
         result = fn(*args, **kwargs)
         result["seconds"] = round(time.perf_counter() - started, 2)
         return result
+
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
@@ -67,9 +69,10 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
     CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
     (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
-    from cdp.featurestore.store import apply_definitions, materialize_latest
-    from cdp.features.views import build_features as build, data_end, feature_engine, snapshot_times
     from cdp.features.timeline import load_timeline
+    from cdp.features.views import build_features as build
+    from cdp.features.views import data_end, feature_engine, snapshot_times
+    from cdp.featurestore.store import apply_definitions, materialize_latest
 
     engine = feature_engine()
     if engine == "spark":  # the driver never loads the event tables
@@ -81,8 +84,9 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
         end = data_end(timeline)
     snapshots = snapshot_times(end)
     written = build(ws, timeline, snapshots, progress=progress, engine=engine)
-    (ws.features / "snapshots.json").write_text(json.dumps(
-        {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}, indent=1))
+    (ws.features / "snapshots.json").write_text(
+        json.dumps({"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}, indent=1)
+    )
     started = time.perf_counter()
     if progress:
         progress("feast apply + materialize latest snapshot", len(written), len(written) + 1)
@@ -90,11 +94,19 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     materialize_latest(ws, store, snapshots[-1])
     if progress:
         progress("online store loaded", len(written) + 1, len(written) + 1)
-    return {"engine": engine, "rows_per_view": written, "snapshots": len(snapshots), "as_of": snapshots[-1].isoformat(),
-            "customers_latest_snapshot": int(pd.read_parquet(ws.features / "customer_profile.parquet",
-                                                             columns=["event_timestamp"])
-                                             .eq(snapshots[-1]).sum().iloc[0]),
-            "feast_apply_materialize_seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "engine": engine,
+        "rows_per_view": written,
+        "snapshots": len(snapshots),
+        "as_of": snapshots[-1].isoformat(),
+        "customers_latest_snapshot": int(
+            pd.read_parquet(ws.features / "customer_profile.parquet", columns=["event_timestamp"])
+            .eq(snapshots[-1])
+            .sum()
+            .iloc[0]
+        ),
+        "feast_apply_materialize_seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 MODELS = ("churn", "next-best-product", "campaign-response", "clv")
@@ -108,7 +120,7 @@ def _with_service(ws: Workspace, store, service: str):
     try:
         store.get_feature_service(service)
         return store
-    except Exception:  # noqa: BLE001 - Feast raises its own not-found error types
+    except Exception:
         return apply_definitions(ws)
 
 
@@ -116,8 +128,8 @@ def _with_service(ws: Workspace, store, service: str):
 def train(ws: Workspace, model: str = "churn", progress: Progress | None = None) -> dict:
     """Point-in-time training set from the model's FeatureService -> fit -> out-of-time evaluation
     -> MLflow run -> registry alias `champion` when it beats the current champion."""
-    from cdp.featurestore.store import open_store
     from cdp.features.timeline import load_timeline
+    from cdp.featurestore.store import open_store
 
     model = model.replace("_", "-")
     if model not in MODELS:
@@ -134,8 +146,9 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
         from cdp.models.next_best_product import catalogue
         from cdp.training.ranking import train_next_best_product
 
-        result = train_next_best_product(ws, store, timeline.order_lines, catalogue(ws), snapshots, end,
-                                         progress=progress)
+        result = train_next_best_product(
+            ws, store, timeline.order_lines, catalogue(ws), snapshots, end, progress=progress
+        )
     elif model == "clv":
         from cdp.training.clv import train_clv
 
@@ -143,8 +156,16 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
     else:
         from cdp.training.uplift import train_campaign_response
 
-        result = train_campaign_response(ws, store, timeline.sends, pd.read_parquet(ws.staged / "campaigns.parquet"),
-                                         timeline.orders, timeline.order_lines, snapshots, progress=progress)
+        result = train_campaign_response(
+            ws,
+            store,
+            timeline.sends,
+            pd.read_parquet(ws.staged / "campaigns.parquet"),
+            timeline.orders,
+            timeline.order_lines,
+            snapshots,
+            progress=progress,
+        )
     return result.to_dict()
 
 
@@ -152,8 +173,8 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
 def score(ws: Workspace) -> dict:
     """Batch-score every active customer with each registered champion and push the scores back
     into the profiles (one PushSource per score family). Models without a champion are skipped."""
-    from cdp.featurestore.store import open_store
     from cdp.features.timeline import load_timeline
+    from cdp.featurestore.store import open_store
     from cdp.serving.batch import score_all
 
     snapshots, _ = load_snapshots(ws)

@@ -2,11 +2,12 @@
 store, MLflow on PostgreSQL, Spark for identity scoring, feature building and training-set joins,
 several serving workers) through environment defaults read from
 config/<profile>.env, never through code changes. Explicit environment variables always win."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 from cdp import config as _config_package
 

@@ -1,10 +1,10 @@
 """Where every stage reads and writes: one workspace folder (default ./data, or $CDP_HOME)."""
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def from_env(cls, root: str | Path | None = None) -> "Workspace":
+    def from_env(cls, root: str | Path | None = None) -> Workspace:
         chosen = root or os.environ.get("CDP_HOME") or "data"
         return cls(Path(chosen).expanduser().resolve())
 
@@ -56,7 +56,7 @@ class Workspace:
     def reports(self) -> Path:
         return self.root / "reports"
 
-    def ensure(self) -> "Workspace":
+    def ensure(self) -> Workspace:
         for folder in (self.raw, self.staged, self.identity, self.features, self.feast, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
         return self

@@ -4,6 +4,7 @@ Every object is defined once in the package (`cdp.features.definitions`, what `c
 applies) and bound here to the workspace's feature tables, so the plain `feast` CLI sees the
 same entity, views, push sources and feature services.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,14 +11,15 @@ Policy (explicit, change it here): profiling is allowed unless withdrawn (never 
 allowed); marketing contact needs a grant (never asked -> not contactable). Two events at the
 same instant: the withdrawal wins.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 
-from cdp.workspace import Workspace
 from cdp.ingest.contract import CONSENT_PURPOSES
+from cdp.workspace import Workspace
 
 CONSENT_KINDS = {"email": "email", "phone": "phone", "account_id": "account", "card_id": "card"}
 CHANNEL_PURPOSE = {"email": "email_marketing", "sms": "sms_marketing"}
@@ -38,7 +39,9 @@ def _moment(at) -> pd.Timestamp:
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
-def consent_history(ws: Workspace, customer_ids: Iterable[str] | None = None, purpose: str | None = None) -> pd.DataFrame:
+def consent_history(
+    ws: Workspace, customer_ids: Iterable[str] | None = None, purpose: str | None = None
+) -> pd.DataFrame:
     """Every consent event attached to a customer: customer_id, event_id, occurred_at,
     purpose, granted, source, identifier_type (oldest first; identifiers themselves left out).
     `purpose` keeps only that purpose's events (filtered while reading: batch scoring asks this)."""
@@ -55,8 +58,9 @@ def consent_history(ws: Workspace, customer_ids: Iterable[str] | None = None, pu
     if "source" not in joined:
         joined["source"] = None
     joined["granted"] = joined["granted"].astype("boolean")
-    return joined[columns].sort_values(["customer_id", "occurred_at", "granted"], ascending=[True, True, False],
-                                       ignore_index=True)
+    return joined[columns].sort_values(
+        ["customer_id", "occurred_at", "granted"], ascending=[True, True, False], ignore_index=True
+    )
 
 
 def consent_at(ws: Workspace, customer_ids: Iterable[str], purpose: str, at) -> pd.Series:
@@ -76,7 +80,8 @@ def consent_at(ws: Workspace, customer_ids: Iterable[str], purpose: str, at) -> 
     kinds = " ".join(f"WHEN '{kind}' THEN '{node}'" for kind, node in CONSENT_KINDS.items())
     con = duckdb.connect()
     con.register("wanted", pd.DataFrame({"customer_id": ids}))
-    latest = con.execute(f"""
+    latest = con.execute(
+        f"""
         WITH e AS (
             SELECT (CASE identifier_type {kinds} END) || ':' || CAST(identifier_norm AS VARCHAR) AS node,
                    occurred_at, granted
@@ -85,7 +90,8 @@ def consent_at(ws: Workspace, customer_ids: Iterable[str], purpose: str, at) -> 
         SELECT customer_id, granted FROM e JOIN m USING (node)
         -- latest first; at the same instant the withdrawal (granted = false) wins
         QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY occurred_at DESC, granted ASC) = 1""",
-        [str(events), purpose, moment, str(nodes)]).df()
+        [str(events), purpose, moment, str(nodes)],
+    ).df()
     latest = latest.dropna(subset=["granted"]).set_index("customer_id")["granted"]
     state.loc[latest.index] = latest.astype(bool).to_numpy()
     return state

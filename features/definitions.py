@@ -7,6 +7,7 @@ plain `feast` CLI work too (`CDP_HOME=/abs/path feast -c feature_repo apply`).
 The same Parquet files are batch sources for either offline store: `FileSource` for the embedded
 DuckDB store (default), `SparkSource` when CDP_OFFLINE_STORE=spark (feature_store*.spark.yaml).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,12 @@ OFFLINE_STORES = ("duckdb", "spark")
 SNAPSHOT_TTL = timedelta(days=45)  # a snapshot row answers until the next monthly snapshot
 SCORE_TTL = timedelta(days=400)
 
-customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING,
-                  description="A real person as found by identity resolution (stable customer_id).")
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.STRING,
+    description="A real person as found by identity resolution (stable customer_id).",
+)
 
 FEATURES: dict[str, dict[str, str]] = {
     "customer_profile": {
@@ -136,19 +141,29 @@ def batch_source(name: str, path: Path, description: str, offline: str | None = 
     if offline_store_kind(offline) == "spark":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
-        return SparkSource(name=name, path=str(path), file_format="parquet", timestamp_field="event_timestamp",
-                           description=description)
+        return SparkSource(
+            name=name, path=str(path), file_format="parquet", timestamp_field="event_timestamp", description=description
+        )
     return FileSource(name=name, path=str(path), timestamp_field="event_timestamp", description=description)
 
 
 def feature_views(features_dir: Path, offline: str | None = None) -> dict[str, FeatureView]:
     views = {}
     for name, fields in FEATURES.items():
-        source = batch_source(f"{name}_source", features_dir / f"{name}.parquet",
-                              f"Monthly snapshots of {name.replace('_', ' ')}.", offline)
+        source = batch_source(
+            f"{name}_source",
+            features_dir / f"{name}.parquet",
+            f"Monthly snapshots of {name.replace('_', ' ')}.",
+            offline,
+        )
         views[name] = FeatureView(
-            name=name, entities=[customer], ttl=SNAPSHOT_TTL, source=source, online=True,
-            schema=[Field(name=f, dtype=Float64, description=d) for f, d in fields.items()])
+            name=name,
+            entities=[customer],
+            ttl=SNAPSHOT_TTL,
+            source=source,
+            online=True,
+            schema=[Field(name=f, dtype=Float64, description=d) for f, d in fields.items()],
+        )
     return views
 
 
@@ -160,30 +175,47 @@ def seed_score_file(features_dir: Path, family: str) -> Path:
     path = features_dir / f"{family}.parquet"
     if not path.exists():
         arrow = {"float": pa.float64(), "string": pa.string()}
-        schema = pa.schema([("customer_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                            *((f, arrow[t]) for f, (t, _) in SCORE_FAMILIES[family].items())])
+        schema = pa.schema(
+            [
+                ("customer_id", pa.string()),
+                ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                *((f, arrow[t]) for f, (t, _) in SCORE_FAMILIES[family].items()),
+            ]
+        )
         features_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(schema.empty_table(), path)
     return path
 
 
-def score_view(features_dir: Path, family: str = "churn_scores",
-               offline: str | None = None) -> tuple[PushSource, FeatureView]:
+def score_view(
+    features_dir: Path, family: str = "churn_scores", offline: str | None = None
+) -> tuple[PushSource, FeatureView]:
     """Push source `<family>_push` + feature view `<family>`: scores written back by `cdp score`."""
-    batch = batch_source(f"{family}_batch", seed_score_file(features_dir, family),
-                         "Scores written back by `cdp score`.", offline)
+    batch = batch_source(
+        f"{family}_batch", seed_score_file(features_dir, family), "Scores written back by `cdp score`.", offline
+    )
     push = PushSource(name=f"{family}_push", batch_source=batch)
     dtypes = {"float": Float64, "string": String}
-    view = FeatureView(name=family, entities=[customer], ttl=SCORE_TTL, source=push, online=True,
-                       schema=[Field(name=f, dtype=dtypes[t], description=d)
-                               for f, (t, d) in SCORE_FAMILIES[family].items()])
+    view = FeatureView(
+        name=family,
+        entities=[customer],
+        ttl=SCORE_TTL,
+        source=push,
+        online=True,
+        schema=[Field(name=f, dtype=dtypes[t], description=d) for f, (t, d) in SCORE_FAMILIES[family].items()],
+    )
     return push, view
 
 
 def definitions(features_dir: Path, offline: str | None = None) -> list:
     views = feature_views(features_dir, offline)
     pushed = [obj for family in SCORE_FAMILIES for obj in score_view(features_dir, family, offline)]
-    services = [FeatureService(name=name, features=[views[v] for v in view_names],
-                               description=f"Exactly the features model '{name}' trains and serves on.")
-                for name, view_names in MODEL_VIEWS.items()]
+    services = [
+        FeatureService(
+            name=name,
+            features=[views[v] for v in view_names],
+            description=f"Exactly the features model '{name}' trains and serves on.",
+        )
+        for name, view_names in MODEL_VIEWS.items()
+    ]
     return [customer, *views.values(), *pushed, *services]

@@ -14,6 +14,7 @@ process share one JVM (with Splink's UDF jar). Spark writes each view as part fi
 in order); they are concatenated row group by row group into the single file, so the driver
 holds one row group at a time, not the table.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdp.workspace import Workspace
-from cdp.features.views import INPUT_SQL, SQL, STAGED_INPUTS, empty_relation, view_body, view_sql
 from cdp.features.timeline import spark_timeline_sql, staged_columns
+from cdp.features.views import INPUT_SQL, SQL, STAGED_INPUTS, empty_relation, view_body, view_sql
+from cdp.workspace import Workspace
 
 
 def _storage_level():
@@ -38,6 +39,7 @@ def _storage_level():
 def _register_staged(spark, ws: Workspace) -> None:
     """Views `staged_<table>`, `vendor`, `consent_raw`, `identity_map`, `identifier_map` (typed
     empty relations for absent optional tables, as on DuckDB)."""
+
     def view(name: str, path: Path, columns: dict[str, str]) -> None:
         if path.exists():
             spark.read.parquet(str(path)).select(*[f"`{c}`" for c in columns]).createOrReplaceTempView(name)
@@ -48,8 +50,11 @@ def _register_staged(spark, ws: Workspace) -> None:
         view(f"staged_{table}", ws.staged / f"{table}.parquet", columns)
     for name, (table, columns) in STAGED_INPUTS.items():
         view(name, ws.staged / f"{table}.parquet", columns)
-    view("identity_map", ws.identity / "identity_map.parquet",
-         {"source_table": "STRING", "source_key": "STRING", "customer_id": "STRING"})
+    view(
+        "identity_map",
+        ws.identity / "identity_map.parquet",
+        {"source_table": "STRING", "source_key": "STRING", "customer_id": "STRING"},
+    )
     view("identifier_map", ws.identity / "identifier_map.parquet", {"node": "STRING", "customer_id": "STRING"})
 
 
@@ -105,8 +110,13 @@ def build_features_spark(ws: Workspace, snapshots: list[pd.Timestamp], progress=
 
 
 def feature_schema(columns: list[str]) -> pa.Schema:
-    return pa.schema([("customer_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                      *[(c, pa.float64()) for c in columns]])
+    return pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            *[(c, pa.float64()) for c in columns],
+        ]
+    )
 
 
 def _single_file(parts: Path, target: Path, columns: list[str]) -> int:

@@ -4,6 +4,7 @@ In:  staged tables + identity/identity_map.parquet.  Out: DataFrames keyed by cu
 shared by feature building (features/views.py) and label building (models/*). Anonymous
 records (no customer_id) are left out here on purpose: they cannot describe a person.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ def _staged(ws: Workspace, table: str, columns: list[str] | None = None) -> pd.D
     return pd.read_parquet(path, columns=columns)
 
 
-def attach_customers(ws: Workspace, table: str, key: str, columns: list[str],
-                     identity_map: pd.DataFrame) -> pd.DataFrame:
+def attach_customers(
+    ws: Workspace, table: str, key: str, columns: list[str], identity_map: pd.DataFrame
+) -> pd.DataFrame:
     """Rows of `table` that identity resolution linked, with their customer_id (inner join)."""
     path = ws.staged / f"{table}.parquet"
     if not path.exists():
@@ -51,8 +53,11 @@ class Timeline:
 ATTACHED = {
     "orders": ("orders", "order_id", ["ordered_at", "channel", "total_amount", "discount_amount", "coupon_code"]),
     "web": ("web_events", "event_id", ["occurred_at", "event_type", "session_id", "device_id"]),
-    "service": ("service_interactions", "interaction_id",
-                ["occurred_at", "reason", "resolved", "sentiment", "handle_seconds"]),
+    "service": (
+        "service_interactions",
+        "interaction_id",
+        ["occurred_at", "reason", "resolved", "sentiment", "handle_seconds"],
+    ),
     "sends": ("marketing_sends", "send_id", ["campaign_id", "sent_at", "group"]),
     "crm": ("crm_contacts", "record_id", ["created_at", "date_of_birth", "postcode", "email_sha256"]),
     "loyalty": ("loyalty_members", "card_id", ["enrolled_at", "tier", "status", "email_sha256"]),
@@ -71,30 +76,41 @@ def sql_type(column: str) -> str:
 
 def load_timeline(ws: Workspace) -> Timeline:
     identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
-    attached = {name: attach_customers(ws, table, key, columns, identity_map)
-                for name, (table, key, columns) in ATTACHED.items()}
+    attached = {
+        name: attach_customers(ws, table, key, columns, identity_map)
+        for name, (table, key, columns) in ATTACHED.items()
+    }
     orders, sends = attached["orders"], attached["sends"]
     lines = _staged(ws, "order_lines", ["order_id", "product_id", "quantity", "unit_price"])
     products = _staged(ws, "products", ["product_id", "category"])
-    lines = (lines.astype({"order_id": str, "product_id": str})
-             .merge(products.astype({"product_id": str}), on="product_id", how="left")
-             .merge(orders[["order_id", "customer_id", "ordered_at"]], on="order_id"))
+    lines = (
+        lines.astype({"order_id": str, "product_id": str})
+        .merge(products.astype({"product_id": str}), on="product_id", how="left")
+        .merge(orders[["order_id", "customer_id", "ordered_at"]], on="order_id")
+    )
     responses_path = ws.staged / "marketing_responses.parquet"
-    responses = (pd.read_parquet(responses_path) if responses_path.exists()
-                 else pd.DataFrame(columns=["send_id", "event_type", "occurred_at"]))
+    responses = (
+        pd.read_parquet(responses_path)
+        if responses_path.exists()
+        else pd.DataFrame(columns=["send_id", "event_type", "occurred_at"])
+    )
     responses = responses.astype({"send_id": str}).merge(sends[["send_id", "customer_id"]], on="send_id")
-    return Timeline(order_lines=lines, responses=responses[["send_id", "customer_id", "event_type", "occurred_at"]],
-                    **attached)
+    return Timeline(
+        order_lines=lines, responses=responses[["send_id", "customer_id", "event_type", "occurred_at"]], **attached
+    )
 
 
 def spark_timeline_sql() -> dict[str, str]:
     """The Timeline as Spark SQL over views `staged_<table>` and `identity_map`, relation names and
     columns as features/views.py reads them (`group` as send_group). Relations depend on earlier
     ones (order_lines on orders, responses on sends): create them in this order."""
+
     def attached(table: str, key: str, columns: list[str]) -> str:
         selected = "".join(f", r.`{c}` AS {SQL_NAMES.get(c, c)}" for c in columns)
-        return (f"SELECT CAST(r.{key} AS STRING) AS {key}{selected}, m.customer_id FROM staged_{table} r "
-                f"JOIN identity_map m ON m.source_table = '{table}' AND m.source_key = CAST(r.{key} AS STRING)")
+        return (
+            f"SELECT CAST(r.{key} AS STRING) AS {key}{selected}, m.customer_id FROM staged_{table} r "
+            f"JOIN identity_map m ON m.source_table = '{table}' AND m.source_key = CAST(r.{key} AS STRING)"
+        )
 
     relations = {name: attached(*spec) for name, spec in ATTACHED.items()}
     relations["order_lines"] = """

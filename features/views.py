@@ -5,6 +5,7 @@ Out: one Parquet file per Feast feature view in `ws.features` (customer_id, even
      features). A snapshot row uses only events strictly before its event_timestamp, so
      Feast's point-in-time join can never hand a model information from the future.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,9 @@ import os
 import duckdb
 import pandas as pd
 
-from cdp.workspace import Workspace
-from cdp.ingest.contract import CONSENT_PURPOSES
 from cdp.features.timeline import Timeline
+from cdp.ingest.contract import CONSENT_PURPOSES
+from cdp.workspace import Workspace
 
 TIER_RANK = {"bronze": 1, "silver": 2, "gold": 3, "platinum": 4}
 INCOME_RANK = {"<25k": 1, "25-50k": 2, "50-75k": 3, "75-100k": 4, "100-150k": 5, ">150k": 6}
@@ -76,7 +77,7 @@ INPUT_SQL = {
         SELECT f.customer_id, t.event_timestamp
         FROM first_seen f JOIN snapshot_times t ON f.first_seen < t.event_timestamp""",
     "tiers": f"""
-        SELECT customer_id, enrolled_at, {_case('tier', TIER_RANK)} AS tier_rank FROM loyalty""",
+        SELECT customer_id, enrolled_at, {_case("tier", TIER_RANK)} AS tier_rank FROM loyalty""",
     # Point in time: a date of birth counts from the moment its CRM record existed.
     "births": """
         SELECT customer_id, date_of_birth, created_at FROM crm WHERE date_of_birth IS NOT NULL""",
@@ -92,14 +93,14 @@ INPUT_SQL = {
                 SELECT email_sha256, customer_id, created_at AS linked_at, 3 AS source FROM accounts) o
           WHERE email_sha256 IS NOT NULL AND customer_id IS NOT NULL AND linked_at IS NOT NULL)
         SELECT v.vendor, o.customer_id, v.as_of, o.linked_at, v.household_size,
-          {_case('v.income_band', INCOME_RANK)} AS income_band_rank, v.home_owner, v.car_owner
+          {_case("v.income_band", INCOME_RANK)} AS income_band_rank, v.home_owner, v.car_owner
         FROM vendor v JOIN owners o ON o.email_sha256 = v.email_sha256 AND o.nth = 1""",
     # Consent events attached to customers through the identifier they name; a grant and a
     # withdrawal at the same instant count as a withdrawal (one deterministic answer on every engine).
     "consent": f"""
         SELECT m.customer_id, e.occurred_at, e.purpose, min(CAST(e.granted AS INT)) AS granted
         FROM consent_raw e JOIN identifier_map m
-          ON m.node = {_case('e.identifier_type', {k: f"'{v}'" for k, v in CONSENT_NODE_KIND.items()})}
+          ON m.node = {_case("e.identifier_type", {k: f"'{v}'" for k, v in CONSENT_NODE_KIND.items()})}
                       || ':' || CAST(e.identifier_norm AS STRING)
         GROUP BY m.customer_id, e.occurred_at, e.purpose""",
 }
@@ -139,9 +140,12 @@ SQL = {
         LEFT JOIN birth b ON b.customer_id = s.customer_id AND b.event_timestamp = s.event_timestamp
         LEFT JOIN fact e ON e.customer_id = s.customer_id AND e.event_timestamp = s.event_timestamp AND e.nth = 1""",
     # Per purpose: 1 granted, 0 withdrawn, null never asked — the latest event at or before the snapshot.
-    "consent_state": "SELECT s.customer_id, s.event_timestamp, " + ",\n          ".join(
+    "consent_state": "SELECT s.customer_id, s.event_timestamp, "
+    + ",\n          ".join(
         f"max_by(CAST(c.granted AS INT), c.occurred_at) FILTER (WHERE c.purpose = '{p}') AS consent_{p}"
-        for p in CONSENT_PURPOSES) + """
+        for p in CONSENT_PURPOSES
+    )
+    + """
         FROM snapshots s JOIN consent c ON c.customer_id = s.customer_id AND c.occurred_at <= s.event_timestamp
         GROUP BY s.customer_id, s.event_timestamp""",
     "purchase_behaviour": """
@@ -258,15 +262,15 @@ def feature_engine() -> str:
 
 def first_seen_times(timeline: Timeline) -> pd.Series:
     """When each customer first appears in any profile record or order."""
-    stamps = pd.concat([
-        timeline.crm[["customer_id", "created_at"]].rename(columns={"created_at": "ts"}),
-        timeline.loyalty[["customer_id", "enrolled_at"]].rename(columns={"enrolled_at": "ts"}),
-        timeline.accounts[["customer_id", "created_at"]].rename(columns={"created_at": "ts"}),
-        timeline.orders[["customer_id", "ordered_at"]].rename(columns={"ordered_at": "ts"}),
-    ])
+    stamps = pd.concat(
+        [
+            timeline.crm[["customer_id", "created_at"]].rename(columns={"created_at": "ts"}),
+            timeline.loyalty[["customer_id", "enrolled_at"]].rename(columns={"enrolled_at": "ts"}),
+            timeline.accounts[["customer_id", "created_at"]].rename(columns={"created_at": "ts"}),
+            timeline.orders[["customer_id", "ordered_at"]].rename(columns={"ordered_at": "ts"}),
+        ]
+    )
     return stamps.groupby("customer_id")["ts"].min()
-
-
 
 
 def consent_events(ws: Workspace) -> pd.DataFrame:
@@ -285,15 +289,30 @@ def vendor_facts(ws: Workspace, timeline: Timeline) -> pd.DataFrame:
     customer's record carrying that hash first existed. Point in time, a fact may be used only
     once both its as_of and its link are before the snapshot."""
     path = ws.staged / "enrichment.parquet"
-    columns = ["vendor", "customer_id", "as_of", "linked_at", "household_size", "income_band_rank",
-               "home_owner", "car_owner"]
+    columns = [
+        "vendor",
+        "customer_id",
+        "as_of",
+        "linked_at",
+        "household_size",
+        "income_band_rank",
+        "home_owner",
+        "car_owner",
+    ]
     if not path.exists():
         return pd.DataFrame(columns=columns)
     vendor = pd.read_parquet(path)
-    owners = pd.concat([
-        timeline.crm[["email_sha256", "customer_id", "created_at"]].rename(columns={"created_at": "linked_at"}),
-        timeline.loyalty[["email_sha256", "customer_id", "enrolled_at"]].rename(columns={"enrolled_at": "linked_at"}),
-        timeline.accounts[["email_sha256", "customer_id", "created_at"]].rename(columns={"created_at": "linked_at"})])
+    owners = pd.concat(
+        [
+            timeline.crm[["email_sha256", "customer_id", "created_at"]].rename(columns={"created_at": "linked_at"}),
+            timeline.loyalty[["email_sha256", "customer_id", "enrolled_at"]].rename(
+                columns={"enrolled_at": "linked_at"}
+            ),
+            timeline.accounts[["email_sha256", "customer_id", "created_at"]].rename(
+                columns={"created_at": "linked_at"}
+            ),
+        ]
+    )
     owners = owners.dropna().sort_values("linked_at", kind="stable").drop_duplicates("email_sha256")
     joined = vendor.merge(owners, on="email_sha256")
     joined["income_band_rank"] = joined["income_band"].map(INCOME_RANK)
@@ -307,16 +326,34 @@ def empty_relation(columns: dict[str, str]) -> str:
 
 # Staged inputs read as they are (not part of the Timeline); typed empty tables when absent.
 STAGED_INPUTS = {
-    "vendor": ("enrichment", {"vendor": "STRING", "as_of": "TIMESTAMP", "email_sha256": "STRING",
-                              "household_size": "DOUBLE", "income_band": "STRING", "home_owner": "BOOLEAN",
-                              "car_owner": "BOOLEAN"}),
-    "consent_raw": ("consent_events", {"occurred_at": "TIMESTAMP", "identifier_norm": "STRING",
-                                       "identifier_type": "STRING", "purpose": "STRING", "granted": "BOOLEAN"}),
+    "vendor": (
+        "enrichment",
+        {
+            "vendor": "STRING",
+            "as_of": "TIMESTAMP",
+            "email_sha256": "STRING",
+            "household_size": "DOUBLE",
+            "income_band": "STRING",
+            "home_owner": "BOOLEAN",
+            "car_owner": "BOOLEAN",
+        },
+    ),
+    "consent_raw": (
+        "consent_events",
+        {
+            "occurred_at": "TIMESTAMP",
+            "identifier_norm": "STRING",
+            "identifier_type": "STRING",
+            "purpose": "STRING",
+            "granted": "BOOLEAN",
+        },
+    ),
 }
 
 
-def build_features(ws: Workspace, timeline: Timeline | None, snapshots: list[pd.Timestamp],
-                   progress=None, engine: str | None = None) -> dict[str, int]:
+def build_features(
+    ws: Workspace, timeline: Timeline | None, snapshots: list[pd.Timestamp], progress=None, engine: str | None = None
+) -> dict[str, int]:
     """Write one Parquet per feature view; returns rows written per view.
 
     engine duckdb (default: $CDP_FEATURE_ENGINE): the SQL above over the pandas `timeline`, in
@@ -334,12 +371,19 @@ def build_features(ws: Workspace, timeline: Timeline | None, snapshots: list[pd.
         con.register(name, frame)
     for name, (table, columns) in STAGED_INPUTS.items():
         path = ws.staged / f"{table}.parquet"
-        con.execute(f"CREATE TEMP VIEW {name} AS " + (
-            f"SELECT {', '.join(columns)} FROM read_parquet('{path}')" if path.exists() else empty_relation(columns)))
+        con.execute(
+            f"CREATE TEMP VIEW {name} AS "
+            + (f"SELECT {', '.join(columns)} FROM read_parquet('{path}')" if path.exists() else empty_relation(columns))
+        )
     identifiers = ws.identity / "identifier_map.parquet"
-    con.execute("CREATE TEMP VIEW identifier_map AS " + (
-        f"SELECT node, customer_id FROM read_parquet('{identifiers}')" if identifiers.exists()
-        else empty_relation({"node": "STRING", "customer_id": "STRING"})))
+    con.execute(
+        "CREATE TEMP VIEW identifier_map AS "
+        + (
+            f"SELECT node, customer_id FROM read_parquet('{identifiers}')"
+            if identifiers.exists()
+            else empty_relation({"node": "STRING", "customer_id": "STRING"})
+        )
+    )
     times = pd.DataFrame({"event_timestamp": pd.to_datetime(list(snapshots), utc=True)})
     con.register("snapshot_times", times.astype({"event_timestamp": "datetime64[us, UTC]"}))
     for name, sql in INPUT_SQL.items():
@@ -358,10 +402,17 @@ def build_features(ws: Workspace, timeline: Timeline | None, snapshots: list[pd.
 
 def timeline_relations(timeline: Timeline) -> dict[str, pd.DataFrame]:
     """The Timeline's frames under the base-relation names the SQL reads (`group` -> `send_group`)."""
-    return {"orders": timeline.orders, "order_lines": timeline.order_lines, "web": timeline.web,
-            "service": timeline.service, "sends": timeline.sends.rename(columns={"group": "send_group"}),
-            "responses": timeline.responses, "crm": timeline.crm, "loyalty": timeline.loyalty,
-            "accounts": timeline.accounts}
+    return {
+        "orders": timeline.orders,
+        "order_lines": timeline.order_lines,
+        "web": timeline.web,
+        "service": timeline.service,
+        "sends": timeline.sends.rename(columns={"group": "send_group"}),
+        "responses": timeline.responses,
+        "crm": timeline.crm,
+        "loyalty": timeline.loyalty,
+        "accounts": timeline.accounts,
+    }
 
 
 def write_feature_table(ws: Workspace, name: str, frame: pd.DataFrame) -> None:

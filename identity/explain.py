@@ -6,15 +6,16 @@ the guard on each (usable / shared / blocked, never the value); for two profile 
 Splink comparison levels (gamma per field, from identity/match_edges.parquet or scored live
 with identity/splink_model.json), the match probability and the guard verdict.
 """
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 
-from cdp.workspace import Workspace
 from cdp.identity import matching
 from cdp.identity.resolve import LINK_SOURCES, guard_scored_edges
+from cdp.workspace import Workspace
 
 
 def _record(ws: Workspace, key: str) -> dict:
@@ -28,8 +29,11 @@ def _record(ws: Workspace, key: str) -> dict:
 def _nodes(ws: Workspace, table: str, key: str) -> set[str]:
     for name, key_col, columns in LINK_SOURCES:
         if name == table:
-            staged = pd.read_parquet(ws.staged / f"{table}.parquet", columns=[key_col, *dict.fromkeys(columns.values())],
-                                     filters=[(key_col, "=", key)])
+            staged = pd.read_parquet(
+                ws.staged / f"{table}.parquet",
+                columns=[key_col, *dict.fromkeys(columns.values())],
+                filters=[(key_col, "=", key)],
+            )
             return {f"{kind}:{v}" for kind, col in columns.items() for v in staged[col].dropna().astype(str)}
     return set()
 
@@ -39,18 +43,33 @@ def explain_pair(ws: Workspace, key_a: str, key_b: str) -> dict:
     a, b = _record(ws, key_a), _record(ws, key_b)
     guards = pd.read_parquet(ws.identity / "blocked_identifiers.parquet").set_index("node")
     common = sorted(_nodes(ws, a["source_table"], key_a) & _nodes(ws, b["source_table"], key_b))
-    shared_ids = [{"kind": n.split(":", 1)[0],
-                   "guard": guards.loc[n, "guard"] if n in guards.index else "usable",
-                   "reason": guards.loc[n, "reason"] if n in guards.index else "deterministic link"} for n in common]
-    out = {"same_customer": a["customer_id"] == b["customer_id"],
-           "record_a": a, "record_b": b, "common_identifiers": shared_ids}
+    shared_ids = [
+        {
+            "kind": n.split(":", 1)[0],
+            "guard": guards.loc[n, "guard"] if n in guards.index else "usable",
+            "reason": guards.loc[n, "reason"] if n in guards.index else "deterministic link",
+        }
+        for n in common
+    ]
+    out = {
+        "same_customer": a["customer_id"] == b["customer_id"],
+        "record_a": a,
+        "record_b": b,
+        "common_identifiers": shared_ids,
+    }
     uid_a, uid_b = f"{a['source_table']}|{key_a}", f"{b['source_table']}|{key_b}"
     if a["source_table"] in matching.PROFILE_SOURCES and b["source_table"] in matching.PROFILE_SOURCES:
         out["probabilistic"] = _score(ws, min(uid_a, uid_b), max(uid_a, uid_b))
     decided = [i["kind"] for i in shared_ids if i["guard"] == "usable"]
-    out["rule"] = (f"deterministic: shared {','.join(decided)}" if decided else
-                   "probabilistic match" if out.get("probabilistic", {}).get("accepted") else
-                   "linked through other records" if out["same_customer"] else "not linked")
+    out["rule"] = (
+        f"deterministic: shared {','.join(decided)}"
+        if decided
+        else "probabilistic match"
+        if out.get("probabilistic", {}).get("accepted")
+        else "linked through other records"
+        if out["same_customer"]
+        else "not linked"
+    )
     return out
 
 
@@ -61,10 +80,14 @@ def _score(ws: Workspace, left: str, right: str) -> dict:
         hit = edges[(edges["unique_id_l"] == left) & (edges["unique_id_r"] == right)]
         if len(hit):
             row = hit.iloc[0]
-            return {"match_probability": round(float(row["match_probability"]), 6),
-                    "match_weight": round(float(row["match_weight"]), 3),
-                    "levels": {c[6:]: int(row[c]) for c in hit.columns if c.startswith("gamma_")},
-                    "accepted": bool(row["accepted"]), "guard": row["guard"] or "none", "source": "resolve run"}
+            return {
+                "match_probability": round(float(row["match_probability"]), 6),
+                "match_weight": round(float(row["match_weight"]), 3),
+                "levels": {c[6:]: int(row[c]) for c in hit.columns if c.startswith("gamma_")},
+                "accepted": bool(row["accepted"]),
+                "guard": row["guard"] or "none",
+                "source": "resolve run",
+            }
     model_path = ws.identity / "splink_model.json"
     if not model_path.exists():
         return {"note": "no probabilistic model in this workspace"}
@@ -72,10 +95,24 @@ def _score(ws: Workspace, left: str, right: str) -> dict:
     records = records[records["unique_id"].isin([left, right])]
     scored = matching.score_pair(records, json.loads(model_path.read_text()), left, right).iloc[0]
     levels = {c[6:]: int(scored[c]) for c in scored.index if c.startswith("gamma_")}
-    verdict = guard_scored_edges(pd.DataFrame([{"unique_id_l": left, "unique_id_r": right,
-                                                "match_probability": float(scored["match_probability"]),
-                                                **{f"gamma_{k}": v for k, v in levels.items()}}]), records).iloc[0]
-    return {"match_probability": round(float(scored["match_probability"]), 6),
-            "match_weight": round(float(scored["match_weight"]), 3), "levels": levels,
-            "accepted": False, "guard": verdict["guard"] or "none (not blocked together in the run)",
-            "source": "scored now (pair below the score floor or not blocked together)"}
+    verdict = guard_scored_edges(
+        pd.DataFrame(
+            [
+                {
+                    "unique_id_l": left,
+                    "unique_id_r": right,
+                    "match_probability": float(scored["match_probability"]),
+                    **{f"gamma_{k}": v for k, v in levels.items()},
+                }
+            ]
+        ),
+        records,
+    ).iloc[0]
+    return {
+        "match_probability": round(float(scored["match_probability"]), 6),
+        "match_weight": round(float(scored["match_weight"]), 3),
+        "levels": levels,
+        "accepted": False,
+        "guard": verdict["guard"] or "none (not blocked together in the run)",
+        "source": "scored now (pair below the score floor or not blocked together)",
+    }

@@ -9,6 +9,7 @@ a phone number (a shared home phone). Phones on more than `max_household` custom
 homes (call centres, placeholders) and are ignored. household_id = "hh_" + sha1(smallest
 member customer_id)[:12], so it is stable while the membership's smallest id is.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,14 @@ def all_household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links
     """Every distinct (customer_id, key) pair of the mapped records, before the size filter."""
     keyed = identity_map[["source_table", "source_key", "customer_id"]]
     prof = profiles.dropna(subset=["address", "postcode", "last_name"])
-    addr = prof.assign(key="addr:" + prof["address"] + "|" + prof["postcode"] + "|" + prof["last_name"]) \
-        .merge(keyed, on=["source_table", "source_key"])[["customer_id", "key"]]
-    phones = links[links["kind"] == "phone"][["source_table", "source_key", "node"]] \
-        .merge(keyed, on=["source_table", "source_key"]).rename(columns={"node": "key"})[["customer_id", "key"]]
+    addr = prof.assign(key="addr:" + prof["address"] + "|" + prof["postcode"] + "|" + prof["last_name"]).merge(
+        keyed, on=["source_table", "source_key"]
+    )[["customer_id", "key"]]
+    phones = (
+        links[links["kind"] == "phone"][["source_table", "source_key", "node"]]
+        .merge(keyed, on=["source_table", "source_key"])
+        .rename(columns={"node": "key"})[["customer_id", "key"]]
+    )
     return pd.concat([addr, phones], ignore_index=True).drop_duplicates().reset_index(drop=True)
 
 
@@ -38,8 +43,9 @@ def shared_keys(keys: pd.DataFrame, max_household: int = 8) -> pd.DataFrame:
     return keys[(size > 1) & (size <= max_household)].reset_index(drop=True)
 
 
-def household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame,
-                   max_household: int = 8) -> pd.DataFrame:
+def household_keys(
+    identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame, max_household: int = 8
+) -> pd.DataFrame:
     """(customer_id, key) pairs: 'addr:<address>|<postcode>|<surname>' and 'phone:<e164>'."""
     return shared_keys(all_household_keys(identity_map, profiles, links), max_household)
 
@@ -47,10 +53,13 @@ def household_keys(identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd
 def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
     """Connected components of customers linked by shared keys -> (customer_id, household_id)."""
     ids = pd.Index(pd.unique(customers))
-    key_codes, key_index = np.unique(keys["key"].to_numpy(), return_inverse=True) if len(keys) else (np.array([]), np.array([], int))
+    key_codes, key_index = (
+        np.unique(keys["key"].to_numpy(), return_inverse=True) if len(keys) else (np.array([]), np.array([], int))
+    )
     n = len(ids) + len(key_codes)
-    graph = coo_matrix((np.ones(len(keys), dtype=np.int8), (ids.get_indexer(keys["customer_id"]), len(ids) + key_index)),
-                       shape=(n, n))
+    graph = coo_matrix(
+        (np.ones(len(keys), dtype=np.int8), (ids.get_indexer(keys["customer_id"]), len(ids) + key_index)), shape=(n, n)
+    )
     _, component = connected_components(graph, directed=False)
     frame = pd.DataFrame({"customer_id": ids, "component": component[: len(ids)]})
     # smallest customer_id per component (sort + first: string min in groupby is pure Python)
@@ -60,8 +69,13 @@ def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
     return frame[["customer_id", "household_id"]].sort_values("customer_id").reset_index(drop=True)
 
 
-def build_households(ws: Workspace, identity_map: pd.DataFrame, profiles: pd.DataFrame | None = None,
-                     links: pd.DataFrame | None = None, keys: pd.DataFrame | None = None) -> int:
+def build_households(
+    ws: Workspace,
+    identity_map: pd.DataFrame,
+    profiles: pd.DataFrame | None = None,
+    links: pd.DataFrame | None = None,
+    keys: pd.DataFrame | None = None,
+) -> int:
     """Write identity/households.parquet; returns the number of multi-person households.
     `keys`: all (customer_id, key) pairs when already known (incremental linking keeps them up
     to date instead of re-deriving them from every record); else derived from profiles + links.

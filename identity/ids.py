@@ -11,6 +11,7 @@ a cluster that receives several previous ids keeps the one with the most records
 (ties: the smaller id) and retires the others; a cluster with no previous id gets
 "cus_" + sha1(anchor)[:12], made unique against every id ever issued.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ import pandas as pd
 HISTORY_COLUMNS = ["event", "old_id", "new_id", "resolved_at"]
 
 
-def state_dir(ws) -> "Path":
+def state_dir(ws) -> Path:
     """identity/incremental_state/: what a run saves so that incremental linking need not
     re-read every record (per-identifier guard counts, unmapped records, household keys)."""
     return ws.identity / "incremental_state"
@@ -51,10 +52,14 @@ def assign_ids(members: pd.DataFrame, previous: pd.DataFrame | None) -> tuple[pd
     overlap = members.merge(previous, on=["source_table", "source_key"])
     overlap = overlap.groupby(["component", "customer_id"]).size().rename("n").reset_index()
     overlap["anchor"] = overlap["component"].map(anchors)
-    home = overlap.sort_values(["customer_id", "n", "anchor"], ascending=[True, False, True]) \
-        .drop_duplicates("customer_id")
-    survivors = home.sort_values(["component", "n", "customer_id"], ascending=[True, False, True]) \
-        .drop_duplicates("component").set_index("component")["customer_id"]
+    home = overlap.sort_values(["customer_id", "n", "anchor"], ascending=[True, False, True]).drop_duplicates(
+        "customer_id"
+    )
+    survivors = (
+        home.sort_values(["component", "n", "customer_id"], ascending=[True, False, True])
+        .drop_duplicates("component")
+        .set_index("component")["customer_id"]
+    )
     ids = survivors.to_dict()
     taken = set(previous["customer_id"]) | set(ids.values())
     events = []

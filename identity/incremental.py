@@ -28,6 +28,7 @@ already joined existing records is reported (`identifiers_now_guarded`) so that 
 A new cluster's id is "cus_" + sha1(smallest node or record of the cluster), unique against
 every id ever issued: the same rule as a full run, so it is deterministic.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,11 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from cdp.workspace import Workspace
 from cdp.identity import matching
-from cdp.identity.resolve import CUSTOMER_TABLES, ResolveConfig, _record_identifiers, guard_links, guard_scored_edges
 from cdp.identity.ids import HISTORY_COLUMNS, _fresh
+from cdp.identity.resolve import CUSTOMER_TABLES, ResolveConfig, _record_identifiers, guard_links, guard_scored_edges
 from cdp.identity.state import guards_from_state, load_state, save_state, write_state
+from cdp.workspace import Workspace
 
 REQUIRED = ("identity_map.parquet", "identifier_map.parquet")
 
@@ -65,8 +66,10 @@ class IncrementalSummary:
 def _require_previous(ws: Workspace) -> None:
     missing = [name for name in REQUIRED if not (ws.identity / name).exists()]
     if missing:
-        raise FileNotFoundError(f"identity/{missing[0]}: not found in {ws.identity}; incremental linking needs a "
-                                f"previous full run: run `cdp resolve` first")
+        raise FileNotFoundError(
+            f"identity/{missing[0]}: not found in {ws.identity}; incremental linking needs a "
+            f"previous full run: run `cdp resolve` first"
+        )
 
 
 def _retire(ids: pd.Series, retired: dict[str, str]) -> pd.Series:
@@ -86,8 +89,8 @@ def _insert_sorted(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     by = ["source_table", "source_key"]
     tables = existing["source_table"]
     ordered = tables.is_monotonic_increasing and all(
-        existing["source_key"].iloc[lo:hi].is_monotonic_increasing
-        for lo, hi in zip(*_blocks(tables.to_numpy())))
+        existing["source_key"].iloc[lo:hi].is_monotonic_increasing for lo, hi in zip(*_blocks(tables.to_numpy()))
+    )
     if not ordered or new.empty:
         out = pd.concat([existing, new], ignore_index=True)
         return (out if new.empty and ordered else out.sort_values(by)).reset_index(drop=True)
@@ -113,7 +116,9 @@ def _blocks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0], change]), np.concatenate([change, [len(values)]])
 
 
-def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), use_state: bool = True) -> IncrementalSummary:
+def resolve_incremental(
+    ws: Workspace, config: ResolveConfig = ResolveConfig(), use_state: bool = True
+) -> IncrementalSummary:
     """Link the staged records that are not in identity_map yet to the existing customers.
     With the state saved by the previous run (identity/incremental_state/) only the records
     identity_map does not hold are read; `use_state=False` (or no state) reads and guards every
@@ -131,12 +136,15 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
         links = _record_identifiers(ws)
         record_of = links["record"]
         unknown_links = links[~record_of.isin(known).to_numpy()].reset_index(drop=True)
-    else:              # only the records identity_map does not hold (new + earlier unmapped ones)
+    else:  # only the records identity_map does not hold (new + earlier unmapped ones)
         links = None
         unknown_links = _record_identifiers(ws, exclude=ws.identity / "identity_map.parquet")
     new_profile = ~profiles["unique_id"].isin(known).to_numpy()
-    new_records = pd.Index(pd.unique(np.concatenate([unknown_links["record"].to_numpy(),
-                                                     profiles.loc[new_profile, "unique_id"].to_numpy()])))
+    new_records = pd.Index(
+        pd.unique(
+            np.concatenate([unknown_links["record"].to_numpy(), profiles.loc[new_profile, "unique_id"].to_numpy()])
+        )
+    )
     if new_records.empty:
         return IncrementalSummary(0, 0, 0, 0, 0, 0, 0, int(identity_map["customer_id"].nunique()))
 
@@ -151,13 +159,15 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     else:
         unseen = ~unknown_links["record"].isin(set(state["unmapped"]["record"])).to_numpy()
         blocked, shared, shared_edges, state_nodes, state_pairs = guards_from_state(
-            ws, state, unknown_links[unseen], profiles, config)
+            ws, state, unknown_links[unseen], profiles, config
+        )
         guarded_now = set(blocked["node"]) | set(shared["node"])
         usable = unknown_links[~unknown_links["node"].isin(guarded_now).to_numpy()].reset_index(drop=True)
         node_records = state_nodes.set_index("node")["records"]
 
         def degree_of(nodes: set) -> pd.Series:
             return node_records.reindex(list(nodes)).dropna()
+
     identifiers_now_guarded = int(identifier_map["node"].isin(guarded_now).sum())
     node_customer = identifier_map[~identifier_map["node"].isin(guarded_now)].set_index("node")["customer_id"]
     record_customer = pd.Series(identity_map["customer_id"].to_numpy(), index=known)
@@ -177,13 +187,24 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
 
     scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
     if config.probabilistic and model and new_profile.any():
-        scored = guard_scored_edges(matching.predict_new(profiles, new_profile, model, config.score_floor),
-                                    profiles, config)
+        scored = guard_scored_edges(
+            matching.predict_new(profiles, new_profile, model, config.score_floor), profiles, config
+        )
     prob = scored[scored["accepted"].astype(bool)]
-    soft = pd.concat([
-        shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
-        pd.DataFrame({"uid_l": prob["unique_id_l"], "uid_r": prob["unique_id_r"], "kind": "probabilistic",
-                      "p": prob["match_probability"].astype(float)})], ignore_index=True)
+    soft = pd.concat(
+        [
+            shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
+            pd.DataFrame(
+                {
+                    "uid_l": prob["unique_id_l"],
+                    "uid_r": prob["unique_id_r"],
+                    "kind": "probabilistic",
+                    "p": prob["match_probability"].astype(float),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     soft = soft[soft["uid_l"].isin(new_records) | soft["uid_r"].isin(new_records)].reset_index(drop=True)
 
     # vertices: local records, identifier nodes, existing customers ("=" + id, never a node or record)
@@ -204,7 +225,9 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     new_profile_ids = profiles.loc[new_profile, "unique_id"].to_numpy()
     vertices = pd.Index(pd.unique(np.concatenate([a, b, local["record"].to_numpy(), new_profile_ids])))
     n = len(vertices)
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (vertices.get_indexer(a), vertices.get_indexer(b))), shape=(n, n))
+    graph = coo_matrix(
+        (np.ones(len(a), dtype=np.int8), (vertices.get_indexer(a), vertices.get_indexer(b))), shape=(n, n)
+    )
     _, component = connected_components(graph, directed=False)
     frame = pd.DataFrame({"vertex": vertices, "component": component})
     frame["is_customer"] = frame["vertex"].str.startswith("=")
@@ -228,8 +251,13 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     has_customer_record = records["source_table"].isin(CUSTOMER_TABLES).groupby(records["component"]).any()
     ids = survivor.to_dict()
     need = set(has_customer_record[has_customer_record].index) - set(ids)
-    anchors = frame[~frame["is_customer"] & frame["component"].isin(need)].sort_values("vertex") \
-        .drop_duplicates("component").set_index("component")["vertex"].sort_values()
+    anchors = (
+        frame[~frame["is_customer"] & frame["component"].isin(need)]
+        .sort_values("vertex")
+        .drop_duplicates("component")
+        .set_index("component")["vertex"]
+        .sort_values()
+    )
     for comp, anchor in anchors.items():
         if comp not in ids and has_customer_record.get(comp, False):
             ids[comp] = _fresh(anchor, taken)
@@ -237,10 +265,17 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     records = records[records["customer_id"].notna() & ~records["vertex"].isin(known)]
 
     # linked_by and match_probability, as a full run writes them
-    kinds = usable[usable["record"].isin(records["vertex"])].groupby("record")["kind"] \
+    kinds = (
+        usable[usable["record"].isin(records["vertex"])]
+        .groupby("record")["kind"]
         .agg(lambda k: ",".join(sorted(set(k))))
-    soft_kinds = pd.concat([soft[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
-                            soft[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1)])
+    )
+    soft_kinds = pd.concat(
+        [
+            soft[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
+            soft[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1),
+        ]
+    )
     soft_kinds = soft_kinds.groupby("record")["kind"].agg(lambda k: ",".join(sorted(set(k))))
     hard_kinds = records["vertex"].map(kinds).fillna("").astype(str).to_numpy(dtype=object)
     extra = records["vertex"].map(soft_kinds).fillna("").astype(str).to_numpy(dtype=object)
@@ -248,8 +283,16 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     degree = degree_of(set(local["node"]))
     bound = local["node"].map(degree).gt(1) | local["node"].isin(node_customer.index)
     hard = set(local.loc[bound.to_numpy(), "record"])
-    best = pd.concat([soft[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
-                      soft[["uid_r", "p"]].set_axis(["record", "p"], axis=1)]).groupby("record")["p"].max()
+    best = (
+        pd.concat(
+            [
+                soft[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
+                soft[["uid_r", "p"]].set_axis(["record", "p"], axis=1),
+            ]
+        )
+        .groupby("record")["p"]
+        .max()
+    )
     p = records["vertex"].map(best).fillna(1.0).to_numpy(float)
     p[records["vertex"].isin(hard).to_numpy()] = 1.0
     records["match_probability"] = p
@@ -261,34 +304,53 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
     identifier_map["customer_id"] = _retire(identifier_map["customer_id"], retired)
     node_rows = frame[~frame["is_customer"] & ~frame["is_record"]].assign(customer_id=lambda f: f["component"].map(ids))
     node_rows = node_rows[node_rows["customer_id"].notna() & ~node_rows["vertex"].isin(set(identifier_map["node"]))]
-    identifier_map = pd.concat([identifier_map, node_rows[["vertex"]].rename(columns={"vertex": "node"})
-                                .assign(customer_id=node_rows["customer_id"].to_numpy())], ignore_index=True)
+    identifier_map = pd.concat(
+        [
+            identifier_map,
+            node_rows[["vertex"]]
+            .rename(columns={"vertex": "node"})
+            .assign(customer_id=node_rows["customer_id"].to_numpy()),
+        ],
+        ignore_index=True,
+    )
     updated.to_parquet(ws.identity / "identity_map.parquet", index=False)
     identifier_map.to_parquet(ws.identity / "identifier_map.parquet", index=False)
-    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True) \
-        .to_parquet(ws.identity / "blocked_identifiers.parquet", index=False)
+    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True).to_parquet(
+        ws.identity / "blocked_identifiers.parquet", index=False
+    )
     edges_path = ws.identity / "match_edges.parquet"
     if len(scored):
         previous_edges = pd.read_parquet(edges_path) if edges_path.exists() else None
-        pd.concat([e for e in (previous_edges, scored) if e is not None and len(e)], ignore_index=True) \
-            .to_parquet(edges_path, index=False)
+        pd.concat([e for e in (previous_edges, scored) if e is not None and len(e)], ignore_index=True).to_parquet(
+            edges_path, index=False
+        )
     if retired:
         now = pd.Timestamp.now(tz="UTC").floor("s")
-        events = pd.DataFrame([("merged", old, new) for old, new in sorted(retired.items())],
-                              columns=HISTORY_COLUMNS[:3]).assign(resolved_at=now)
-        (pd.concat([history, events], ignore_index=True) if len(history) else events).to_parquet(history_path, index=False)
+        events = pd.DataFrame(
+            [("merged", old, new) for old, new in sorted(retired.items())], columns=HISTORY_COLUMNS[:3]
+        ).assign(resolved_at=now)
+        (pd.concat([history, events], ignore_index=True) if len(history) else events).to_parquet(
+            history_path, index=False
+        )
     from cdp.identity.households import all_household_keys, build_households
+
     if state is None:
         build_households(ws, updated, profiles, links)
         write_state(ws, links, updated, counts)
     else:  # household keys of the earlier records (ids retired) + those of the newly mapped ones
         keys = state["household_keys"].assign(customer_id=lambda k: _retire(k["customer_id"], retired))
-        keys = pd.concat([keys, all_household_keys(records[["source_table", "source_key", "customer_id"]],
-                                                   profiles, unknown_links)], ignore_index=True).drop_duplicates()
+        keys = pd.concat(
+            [keys, all_household_keys(records[["source_table", "source_key", "customer_id"]], profiles, unknown_links)],
+            ignore_index=True,
+        ).drop_duplicates()
         build_households(ws, updated, keys=keys.reset_index(drop=True))
         mapped = set(records["vertex"])
-        save_state(ws, state_nodes, state_pairs,
-                    unknown_links.loc[~unknown_links["record"].isin(mapped).to_numpy(), "record"].to_numpy())
+        save_state(
+            ws,
+            state_nodes,
+            state_pairs,
+            unknown_links.loc[~unknown_links["record"].isin(mapped).to_numpy(), "record"].to_numpy(),
+        )
 
     new_mapped = records[records["vertex"].isin(new_records)]
     existing_ids = set(identity_map["customer_id"])
@@ -297,7 +359,8 @@ def resolve_incremental(ws: Workspace, config: ResolveConfig = ResolveConfig(), 
         linked_to_existing=int(new_mapped["customer_id"].isin(existing_ids).sum()),
         new_customers=int(new_mapped.loc[~new_mapped["customer_id"].isin(existing_ids), "customer_id"].nunique()),
         merged_ids=len(retired),
-        probabilistic_links=int(len(prob)),
+        probabilistic_links=len(prob),
         unlinked_new_records=int(len(new_records) - len(new_mapped)),
         identifiers_now_guarded=identifiers_now_guarded,
-        customers=int(updated["customer_id"].nunique()))
+        customers=int(updated["customer_id"].nunique()),
+    )

@@ -11,6 +11,7 @@ Out: `profile_records(ws)`: one row per profile record with matching columns
      rules, so the same model runs on Spark by swapping the DuckDBAPI for a SparkAPI).
 The guards that decide which scored pairs may link live in `cdp.identity.resolve`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,18 @@ import pandas as pd
 from cdp.workspace import Workspace
 
 PROFILE_SOURCES = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id"}
-MATCH_COLUMNS = ("first_name", "first_canon", "first_nicks", "last_name", "dob", "postcode", "address",
-                 "email", "email_local", "phone")
+MATCH_COLUMNS = (
+    "first_name",
+    "first_canon",
+    "first_nicks",
+    "last_name",
+    "dob",
+    "postcode",
+    "address",
+    "email",
+    "email_local",
+    "phone",
+)
 
 
 @lru_cache(maxsize=1)
@@ -66,9 +77,13 @@ def names_related(a: str | None, b: str | None) -> bool:
 
 
 # SQL over Splink's _l/_r columns (and our l./r. aliases via `nickname_sql`)
-def nickname_sql(left: str = "first_name_l", right: str = "first_name_r",
-                 left_set: str = "first_nicks_l", right_set: str = "first_nicks_r") -> str:
-    return (f"(instr({left_set}, '|' || {right} || '|') > 0 OR instr({right_set}, '|' || {left} || '|') > 0)")
+def nickname_sql(
+    left: str = "first_name_l",
+    right: str = "first_name_r",
+    left_set: str = "first_nicks_l",
+    right_set: str = "first_nicks_r",
+) -> str:
+    return f"(instr({left_set}, '|' || {right} || '|') > 0 OR instr({right_set}, '|' || {left} || '|') > 0)"
 
 
 def _clean(series: pd.Series) -> pd.Series:
@@ -88,13 +103,22 @@ def profile_records(ws: Workspace) -> pd.DataFrame:
         n = len(staged)
         col = lambda c: staged[c] if c in staged else pd.Series([None] * n, index=staged.index, dtype=object)
         dob = pd.to_datetime(col("date_of_birth"), errors="coerce")
-        frames.append(pd.DataFrame({
-            "unique_id": table + "|" + staged[key].astype(str), "source_table": table,
-            "source_key": staged[key].astype(str),
-            "first_name": _clean(col("first_name")), "last_name": _clean(col("last_name")),
-            "dob": dob.dt.strftime("%Y-%m-%d").astype("string"),
-            "postcode": _clean(col("postcode")), "address": _clean(col("address_line")),
-            "email": col("email_norm").astype("string"), "phone": col("phone_e164").astype("string")}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "unique_id": table + "|" + staged[key].astype(str),
+                    "source_table": table,
+                    "source_key": staged[key].astype(str),
+                    "first_name": _clean(col("first_name")),
+                    "last_name": _clean(col("last_name")),
+                    "dob": dob.dt.strftime("%Y-%m-%d").astype("string"),
+                    "postcode": _clean(col("postcode")),
+                    "address": _clean(col("address_line")),
+                    "email": col("email_norm").astype("string"),
+                    "phone": col("phone_e164").astype("string"),
+                }
+            )
+        )
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["unique_id", *MATCH_COLUMNS])
     firsts = records["first_name"].dropna().unique()
     canon = {f: canonical_first_name(f) for f in firsts}
@@ -116,28 +140,38 @@ def splink_settings() -> Any:
     import splink.comparison_library as cl
     from splink import SettingsCreator, block_on
 
-    first = cl.CustomComparison(output_column_name="first_name", comparison_levels=[
-        cll.NullLevel("first_name"),
-        cll.ExactMatchLevel("first_name").configure(tf_adjustment_column="first_name"),
-        cll.CustomLevel(f"first_canon_l = first_canon_r OR {nickname_sql()}", label_for_charts="nickname match"),
-        cll.JaroWinklerLevel("first_name", 0.9),
-        cll.CustomLevel("first_name_l = last_name_r", label_for_charts="first/last swapped"),
-        cll.JaroWinklerLevel("first_name", 0.75),
-        cll.ElseLevel()])
-    last = cl.CustomComparison(output_column_name="last_name", comparison_levels=[
-        cll.NullLevel("last_name"),
-        cll.ExactMatchLevel("last_name").configure(tf_adjustment_column="last_name"),
-        cll.JaroWinklerLevel("last_name", 0.9),
-        cll.CustomLevel("last_name_l = first_name_r", label_for_charts="first/last swapped"),
-        cll.JaroWinklerLevel("last_name", 0.75),
-        cll.ElseLevel()])
+    first = cl.CustomComparison(
+        output_column_name="first_name",
+        comparison_levels=[
+            cll.NullLevel("first_name"),
+            cll.ExactMatchLevel("first_name").configure(tf_adjustment_column="first_name"),
+            cll.CustomLevel(f"first_canon_l = first_canon_r OR {nickname_sql()}", label_for_charts="nickname match"),
+            cll.JaroWinklerLevel("first_name", 0.9),
+            cll.CustomLevel("first_name_l = last_name_r", label_for_charts="first/last swapped"),
+            cll.JaroWinklerLevel("first_name", 0.75),
+            cll.ElseLevel(),
+        ],
+    )
+    last = cl.CustomComparison(
+        output_column_name="last_name",
+        comparison_levels=[
+            cll.NullLevel("last_name"),
+            cll.ExactMatchLevel("last_name").configure(tf_adjustment_column="last_name"),
+            cll.JaroWinklerLevel("last_name", 0.9),
+            cll.CustomLevel("last_name_l = first_name_r", label_for_charts="first/last swapped"),
+            cll.JaroWinklerLevel("last_name", 0.75),
+            cll.ElseLevel(),
+        ],
+    )
     return SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
         comparisons=[
-            first, last,
-            cl.DateOfBirthComparison("dob", input_is_string=True, datetime_metrics=["month", "year"],
-                                     datetime_thresholds=[1, 2]),
+            first,
+            last,
+            cl.DateOfBirthComparison(
+                "dob", input_is_string=True, datetime_metrics=["month", "year"], datetime_thresholds=[1, 2]
+            ),
             cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
             cl.JaroWinklerAtThresholds("address", [0.95, 0.8]),
             cl.EmailComparison("email"),
@@ -160,8 +194,8 @@ def splink_settings() -> Any:
 
 @dataclass(frozen=True)
 class MatchResult:
-    edges: pd.DataFrame          # unique_id_l, unique_id_r, match_weight, match_probability, gamma_*
-    model: dict[str, Any]        # trained Splink settings (save as JSON to re-use)
+    edges: pd.DataFrame  # unique_id_l, unique_id_r, match_weight, match_probability, gamma_*
+    model: dict[str, Any]  # trained Splink settings (save as JSON to re-use)
 
 
 def _arrow(records: pd.DataFrame):
@@ -169,8 +203,12 @@ def _arrow(records: pd.DataFrame):
 
     columns = ["unique_id", "source_table", "source_key", *MATCH_COLUMNS]
     # explicit text types: all-null columns must not become INTEGER
-    return pa.table({c: pa.array(records[c].astype(object).where(records[c].notna(), None).tolist(), type=pa.string())
-                     for c in columns})
+    return pa.table(
+        {
+            c: pa.array(records[c].astype(object).where(records[c].notna(), None).tolist(), type=pa.string())
+            for c in columns
+        }
+    )
 
 
 def _linker(records: pd.DataFrame, settings: Any):
@@ -184,8 +222,11 @@ def _linker(records: pd.DataFrame, settings: Any):
     if isinstance(settings, dict):
         settings = model_for_dialect(settings, engine, splink_settings())
     db_api = splink_db_api(engine)
-    return Linker(db_api.register(_arrow(records), dataset_display_name="profiles", table_name=_table_name("profiles")),
-                  settings, log_level=logging.WARNING)
+    return Linker(
+        db_api.register(_arrow(records), dataset_display_name="profiles", table_name=_table_name("profiles")),
+        settings,
+        log_level=logging.WARNING,
+    )
 
 
 def _table_name(base: str) -> str:
@@ -193,8 +234,9 @@ def _table_name(base: str) -> str:
     return f"{base}_{uuid.uuid4().hex[:8]}"
 
 
-def predict_new(records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any],
-                floor_probability: float = 0.5) -> pd.DataFrame:
+def predict_new(
+    records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any], floor_probability: float = 0.5
+) -> pd.DataFrame:
     """Incremental scoring with a trained model: pairs (new, existing) and (new, new) of the
     blocked candidates at or above `floor_probability`; never (existing, existing).
 
@@ -205,42 +247,73 @@ def predict_new(records: pd.DataFrame, is_new: np.ndarray, model: dict[str, Any]
     if not is_new.any() or not model:
         return empty
     linker = _linker(records, model)
-    for column in sorted({c["tf_adjustment_column"] for comp in model.get("comparisons", [])
-                          for c in comp.get("comparison_levels", []) if c.get("tf_adjustment_column")}):
+    for column in sorted(
+        {
+            c["tf_adjustment_column"]
+            for comp in model.get("comparisons", [])
+            for c in comp.get("comparison_levels", [])
+            if c.get("tf_adjustment_column")
+        }
+    ):
         linker.table_management.compute_tf_table(column)
     db_api = linker._db_api
     new = db_api.register(_arrow(records[is_new]), table_name=_table_name("__new_profiles"))
     frames = []
     if (~is_new).any():
         old = db_api.register(_arrow(records[~is_new]), table_name=_table_name("__existing_profiles"))
-        frames.append(linker.inference.predict_between(new, old, threshold_match_probability=floor_probability,
-                                                       warning_mode="never").as_pandas_dataframe())
+        frames.append(
+            linker.inference.predict_between(
+                new, old, threshold_match_probability=floor_probability, warning_mode="never"
+            ).as_pandas_dataframe()
+        )
     if is_new.sum() > 1:
-        frames.append(linker.inference.predict_within(new, threshold_match_probability=floor_probability,
-                                                      warning_mode="never").as_pandas_dataframe())
+        frames.append(
+            linker.inference.predict_within(
+                new, threshold_match_probability=floor_probability, warning_mode="never"
+            ).as_pandas_dataframe()
+        )
     edges = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else empty
     if edges.empty:
         return empty
     swap = edges["unique_id_l"] > edges["unique_id_r"]
     edges.loc[swap, ["unique_id_l", "unique_id_r"]] = edges.loc[swap, ["unique_id_r", "unique_id_l"]].to_numpy()
-    keep = ["unique_id_l", "unique_id_r", "match_weight", "match_probability",
-            *[c for c in edges.columns if c.startswith("gamma_")]]
-    return edges[keep].drop_duplicates(["unique_id_l", "unique_id_r"]) \
-        .sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
+    keep = [
+        "unique_id_l",
+        "unique_id_r",
+        "match_weight",
+        "match_probability",
+        *[c for c in edges.columns if c.startswith("gamma_")],
+    ]
+    return (
+        edges[keep]
+        .drop_duplicates(["unique_id_l", "unique_id_r"])
+        .sort_values(["unique_id_l", "unique_id_r"])
+        .reset_index(drop=True)
+    )
 
 
-def train_and_predict(records: pd.DataFrame, floor_probability: float = 0.5, seed: int = 1,
-                      model: dict[str, Any] | None = None) -> MatchResult:
+def train_and_predict(
+    records: pd.DataFrame, floor_probability: float = 0.5, seed: int = 1, model: dict[str, Any] | None = None
+) -> MatchResult:
     """Train (u by random sampling, m from deterministic pseudo-labels; or reuse `model`)
     and score the blocked pairs at or above `floor_probability`."""
     if len(records) < 2:
-        return MatchResult(pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight", "match_probability"]), model or {})
+        return MatchResult(
+            pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight", "match_probability"]), model or {}
+        )
     if model is None:
         model = _train(records, seed)
     linker = _linker(records, model)
-    edges = linker.inference.predict(threshold_match_probability=floor_probability, warning_mode="never").as_pandas_dataframe()
-    keep = ["unique_id_l", "unique_id_r", "match_weight", "match_probability",
-            *[c for c in edges.columns if c.startswith("gamma_")]]
+    edges = linker.inference.predict(
+        threshold_match_probability=floor_probability, warning_mode="never"
+    ).as_pandas_dataframe()
+    keep = [
+        "unique_id_l",
+        "unique_id_r",
+        "match_weight",
+        "match_probability",
+        *[c for c in edges.columns if c.startswith("gamma_")],
+    ]
     edges = edges[keep].sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
     return MatchResult(edges, model)
 
@@ -266,9 +339,15 @@ LABEL_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("phone+dob", ("phone", "dob")),
     ("name+dob", ("first_canon", "last_name", "dob")),
 )
-COMPARISON_READS = {"first_name": {"first_name", "first_canon", "first_nicks", "last_name"},
-                    "last_name": {"last_name", "first_name"}, "dob": {"dob"}, "postcode": {"postcode"},
-                    "address": {"address"}, "email": {"email", "email_local"}, "phone": {"phone"}}
+COMPARISON_READS = {
+    "first_name": {"first_name", "first_canon", "first_nicks", "last_name"},
+    "last_name": {"last_name", "first_name"},
+    "dob": {"dob"},
+    "postcode": {"postcode"},
+    "address": {"address"},
+    "email": {"email", "email_local"},
+    "phone": {"phone"},
+}
 
 
 def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
@@ -284,7 +363,8 @@ def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
     training = linker.training
     try:
         training.estimate_probability_two_random_records_match(
-            [block_on("email"), block_on("first_name", "last_name", "dob")], recall=0.6)
+            [block_on("email"), block_on("first_name", "last_name", "dob")], recall=0.6
+        )
     except ValueError:  # tiny inputs: more exact matches than pairs allow; keep the default prior
         pass
     training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
@@ -294,15 +374,17 @@ def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
         labels = _label_pairs(records, list(by))
         if labels.empty:
             continue
-        table = linker.table_management.register_table(labels, _table_name(f"__labels_{name.replace('+', '_')}"),
-                                                         overwrite=True)
+        table = linker.table_management.register_table(
+            labels, _table_name(f"__labels_{name.replace('+', '_')}"), overwrite=True
+        )
         training.estimate_m_from_pairwise_labels(table)
         learned[name] = {c["output_column_name"]: c for c in linker.misc.save_model_to_json()["comparisons"]}
     model = base
     for i, comparison in enumerate(model["comparisons"]):
         column = comparison["output_column_name"]
-        source = next((n for n, by in LABEL_SETS if n in learned and not set(by) & COMPARISON_READS.get(column, {column})),
-                      None)
+        source = next(
+            (n for n, by in LABEL_SETS if n in learned and not set(by) & COMPARISON_READS.get(column, {column})), None
+        )
         if source:
             model["comparisons"][i] = learned[source][column]
     return _neutral_partial_email(model)
@@ -331,8 +413,13 @@ def score_pair(records: pd.DataFrame, model: dict[str, Any], left: str, right: s
     including gamma_*, mw_* (per-comparison match weights) and match_probability."""
     linker = _linker(records, model)
     frame = records.set_index("unique_id")
-    rec = lambda uid: {"unique_id": uid, **{c: (None if pd.isna(v) else v) for c, v in
-                       frame.loc[uid, ["source_table", "source_key", *MATCH_COLUMNS]].items()}}
+    rec = lambda uid: {
+        "unique_id": uid,
+        **{
+            c: (None if pd.isna(v) else v)
+            for c, v in frame.loc[uid, ["source_table", "source_key", *MATCH_COLUMNS]].items()
+        },
+    }
     return linker.inference.score_pair(rec(left), rec(right)).as_pandas_dataframe()
 
 
@@ -342,8 +429,13 @@ def dob_conflict(a: pd.Series, b: pd.Series) -> np.ndarray:
     da, db = pd.to_datetime(a, errors="coerce"), pd.to_datetime(b, errors="coerce")
     known = da.notna().to_numpy() & db.notna().to_numpy()
     sa, sb = a.astype("string").fillna("").to_numpy(), b.astype("string").fillna("").to_numpy()
-    one_digit = np.array([len(x) == len(y) and sum(p != q for p, q in zip(x, y)) <= 1 for x, y in zip(sa, sb)], dtype=bool)
-    swapped = (da.dt.year.to_numpy() == db.dt.year.to_numpy()) & (da.dt.month.to_numpy() == db.dt.day.to_numpy()) \
+    one_digit = np.array(
+        [len(x) == len(y) and sum(p != q for p, q in zip(x, y)) <= 1 for x, y in zip(sa, sb)], dtype=bool
+    )
+    swapped = (
+        (da.dt.year.to_numpy() == db.dt.year.to_numpy())
+        & (da.dt.month.to_numpy() == db.dt.day.to_numpy())
         & (da.dt.day.to_numpy() == db.dt.month.to_numpy())
+    )
     far = np.abs((da - db).dt.days.to_numpy(dtype=float, na_value=0)) > 366
     return known & far & ~one_digit & ~swapped

@@ -23,6 +23,7 @@ with two conflicting dates of birth loses its probabilistic/shared edges and is 
 First names agree on exact, nickname (either name in the other's nickname set), Jaro-Winkler or
 a first/last swap.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,9 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from cdp.workspace import Workspace
 from cdp.identity import matching
 from cdp.identity.ids import assign_ids, customer_id_for  # noqa: F401  (re-exported)
+from cdp.workspace import Workspace
 
 # (table, key column, {identifier kind: column}) — the columns each table links on.
 LINK_SOURCES: tuple[tuple[str, str, dict[str, str]], ...] = (
@@ -45,7 +46,11 @@ LINK_SOURCES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("loyalty_members", "card_id", {"card": "card_id", "email": "email_norm", "phone": "phone_e164"}),
     ("online_accounts", "account_id", {"account": "account_id", "email": "email_norm", "phone": "phone_e164"}),
     ("orders", "order_id", {"card": "card_id", "account": "account_id", "email": "email_norm", "phone": "phone_e164"}),
-    ("service_interactions", "interaction_id", {"account": "account_id", "card": "card_id", "email": "email_norm", "phone": "phone_e164"}),
+    (
+        "service_interactions",
+        "interaction_id",
+        {"account": "account_id", "card": "card_id", "email": "email_norm", "phone": "phone_e164"},
+    ),
     ("marketing_sends", "send_id", {"account": "account_id", "email": "email_norm", "device": "device_id"}),
     ("web_events", "event_id", {"account": "account_id", "device": "device_id"}),
 )
@@ -68,13 +73,13 @@ class ResolveConfig:
     order_cap_multiple: float = 2.0
     order_cap_quantile: float = 0.999
     min_orders_cap: int = 20
-    probabilistic: bool = True       # Splink edges between profile records
-    match_threshold: float = 0.999   # match_probability a probabilistic edge needs
+    probabilistic: bool = True  # Splink edges between profile records
+    match_threshold: float = 0.999  # match_probability a probabilistic edge needs
     # ... or this much when the postcodes agree exactly and the first names agree closely (exact,
     # nickname, Jaro-Winkler >= 0.9 or swapped): a loyalty card or an account without a date of
     # birth, email or phone in common with the CRM record has little else than name + postcode.
     corroborated_threshold: float = 0.99
-    first_name_jw: float = 0.88      # first names "agree" at or above this Jaro-Winkler similarity
+    first_name_jw: float = 0.88  # first names "agree" at or above this Jaro-Winkler similarity
     # Household guards (shared phones/emails link only name-agreeing records; a probabilistic link
     # needs agreeing first names and no date-of-birth conflict; conflicting clusters are re-split).
     # Off only for data whose identifiers are personal and that has no households (e.g. FEBRL).
@@ -102,8 +107,9 @@ class ResolveSummary:
         return self.__dict__.copy()
 
 
-def _record_identifiers(ws: Workspace, tables: tuple[str, ...] | None = None,
-                        exclude: Path | None = None) -> pd.DataFrame:
+def _record_identifiers(
+    ws: Workspace, tables: tuple[str, ...] | None = None, exclude: Path | None = None
+) -> pd.DataFrame:
     """Long table: one row per (source_table, source_key, kind, node) a record carries, with
     `record` = "<table>|<key>"; rows in table, column, file order; repeats of a (record, node)
     dropped (first kept). One DuckDB query over the staged Parquet files.
@@ -119,19 +125,25 @@ def _record_identifiers(ws: Workspace, tables: tuple[str, ...] | None = None,
         k = f'CAST("{key}" AS VARCHAR)'
         if table in PROFILE_TABLES:
             own = PROFILE_TABLES[table]
-            parts.append(f"SELECT {t} AS t, -1 AS c, file_row_number AS r, '{table}' AS source_table, {k} AS source_key, "
-                         f"'{own}' AS kind, '{own}:' || {k} AS node FROM {source}")
+            parts.append(
+                f"SELECT {t} AS t, -1 AS c, file_row_number AS r, '{table}' AS source_table, {k} AS source_key, "
+                f"'{own}' AS kind, '{own}:' || {k} AS node FROM {source}"
+            )
         for c, (kind, column) in enumerate(columns.items()):
             value = f'trim(CAST("{column}" AS VARCHAR), {_WHITESPACE})'
-            parts.append(f"SELECT {t}, {c}, file_row_number, '{table}', {k}, '{kind}', '{kind}:' || {value} "
-                         f"FROM {source} WHERE {value} <> ''")
+            parts.append(
+                f"SELECT {t}, {c}, file_row_number, '{table}', {k}, '{kind}', '{kind}:' || {value} "
+                f"FROM {source} WHERE {value} <> ''"
+            )
     if not parts:
         raise FileNotFoundError(f"no staged tables in {ws.staged}: run `cdp ingest` first")
     rows = f"({' UNION ALL '.join(parts)})"
     if exclude is not None:
         known = "read_parquet('" + Path(exclude).as_posix().replace("'", "''") + "')"
-        rows = f"(SELECT * FROM {rows} ANTI JOIN (SELECT source_table, source_key FROM {known}) " \
-               f"USING (source_table, source_key))"
+        rows = (
+            f"(SELECT * FROM {rows} ANTI JOIN (SELECT source_table, source_key FROM {known}) "
+            f"USING (source_table, source_key))"
+        )
     con = duckdb.connect()
     try:
         return con.execute(f"""
@@ -216,15 +228,16 @@ def blocked_nodes(nodes: pd.DataFrame, pairs: pd.DataFrame, config: ResolveConfi
         con.close()
 
 
-
 def _names_agree_sql(config: ResolveConfig) -> str:
     """SQL (over l./r. profile columns) for 'first names agree' (nickname, typo or swap, also a
     swap with a typo in one of the names)."""
     nick = matching.nickname_sql("l.first_name", "r.first_name", "l.first_nicks", "r.first_nicks")
     jw = lambda a, b: f"jaro_winkler_similarity({a}, {b}) >= {config.first_name_jw}"  # noqa: E731
-    return (f"(l.first_canon = r.first_canon OR {nick} OR {jw('l.first_name', 'r.first_name')} OR "
-            f"(l.first_name = r.last_name AND {jw('l.last_name', 'r.first_name')}) OR "
-            f"(l.last_name = r.first_name AND {jw('l.first_name', 'r.last_name')}))")
+    return (
+        f"(l.first_canon = r.first_canon OR {nick} OR {jw('l.first_name', 'r.first_name')} OR "
+        f"(l.first_name = r.last_name AND {jw('l.last_name', 'r.first_name')}) OR "
+        f"(l.last_name = r.first_name AND {jw('l.first_name', 'r.last_name')}))"
+    )
 
 
 def _name_groups(pairs: pd.DataFrame) -> pd.Series:
@@ -232,9 +245,16 @@ def _name_groups(pairs: pd.DataFrame) -> pd.Series:
     agree (and dates of birth do not conflict) are joined transitively: one person's records
     (Aaron, Erin, "Aarn") form one group although Erin and Aarn do not agree with each other;
     a household's Ann and Bob form two."""
-    named = pd.concat([pairs.loc[pairs["known_l"], ["node", "uid_l"]].set_axis(["node", "uid"], axis=1),
-                       pairs.loc[pairs["known_r"], ["node", "uid_r"]].set_axis(["node", "uid"], axis=1)]
-                      ).drop_duplicates().reset_index(drop=True)
+    named = (
+        pd.concat(
+            [
+                pairs.loc[pairs["known_l"], ["node", "uid_l"]].set_axis(["node", "uid"], axis=1),
+                pairs.loc[pairs["known_r"], ["node", "uid_r"]].set_axis(["node", "uid"], axis=1),
+            ]
+        )
+        .drop_duplicates()
+        .reset_index(drop=True)
+    )
     if named.empty:
         return pd.Series(dtype=int)
     vertex = pd.Series(np.arange(len(named)), index=pd.MultiIndex.from_frame(named))
@@ -262,8 +282,7 @@ def _shared_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> tupl
                coalesce({_names_agree_sql(config)}, false) AS names_agree
         FROM p l JOIN p r ON l.node = r.node AND l.unique_id < r.unique_id""").df()
     if pairs.empty:
-        return (pd.DataFrame(columns=["node", "kind", "reason"]),
-                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
+        return (pd.DataFrame(columns=["node", "kind", "reason"]), pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
     conflict = matching.dob_conflict(pairs["dob_l"], pairs["dob_r"])
     pairs["agree"] = pairs["known_l"] & pairs["known_r"] & pairs["names_agree"] & ~conflict
     groups = _name_groups(pairs)
@@ -276,15 +295,17 @@ def _shared_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> tupl
     return shared, edges.reset_index(drop=True)
 
 
-def _probabilistic_edges(profiles: pd.DataFrame, config: ResolveConfig,
-                         model: dict | None) -> tuple[pd.DataFrame, dict]:
+def _probabilistic_edges(
+    profiles: pd.DataFrame, config: ResolveConfig, model: dict | None
+) -> tuple[pd.DataFrame, dict]:
     """Scored profile pairs >= threshold with the guard verdict (`accepted`, `guard`)."""
-    result = matching.train_and_predict(profiles, floor_probability=config.score_floor,
-                                        seed=config.seed, model=model)
+    result = matching.train_and_predict(profiles, floor_probability=config.score_floor, seed=config.seed, model=model)
     return guard_scored_edges(result.edges, profiles, config), result.model
 
 
-def guard_scored_edges(edges: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig = ResolveConfig()) -> pd.DataFrame:
+def guard_scored_edges(
+    edges: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig = ResolveConfig()
+) -> pd.DataFrame:
     """Add the verdict to scored pairs (`accepted`, `guard` says why not): a pair below
     `match_threshold` needs the postcode corroboration (see ResolveConfig); with household guards,
     first names must not disagree (gamma_first_name == 0) and dates of birth must not conflict."""
@@ -292,8 +313,11 @@ def guard_scored_edges(edges: pd.DataFrame, profiles: pd.DataFrame, config: Reso
         return edges.assign(accepted=pd.Series(dtype=bool), guard=pd.Series(dtype=str))
     p = edges["match_probability"].astype(float).to_numpy()
     level = lambda c: edges.get(c, pd.Series(-1, index=edges.index)).fillna(-1).astype(int).to_numpy()  # noqa: E731
-    corroborated = (p >= config.corroborated_threshold) & (level("gamma_postcode") == matching.POSTCODE_EXACT_LEVEL) \
+    corroborated = (
+        (p >= config.corroborated_threshold)
+        & (level("gamma_postcode") == matching.POSTCODE_EXACT_LEVEL)
         & (level("gamma_first_name") >= matching.FIRST_NAME_CLOSE_LEVEL)
+    )
     below = (p < config.match_threshold) & ~corroborated
     guard = np.where(below, "below threshold without postcode and close first names", "")
     if config.household_guards:
@@ -304,8 +328,9 @@ def guard_scored_edges(edges: pd.DataFrame, profiles: pd.DataFrame, config: Reso
     return edges.assign(accepted=guard == "", guard=guard)
 
 
-def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig
-                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, tuple[pd.DataFrame, pd.DataFrame]]:
+def guard_links(
+    links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, tuple[pd.DataFrame, pd.DataFrame]]:
     """Apply the identifier guards to record -> identifier links.
 
     Returns (blocked nodes, shared nodes, name-agreeing record edges on shared nodes,
@@ -319,8 +344,10 @@ def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConf
     if config.household_guards:
         shared, shared_edges = _shared_nodes(con, config)
     else:
-        shared, shared_edges = (pd.DataFrame(columns=["node", "kind", "reason"]),
-                                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
+        shared, shared_edges = (
+            pd.DataFrame(columns=["node", "kind", "reason"]),
+            pd.DataFrame(columns=["uid_l", "uid_r", "node"]),
+        )
     con.close()
     usable = usable[~usable["node"].isin(set(shared["node"]))].reset_index(drop=True)
     if "record" not in usable:
@@ -328,7 +355,9 @@ def guard_links(links: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConf
     return blocked, shared, shared_edges, usable, counts
 
 
-def _components(record_keys: np.ndarray, node_links: pd.DataFrame, record_edges: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def _components(
+    record_keys: np.ndarray, node_links: pd.DataFrame, record_edges: pd.DataFrame
+) -> tuple[pd.Series, pd.Series]:
     """Connected components of records + identifier nodes: (record component, node component).
 
     node_links: (record, node) pairs; record_edges: (uid_l, uid_r) pairs of record keys."""
@@ -375,18 +404,29 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     if config.probabilistic and len(profiles) > 1:
         scored, model = _probabilistic_edges(profiles, config, model)
     prob = scored[scored["accepted"].astype(bool)]
-    record_edges = pd.concat([
-        shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
-        pd.DataFrame({"uid_l": prob["unique_id_l"], "uid_r": prob["unique_id_r"], "kind": "probabilistic",
-                      "p": prob["match_probability"].astype(float)})], ignore_index=True)
+    record_edges = pd.concat(
+        [
+            shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
+            pd.DataFrame(
+                {
+                    "uid_l": prob["unique_id_l"],
+                    "uid_r": prob["unique_id_r"],
+                    "kind": "probabilistic",
+                    "p": prob["match_probability"].astype(float),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     record_keys = np.unique(np.concatenate([usable["record"].to_numpy(), profiles["unique_id"].to_numpy()]))
     record_component, node_component = _components(record_keys, usable, record_edges)
     conflicted = _dob_conflicts(record_component, profiles) if config.household_guards else set()
     if conflicted:  # cut the soft edges inside conflicting clusters and re-split
         soft = record_edges["uid_l"].map(record_component).isin(conflicted)
         record_edges = record_edges[~soft].reset_index(drop=True)
-        scored.loc[scored["unique_id_l"].map(record_component).isin(conflicted) & scored["accepted"], "guard"] = \
+        scored.loc[scored["unique_id_l"].map(record_component).isin(conflicted) & scored["accepted"], "guard"] = (
             "cut: cluster had conflicting dates of birth"
+        )
         scored["accepted"] = scored["guard"].eq("")
         record_component, node_component = _components(record_keys, usable, record_edges)
     remaining_conflicts = len(_dob_conflicts(record_component, profiles))
@@ -395,8 +435,12 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     members = pd.DataFrame({"record": record_keys, "component": record_component.to_numpy()})
     split = members["record"].str.split("|", n=1, expand=True)
     members["source_table"], members["source_key"] = split[0], split[1]
-    anchors = pd.concat([pd.DataFrame({"component": node_component.to_numpy(), "anchor": node_component.index}),
-                         members[["component", "record"]].rename(columns={"record": "anchor"})])
+    anchors = pd.concat(
+        [
+            pd.DataFrame({"component": node_component.to_numpy(), "anchor": node_component.index}),
+            members[["component", "record"]].rename(columns={"record": "anchor"}),
+        ]
+    )
     # smallest node/record per component (sort + first: a string min in groupby is pure Python)
     anchor = anchors.sort_values("anchor").drop_duplicates("component").set_index("component")["anchor"]
     is_customer = members["source_table"].isin(CUSTOMER_TABLES).groupby(members["component"]).any()
@@ -405,26 +449,41 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     ids, history = assign_ids(members, previous)
     members["customer_id"] = members["component"].map(ids)
 
-    kinds = con.execute("SELECT record, string_agg(DISTINCT kind, ',' ORDER BY kind) AS k FROM usable_links "
-                        "GROUP BY record").df().set_index("record")["k"]
-    soft_kinds = pd.concat([record_edges[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
-                            record_edges[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1)])
+    kinds = (
+        con.execute(
+            "SELECT record, string_agg(DISTINCT kind, ',' ORDER BY kind) AS k FROM usable_links GROUP BY record"
+        )
+        .df()
+        .set_index("record")["k"]
+    )
+    soft_kinds = pd.concat(
+        [
+            record_edges[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
+            record_edges[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1),
+        ]
+    )
     soft_kinds = soft_kinds.groupby("record")["kind"].agg(lambda k: ",".join(sorted(set(k))))
     linked_by = pd.Series(members["record"].map(kinds).fillna(""), index=members.index)
     extra = members["record"].map(soft_kinds).fillna("")
     members["linked_by"] = (linked_by + np.where((linked_by != "") & (extra != ""), ",", "") + extra).to_numpy()
     members["match_probability"] = _match_probability(members, usable, record_edges)
-    identity_map = members[["source_table", "source_key", "customer_id", "linked_by", "match_probability"]] \
-        .sort_values(["source_table", "source_key"]).reset_index(drop=True)
+    identity_map = (
+        members[["source_table", "source_key", "customer_id", "linked_by", "match_probability"]]
+        .sort_values(["source_table", "source_key"])
+        .reset_index(drop=True)
+    )
     nodes = pd.DataFrame({"node": node_component.index, "component": node_component.to_numpy()})
     nodes = nodes[nodes["component"].isin(set(members["component"]))]
     nodes["customer_id"] = nodes["component"].map(ids)
 
     ws.identity.mkdir(parents=True, exist_ok=True)
     identity_map.to_parquet(ws.identity / "identity_map.parquet", index=False)
-    nodes[["node", "customer_id"]].reset_index(drop=True).to_parquet(ws.identity / "identifier_map.parquet", index=False)
-    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True) \
-        .to_parquet(ws.identity / "blocked_identifiers.parquet", index=False)
+    nodes[["node", "customer_id"]].reset_index(drop=True).to_parquet(
+        ws.identity / "identifier_map.parquet", index=False
+    )
+    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True).to_parquet(
+        ws.identity / "blocked_identifiers.parquet", index=False
+    )
     scored.to_parquet(ws.identity / "match_edges.parquet", index=False)
     if model:
         (ws.identity / "splink_model.json").write_text(json.dumps(model, indent=1, default=str))
@@ -433,8 +492,10 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
         history = pd.concat([pd.read_parquet(history_path), history], ignore_index=True)
     history.to_parquet(history_path, index=False)
     from cdp.identity.households import build_households
+
     build_households(ws, identity_map, profiles, links)
     from cdp.identity.state import write_state
+
     write_state(ws, links, identity_map, counts)
 
     all_records = links[["source_table", "source_key"]].drop_duplicates()
@@ -456,8 +517,16 @@ def _match_probability(members: pd.DataFrame, usable: pd.DataFrame, record_edges
     alone); otherwise the best probability of the soft edges that bind it."""
     degree = usable.groupby("node")["record"].nunique()
     hard = set(usable.loc[usable["node"].map(degree) > 1, "record"])
-    best = pd.concat([record_edges[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
-                      record_edges[["uid_r", "p"]].set_axis(["record", "p"], axis=1)]).groupby("record")["p"].max()
+    best = (
+        pd.concat(
+            [
+                record_edges[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
+                record_edges[["uid_r", "p"]].set_axis(["record", "p"], axis=1),
+            ]
+        )
+        .groupby("record")["p"]
+        .max()
+    )
     p = members["record"].map(best).fillna(1.0).to_numpy(float)
     p[members["record"].isin(hard).to_numpy()] = 1.0
     return p

@@ -5,17 +5,23 @@ Out: identity/incremental_state/ (see STATE_FILES), and the hard and household g
      from it plus the links of records it has not seen: the same answers as re-reading every record,
      as long as staged records are only added. Erasure drops the folder (privacy/erasure.py).
 """
+
 from __future__ import annotations
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp.workspace import Workspace
-from cdp.identity.resolve import (PROFILE_TABLES, ResolveConfig, _record_identifiers, _shared_nodes, blocked_nodes,
-                               node_counts)
 from cdp.identity.ids import state_dir
-
+from cdp.identity.resolve import (
+    PROFILE_TABLES,
+    ResolveConfig,
+    _record_identifiers,
+    _shared_nodes,
+    blocked_nodes,
+    node_counts,
+)
+from cdp.workspace import Workspace
 
 # --- incremental state: what a run saves so the next incremental run need not re-read every record
 # nodes:    per identifier node: kind, records carrying it, orders carrying it, on a profile record?
@@ -55,8 +61,9 @@ def save_state(ws: Workspace, nodes: pd.DataFrame, pairs: pd.DataFrame, unmapped
     pd.DataFrame({"record": pd.unique(unmapped)}).to_parquet(folder / "unmapped.parquet", index=False)
 
 
-def write_state(ws: Workspace, links: pd.DataFrame, identity_map: pd.DataFrame,
-                counts: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+def write_state(
+    ws: Workspace, links: pd.DataFrame, identity_map: pd.DataFrame, counts: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
     """Save the incremental state of a run that read every record (`links`: all of them; `counts`:
     their `node_counts`, as the guards computed them; identity_map: what the run mapped).
     household_keys.parquet is written by build_households."""
@@ -73,8 +80,9 @@ def load_state(ws: Workspace) -> dict[str, pd.DataFrame] | None:
     return {name.split(".")[0]: pd.read_parquet(folder / name) for name in STATE_FILES}
 
 
-def guards_from_state(ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.DataFrame, profiles: pd.DataFrame,
-                       config: ResolveConfig) -> tuple[pd.DataFrame, ...]:
+def guards_from_state(
+    ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig
+) -> tuple[pd.DataFrame, ...]:
     """guard_links' (blocked, shared, shared_edges) over every record, from the saved state plus
     the records it has not seen (`fresh`), and the updated state nodes and pairs. Shared
     identifiers are recomputed from the profile tables' links (small: a shared node is a
@@ -89,6 +97,8 @@ def guards_from_state(ws: Workspace, state: dict[str, pd.DataFrame], fresh: pd.D
         shared, shared_edges = _shared_nodes(con, config)
         con.close()
     else:
-        shared, shared_edges = (pd.DataFrame(columns=["node", "kind", "reason"]),
-                                pd.DataFrame(columns=["uid_l", "uid_r", "node"]))
+        shared, shared_edges = (
+            pd.DataFrame(columns=["node", "kind", "reason"]),
+            pd.DataFrame(columns=["uid_l", "uid_r", "node"]),
+        )
     return blocked, shared, shared_edges, nodes, pairs

@@ -5,13 +5,15 @@ Pure functions on single values (cached), Series helpers that work once per dist
 which ingest uses to add the normalized columns to a staged table. Field-issue reasons carry
 masked identifiers only (`mask_email`, `phone_digits_hint`), never the raw value.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,8 +92,7 @@ def _nanp_number(key: str, region: str) -> phonenumbers.PhoneNumber | None:
     if phonenumbers.country_code_for_region(region) != 1:
         return None
     match = _NANP_RE.fullmatch(key)
-    return None if match is None else phonenumbers.PhoneNumber(
-        country_code=1, national_number=int(match.group(1)))
+    return None if match is None else phonenumbers.PhoneNumber(country_code=1, national_number=int(match.group(1)))
 
 
 @lru_cache(maxsize=1 << 20)
@@ -102,8 +103,7 @@ def _e164_key(key: str, region: str) -> str | None:
             number = phonenumbers.parse(key, region)
         except phonenumbers.NumberParseException:
             return None
-    if not (phonenumbers.is_valid_number_for_region(number, region)
-            or phonenumbers.is_valid_number(number)):
+    if not (phonenumbers.is_valid_number_for_region(number, region) or phonenumbers.is_valid_number(number)):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -137,8 +137,7 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, list[Any]]:
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         encoded = pc.dictionary_encode(arr)
-        return (pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False),
-                encoded.dictionary.to_pylist())
+        return (pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist())
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     return codes, list(uniques)
 
@@ -192,8 +191,7 @@ def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str) -> list[
         e164 = normalize_phones(values, region)
         bad = values.notna() & e164.isna()
         if bad.any():
-            issues.append(f"{col}: invalid phone number ("
-                          + map_unique(values[bad], phone_digits_hint) + ")")
+            issues.append(f"{col}: invalid phone number (" + map_unique(values[bad], phone_digits_hint) + ")")
         return e164
 
     for col in spec.emails:

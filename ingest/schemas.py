@@ -8,6 +8,7 @@ Parsing is vectorized (Arrow compute; pandas for unusual shapes). The row rules 
 enum domains, ranges, hash format) are a pandera `DataFrameSchema` built from the contract,
 run lazily so every failure of every row is reported.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,13 +24,17 @@ from cdp.ingest.normalize import TEXT, map_text, map_unique
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 RANGES: dict[str, tuple[float, float]] = {"sentiment": (-1.0, 1.0)}  # other numbers are >= 0
 HEX_COLUMNS = frozenset({"email_sha256"})
-_WORDS = {**dict.fromkeys(("true", "t", "yes", "y", "1", "1.0"), True),
-          **dict.fromkeys(("false", "f", "no", "n", "0", "0.0"), False)}
+_WORDS = {
+    **dict.fromkeys(("true", "t", "yes", "y", "1", "1.0"), True),
+    **dict.fromkeys(("false", "f", "no", "n", "0", "0.0"), False),
+}
 _SHOW_MAX = 60
 # ISO-8601 shapes Arrow casts directly (valid month/day/time ranges, so impossible dates
 # like 2024-13-45 fall to the pandas path instead of failing the whole Arrow cast)
-_DATE = (r"[1-9]\d{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])"
-         r"|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2\d))")
+_DATE = (
+    r"[1-9]\d{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2\d))"
+)
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?"
 _ISO_ZONED = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)$"
 _ISO_NAIVE = rf"^{_DATE}(?:[T ]{_TIME})?$"
@@ -69,8 +74,7 @@ def build_schema(spec: TableSpec) -> pa.DataFrameSchema:
         elif col in spec.enums:
             columns[col] = pa.Column(TEXT, pa.Check.isin(spec.enums[col]), nullable=nullable)
         elif col in HEX_COLUMNS:
-            columns[col] = pa.Column(TEXT, pa.Check.str_matches(r"^[0-9a-f]{64}$"),
-                                     nullable=nullable)
+            columns[col] = pa.Column(TEXT, pa.Check.str_matches(r"^[0-9a-f]{64}$"), nullable=nullable)
         else:
             columns[col] = pa.Column(TEXT, nullable=nullable)
     schema = pa.DataFrameSchema(columns, name=spec.name, strict=False, coerce=False)
@@ -90,9 +94,10 @@ def _as_text(value: object) -> str | None:
 def clean_text(values: pd.Series) -> pd.Series:
     """Arrow-backed strings, trimmed, blanks as null; non-text values (Parquet ints) as str."""
     if values.dtype != TEXT:
-        if not (isinstance(values.dtype, pd.StringDtype) or (
-                values.dtype == object
-                and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"))):
+        if not (
+            isinstance(values.dtype, pd.StringDtype)
+            or (values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"))
+        ):
             values = map_text(values, _as_text)
         values = values.astype(TEXT)
     trimmed = pc.utf8_trim_whitespace(to_arrow(values))
@@ -108,8 +113,7 @@ def to_arrow(text: pd.Series) -> arrow.Array:
     return arr.combine_chunks() if isinstance(arr, arrow.ChunkedArray) else arr
 
 
-def _cast_matching(arr: arrow.Array, pattern: str, target: arrow.DataType
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _cast_matching(arr: arrow.Array, pattern: str, target: arrow.DataType) -> tuple[np.ndarray, np.ndarray]:
     """Arrow-cast the values matching `pattern`: (their positions, cast values as numpy)."""
     hit = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
     where = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
@@ -125,16 +129,19 @@ def _timestamps(text: pd.Series) -> pd.Series:
     arr = to_arrow(text)
     out = np.full(len(arr), np.datetime64("NaT"), dtype="datetime64[us]")
     todo = text.notna().to_numpy()
-    for pattern, target in ((_ISO_ZONED, arrow.timestamp("us", "UTC")),
-                            (_ISO_NAIVE, arrow.timestamp("us"))):  # naive means UTC
+    for pattern, target in (
+        (_ISO_ZONED, arrow.timestamp("us", "UTC")),
+        (_ISO_NAIVE, arrow.timestamp("us")),
+    ):  # naive means UTC
         rest = np.flatnonzero(todo)
         sub = arr if len(rest) == len(arr) else arr.take(rest)
         where, values = _cast_matching(sub, pattern, target)
         out[rest[where]], todo[rest[where]] = values, False
     rest = np.flatnonzero(todo)
     if len(rest):
-        slow = pd.to_datetime(pd.Series(arr.take(rest).to_pylist(), dtype=object),
-                              format="ISO8601", utc=True, errors="coerce")
+        slow = pd.to_datetime(
+            pd.Series(arr.take(rest).to_pylist(), dtype=object), format="ISO8601", utc=True, errors="coerce"
+        )
         out[rest] = slow.dt.tz_localize(None).dt.as_unit("us").to_numpy()
     return pd.Series(out, index=text.index).dt.tz_localize("UTC")
 
@@ -149,8 +156,9 @@ def _numbers(text: pd.Series) -> pd.Series:
     todo[where] = False
     rest = np.flatnonzero(todo)
     if len(rest):
-        out[rest] = pd.to_numeric(pd.Series(arr.take(rest).to_pylist(), dtype=object),
-                                  errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        out[rest] = pd.to_numeric(pd.Series(arr.take(rest).to_pylist(), dtype=object), errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan
+        )
     out[~np.isfinite(out)] = np.nan
     return pd.Series(out, index=text.index)
 
@@ -176,14 +184,12 @@ def _parse(values: pd.Series, col: str, spec: TableSpec) -> tuple[pd.Series, pd.
         if pd.api.types.is_bool_dtype(dtype):
             native = values.astype("boolean")
         text = None if native is not None else clean_text(values)
-        parsed = native if text is None else map_unique(
-            text, lambda v: _WORDS.get(v.lower())).astype("boolean")
+        parsed = native if text is None else map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean")
     present = values.notna() if text is None else text.notna()
     return parsed, (present & parsed.isna()).astype(bool)
 
 
-def type_columns(raw: pd.DataFrame, spec: TableSpec
-                 ) -> tuple[pd.DataFrame, list[pd.Series], dict[str, pd.Index]]:
+def type_columns(raw: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[pd.Series], dict[str, pd.Index]]:
     """Typed copy of `raw` (contract columns), reasons for unparseable values, and their rows."""
     typed: dict[str, pd.Series] = {}
     reasons: list[pd.Series] = []
@@ -198,8 +204,15 @@ def type_columns(raw: pd.DataFrame, spec: TableSpec
             continue
         typed[col], bad = _parse(values, col, spec)
         if bad.any():
-            kind = ("timestamp" if col in spec.timestamps else "date" if col in spec.dates
-                    else "number" if col in spec.numbers else "boolean")
+            kind = (
+                "timestamp"
+                if col in spec.timestamps
+                else "date"
+                if col in spec.dates
+                else "number"
+                if col in spec.numbers
+                else "boolean"
+            )
             reasons.append(f"{col}: unparseable {kind} " + show(clean_text(values[bad])))
             unparseable[col] = values.index[bad.to_numpy()]
     return pd.DataFrame(typed, index=raw.index), reasons, unparseable
@@ -220,8 +233,9 @@ def _describe(col: str, check: str, shown: pd.Series, spec: TableSpec) -> pd.Ser
     raise RuntimeError(f"{spec.name}.{col}: unexpected schema failure {check!r} (ingest bug)")
 
 
-def schema_reasons(typed: pd.DataFrame, raw: pd.DataFrame, spec: TableSpec,
-                   unparseable: dict[str, pd.Index]) -> list[pd.Series]:
+def schema_reasons(
+    typed: pd.DataFrame, raw: pd.DataFrame, spec: TableSpec, unparseable: dict[str, pd.Index]
+) -> list[pd.Series]:
     """Run the pandera schema lazily; turn its failure cases into per-row reasons.
 
     Rows in `unparseable[col]` were already reported, so they are not reported as missing.

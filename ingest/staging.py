@@ -9,13 +9,15 @@ Rows of people erased with `cdp privacy erase` (tokens in `privacy/suppressions.
 are counted as `suppressed` and neither staged nor quarantined:
 accepted + quarantined + suppressed = read.
 """
+
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,17 +26,27 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from cdp.workspace import Workspace
 from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest.normalize import add_identifiers, default_region
 from cdp.ingest.schemas import TEXT, clean_text, schema_reasons, show, to_arrow, type_columns
+from cdp.workspace import Workspace
 
-OPTIONAL_TABLES = frozenset({"enrichment", "consent_events", "marketing_responses",
-                             "service_interactions", "web_events", "campaigns",
-                             "marketing_sends"})
+OPTIONAL_TABLES = frozenset(
+    {
+        "enrichment",
+        "consent_events",
+        "marketing_responses",
+        "service_interactions",
+        "web_events",
+        "campaigns",
+        "marketing_sends",
+    }
+)
 # child table -> (column, parent table): rows whose key is not an accepted parent are rejected
-REFERENCES: dict[str, tuple[str, str]] = {"order_lines": ("order_id", "orders"),
-                                          "marketing_responses": ("send_id", "marketing_sends")}
+REFERENCES: dict[str, tuple[str, str]] = {
+    "order_lines": ("order_id", "orders"),
+    "marketing_responses": ("send_id", "marketing_sends"),
+}
 QUARANTINE_COLUMNS = ("table", "row", "reason", "record")
 ISSUE_COLUMNS = ("table", "row", "field", "reason")
 Progress = Callable[[str, int, int], None]
@@ -59,13 +71,30 @@ class TableReport:
 class IngestReport:
     tables: list[TableReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    COLUMNS: ClassVar[tuple[str, ...]] = ("table", "source", "read", "accepted",
-                                          "quarantined", "field issues", "suppressed")
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "table",
+        "source",
+        "read",
+        "accepted",
+        "quarantined",
+        "field issues",
+        "suppressed",
+    )
 
     def as_rows(self) -> list[tuple[str, ...]]:
         """One tuple of strings per table, in `COLUMNS` order (for a rich table)."""
-        return [(t.table, t.source, f"{t.read:,}", f"{t.accepted:,}", f"{t.quarantined:,}",
-                 f"{t.field_issues:,}", f"{t.suppressed:,}") for t in self.tables]
+        return [
+            (
+                t.table,
+                t.source,
+                f"{t.read:,}",
+                f"{t.accepted:,}",
+                f"{t.quarantined:,}",
+                f"{t.field_issues:,}",
+                f"{t.suppressed:,}",
+            )
+            for t in self.tables
+        ]
 
     def to_dict(self) -> dict[str, object]:
         return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings)}
@@ -87,8 +116,7 @@ def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
         if len(paths) > 1:
             report.warnings.append(f"{name}: both .parquet and .csv found, using .parquet")
         if not paths and name not in OPTIONAL_TABLES:
-            raise ContractError(f"table '{name}' not found in {raw_dir} "
-                                f"(expected {name}.parquet or {name}.csv)")
+            raise ContractError(f"table '{name}' not found in {raw_dir} (expected {name}.parquet or {name}.csv)")
         if not paths:
             report.warnings.append(f"{name}: no file in {raw_dir}, staged as an empty table")
             continue
@@ -98,12 +126,10 @@ def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
             raise ContractError(f"table '{name}': cannot read {paths[0]}: {err}") from err
         missing = [c for c in spec.required if c not in header]
         if missing:
-            raise ContractError(f"table '{name}' ({paths[0]}) is missing required column(s): "
-                                f"{', '.join(missing)}")
+            raise ContractError(f"table '{name}' ({paths[0]}) is missing required column(s): {', '.join(missing)}")
         absent = [c for c in spec.columns if c not in header]
         if absent:
-            report.warnings.append(f"{name}: optional column(s) {', '.join(absent)} "
-                                   "absent, staged as null")
+            report.warnings.append(f"{name}: optional column(s) {', '.join(absent)} absent, staged as null")
     return found
 
 
@@ -119,8 +145,9 @@ def read_raw(path: Path | None, spec: TableSpec) -> pd.DataFrame:
         try:
             frame = _read_file(path)
         except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
-            raise ContractError(f"table '{spec.name}': cannot read {path} "
-                                f"(Parquet, or UTF-8 CSV with a header row): {err}") from err
+            raise ContractError(
+                f"table '{spec.name}': cannot read {path} (Parquet, or UTF-8 CSV with a header row): {err}"
+            ) from err
     for col in spec.columns:
         if col not in frame.columns:
             frame[col] = pd.Series(None, index=frame.index, dtype=TEXT)
@@ -139,13 +166,15 @@ def _read_file(path: Path) -> pd.DataFrame:
         path,
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in names}, strings_can_be_null=True,
-            null_values=[""], quoted_strings_can_be_null=True),
+            column_types={c: pa.string() for c in names},
+            strings_can_be_null=True,
+            null_values=[""],
+            quoted_strings_can_be_null=True,
+        ),
     ).to_pandas(types_mapper=_text_types)
 
 
-def _reference_reasons(typed: pd.DataFrame, spec: TableSpec,
-                       known: dict[str, pd.Series]) -> list[pd.Series]:
+def _reference_reasons(typed: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series]) -> list[pd.Series]:
     if spec.name not in REFERENCES:
         return []
     col, parent = REFERENCES[spec.name]
@@ -167,13 +196,11 @@ def _key_codes(typed: pd.DataFrame, pk: list[str]) -> np.ndarray:
         else:
             part = pd.factorize(values, use_na_sentinel=True)[0]
         part = part.astype("int64")
-        codes = np.where((codes < 0) | (part < 0), -1,
-                         pd.factorize(codes * (part.max(initial=0) + 1) + part)[0])
+        codes = np.where((codes < 0) | (part < 0), -1, pd.factorize(codes * (part.max(initial=0) + 1) + part)[0])
     return codes
 
 
-def _duplicate_reasons(typed: pd.DataFrame, raw: pd.DataFrame, spec: TableSpec,
-                       rejected: pd.Index) -> list[pd.Series]:
+def _duplicate_reasons(typed: pd.DataFrame, raw: pd.DataFrame, spec: TableSpec, rejected: pd.Index) -> list[pd.Series]:
     """First valid row of each primary key wins; later rows are exact or id duplicates."""
     pk = list(spec.primary_key)
     if not pk or typed.empty:
@@ -193,15 +220,14 @@ def _duplicate_reasons(typed: pd.DataFrame, raw: pd.DataFrame, spec: TableSpec,
     extra = [c for c in raw.columns if c not in spec.columns]
     content = pd.concat([typed.loc[involved], raw.loc[involved, extra]], axis=1).astype(str)
     digest = pd.util.hash_pandas_object(content, index=False)
-    exact = (digest.loc[pairs["_row"]].to_numpy() == digest.loc[pairs["_row_keep"]].to_numpy())
+    exact = digest.loc[pairs["_row"]].to_numpy() == digest.loc[pairs["_row_keep"]].to_numpy()
     index = pd.Index(pairs["_row"])
     out = [pd.Series("duplicate row", index=index[exact])]
     reuse = index[~exact]
     if len(reuse):
         shown = [show(clean_text(typed[c].loc[reuse])) for c in pk]
         label = pk[0] if len(pk) == 1 else f"({', '.join(pk)})"
-        value = shown[0] if len(pk) == 1 else (
-            "(" + pd.concat(shown, axis=1).agg(", ".join, axis=1) + ")")
+        value = shown[0] if len(pk) == 1 else ("(" + pd.concat(shown, axis=1).agg(", ".join, axis=1) + ")")
         out.append(f"duplicate {label} " + value)
     return out
 
@@ -228,8 +254,7 @@ def _records(raw: pd.DataFrame, rows: np.ndarray) -> list[str]:
     sub = raw.take(rows)
     names = [str(c) for c in sub.columns]
     columns = [[None if pd.isna(v) else str(v) for v in sub[c].tolist()] for c in sub.columns]
-    return [json.dumps(dict(zip(names, values)), ensure_ascii=False)
-            for values in zip(*columns)] if len(rows) else []
+    return [json.dumps(dict(zip(names, values)), ensure_ascii=False) for values in zip(*columns)] if len(rows) else []
 
 
 def _filter(values: pd.Series, keep: np.ndarray) -> pd.Series:
@@ -239,8 +264,9 @@ def _filter(values: pd.Series, keep: np.ndarray) -> pd.Series:
     return values[keep].reset_index(drop=True)
 
 
-def stage_table(raw: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series],
-                region: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def stage_table(
+    raw: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series], region: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Validate one raw table: (staged accepted rows, quarantine rows, field issues)."""
     typed, reasons, unparseable = type_columns(raw, spec)
     reasons += schema_reasons(typed, raw, spec, unparseable)
@@ -249,20 +275,28 @@ def stage_table(raw: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series],
     reasons += _duplicate_reasons(typed, raw, spec, rejected)
     joined = _join(reasons, spec)
     rejected_rows = joined.index.to_numpy(dtype="int64")
-    quarantine = pd.DataFrame({"table": spec.name, "row": rejected_rows,
-                               "reason": joined.to_numpy(dtype=object),
-                               "record": _records(raw, rejected_rows)})
+    quarantine = pd.DataFrame(
+        {
+            "table": spec.name,
+            "row": rejected_rows,
+            "reason": joined.to_numpy(dtype=object),
+            "record": _records(raw, rejected_rows),
+        }
+    )
     keep = np.ones(len(raw), dtype=bool)
     keep[rejected_rows] = False
-    staged = pd.DataFrame({c: _filter(typed[c] if c in typed else raw[c], keep)
-                           for c in raw.columns})
+    staged = pd.DataFrame({c: _filter(typed[c] if c in typed else raw[c], keep) for c in raw.columns})
     staged["source_row"] = np.flatnonzero(keep).astype("int64")
     issue_reasons = add_identifiers(staged, spec, region)
     issues = pd.concat(issue_reasons) if issue_reasons else pd.Series(dtype=object)
-    field_issues = pd.DataFrame({"table": spec.name,
-                                 "row": staged["source_row"].loc[issues.index].to_numpy(),
-                                 "field": issues.str.split(":", n=1).str[0].to_numpy(),
-                                 "reason": issues.to_numpy(dtype=object)})
+    field_issues = pd.DataFrame(
+        {
+            "table": spec.name,
+            "row": staged["source_row"].loc[issues.index].to_numpy(),
+            "field": issues.str.split(":", n=1).str[0].to_numpy(),
+            "reason": issues.to_numpy(dtype=object),
+        }
+    )
     return staged, quarantine, field_issues
 
 
@@ -302,13 +336,21 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
             for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
                 frame[column] = positions[frame[column].to_numpy(dtype="int64")]
             report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
-        entry = TableReport(name, found[name].name if found[name] else "missing", len(raw),
-                            len(staged), len(bad), len(field_issues), len(raw) - len(kept))
+        entry = TableReport(
+            name,
+            found[name].name if found[name] else "missing",
+            len(raw),
+            len(staged),
+            len(bad),
+            len(field_issues),
+            len(raw) - len(kept),
+        )
         if entry.accepted + entry.quarantined + entry.suppressed != entry.read:
-            raise RuntimeError(f"ingest bug: {name} accepted {entry.accepted} + quarantined "
-                               f"{entry.quarantined} + suppressed {entry.suppressed} != read {entry.read}")
-        known.update({parent: staged[col] for col, parent in REFERENCES.values()
-                      if parent == name})
+            raise RuntimeError(
+                f"ingest bug: {name} accepted {entry.accepted} + quarantined "
+                f"{entry.quarantined} + suppressed {entry.suppressed} != read {entry.read}"
+            )
+        known.update({parent: staged[col] for col, parent in REFERENCES.values() if parent == name})
         write_parquet(staged, ws.staged / f"{name}.parquet")
         quarantined.append(bad)
         issues.append(field_issues)
@@ -321,7 +363,10 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
 
 
 def _frame(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
-        len(p) for p in parts) else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    frame = (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    )
     frame["row"] = frame["row"].astype("int64")
     return frame[list(columns)]

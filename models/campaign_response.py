@@ -13,6 +13,7 @@ Features at sent_at: customer features from Feast (FeatureService campaign_respo
 Out: `UpliftModel`: P(order | contacted), P(order | not contacted) and the uplift (T- or
      X-learner on LightGBM), a targeting decision and expected incremental conversions.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -23,12 +24,21 @@ from sklearn.base import BaseEstimator
 
 from cdp.models.spec import ModelSpec
 
-CAMPAIGN_RESPONSE = ModelSpec(name="campaign_response", feature_service="campaign_response_v1",
-                              label="ordered_14d", objective="uplift (T/X-learner on LightGBM)",
-                              horizon_days=14, primary_metric="qini")
+CAMPAIGN_RESPONSE = ModelSpec(
+    name="campaign_response",
+    feature_service="campaign_response_v1",
+    label="ordered_14d",
+    objective="uplift (T/X-learner on LightGBM)",
+    horizon_days=14,
+    primary_metric="qini",
+)
 CHANNELS = ["email", "sms", "push", "paid_display"]
-CAMPAIGN_FEATURES = [*(f"channel_{c}" for c in CHANNELS), "has_target_category",
-                     "target_category_share_365d", "target_category_lines_365d"]
+CAMPAIGN_FEATURES = [
+    *(f"channel_{c}" for c in CHANNELS),
+    "has_target_category",
+    "target_category_share_365d",
+    "target_category_lines_365d",
+]
 MIN_UPLIFT = 0.0  # default targeting threshold: contact when the expected incremental conversion is positive
 
 
@@ -81,15 +91,35 @@ def labelled_sends(sends: pd.DataFrame, orders: pd.DataFrame, spec: ModelSpec = 
 
 
 def _classifier(seed: int) -> LGBMClassifier:
-    return LGBMClassifier(n_estimators=150, learning_rate=0.03, num_leaves=15, min_child_samples=80,
-                          subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=5.0,
-                          random_state=seed, n_jobs=1, verbose=-1)
+    return LGBMClassifier(
+        n_estimators=150,
+        learning_rate=0.03,
+        num_leaves=15,
+        min_child_samples=80,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        reg_lambda=5.0,
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
+    )
 
 
 def _regressor(seed: int) -> LGBMRegressor:
-    return LGBMRegressor(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=80,
-                         subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=5.0,
-                         random_state=seed, n_jobs=1, verbose=-1)
+    return LGBMRegressor(
+        n_estimators=100,
+        learning_rate=0.03,
+        num_leaves=7,
+        min_child_samples=80,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        reg_lambda=5.0,
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
+    )
 
 
 class UpliftModel(BaseEstimator):
@@ -105,7 +135,7 @@ class UpliftModel(BaseEstimator):
         self.learner = learner
         self.seed = seed
 
-    def fit(self, X: pd.DataFrame, treated: np.ndarray, y: np.ndarray) -> "UpliftModel":
+    def fit(self, X: pd.DataFrame, treated: np.ndarray, y: np.ndarray) -> UpliftModel:
         treated, y = np.asarray(treated).astype(bool), np.asarray(y).astype(int)
         if y[treated].min() == y[treated].max() or y[~treated].min() == y[~treated].max():
             raise ValueError("uplift: both groups need both outcomes")

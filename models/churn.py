@@ -6,6 +6,7 @@ Pipeline: LightGBM fitted on the earlier training snapshots, then isotonic-calib
 latest training snapshot (out-of-time calibration, one boosting fit instead of k), so scores are
 probabilities a retention team can read as such.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -16,13 +17,20 @@ from sklearn.frozen import FrozenEstimator
 
 from cdp.models.spec import ModelSpec
 
-CHURN = ModelSpec(name="churn", feature_service="churn_v1", label="churned_90d", objective="binary",
-                  horizon_days=90, primary_metric="roc_auc")
+CHURN = ModelSpec(
+    name="churn",
+    feature_service="churn_v1",
+    label="churned_90d",
+    objective="binary",
+    horizon_days=90,
+    primary_metric="roc_auc",
+)
 ACTIVE_DAYS = 365
 
 
-def labelled_entities(orders: pd.DataFrame, snapshots: list[pd.Timestamp], data_end: pd.Timestamp,
-                      spec: ModelSpec = CHURN) -> pd.DataFrame:
+def labelled_entities(
+    orders: pd.DataFrame, snapshots: list[pd.Timestamp], data_end: pd.Timestamp, spec: ModelSpec = CHURN
+) -> pd.DataFrame:
     """(customer_id, event_timestamp, label) for active customers at snapshots whose label window
     is fully observed (snapshot + horizon <= data_end)."""
     complete = [s for s in snapshots if s + pd.Timedelta(days=spec.horizon_days) <= data_end]
@@ -47,8 +55,9 @@ def labelled_entities(orders: pd.DataFrame, snapshots: list[pd.Timestamp], data_
 
 def scoring_entities(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Customers active in the year before `as_of`: the population churn scores describe."""
-    recent = orders.loc[(orders["ordered_at"] < as_of)
-                        & (orders["ordered_at"] >= as_of - pd.Timedelta(days=ACTIVE_DAYS)), "customer_id"]
+    recent = orders.loc[
+        (orders["ordered_at"] < as_of) & (orders["ordered_at"] >= as_of - pd.Timedelta(days=ACTIVE_DAYS)), "customer_id"
+    ]
     frame = pd.DataFrame({"customer_id": sorted(recent.unique())})
     frame["event_timestamp"] = pd.Timestamp(as_of).tz_convert("UTC")
     frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")
@@ -56,20 +65,38 @@ def scoring_entities(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 # Service pain drives churn: more contacts/complaints or worse sentiment must never lower the risk.
-MONOTONE = {"complaints_365d": 1, "unresolved_365d": 1, "cancellation_inquiries_365d": 1, "contacts_365d": 1,
-            "contacts_90d": 1, "worst_sentiment_365d": -1, "mean_sentiment_365d": -1}
+MONOTONE = {
+    "complaints_365d": 1,
+    "unresolved_365d": 1,
+    "cancellation_inquiries_365d": 1,
+    "contacts_365d": 1,
+    "contacts_90d": 1,
+    "worst_sentiment_365d": -1,
+    "mean_sentiment_365d": -1,
+}
 
 
 def build_booster(features: list[str], seed: int = 0) -> LGBMClassifier:
     # n_jobs=1: on this shared 2-core machine two LightGBM threads measured several times slower.
-    return LGBMClassifier(n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50,
-                          subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
-                          monotone_constraints=[MONOTONE.get(f, 0) for f in features],
-                          random_state=seed, n_jobs=1, verbose=-1)
+    return LGBMClassifier(
+        n_estimators=300,
+        learning_rate=0.05,
+        num_leaves=31,
+        min_child_samples=50,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        reg_lambda=1.0,
+        monotone_constraints=[MONOTONE.get(f, 0) for f in features],
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
+    )
 
 
-def fit_calibrated(fit_part: pd.DataFrame, calibration_part: pd.DataFrame, features: list[str], label: str,
-                   seed: int = 0) -> CalibratedClassifierCV:
+def fit_calibrated(
+    fit_part: pd.DataFrame, calibration_part: pd.DataFrame, features: list[str], label: str, seed: int = 0
+) -> CalibratedClassifierCV:
     """Boost on the earlier snapshots, calibrate (isotonic) on a later one the booster never saw."""
     booster = build_booster(features, seed).fit(fit_part[features], fit_part[label].to_numpy())
     calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method="isotonic")

@@ -13,6 +13,7 @@ Model: BG/NBD (Fader, Hardie & Lee 2005) for the number of future orders: while 
 Label (evaluation only): spend in [snapshot, snapshot + 365 days).
 Out: `CLVModel` (sklearn-style: fit(X) learns params_ ending in `_`; predict(X) -> expected spend).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,11 +24,15 @@ from sklearn.base import BaseEstimator
 
 from cdp.models.spec import ModelSpec
 
-CLV = ModelSpec(name="clv", feature_service="clv_v1", label="spend_next_365d",
-                objective="BG/NBD + Gamma-Gamma (maximum likelihood on pre-snapshot history)",
-                horizon_days=365, primary_metric="gini")
-FEATURES = ["orders_lifetime", "days_since_first_order", "days_since_last_order", "orders_365d",
-            "avg_order_value_365d"]
+CLV = ModelSpec(
+    name="clv",
+    feature_service="clv_v1",
+    label="spend_next_365d",
+    objective="BG/NBD + Gamma-Gamma (maximum likelihood on pre-snapshot history)",
+    horizon_days=365,
+    primary_metric="gini",
+)
+FEATURES = ["orders_lifetime", "days_since_first_order", "days_since_last_order", "orders_365d", "avg_order_value_365d"]
 
 
 def rfm(X: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -49,23 +54,34 @@ def bgnbd_log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: 
     common = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
     alive = betaln(a, b + x) - betaln(a, b) + common - (r + x) * np.log(alpha + T)
     with np.errstate(divide="ignore", invalid="ignore"):
-        dropped = np.where(x > 0, betaln(a + 1, np.maximum(b + x - 1, 1e-12)) - betaln(a, b) + common
-                           - (r + x) * np.log(alpha + t_x), -np.inf)
+        dropped = np.where(
+            x > 0,
+            betaln(a + 1, np.maximum(b + x - 1, 1e-12)) - betaln(a, b) + common - (r + x) * np.log(alpha + t_x),
+            -np.inf,
+        )
     return np.logaddexp(alive, dropped)
 
 
 def gamma_gamma_log_likelihood(params: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
     p, q, gamma = params
-    return (gammaln(p * n + q) - gammaln(p * n) - gammaln(q) + q * np.log(gamma)
-            + (p * n - 1) * np.log(m) + p * n * np.log(n) - (p * n + q) * np.log(gamma + n * m))
+    return (
+        gammaln(p * n + q)
+        - gammaln(p * n)
+        - gammaln(q)
+        + q * np.log(gamma)
+        + (p * n - 1) * np.log(m)
+        + p * n * np.log(n)
+        - (p * n + q) * np.log(gamma + n * m)
+    )
 
 
 def _fit(neg_ll, start: np.ndarray, penalty: float) -> np.ndarray:
     """Maximum likelihood over log-parameters (all positive), with a small L2 penalty on the
     parameters for numerical stability on small populations."""
+
     def objective(log_params: np.ndarray) -> float:
         params = np.exp(log_params)
-        return float(neg_ll(params) + penalty * np.sum(params ** 2))
+        return float(neg_ll(params) + penalty * np.sum(params**2))
 
     result = minimize(objective, np.log(start), method="L-BFGS-B", bounds=[(-10, 10)] * len(start))
     return np.exp(result.x)
@@ -78,7 +94,7 @@ class CLVModel(BaseEstimator):
         self.horizon_days = horizon_days
         self.penalty = penalty
 
-    def fit(self, X: pd.DataFrame, y=None) -> "CLVModel":
+    def fit(self, X: pd.DataFrame, y=None) -> CLVModel:
         """Learn BG/NBD and Gamma-Gamma parameters from pre-snapshot history only (`y` is ignored)."""
         X = X[X["orders_lifetime"].fillna(0) > 0]
         if len(X) < 20:
@@ -86,18 +102,24 @@ class CLVModel(BaseEstimator):
         self.feature_names_in_ = np.array(FEATURES, dtype=object)
         x, t_x, T, n, m = rfm(X)
         scale = float(np.mean(T))  # fit in units of the mean age: better conditioned
-        self.bgnbd_ = _fit(lambda q: -bgnbd_log_likelihood(q, x, t_x / scale, T / scale).mean(),
-                           np.array([1.0, 1.0, 1.0, 1.0]), self.penalty)
-        self.bgnbd_[1] *= scale   # alpha back in days
+        self.bgnbd_ = _fit(
+            lambda q: -bgnbd_log_likelihood(q, x, t_x / scale, T / scale).mean(),
+            np.array([1.0, 1.0, 1.0, 1.0]),
+            self.penalty,
+        )
+        self.bgnbd_[1] *= scale  # alpha back in days
         repeat = (n > 0) & (m > 0)
         if repeat.sum() < 10:
             raise ValueError("clv: need at least 10 customers with an order value to fit Gamma-Gamma")
         value_scale = float(np.mean(m[repeat]))
-        gg = _fit(lambda q: -gamma_gamma_log_likelihood(q, n[repeat], m[repeat] / value_scale).mean(),
-                  np.array([1.0, 2.0, 1.0]), self.penalty)
+        gg = _fit(
+            lambda q: -gamma_gamma_log_likelihood(q, n[repeat], m[repeat] / value_scale).mean(),
+            np.array([1.0, 2.0, 1.0]),
+            self.penalty,
+        )
         gg[2] *= value_scale
         if gg[1] <= 1:
-            gg[1] = 1.0 + 1e-3   # the mean order value needs q > 1 to exist
+            gg[1] = 1.0 + 1e-3  # the mean order value needs q > 1 to exist
         self.gamma_gamma_ = gg
         self.population_order_value_ = float(gg[0] * gg[2] / (gg[1] - 1))
         return self
@@ -130,9 +152,15 @@ class CLVModel(BaseEstimator):
         value = self.expected_order_value(n, m)
         never = X["orders_lifetime"].fillna(0).to_numpy(float) <= 0
         orders = np.where(never, 0.0, orders)  # no order yet: no BG/NBD history, no value predicted
-        return pd.DataFrame({"p_alive": np.where(never, np.nan, 1 / self._odds_dropped(x, t_x, T)),
-                             "expected_orders": orders, "expected_order_value": value,
-                             "clv": orders * value}, index=X.index)
+        return pd.DataFrame(
+            {
+                "p_alive": np.where(never, np.nan, 1 / self._odds_dropped(x, t_x, T)),
+                "expected_orders": orders,
+                "expected_order_value": value,
+                "clv": orders * value,
+            },
+            index=X.index,
+        )
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_components(X)["clv"].to_numpy()

@@ -11,6 +11,7 @@ Out: `ItemStats` (item popularity, co-purchase neighbours, repeatability) and a 
 Candidate sources per customer: their own items (last 365 days), item-item co-purchase
 neighbours of those items, the most popular items of their top categories, global popularity.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,20 +23,38 @@ from lightgbm import LGBMRanker
 
 from cdp.models.spec import ModelSpec
 
-NEXT_BEST_PRODUCT = ModelSpec(name="next_best_product", feature_service="next_best_product_v1",
-                              label="purchased_30d", objective="lambdarank", horizon_days=30,
-                              primary_metric="ndcg_at_10")
+NEXT_BEST_PRODUCT = ModelSpec(
+    name="next_best_product",
+    feature_service="next_best_product_v1",
+    label="purchased_30d",
+    objective="lambdarank",
+    horizon_days=30,
+    primary_metric="ndcg_at_10",
+)
 HISTORY_DAYS = 365
-NEIGHBOURS = 20          # co-purchase neighbours kept per item
-COOC_CANDIDATES = 25     # neighbour candidates per customer
-TOP_CATEGORIES = 3       # categories per customer for category-affinity candidates
-PER_CATEGORY = 15        # popular items per affinity category
-POPULAR = 20             # global popularity candidates
-REPEATABLE_RATE = 0.15   # an item is "repeatable" when >= this share of its buyers bought it twice
+NEIGHBOURS = 20  # co-purchase neighbours kept per item
+COOC_CANDIDATES = 25  # neighbour candidates per customer
+TOP_CATEGORIES = 3  # categories per customer for category-affinity candidates
+PER_CATEGORY = 15  # popular items per affinity category
+POPULAR = 20  # global popularity candidates
+REPEATABLE_RATE = 0.15  # an item is "repeatable" when >= this share of its buyers bought it twice
 CANDIDATE_FEATURES = [
-    "cust_item_lines_365d", "cust_item_days_since", "cooc_score", "cust_cat_share", "cust_cat_lines_365d",
-    "cust_lines_365d", "item_pop_90d", "item_pop_365d", "item_pop_in_cat", "item_price", "item_repeat_rate",
-    "cat_pop_365d", "src_history", "src_cooc", "src_category", "src_popular",
+    "cust_item_lines_365d",
+    "cust_item_days_since",
+    "cooc_score",
+    "cust_cat_share",
+    "cust_cat_lines_365d",
+    "cust_lines_365d",
+    "item_pop_90d",
+    "item_pop_365d",
+    "item_pop_in_cat",
+    "item_price",
+    "item_repeat_rate",
+    "cat_pop_365d",
+    "src_history",
+    "src_cooc",
+    "src_category",
+    "src_popular",
 ]
 
 
@@ -44,8 +63,8 @@ class ItemStats:
     """Item-level facts as of a time (from lines before it)."""
 
     as_of: pd.Timestamp
-    items: pd.DataFrame        # product_id, category, item_price, item_pop_90d, item_pop_365d, item_pop_in_cat, ...
-    neighbours: pd.DataFrame   # product_id, neighbour_id, similarity (top NEIGHBOURS per item)
+    items: pd.DataFrame  # product_id, category, item_price, item_pop_90d, item_pop_365d, item_pop_in_cat, ...
+    neighbours: pd.DataFrame  # product_id, neighbour_id, similarity (top NEIGHBOURS per item)
 
 
 def customer_order_lines(ws) -> pd.DataFrame:
@@ -56,8 +75,11 @@ def customer_order_lines(ws) -> pd.DataFrame:
     orders = attach_customers(ws, "orders", "order_id", ["ordered_at"], identity_map)
     lines = pd.read_parquet(ws.staged / "order_lines.parquet", columns=["order_id", "product_id", "quantity"])
     products = catalogue(ws)[["product_id", "category"]]
-    return (lines.astype({"order_id": str, "product_id": str}).merge(products, on="product_id", how="left")
-            .merge(orders[["order_id", "customer_id", "ordered_at"]], on="order_id"))
+    return (
+        lines.astype({"order_id": str, "product_id": str})
+        .merge(products, on="product_id", how="left")
+        .merge(orders[["order_id", "customer_id", "ordered_at"]], on="order_id")
+    )
 
 
 def catalogue(ws) -> pd.DataFrame:
@@ -68,9 +90,10 @@ def catalogue(ws) -> pd.DataFrame:
 
 def _con(lines: pd.DataFrame, as_of: pd.Timestamp) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    past = lines.loc[(lines["ordered_at"] < as_of)
-                     & (lines["ordered_at"] >= as_of - pd.Timedelta(days=HISTORY_DAYS)),
-                     ["customer_id", "product_id", "category", "ordered_at"]]
+    past = lines.loc[
+        (lines["ordered_at"] < as_of) & (lines["ordered_at"] >= as_of - pd.Timedelta(days=HISTORY_DAYS)),
+        ["customer_id", "product_id", "category", "ordered_at"],
+    ]
     con.register("hist", past)
     return con
 
@@ -135,8 +158,11 @@ class CandidateIndex:
     NO_HISTORY = "\x00no-history"
 
     def __init__(self, lines: pd.DataFrame, stats: ItemStats) -> None:
-        history = lines.loc[(lines["ordered_at"] < stats.as_of)
-                            & (lines["ordered_at"] >= stats.as_of - pd.Timedelta(days=HISTORY_DAYS)), "customer_id"]
+        history = lines.loc[
+            (lines["ordered_at"] < stats.as_of)
+            & (lines["ordered_at"] >= stats.as_of - pd.Timedelta(days=HISTORY_DAYS)),
+            "customer_id",
+        ]
         customers = sorted(history.astype(str).unique())
         table = candidates(lines, stats, [*customers, self.NO_HISTORY])
         ids = table["customer_id"].to_numpy()
@@ -148,15 +174,30 @@ class CandidateIndex:
         self.product_ids = table["product_id"].to_numpy()
         self.categories = table["category"].to_numpy()
 
-    def recommend_one(self, ranker, customer_id: str, customer_features: dict[str, float], k: int,
-                      catalogue_ids: set[str], exclude_owned: bool = False) -> pd.DataFrame:
+    def recommend_one(
+        self,
+        ranker,
+        customer_id: str,
+        customer_features: dict[str, float],
+        k: int,
+        catalogue_ids: set[str],
+        exclude_owned: bool = False,
+    ) -> pd.DataFrame:
         """`recommend()` for one customer without building frames: the ranker's input matrix is
         sliced from precomputed columns plus the customer's features broadcast (same result, ~1 ms).
         Returns (product_id, category, score, rank)."""
-        return self.recommend_many(ranker, {customer_id: customer_features}, k, catalogue_ids, exclude_owned)[customer_id]
+        return self.recommend_many(ranker, {customer_id: customer_features}, k, catalogue_ids, exclude_owned)[
+            customer_id
+        ]
 
-    def recommend_many(self, ranker, customer_features: dict[str, dict[str, float]], k: int,
-                       catalogue_ids: set[str], exclude_owned: bool = False) -> dict[str, pd.DataFrame]:
+    def recommend_many(
+        self,
+        ranker,
+        customer_features: dict[str, dict[str, float]],
+        k: int,
+        catalogue_ids: set[str],
+        exclude_owned: bool = False,
+    ) -> dict[str, pd.DataFrame]:
         """`recommend_one` for several customers with one ranker call over their stacked candidates."""
         names = list(ranker.feature_name_)
         blocks = {c: self._candidate_rows(c, catalogue_ids, exclude_owned) for c in customer_features}
@@ -165,26 +206,36 @@ class CandidateIndex:
         at = 0
         for customer_id, rows in blocks.items():
             for j, name in enumerate(names):
-                matrix[at:at + len(rows), j] = (self.numeric[name][rows] if name in self.numeric
-                                                else customer_features[customer_id].get(name, np.nan))
+                matrix[at : at + len(rows), j] = (
+                    self.numeric[name][rows]
+                    if name in self.numeric
+                    else customer_features[customer_id].get(name, np.nan)
+                )
             at += len(rows)
         scores = ranker.booster_.predict(matrix, num_threads=1) if total else np.empty(0)
         out, at = {}, 0
         for customer_id, rows in blocks.items():
-            score, at = scores[at:at + len(rows)], at + len(rows)
+            score, at = scores[at : at + len(rows)], at + len(rows)
             # top_k's order: score descending, then product_id ascending
             order = np.lexsort((self.product_ids[rows], -score))[:k]
-            out[customer_id] = pd.DataFrame({"product_id": self.product_ids[rows][order],
-                                             "category": self.categories[rows][order],
-                                             "score": score[order], "rank": np.arange(1, len(order) + 1)})
+            out[customer_id] = pd.DataFrame(
+                {
+                    "product_id": self.product_ids[rows][order],
+                    "category": self.categories[rows][order],
+                    "score": score[order],
+                    "rank": np.arange(1, len(order) + 1),
+                }
+            )
         return out
 
     def _candidate_rows(self, customer_id: str, catalogue_ids: set[str], exclude_owned: bool) -> np.ndarray:
         a, b = self.rows.get(customer_id) or self.rows[self.NO_HISTORY]
         keep = np.fromiter((p in catalogue_ids for p in self.product_ids[a:b]), dtype=bool, count=b - a)
         if exclude_owned:
-            keep &= ~((self.numeric["cust_item_lines_365d"][a:b] > 0)
-                      & (self.numeric["item_repeat_rate"][a:b] < REPEATABLE_RATE))
+            keep &= ~(
+                (self.numeric["cust_item_lines_365d"][a:b] > 0)
+                & (self.numeric["item_repeat_rate"][a:b] < REPEATABLE_RATE)
+            )
         return np.flatnonzero(keep) + a
 
     def candidates(self, customer_ids: list[str]) -> pd.DataFrame:
@@ -263,9 +314,18 @@ def label_candidates(frame: pd.DataFrame, bought: pd.DataFrame, label: str) -> p
 
 def build_ranker(seed: int = 0) -> LGBMRanker:
     # n_jobs=1: on a busy 2-core machine LightGBM's two OpenMP threads were ~6x slower than one.
-    return LGBMRanker(objective="lambdarank", n_estimators=150, learning_rate=0.05, num_leaves=31,
-                      min_child_samples=50, colsample_bytree=0.8, lambdarank_truncation_level=20,
-                      random_state=seed, n_jobs=1, verbose=-1)
+    return LGBMRanker(
+        objective="lambdarank",
+        n_estimators=150,
+        learning_rate=0.05,
+        num_leaves=31,
+        min_child_samples=50,
+        colsample_bytree=0.8,
+        lambdarank_truncation_level=20,
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
+    )
 
 
 def fit_ranker(train: pd.DataFrame, features: list[str], label: str, seed: int = 0) -> LGBMRanker:
@@ -291,7 +351,9 @@ def apply_business_rules(frame: pd.DataFrame, catalogue_ids: set[str], exclude_o
     return frame[keep]
 
 
-def recommend(ranker, frame: pd.DataFrame, k: int, catalogue_ids: set[str], exclude_owned: bool = False) -> pd.DataFrame:
+def recommend(
+    ranker, frame: pd.DataFrame, k: int, catalogue_ids: set[str], exclude_owned: bool = False
+) -> pd.DataFrame:
     """Candidate rows with customer features -> each customer's top k after the business rules:
     (customer_id, product_id, score, rank). Shared by batch scoring and the HTTP service."""
     allowed = apply_business_rules(frame, catalogue_ids, exclude_owned)

@@ -1,4 +1,5 @@
 """What every model is: a small frozen spec. Artifacts live in MLflow, not here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -12,14 +12,15 @@ features/*.parquet (all snapshots and the
 churn_scores push table), the Feast online store (SQLite or Redis: every feature view).
 raw/ (the retailer's immutable input) and truth/ (synthetic evaluation only) are not touched.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -27,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cdp.workspace import Workspace
-from cdp.ingest.contract import TABLES
 from cdp.identity.ids import state_dir
+from cdp.ingest.contract import TABLES
 from cdp.privacy.subjects import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
+from cdp.workspace import Workspace
 
 SUPPRESSION_COLUMNS = ("token", "kind", "erased_at", "receipt_id")
 
@@ -62,8 +63,9 @@ def _column_in(path: Path, column: str, values: set[str]) -> np.ndarray:
     col = pq.read_table(path, columns=[column]).column(column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = col.cast(pa.string())
-    return pc.fill_null(pc.is_in(col, value_set=pa.array(sorted(values), type=pa.string())), False) \
-        .to_numpy(zero_copy_only=False)
+    return pc.fill_null(pc.is_in(col, value_set=pa.array(sorted(values), type=pa.string())), False).to_numpy(
+        zero_copy_only=False
+    )
 
 
 def _staged(ws: Workspace, nodes: set[str], receipt: dict) -> dict[str, set[int]]:
@@ -95,8 +97,12 @@ def quarantined_rows(ws: Workspace, nodes: set[str]) -> np.ndarray:
 
 def _identity(ws: Workspace, ids: set[str], keys: set[str], receipt: dict) -> None:
     stores = receipt["stores"]
-    for name, columns in (("identity_map", ["customer_id"]), ("identifier_map", ["customer_id"]),
-                          ("households", ["customer_id"]), ("id_history", ["old_id", "new_id"])):
+    for name, columns in (
+        ("identity_map", ["customer_id"]),
+        ("identifier_map", ["customer_id"]),
+        ("households", ["customer_id"]),
+        ("id_history", ["old_id", "new_id"]),
+    ):
         path = ws.identity / f"{name}.parquet"
         if path.exists():
             drop = np.logical_or.reduce([_column_in(path, c, ids) for c in columns])
@@ -111,7 +117,8 @@ def _identity(ws: Workspace, ids: set[str], keys: set[str], receipt: dict) -> No
     state = state_dir(ws)
     if state.exists():
         stores["identity/incremental_state/ (rows; folder removed)"] = sum(
-            pq.read_metadata(p).num_rows for p in state.rglob("*.parquet"))
+            pq.read_metadata(p).num_rows for p in state.rglob("*.parquet")
+        )
         shutil.rmtree(state)
 
 
@@ -130,9 +137,13 @@ def _online(ws: Workspace, ids: set[str], receipt: dict, only_view: str | None =
     store = open_store(ws)
     config = store.config
     kind = config.online_store.type
-    keys = [serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]),
-                                 entity_key_serialization_version=config.entity_key_serialization_version)
-            for c in sorted(ids)]
+    keys = [
+        serialize_entity_key(
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]),
+            entity_key_serialization_version=config.entity_key_serialization_version,
+        )
+        for c in sorted(ids)
+    ]
     if kind in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore"):
         removed = _online_sqlite(config, keys, only_view)
     elif kind in ("redis", "feast.infra.online_stores.redis.RedisOnlineStore"):
@@ -151,14 +162,16 @@ def _online_sqlite(config, keys: list[bytes], only_view: str | None) -> int:
         return 0
     total = 0
     with sqlite3.connect(path) as con:
-        tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                  if any(col[1] == "entity_key" for col in con.execute(f'PRAGMA table_info("{name}")'))
-                  and (only_view is None or name == f"{config.project}_{only_view}")]
+        tables = [
+            name
+            for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if any(col[1] == "entity_key" for col in con.execute(f'PRAGMA table_info("{name}")'))
+            and (only_view is None or name == f"{config.project}_{only_view}")
+        ]
         for name in tables:
             for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                cursor = con.execute(f'DELETE FROM "{name}" WHERE entity_key IN ({",".join("?" * len(chunk))})',
-                                     chunk)
+                chunk = keys[start : start + 500]
+                cursor = con.execute(f'DELETE FROM "{name}" WHERE entity_key IN ({",".join("?" * len(chunk))})', chunk)
                 total += cursor.rowcount
     return total
 
@@ -211,14 +224,20 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     nodes = set().union(*(s.nodes for s in subjects)) if subjects else set()
     keys = {n[4:] for n in nodes if n.startswith("key:")}
     token_key = privacy_key(ws)
-    receipt: dict = {"receipt_id": uuid.uuid4().hex[:16], "erased_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                     "subjects": len(ids), "subject_tokens": sorted(token(f"customer:{c}", token_key) for c in ids),
-                     "stores": {}, "not_erased": []}
+    receipt: dict = {
+        "receipt_id": uuid.uuid4().hex[:16],
+        "erased_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "subjects": len(ids),
+        "subject_tokens": sorted(token(f"customer:{c}", token_key) for c in ids),
+        "stores": {},
+        "not_erased": [],
+    }
     if not ids:
         return receipt
     removed = _staged(ws, nodes, receipt)
-    receipt["stores"]["staged/quarantine.parquet"] = _filter_parquet(ws.quarantine, quarantined_rows(ws, nodes)) \
-        if ws.quarantine.exists() else 0
+    receipt["stores"]["staged/quarantine.parquet"] = (
+        _filter_parquet(ws.quarantine, quarantined_rows(ws, nodes)) if ws.quarantine.exists() else 0
+    )
     issues = ws.staged / "field_issues.parquet"
     if issues.exists():
         frame = pd.read_parquet(issues, columns=["table", "row"])
@@ -231,8 +250,9 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     _suppress(ws, nodes, receipt)
     if models:
         receipt["models_trained_on_subjects"] = runs_trained_on(ws, ids)
-        receipt["not_erased"].append("MLflow models keep what they learned from the subjects' rows; "
-                                     "retrain the listed versions to forget them")
+        receipt["not_erased"].append(
+            "MLflow models keep what they learned from the subjects' rows; retrain the listed versions to forget them"
+        )
     receipt["not_erased"].append("raw/ is the source system's input: delete there, or it stays suppressed at ingest")
     out = privacy_dir(ws) / "receipts" / f"{receipt['receipt_id']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,11 +276,25 @@ def withdraw_scores(ws: Workspace, customer_ids: Iterable[str]) -> dict[str, int
 
 def last_activity(ws: Workspace) -> pd.Series:
     """customer_id -> latest timestamp of anything they did (orders, visits, contacts, sign-ups)."""
-    activity = {"orders": "ordered_at", "web_events": "occurred_at", "service_interactions": "occurred_at",
-                "crm_contacts": "updated_at", "loyalty_members": "enrolled_at", "online_accounts": "created_at"}
-    keys = {"orders": "order_id", "web_events": "event_id", "service_interactions": "interaction_id",
-            "crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id"}
-    identity = pd.read_parquet(ws.identity / "identity_map.parquet", columns=["source_table", "source_key", "customer_id"])
+    activity = {
+        "orders": "ordered_at",
+        "web_events": "occurred_at",
+        "service_interactions": "occurred_at",
+        "crm_contacts": "updated_at",
+        "loyalty_members": "enrolled_at",
+        "online_accounts": "created_at",
+    }
+    keys = {
+        "orders": "order_id",
+        "web_events": "event_id",
+        "service_interactions": "interaction_id",
+        "crm_contacts": "record_id",
+        "loyalty_members": "card_id",
+        "online_accounts": "account_id",
+    }
+    identity = pd.read_parquet(
+        ws.identity / "identity_map.parquet", columns=["source_table", "source_key", "customer_id"]
+    )
     parts = []
     for table, column in activity.items():
         path = ws.staged / f"{table}.parquet"

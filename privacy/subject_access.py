@@ -7,14 +7,15 @@ Out: one JSON-ready dict: source records (every staged table that links to them,
      rows (all snapshots) and the online row of every feature view, model scores (every
      `*_scores` view, offline and online), consent history and current state, and the MLflow model versions trained on them.
 """
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 
-from cdp.workspace import Workspace
 from cdp.privacy.subjects import Subject, runs_trained_on, staged_rows_carrying
+from cdp.workspace import Workspace
 
 
 def _rows(frame: pd.DataFrame) -> list[dict]:
@@ -38,17 +39,20 @@ def quarantined_records(ws: Workspace, subject: Subject) -> list[dict]:
     quarantine = pd.read_parquet(ws.quarantine)
     mask = quarantined_rows(ws, set(subject.nodes))
     chosen = quarantine[mask]
-    return [{"table": t, "row": int(r), "reason": why, "record": json.loads(rec)}
-            for t, r, why, rec in zip(chosen["table"], chosen["row"], chosen["reason"], chosen["record"])]
+    return [
+        {"table": t, "row": int(r), "reason": why, "record": json.loads(rec)}
+        for t, r, why, rec in zip(chosen["table"], chosen["row"], chosen["reason"], chosen["record"])
+    ]
 
 
 def identity_links(ws: Workspace, subject: Subject) -> dict[str, list[dict]]:
     cid, keys = subject.customer_id, {n[4:] for n in subject.nodes if n.startswith("key:")}
-    out: dict[str, list[dict]] = {"records": _rows(subject.records),
-                                  "identifiers": subject.identifier_nodes()}
-    for name, pick in (("households", lambda f: f["customer_id"] == cid),
-                       ("id_history", lambda f: (f["old_id"] == cid) | (f["new_id"] == cid)),
-                       ("match_edges", lambda f: f["unique_id_l"].isin(keys) | f["unique_id_r"].isin(keys))):
+    out: dict[str, list[dict]] = {"records": _rows(subject.records), "identifiers": subject.identifier_nodes()}
+    for name, pick in (
+        ("households", lambda f: f["customer_id"] == cid),
+        ("id_history", lambda f: (f["old_id"] == cid) | (f["new_id"] == cid)),
+        ("match_edges", lambda f: f["unique_id_l"].isin(keys) | f["unique_id_r"].isin(keys)),
+    ):
         path = ws.identity / f"{name}.parquet"
         if path.exists():
             frame = pd.read_parquet(path)
@@ -71,8 +75,9 @@ def online_row(ws: Workspace, subject: Subject) -> dict:
 
     store = open_store(ws)
     refs = [f"{view.name}:{f.name}" for view in store.list_feature_views() for f in view.features]
-    frame = store.get_online_features(features=refs, entity_rows=[{"customer_id": subject.customer_id}],
-                                      full_feature_names=True).to_df()
+    frame = store.get_online_features(
+        features=refs, entity_rows=[{"customer_id": subject.customer_id}], full_feature_names=True
+    ).to_df()
     return _rows(frame)[0]
 
 
@@ -88,11 +93,16 @@ def export_subject(ws: Workspace, subject: Subject, online: bool = True, models:
         "quarantined_records": quarantined_records(ws, subject),
         "identity": identity_links(ws, subject),
         "features_offline": features(ws, subject),
-        "consent": {"history": _rows(history.drop(columns="customer_id")),
-                    "now": current_consent(ws, subject.customer_id, pd.Timestamp.now(tz="UTC"))},
+        "consent": {
+            "history": _rows(history.drop(columns="customer_id")),
+            "now": current_consent(ws, subject.customer_id, pd.Timestamp.now(tz="UTC")),
+        },
     }
-    report["scores_offline"] = {view: report["features_offline"].pop(view)
-                                for view in list(report["features_offline"]) if view.endswith("_scores")}
+    report["scores_offline"] = {
+        view: report["features_offline"].pop(view)
+        for view in list(report["features_offline"])
+        if view.endswith("_scores")
+    }
     if online:
         report["features_online"] = online_row(ws, subject)
     if models:

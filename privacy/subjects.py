@@ -15,23 +15,31 @@ Node names follow identity resolution (`email:<canonical>`, `phone:<E.164>`, `ca
 `account:<id>`, `device:<id>`, `crm:<record_id>`) plus `key:<table>|<primary key>` for a
 record itself and `email_sha256:<hex>` for the vendor enrichment join key.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from cdp.workspace import Workspace
 from cdp.features.consent import CONSENT_KINDS  # consent identifier type -> node kind
 from cdp.ingest.contract import TABLES
-from cdp.ingest.normalize import canonical_email, default_region, e164_phone, email_sha256, mask_email, phone_digits_hint
+from cdp.ingest.normalize import (
+    canonical_email,
+    default_region,
+    e164_phone,
+    email_sha256,
+    mask_email,
+    phone_digits_hint,
+)
+from cdp.workspace import Workspace
 
 POPULATION_ARTIFACT = "privacy/training_population.parquet"
 POPULATION_COLUMN = "customer_token"
@@ -41,8 +49,10 @@ TABLE_NODES: dict[str, tuple[str | None, dict[str, str]]] = {
     "loyalty_members": ("card_id", {"card": "card_id", "email": "email", "phone": "phone"}),
     "online_accounts": ("account_id", {"account": "account_id", "email": "email", "phone": "phone"}),
     "orders": ("order_id", {"card": "card_id", "account": "account_id", "email": "email", "phone": "phone"}),
-    "service_interactions": ("interaction_id", {"account": "account_id", "card": "card_id",
-                                                "email": "email", "phone": "phone"}),
+    "service_interactions": (
+        "interaction_id",
+        {"account": "account_id", "card": "card_id", "email": "email", "phone": "phone"},
+    ),
     "marketing_sends": ("send_id", {"account": "account_id", "email": "email", "device": "device_id"}),
     "web_events": ("event_id", {"account": "account_id", "device": "device_id"}),
 }
@@ -152,8 +162,11 @@ def record_nodes(table: str, frame: pd.DataFrame, region: str | None = None) -> 
                 add(_node_column(kind, frame[column], region))
         for column in ("email",):  # the enrichment join key of each email, for enrichment rows
             if column in frame:
-                add(_unique_map(_text(frame[column]), email_sha256).map(lambda h: f"email_sha256:{h}",
-                                                                        na_action="ignore"))
+                add(
+                    _unique_map(_text(frame[column]), email_sha256).map(
+                        lambda h: f"email_sha256:{h}", na_action="ignore"
+                    )
+                )
     elif table in CHILDREN:
         column, parent = CHILDREN[table]
         add("key:" + parent + "|" + _text(frame[column]).astype("object").fillna("\0"))
@@ -218,15 +231,19 @@ def find_subject(ws: Workspace, identifier: str) -> Subject:
         if not known:
             raise SubjectNotFound(f"identifier: unknown customer_id '{value}'")
         return subject_for(ws, value, nodes)
-    candidates = [f"{kind}:{value}"] if kind != "auto" else [
-        f"{k}:{value}" for k in ("card", "account", "crm", "device")]
+    candidates = (
+        [f"{kind}:{value}"] if kind != "auto" else [f"{k}:{value}" for k in ("card", "account", "crm", "device")]
+    )
     if kind == "auto" and (phone := e164_phone(value)) is not None:
         candidates.append(f"phone:{phone}")
     hits = nodes[nodes["node"].isin(candidates)]["customer_id"].unique()
     if len(hits) != 1:
         shown = masked(kind if kind != "auto" else "identifier", value)
-        why = "no customer carries it (or it is shared/blocked, so it names no single person)" if not len(hits) \
+        why = (
+            "no customer carries it (or it is shared/blocked, so it names no single person)"
+            if not len(hits)
             else f"it matches {len(hits)} customers; prefix it with its kind (email:, phone:, card:, account:)"
+        )
         raise SubjectNotFound(f"identifier: {shown}: {why}")
     return subject_for(ws, str(hits[0]), nodes)
 
@@ -240,8 +257,9 @@ def subject_for(ws: Workspace, customer_id: str, identifier_map: pd.DataFrame | 
     return subjects_for(ws, [customer_id], identifier_map)[customer_id]
 
 
-def subjects_for(ws: Workspace, customer_ids: Iterable[str],
-                 identifier_map: pd.DataFrame | None = None) -> dict[str, Subject]:
+def subjects_for(
+    ws: Workspace, customer_ids: Iterable[str], identifier_map: pd.DataFrame | None = None
+) -> dict[str, Subject]:
     """Subjects for many customer_ids at once (one read of each staged table)."""
     wanted = set(customer_ids)
     nodes = identifier_map if identifier_map is not None else pd.read_parquet(ws.identity / "identifier_map.parquet")
@@ -268,8 +286,9 @@ def subjects_for(ws: Workspace, customer_ids: Iterable[str],
             for cid, digest in zip(mine[present], hashes):
                 if isinstance(digest, str):
                     per[cid].add(f"email_sha256:{digest}")
-    return {c: Subject(c, frozenset(per[c]), records[records["customer_id"] == c].reset_index(drop=True))
-            for c in wanted}
+    return {
+        c: Subject(c, frozenset(per[c]), records[records["customer_id"] == c].reset_index(drop=True)) for c in wanted
+    }
 
 
 def rows_of(table: str, frame: pd.DataFrame, nodes: set[str] | frozenset[str]) -> np.ndarray:
@@ -282,6 +301,7 @@ def rows_of(table: str, frame: pd.DataFrame, nodes: set[str] | frozenset[str]) -
 
 
 # ---- MLflow: which model versions were trained on whom (hashed ids only) -------------------
+
 
 def record_training_population(ws: Workspace, run_id: str, customer_ids: Iterable[str]) -> int:
     """Log `privacy/training_population.parquet` (the token of each distinct customer_id) to an
@@ -320,7 +340,7 @@ def runs_trained_on(ws: Workspace, customer_ids: Iterable[str]) -> list[dict]:
     for run_id, names in sorted(versions.items()):
         try:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=POPULATION_ARTIFACT)
-        except Exception:  # noqa: BLE001  (no artifact: trained before populations were recorded)
+        except Exception:
             found.append({"run_id": run_id, "model_versions": names, "population": "unknown"})
             continue
         stored = pd.read_parquet(local)

@@ -1,5 +1,6 @@
 """Optional API key for every scoring route: set CDP_API_KEY and send `X-API-Key: <key>` (or
 `Authorization: Bearer <key>`). Health, readiness and metrics routes stay open for probes."""
+
 from __future__ import annotations
 
 import hmac
@@ -26,6 +27,11 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": "missing or wrong API key: send header X-API-Key (CDP_API_KEY is set)"}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -8,17 +8,18 @@ Out: pushed frames: churn (churn_scores), next best products (next_best_product_
      campaign's channel and target category, as if sent at the snapshot). A model with no
      champion yet is skipped, so churn keeps working on its own.
 """
+
 from __future__ import annotations
 
 import pandas as pd
 
+from cdp.features.consent import contactable, filter_profiling_consent
 from cdp.featurestore.latest import latest_service_features
-from cdp.workspace import Workspace
 from cdp.models.churn import CHURN, scoring_entities
 from cdp.models.spec import ModelSpec
-from cdp.features.consent import contactable, filter_profiling_consent
 from cdp.serving.churn_scorer import ChurnScorer
 from cdp.training.tracking import has_champion, load_champion
+from cdp.workspace import Workspace
 
 TOP_K = 10
 
@@ -73,8 +74,9 @@ def score_churn(ws: Workspace, store, orders: pd.DataFrame, as_of: pd.Timestamp)
     return scores
 
 
-def score_next_best_product(ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame,
-                            as_of: pd.Timestamp) -> pd.DataFrame:
+def score_next_best_product(
+    ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame, as_of: pd.Timestamp
+) -> pd.DataFrame:
     """Top TOP_K in-catalogue products per active customer (owned items allowed)."""
     from cdp.models.next_best_product import NEXT_BEST_PRODUCT, candidates, catalogue, item_stats, recommend
 
@@ -84,8 +86,11 @@ def score_next_best_product(ws: Workspace, store, lines: pd.DataFrame, orders: p
     frame = candidates(lines, item_stats(lines, products, as_of), entities["customer_id"])
     frame = frame.merge(_features(ws, store, NEXT_BEST_PRODUCT, entities, as_of), on="customer_id", how="left")
     recs = recommend(model, frame, TOP_K, set(products["product_id"]))
-    scores = (recs.groupby("customer_id", sort=True)
-              .agg(nbp_top_products=("product_id", ",".join), nbp_top_score=("score", "first")).reset_index())
+    scores = (
+        recs.groupby("customer_id", sort=True)
+        .agg(nbp_top_products=("product_id", ",".join), nbp_top_score=("score", "first"))
+        .reset_index()
+    )
     scores.insert(1, "event_timestamp", as_of)
     scores["nbp_model_version"] = version
     scores["nbp_scored_at"] = f"{as_of:%Y-%m-%dT%H:%M:%SZ}"
@@ -93,8 +98,9 @@ def score_next_best_product(ws: Workspace, store, lines: pd.DataFrame, orders: p
     return scores
 
 
-def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame,
-                            as_of: pd.Timestamp, campaign_id: str | None = None) -> pd.DataFrame:
+def score_campaign_response(
+    ws: Workspace, store, lines: pd.DataFrame, orders: pd.DataFrame, as_of: pd.Timestamp, campaign_id: str | None = None
+) -> pd.DataFrame:
     """p(order | contacted), p(order | not contacted), uplift and decision per active customer for
     `campaign_id` (default: the latest campaign) as if sent at `as_of`. Customers the campaign's
     channel may not contact (consent per purpose) are scored but never targeted."""
@@ -110,11 +116,20 @@ def score_campaign_response(ws: Workspace, store, lines: pd.DataFrame, orders: p
     channel = campaigns.loc[campaigns["campaign_id"] == campaign_id, "channel"].iloc[0]
     allowed = contactable_for(ws, frame["customer_id"], channel, as_of).reindex(frame["customer_id"]).fillna(False)
     out = decisions(model.predict_outcomes(frame), contactable=allowed.to_numpy())
-    scores = pd.DataFrame({"customer_id": frame["customer_id"], "event_timestamp": frame["event_timestamp"],
-                           "campaign_id": campaign_id, "campaign_p_treated": out["p_treated"],
-                           "campaign_p_control": out["p_control"], "campaign_uplift": out["uplift"],
-                           "campaign_target": out["target"].astype(float), "campaign_contactable": allowed.to_numpy(),
-                           "campaign_model_version": version, "campaign_scored_at": f"{as_of:%Y-%m-%dT%H:%M:%SZ}"})
+    scores = pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"],
+            "event_timestamp": frame["event_timestamp"],
+            "campaign_id": campaign_id,
+            "campaign_p_treated": out["p_treated"],
+            "campaign_p_control": out["p_control"],
+            "campaign_uplift": out["uplift"],
+            "campaign_target": out["target"].astype(float),
+            "campaign_contactable": allowed.to_numpy(),
+            "campaign_model_version": version,
+            "campaign_scored_at": f"{as_of:%Y-%m-%dT%H:%M:%SZ}",
+        }
+    )
     write_back(store, "campaign_response_scores", scores.drop(columns=["campaign_contactable"]))
     return scores
 
@@ -125,19 +140,27 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 
     churn = score_churn(ws, store, timeline.orders, as_of)
-    summary: dict = {"customers_scored": len(churn),
-                     "mean_churn_probability": round(float(churn["churn_probability"].mean()), 4) if len(churn) else None,
-                     "model_version": churn["churn_model_version"].iloc[0] if len(churn) else None}
+    summary: dict = {
+        "customers_scored": len(churn),
+        "mean_churn_probability": round(float(churn["churn_probability"].mean()), 4) if len(churn) else None,
+        "model_version": churn["churn_model_version"].iloc[0] if len(churn) else None,
+    }
     if has_champion(ws, NEXT_BEST_PRODUCT.name):
         nbp = score_next_best_product(ws, store, timeline.order_lines, timeline.orders, as_of)
-        summary["next_best_product"] = {"customers_scored": len(nbp),
-                                        "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None}
+        summary["next_best_product"] = {
+            "customers_scored": len(nbp),
+            "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None,
+        }
     if has_champion(ws, CAMPAIGN_RESPONSE.name):
         camp = score_campaign_response(ws, store, timeline.order_lines, timeline.orders, as_of)
         summary["campaign_response"] = {
-            "customers_scored": len(camp), "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,
+            "customers_scored": len(camp),
+            "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,
             "targeted": int(camp["campaign_target"].sum()),
             "not_contactable_by_consent": int((~camp["campaign_contactable"]).sum()),
-            "expected_incremental_conversions": round(float(camp.loc[camp["campaign_target"] > 0, "campaign_uplift"].sum()), 2),
-            "model_version": camp["campaign_model_version"].iloc[0] if len(camp) else None}
+            "expected_incremental_conversions": round(
+                float(camp.loc[camp["campaign_target"] > 0, "campaign_uplift"].sum()), 2
+            ),
+            "model_version": camp["campaign_model_version"].iloc[0] if len(camp) else None,
+        }
     return summary

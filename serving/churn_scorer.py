@@ -6,6 +6,7 @@ directly and the isotonic map is applied with `np.interp` (the same piecewise-li
 sklearn applies; tests check equality with `predict_proba`). Reasons are LightGBM's own per-row
 feature contributions (TreeSHAP values in log-odds), turned into plain words.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ class ChurnScorer:
     descriptions: dict[str, str]
 
     @classmethod
-    def from_model(cls, model, version: str) -> "ChurnScorer":
+    def from_model(cls, model, version: str) -> ChurnScorer:
         from cdp.featurestore.store import repo_definitions
 
         definitions = repo_definitions()
@@ -70,5 +71,9 @@ class ChurnScorer:
     def _reason(self, feature: str, value: float, contribution: float) -> dict:
         shown = "unknown" if np.isnan(value) else (f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}")
         text = f"{self.descriptions.get(feature, feature).rstrip('.')}: {shown}"
-        return {"feature": feature, "value": None if np.isnan(value) else float(value),
-                "contribution": round(float(contribution), 4), "text": text}
+        return {
+            "feature": feature,
+            "value": None if np.isnan(value) else float(value),
+            "contribution": round(float(contribution), 4),
+            "text": text,
+        }

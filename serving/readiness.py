@@ -3,6 +3,7 @@
 `cdp serve` checks this before launching BentoML (a red line instead of a stack trace), and the
 service checks it again in its constructor (so `bentoml serve` alone refuses to start too).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,26 +45,33 @@ def check_ready(ws: Workspace, store=None) -> None:
 def _check_online_store(ws: Workspace, store) -> None:
     import pandas as pd
 
-    from cdp.pipeline import load_snapshots
     from cdp.featurestore.store import latest_snapshot
+    from cdp.pipeline import load_snapshots
 
     snapshots, _ = load_snapshots(ws)
     sample = latest_snapshot(ws, "customer_profile", snapshots[-1])["customer_id"].head(5).tolist()
     kind = store.config.online_store.type
     try:
-        online = store.get_online_features(features=["customer_profile:tenure_days"],
-                                           entity_rows=[{"customer_id": c} for c in sample]).to_dict()
-    except Exception as error:  # noqa: BLE001 - a down Redis, a missing table: say which store
-        raise ServiceNotReady(f"online store ({kind}) cannot be read: {type(error).__name__}: {error}. "
-                              "Start it (Redis: `redis-server`, CDP_REDIS=host:port) and run `cdp features`") from None
+        online = store.get_online_features(
+            features=["customer_profile:tenure_days"], entity_rows=[{"customer_id": c} for c in sample]
+        ).to_dict()
+    except Exception as error:
+        raise ServiceNotReady(
+            f"online store ({kind}) cannot be read: {type(error).__name__}: {error}. "
+            "Start it (Redis: `redis-server`, CDP_REDIS=host:port) and run `cdp features`"
+        ) from None
     if not sample or all(pd.isna(v) for v in online["tenure_days"]):
-        raise ServiceNotReady(f"online store ({kind}) holds no customer features: run `cdp features` "
-                              "(it materializes the latest snapshot)")
+        raise ServiceNotReady(
+            f"online store ({kind}) holds no customer features: run `cdp features` "
+            "(it materializes the latest snapshot)"
+        )
 
 
 def _check_champion(ws: Workspace, name: str) -> None:
     from cdp.training.tracking import CHAMPION, has_champion
 
     if not has_champion(ws, name):
-        raise ServiceNotReady(f"no '{CHAMPION}' model '{name}' in MLflow ({ws.mlflow_uri}): run "
-                              f"`cdp train {name.replace('_', '-')}` (or leave it out with CDP_SERVE_MODELS)")
+        raise ServiceNotReady(
+            f"no '{CHAMPION}' model '{name}' in MLflow ({ws.mlflow_uri}): run "
+            f"`cdp train {name.replace('_', '-')}` (or leave it out with CDP_SERVE_MODELS)"
+        )

@@ -1,13 +1,14 @@
 """Starting and stopping the real BentoML HTTP server (`bentoml serve`) for a workspace."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from cdp.workspace import Workspace
 
@@ -20,8 +21,13 @@ def _command(port: int) -> list[str]:
 
 
 def _environment(ws: Workspace) -> dict[str, str]:
-    env = dict(os.environ, CDP_HOME=str(ws.root), MLFLOW_TRACKING_URI=ws.mlflow_uri, CDP_MLFLOW_URI=ws.mlflow_uri,
-               BENTOML_DO_NOT_TRACK="true")
+    env = dict(
+        os.environ,
+        CDP_HOME=str(ws.root),
+        MLFLOW_TRACKING_URI=ws.mlflow_uri,
+        CDP_MLFLOW_URI=ws.mlflow_uri,
+        BENTOML_DO_NOT_TRACK="true",
+    )
     return env
 
 
@@ -35,8 +41,9 @@ def running_server(ws: Workspace, port: int, timeout: float = 90.0, log_path: Pa
     import httpx
 
     log = open(log_path or os.devnull, "w")
-    process = subprocess.Popen(_command(port), cwd=ws.root, env=_environment(ws), stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        _command(port), cwd=ws.root, env=_environment(ws), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

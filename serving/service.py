@@ -26,6 +26,7 @@ The service refuses to start when the online store is empty or a served model ha
 (serving/readiness.py says what to run). Every CDP_MODEL_RELOAD_SECONDS (default 30, 0 = never) a
 background thread checks the `champion` aliases and swaps in a new champion between requests.
 """
+
 from __future__ import annotations
 
 import gc
@@ -54,8 +55,9 @@ CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LE
 
 
 class ChurnRequest(BaseModel):
-    customer_ids: list[CustomerId] = Field(..., min_length=1, max_length=MAX_BATCH,
-                                           description=f"1..{MAX_BATCH} customer ids from identity resolution")
+    customer_ids: list[CustomerId] = Field(
+        ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
+    )
     reasons: bool = Field(True, description="Add the top features that raise each customer's risk")
 
 
@@ -66,17 +68,23 @@ class NextBestProductRequest(BaseModel):
 
 
 class NextBestProductBatchRequest(BaseModel):
-    customer_ids: list[CustomerId] = Field(..., min_length=1, max_length=MAX_BATCH,
-                                           description=f"1..{MAX_BATCH} customer ids from identity resolution")
+    customer_ids: list[CustomerId] = Field(
+        ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
+    )
     k: int = Field(10, ge=1, le=MAX_K, description=f"How many products per customer (1..{MAX_K})")
     exclude_owned: bool = Field(False, description="Drop items the customer owns unless they are repeat buys")
 
 
 class CampaignResponseRequest(BaseModel):
-    customer_ids: list[CustomerId] = Field(..., min_length=1, max_length=MAX_BATCH,
-                                           description=f"1..{MAX_BATCH} customer ids from identity resolution")
-    campaign_id: str = Field(..., min_length=1, max_length=MAX_ID_LENGTH, description="A campaign from the campaigns table")
-    min_uplift: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False, description="Contact when the uplift is above this")
+    customer_ids: list[CustomerId] = Field(
+        ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
+    )
+    campaign_id: str = Field(
+        ..., min_length=1, max_length=MAX_ID_LENGTH, description="A campaign from the campaigns table"
+    )
+    min_uplift: float = Field(
+        0.0, ge=-1, le=1, allow_inf_nan=False, description="Contact when the uplift is above this"
+    )
 
 
 class ProfileRequest(BaseModel):
@@ -128,34 +136,42 @@ class Champions:
 # CDP_SERVE_WORKERS: processes serving requests (the scale profile sets 2); each loads the champions.
 # CDP_ACCESS_LOG=0 / CDP_SERVE_METRICS=0 drop the per-request access log line and Prometheus
 # histograms (on by default; see benchmarks/serving.py for what they cost per call).
-@bentoml.service(name="cdp_scores", traffic={"timeout": 30}, workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")),
-                 logging={"access": {"enabled": os.environ.get("CDP_ACCESS_LOG", "1") != "0"}},
-                 metrics={"enabled": os.environ.get("CDP_SERVE_METRICS", "1") != "0"})
+@bentoml.service(
+    name="cdp_scores",
+    traffic={"timeout": 30},
+    workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")),
+    logging={"access": {"enabled": os.environ.get("CDP_ACCESS_LOG", "1") != "0"}},
+    metrics={"enabled": os.environ.get("CDP_SERVE_METRICS", "1") != "0"},
+)
 class CustomerScores:
     def __init__(self) -> None:
         import pandas as pd
 
         from cdp.featurestore.online_reader import OnlineReader
-        from cdp.workspace import Workspace
-        from cdp.pipeline import load_snapshots
         from cdp.featurestore.store import open_store, repo_definitions
         from cdp.models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
+        from cdp.pipeline import load_snapshots
         from cdp.serving.readiness import check_ready, served_models
+        from cdp.workspace import Workspace
 
         ws = Workspace.from_env()
         self.store = open_store(ws)
         self.reader = OnlineReader(self.store)
         check_ready(ws, self.store)  # refuses to start, saying what to run
         definitions = repo_definitions()
-        self.views = {**{v: list(f) for v, f in definitions.FEATURES.items()},
-                      **{v: list(f) for v, f in definitions.SCORE_FAMILIES.items()}}
-        self.services = {s: self.store.get_feature_service(s)
-                         for s in ("churn_v1", "next_best_product_v1", "campaign_response_v1")}
+        self.views = {
+            **{v: list(f) for v, f in definitions.FEATURES.items()},
+            **{v: list(f) for v, f in definitions.SCORE_FAMILIES.items()},
+        }
+        self.services = {
+            s: self.store.get_feature_service(s) for s in ("churn_v1", "next_best_product_v1", "campaign_response_v1")
+        }
         self.champions = Champions(ws, served_models())
         self.as_of = load_snapshots(ws)[0][-1]  # the snapshot the online store holds
         lines = customer_order_lines(ws)
-        self.lines = lines[(lines["ordered_at"] < self.as_of)
-                           & (lines["ordered_at"] >= self.as_of - pd.Timedelta(days=365))]
+        self.lines = lines[
+            (lines["ordered_at"] < self.as_of) & (lines["ordered_at"] >= self.as_of - pd.Timedelta(days=365))
+        ]
         self.products = catalogue(ws)
         self.catalogue_ids = set(self.products["product_id"])
         self.candidate_index = CandidateIndex(self.lines, item_stats(self.lines, self.products, self.as_of))
@@ -175,7 +191,7 @@ class CustomerScores:
             while not stop.wait(every):
                 try:
                     self.champions.reload()
-                except Exception:  # noqa: BLE001 - keep serving the current champions
+                except Exception:
                     continue
 
         stop = threading.Event()
@@ -221,8 +237,10 @@ class CustomerScores:
         keep, errors = self._gate(ids, online)
         scores = []
         if keep:
-            matrix = np.array([[np.nan if _missing(online[f][i]) else online[f][i] for f in scorer.features]
-                               for i in keep], dtype=np.float64)
+            matrix = np.array(
+                [[np.nan if _missing(online[f][i]) else online[f][i] for f in scorer.features] for i in keep],
+                dtype=np.float64,
+            )
             probabilities = scorer.probabilities(matrix)
             reasons = scorer.reasons(matrix) if with_reasons else [None] * len(keep)
             for i, p, why in zip(keep, probabilities, reasons):
@@ -241,8 +259,10 @@ class CustomerScores:
         valid = [c for c in ids if 0 < len(c) <= MAX_ID_LENGTH]
         body = self._churn(list(dict.fromkeys(valid)), with_reasons=False) if valid else {"scores": [], "errors": []}
         by_id = {**{e["customer_id"]: e for e in body["errors"]}, **{s["customer_id"]: s for s in body["scores"]}}
-        return [by_id.get(c) or {"customer_id": c, "error": f"customer_id: must be 1..{MAX_ID_LENGTH} characters"}
-                for c in ids]
+        return [
+            by_id.get(c) or {"customer_id": c, "error": f"customer_id: must be 1..{MAX_ID_LENGTH} characters"}
+            for c in ids
+        ]
 
     @bentoml.api
     def next_best_product(self, request: NextBestProductRequest, /) -> dict:
@@ -250,14 +270,20 @@ class CustomerScores:
         version, results, errors = self._recommend([customer_id], request.k, request.exclude_owned)
         if errors:
             return {"customer_id": customer_id, "products": [], "errors": errors}
-        return {"customer_id": customer_id, "model_version": version, "as_of": self.as_of.isoformat(),
-                "products": results[0]["products"], "errors": []}
+        return {
+            "customer_id": customer_id,
+            "model_version": version,
+            "as_of": self.as_of.isoformat(),
+            "products": results[0]["products"],
+            "errors": [],
+        }
 
     @bentoml.api
     def next_best_product_batch(self, request: NextBestProductBatchRequest, /) -> dict:
         """Up to MAX_BATCH customers in one call: one online read, one ranker call."""
-        version, results, errors = self._recommend(list(dict.fromkeys(request.customer_ids)), request.k,
-                                                   request.exclude_owned)
+        version, results, errors = self._recommend(
+            list(dict.fromkeys(request.customer_ids)), request.k, request.exclude_owned
+        )
         return {"model_version": version, "as_of": self.as_of.isoformat(), "results": results, "errors": errors}
 
     def _recommend(self, ids: list[str], k: int, exclude_owned: bool) -> tuple[str, list[dict], list[dict]]:
@@ -266,12 +292,30 @@ class CustomerScores:
         model, version = self.champions.get("next_best_product")
         online = self._online([*self._refs("next_best_product_v1"), "consent_state:consent_profiling"], ids)
         keep, errors = self._gate(ids, online)
-        features = {ids[i]: {name: np.nan if _missing(v[i]) else float(v[i]) for name, v in online.items() if name != "customer_id"}
-                    for i in keep}
-        recs = self.candidate_index.recommend_many(model, features, k, self.catalogue_ids, exclude_owned) if keep else {}
-        results = [{"customer_id": c, "products": [{"product_id": r.product_id, "category": r.category,
-                                                    "score": round(float(r.score), 6), "rank": int(r.rank)}
-                                                   for r in ranked.itertuples()]} for c, ranked in recs.items()]
+        features = {
+            ids[i]: {
+                name: np.nan if _missing(v[i]) else float(v[i]) for name, v in online.items() if name != "customer_id"
+            }
+            for i in keep
+        }
+        recs = (
+            self.candidate_index.recommend_many(model, features, k, self.catalogue_ids, exclude_owned) if keep else {}
+        )
+        results = [
+            {
+                "customer_id": c,
+                "products": [
+                    {
+                        "product_id": r.product_id,
+                        "category": r.category,
+                        "score": round(float(r.score), 6),
+                        "rank": int(r.rank),
+                    }
+                    for r in ranked.itertuples()
+                ],
+            }
+            for c, ranked in recs.items()
+        ]
         return version, results, errors
 
     @bentoml.api
@@ -292,42 +336,66 @@ class CustomerScores:
         if keep:
             consent_cols = set(self.views["consent_state"])
             rows = _float_frame({k: [v[i] for i in keep] for k, v in online.items() if k not in consent_cols})
-            pairs = pd.DataFrame({"customer_id": rows["customer_id"], "campaign_id": request.campaign_id,
-                                  "event_timestamp": self.as_of})
+            pairs = pd.DataFrame(
+                {"customer_id": rows["customer_id"], "campaign_id": request.campaign_id, "event_timestamp": self.as_of}
+            )
             camp = campaign_features(pairs, self.campaigns.reset_index(), self.lines).drop(columns=["event_timestamp"])
             frame = rows.merge(camp, on="customer_id", how="left")
             allowed = np.array([_channel_allowed(channel, online, i) for i in keep], dtype=bool)
             out = decisions(model.predict_outcomes(frame), request.min_uplift, contactable=allowed)
             total = float(out["expected_incremental_conversions"].sum())
-            scores = [{"customer_id": c, "campaign_id": request.campaign_id,
-                       "p_respond_treated": round(float(o.p_treated), 6), "p_respond_control": round(float(o.p_control), 6),
-                       "uplift": round(float(o.uplift), 6), "contactable": bool(a), "target": bool(o.target),
-                       "expected_incremental_conversions": round(float(o.expected_incremental_conversions), 6)}
-                      for c, o, a in zip(frame["customer_id"], out.itertuples(), allowed)]
-        return {"scores": scores, "model_version": version, "channel": channel,
-                "expected_incremental_conversions": round(total, 4), "errors": errors}
+            scores = [
+                {
+                    "customer_id": c,
+                    "campaign_id": request.campaign_id,
+                    "p_respond_treated": round(float(o.p_treated), 6),
+                    "p_respond_control": round(float(o.p_control), 6),
+                    "uplift": round(float(o.uplift), 6),
+                    "contactable": bool(a),
+                    "target": bool(o.target),
+                    "expected_incremental_conversions": round(float(o.expected_incremental_conversions), 6),
+                }
+                for c, o, a in zip(frame["customer_id"], out.itertuples(), allowed)
+            ]
+        return {
+            "scores": scores,
+            "model_version": version,
+            "channel": channel,
+            "expected_incremental_conversions": round(total, 4),
+            "errors": errors,
+        }
 
     @bentoml.api
     def profile(self, request: ProfileRequest, /) -> dict:
         """The unified profile: every feature view's latest values, the latest scores, consent."""
         refs = [f"{view}:{f}" for view, fields in self.views.items() for f in fields]
-        online = self.store.get_online_features(features=refs, entity_rows=[{"customer_id": request.customer_id}],
-                                                full_feature_names=True).to_dict()
+        online = self.store.get_online_features(
+            features=refs, entity_rows=[{"customer_id": request.customer_id}], full_feature_names=True
+        ).to_dict()
         values = {ref: online[ref.replace(":", "__")][0] for ref in refs}
         if _missing(values["customer_profile:tenure_days"]):
             raise NotFound(f"customer_id: unknown customer '{request.customer_id}' (no profile in the online store)")
         clean = {ref: None if _missing(v) else v for ref, v in values.items()}
         grouped = {view: {f: clean[f"{view}:{f}"] for f in fields} for view, fields in self.views.items()}
-        consent = {f.removeprefix("consent_"): None if v is None else bool(v)
-                   for f, v in grouped.pop("consent_state").items()}
+        consent = {
+            f.removeprefix("consent_"): None if v is None else bool(v) for f, v in grouped.pop("consent_state").items()
+        }
         scores = {family: grouped.pop(family) for family in list(grouped) if family.endswith("_scores")}
-        return {"customer_id": request.customer_id, "as_of": self.as_of.isoformat(), "features": grouped,
-                "scores": scores, "consent": consent}
+        return {
+            "customer_id": request.customer_id,
+            "as_of": self.as_of.isoformat(),
+            "features": grouped,
+            "scores": scores,
+            "consent": consent,
+        }
 
     @bentoml.api(route="/healthz")
     def healthz(self) -> dict:
-        return {"status": "ok", "online_store": self.store.config.online_store.type,
-                **{f"{name}_model_version": v for name, (_, v) in self.champions.models.items()}}
+        return {
+            "status": "ok",
+            "online_store": self.store.config.online_store.type,
+            **{f"{name}_model_version": v for name, (_, v) in self.champions.models.items()},
+        }
 
 
 def _float_frame(columns: dict[str, list]):
@@ -342,8 +410,11 @@ def _float_frame(columns: dict[str, list]):
 
 def _channel_allowed(channel: str, online: dict, i: int) -> bool:
     """Consent for the campaign's channel from the online consent features (1 granted)."""
-    column = {"email": "consent_email_marketing", "sms": "consent_sms_marketing",
-              "paid_display": "consent_third_party_sharing"}.get(channel)
+    column = {
+        "email": "consent_email_marketing",
+        "sms": "consent_sms_marketing",
+        "paid_display": "consent_third_party_sharing",
+    }.get(channel)
     if column is None:  # push: no consent purpose in the contract
         return True
     value = online[column][i]

@@ -3,6 +3,7 @@
 Time inside the generator is int64 seconds since the Unix epoch (UTC); rates are per day.
 Raw files carry ISO-8601 strings ("2025-03-04T10:22:31Z"), built here without Python loops.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -48,12 +49,13 @@ def fixed_width(chars: np.ndarray, valid: np.ndarray | None = None) -> pa.String
     validity = None
     if valid is not None and not valid.all():
         validity = pa.py_buffer(np.packbits(valid.astype(np.uint8), bitorder="little"))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets),
-                                       pa.py_buffer(np.ascontiguousarray(chars)), validity)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars)), validity)
 
 
-_TOD = np.frombuffer("".join(f"{h:02d}:{m:02d}:{s:02d}Z" for h in range(24) for m in range(60)
-                             for s in range(60)).encode(), dtype=np.uint8).reshape(86_400, 9)
+_TOD = np.frombuffer(
+    "".join(f"{h:02d}:{m:02d}:{s:02d}Z" for h in range(24) for m in range(60) for s in range(60)).encode(),
+    dtype=np.uint8,
+).reshape(86_400, 9)
 
 
 def iso_timestamps(seconds: np.ndarray, valid: np.ndarray | None = None) -> pa.StringArray:

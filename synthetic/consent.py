@@ -4,6 +4,7 @@ In: `Population`, `Identities`. Out: a `ConsentLog` (events recorded against ide
 written: email, phone, account_id, card_id) and per-person state per purpose, which campaign
 targeting reads and campaign unsubscribes update. The latest event at or before t decides.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,17 +14,17 @@ import pyarrow as pa
 
 from .common import bools, iso_timestamps, number_ids, present, rng_for, strings
 from .identities import NEVER, Identities
-from .variants import PHONE_FORM, phones_as_written
 from .people import Population
+from .variants import PHONE_FORM, phones_as_written
 
-GRANT_RATE = {"email_marketing": 0.70, "sms_marketing": 0.40, "profiling": 0.90,
-              "third_party_sharing": 0.30}
+GRANT_RATE = {"email_marketing": 0.70, "sms_marketing": 0.40, "profiling": 0.90, "third_party_sharing": 0.30}
 SIGNUP_SOURCE = np.array(["store", "web_form", "app"], dtype=object)
 
 
 @dataclass
 class ConsentState:
     """Per person: consent holds at t iff granted_s <= t and not withdraw_s <= t < regrant_s."""
+
     granted_s: np.ndarray
     withdraw_s: np.ndarray
     regrant_s: np.ndarray
@@ -37,31 +38,45 @@ class ConsentLog:
     states: dict[str, ConsentState]
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
 
-    def add(self, person: np.ndarray, time_s: np.ndarray, identifier: np.ndarray, id_type: str,
-            purpose: str, granted: np.ndarray | bool, source: np.ndarray | str) -> None:
+    def add(
+        self,
+        person: np.ndarray,
+        time_s: np.ndarray,
+        identifier: np.ndarray,
+        id_type: str,
+        purpose: str,
+        granted: np.ndarray | bool,
+        source: np.ndarray | str,
+    ) -> None:
         k = len(person)
-        self.parts.append({
-            "person": np.asarray(person), "time": np.asarray(time_s, dtype=np.int64),
-            "identifier": np.asarray(identifier, dtype=object), "type": np.full(k, id_type, dtype=object),
-            "purpose": np.full(k, purpose, dtype=object),
-            "granted": np.broadcast_to(np.asarray(granted, dtype=bool), (k,)).copy(),
-            "source": np.broadcast_to(np.asarray(source, dtype=object), (k,)).copy(),
-        })
+        self.parts.append(
+            {
+                "person": np.asarray(person),
+                "time": np.asarray(time_s, dtype=np.int64),
+                "identifier": np.asarray(identifier, dtype=object),
+                "type": np.full(k, id_type, dtype=object),
+                "purpose": np.full(k, purpose, dtype=object),
+                "granted": np.broadcast_to(np.asarray(granted, dtype=bool), (k,)).copy(),
+                "source": np.broadcast_to(np.asarray(source, dtype=object), (k,)).copy(),
+            }
+        )
 
     def table(self) -> pa.Table:
         """The raw consent_events table (sorted by time) with a hidden `_person` column."""
         cols = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
         order = np.lexsort((cols["person"], cols["time"]))
-        return pa.table({
-            "event_id": number_ids("CE", np.arange(1, len(order) + 1), 9),
-            "occurred_at": iso_timestamps(cols["time"][order]),
-            "identifier": strings(cols["identifier"][order]),
-            "identifier_type": strings(cols["type"][order]),
-            "purpose": strings(cols["purpose"][order]),
-            "granted": bools(cols["granted"][order]),
-            "source": strings(cols["source"][order]),
-            "_person": pa.array(cols["person"][order].astype(np.int32)),
-        })
+        return pa.table(
+            {
+                "event_id": number_ids("CE", np.arange(1, len(order) + 1), 9),
+                "occurred_at": iso_timestamps(cols["time"][order]),
+                "identifier": strings(cols["identifier"][order]),
+                "identifier_type": strings(cols["type"][order]),
+                "purpose": strings(cols["purpose"][order]),
+                "granted": bools(cols["granted"][order]),
+                "source": strings(cols["source"][order]),
+                "_person": pa.array(cols["person"][order].astype(np.int32)),
+            }
+        )
 
 
 def make_consent(pop: Population, ids: Identities, seed: int, stop_s: int) -> ConsentLog:
@@ -95,25 +110,28 @@ def make_consent(pop: Population, ids: Identities, seed: int, stop_s: int) -> Co
         regranted = withdrawn & (rng.random(n) < 0.20)
         r_s = w_s + (rng.random(n) * np.maximum(stop_s - w_s, 1)).astype(np.int64)
         types = np.broadcast_to(np.asarray(id_type, dtype=object), (n,))
-        for mask, when, value, src in ((granted | refused, t0, granted, source),
-                                       (withdrawn, w_s, False, "web_form"),
-                                       (regranted, r_s, True, "web_form")):
+        for mask, when, value, src in (
+            (granted | refused, t0, granted, source),
+            (withdrawn, w_s, False, "web_form"),
+            (regranted, r_s, True, "web_form"),
+        ):
             for t in np.unique(types[mask]):
                 m = mask & (types == t)
                 val = value[m] if isinstance(value, np.ndarray) else value
                 s = src[m] if isinstance(src, np.ndarray) else src
                 log.add(np.flatnonzero(m), when[m], ident[m], str(t), purpose, val, s)
-        if purpose == "profiling":       # card holders with an account also consent on the card
+        if purpose == "profiling":  # card holders with an account also consent on the card
             both = granted & has_acct & has_card & (rng.random(n) < 0.5)
-            log.add(np.flatnonzero(both), ids.card1_s[both], ids.card1[both], "card_id", purpose,
-                    True, "store")
-        log.states[purpose] = ConsentState(np.where(granted, t0, NEVER), np.where(withdrawn, w_s, NEVER),
-                                           np.where(regranted, r_s, NEVER))
+            log.add(np.flatnonzero(both), ids.card1_s[both], ids.card1[both], "card_id", purpose, True, "store")
+        log.states[purpose] = ConsentState(
+            np.where(granted, t0, NEVER), np.where(withdrawn, w_s, NEVER), np.where(regranted, r_s, NEVER)
+        )
     return log
 
 
-def record_unsubscribe(log: ConsentLog, purpose: str, person: np.ndarray, time_s: np.ndarray,
-                       identifier: np.ndarray, id_type: np.ndarray) -> None:
+def record_unsubscribe(
+    log: ConsentLog, purpose: str, person: np.ndarray, time_s: np.ndarray, identifier: np.ndarray, id_type: np.ndarray
+) -> None:
     """A campaign unsubscribe: a withdrawal event and the person's state updated from then on."""
     for t in np.unique(id_type):
         m = id_type == t

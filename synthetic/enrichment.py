@@ -6,6 +6,7 @@ Each vendor covers part of the people; each covered person has 1-4 records with 
 the trimmed, lower-cased email as written in one of the person's identity records. Facts are
 true as of `as_of` (age, postcode before a move) with vendor-specific noise.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,16 @@ from .reference import ENRICHMENT_VENDORS, INCOME_BANDS
 
 COVERAGE = {"acme_data": 0.42, "datacorp": 0.32}
 ACCURACY = {"acme_data": 0.92, "datacorp": 0.78}
-LIFE_STAGES = ("young_single", "young_couple", "single", "couple", "family_young_kids",
-               "family_teens", "empty_nester", "retired")
+LIFE_STAGES = (
+    "young_single",
+    "young_couple",
+    "single",
+    "couple",
+    "family_young_kids",
+    "family_teens",
+    "empty_nester",
+    "retired",
+)
 
 
 def _life_stage(age: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -43,14 +52,20 @@ def make_enrichment(pop: Population, ids: Identities, seed: int, start_s: int, s
     first = np.concatenate([[0], np.cumsum(count)[:-1]])
     # latent household facts
     age_now = (stop_s // DAY - pop.dob_day) / 365.25
-    hh_size = np.where(age_now < 30, rng.choice([1, 2, 3], n, p=[0.6, 0.3, 0.1]),
-                       np.where(age_now < 50,
-                                rng.choice([1, 2, 3, 4, 5], n, p=[0.25, 0.25, 0.25, 0.17, 0.08]),
-                                rng.choice([1, 2, 3], n, p=[0.35, 0.55, 0.10])))
+    hh_size = np.where(
+        age_now < 30,
+        rng.choice([1, 2, 3], n, p=[0.6, 0.3, 0.1]),
+        np.where(
+            age_now < 50,
+            rng.choice([1, 2, 3, 4, 5], n, p=[0.25, 0.25, 0.25, 0.17, 0.08]),
+            rng.choice([1, 2, 3], n, p=[0.35, 0.55, 0.10]),
+        ),
+    )
     in_house = pop.household >= 0
     hh_size[in_house] = np.maximum(hh_size[in_house], 2)
-    income = np.clip(np.round(2.3 + 1.1 * rng.standard_normal(n) - 1.5 * (pop.price_sens - 0.5)
-                              + 0.02 * (age_now - 40)), 0, 5).astype(int)
+    income = np.clip(
+        np.round(2.3 + 1.1 * rng.standard_normal(n) - 1.5 * (pop.price_sens - 0.5) + 0.02 * (age_now - 40)), 0, 5
+    ).astype(int)
     owner_p = 1 / (1 + np.exp(-(-1.5 + 0.07 * (age_now - 30) + 0.4 * (income - 2.5))))
     home_owner = rng.random(n) < owner_p
     car_owner = rng.random(n) < np.where(np.isin(pop.metro, (0, 8)), 0.45, 0.82)
@@ -61,8 +76,8 @@ def make_enrichment(pop: Population, ids: Identities, seed: int, start_s: int, s
         p = np.repeat(person, reps)
         k = len(p)
         pick = first[person] + (rng.random(len(person)) * count[person]).astype(np.int64)
-        email = np.repeat(we[pick], reps)             # one email per (person, vendor)
-        oldest = start_s - 4 * 365 * DAY                # some facts are years old
+        email = np.repeat(we[pick], reps)  # one email per (person, vendor)
+        oldest = start_s - 4 * 365 * DAY  # some facts are years old
         as_of = oldest + (rng.random(k) * (stop_s - oldest)).astype(np.int64)
         as_of = as_of // DAY * DAY
         age = (as_of // DAY - pop.dob_day[p]) / 365.25
@@ -70,33 +85,41 @@ def make_enrichment(pop: Population, ids: Identities, seed: int, start_s: int, s
         size = np.where(wrong, rng.integers(1, 6, k), hh_size[p])
         inc = np.clip(income[p] - ((stop_s - as_of) / DAY / 365 / 6).astype(int), 0, 5)
         inc = np.where(rng.random(k) > ACCURACY[vendor], rng.integers(0, 6, k), inc)
-        stage = np.where(rng.random(k) > ACCURACY[vendor], rng.integers(0, len(LIFE_STAGES), k),
-                         _life_stage(age, size))
+        stage = np.where(rng.random(k) > ACCURACY[vendor], rng.integers(0, len(LIFE_STAGES), k), _life_stage(age, size))
         stale_addr = pop.moved[p] & (as_of < pop.move_s[p])
         postcode = np.where(stale_addr, pop.old_postcode[p], pop.postcode[p])
         flip = rng.random(k) > ACCURACY[vendor]
-        parts.append({
-            "vendor": np.full(k, vendor, dtype=object), "as_of": as_of, "email": email, "person": p,
-            "postcode": postcode, "household_size": size.astype(float),
-            "income_band": np.array(INCOME_BANDS, dtype=object)[inc],
-            "life_stage": np.array(LIFE_STAGES, dtype=object)[stage],
-            "home_owner": home_owner[p] ^ flip,
-            "car_owner": car_owner[p] ^ (rng.random(k) > ACCURACY[vendor]),
-        })
+        parts.append(
+            {
+                "vendor": np.full(k, vendor, dtype=object),
+                "as_of": as_of,
+                "email": email,
+                "person": p,
+                "postcode": postcode,
+                "household_size": size.astype(float),
+                "income_band": np.array(INCOME_BANDS, dtype=object)[inc],
+                "life_stage": np.array(LIFE_STAGES, dtype=object)[stage],
+                "home_owner": home_owner[p] ^ flip,
+                "car_owner": car_owner[p] ^ (rng.random(k) > ACCURACY[vendor]),
+            }
+        )
     cols = {key: np.concatenate([x[key] for x in parts]) for key in parts[0]}
     order = np.lexsort((cols["person"], cols["as_of"]))
     cols = {key: v[order] for key, v in cols.items()}
     k = len(order)
-    sha = np.array([hashlib.sha256(e.strip().lower().encode()).hexdigest() for e in cols["email"]],
-                   dtype=object)
+    sha = np.array([hashlib.sha256(e.strip().lower().encode()).hexdigest() for e in cols["email"]], dtype=object)
     present = lambda share: rng.random(k) > share  # noqa: E731
-    return pa.table({
-        "vendor": strings(cols["vendor"]), "as_of": iso_timestamps(cols["as_of"]),
-        "email_sha256": strings(sha), "postcode": strings(where_or_none(present(0.1), cols["postcode"])),
-        "household_size": floats(cols["household_size"], present(0.08)),
-        "income_band": strings(where_or_none(present(0.12), cols["income_band"])),
-        "life_stage": strings(where_or_none(present(0.1), cols["life_stage"])),
-        "home_owner": bools(cols["home_owner"], present(0.15)),
-        "car_owner": bools(cols["car_owner"], present(0.2)),
-        "_person": pa.array(cols["person"].astype(np.int32)),
-    })
+    return pa.table(
+        {
+            "vendor": strings(cols["vendor"]),
+            "as_of": iso_timestamps(cols["as_of"]),
+            "email_sha256": strings(sha),
+            "postcode": strings(where_or_none(present(0.1), cols["postcode"])),
+            "household_size": floats(cols["household_size"], present(0.08)),
+            "income_band": strings(where_or_none(present(0.12), cols["income_band"])),
+            "life_stage": strings(where_or_none(present(0.1), cols["life_stage"])),
+            "home_owner": bools(cols["home_owner"], present(0.15)),
+            "car_owner": bools(cols["car_owner"], present(0.2)),
+            "_person": pa.array(cols["person"].astype(np.int32)),
+        }
+    )

@@ -7,6 +7,7 @@ Row errors (ingest must quarantine the row): null_required, bad_date, bad_enum, 
 earlier row `other_row`). Not row errors (ingest nulls the identifier): malformed_email,
 malformed_phone. About 1% of rows per table; tables under 1000 rows only get duplicate_row.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,11 +18,17 @@ from cdp.ingest.contract import TABLES
 
 ROW_ERRORS = ("null_required", "bad_date", "bad_enum", "duplicate_row", "duplicate_id")
 IDENTIFIER_KINDS = ("malformed_email", "malformed_phone")
-BAD_DATES = ("2024-13-45", "not a date", "31/02/2025", "2025-02-30T10:00:00Z", "0000-00-00 00:00:00",
-             "yesterday")
+BAD_DATES = ("2024-13-45", "not a date", "31/02/2025", "2025-02-30T10:00:00Z", "0000-00-00 00:00:00", "yesterday")
 BAD_ENUMS = ("kiosk", "fax", "tv", "carrier_pigeon", "legacy", "holdout", "purchase")
-MALFORMED_EMAILS = ("john.doe@@mail", "n/a", "john at gmail", "jane.doe@", "@gmail.com",
-                    "jane doe@gmail.com", "mary.smith@gmail")
+MALFORMED_EMAILS = (
+    "john.doe@@mail",
+    "n/a",
+    "john at gmail",
+    "jane.doe@",
+    "@gmail.com",
+    "jane doe@gmail.com",
+    "mary.smith@gmail",
+)
 MALFORMED_PHONES = ("12", "call me", "555", "n/a", "123-45", "none given", "+1 (0) 12")
 SMALL_TABLE = 1000
 
@@ -42,22 +49,22 @@ class _Edits:
             col = table.column(column).combine_chunks()
             rows = np.array(sorted(cells), dtype=np.int64)
             mask = np.zeros(len(col), dtype=bool)
-            mask[rows] = True                    # replace_with_mask fills in row order
+            mask[rows] = True  # replace_with_mask fills in row order
             repl = pa.array([cells[r] for r in rows.tolist()], type=col.type)
             new = pc.replace_with_mask(col, pa.array(mask), repl)
             table = table.set_column(table.schema.get_field_index(column), column, new)
         return table
 
 
-def make_dirty(name: str, table: pa.Table, rng: np.random.Generator,
-               rate: float = 0.01) -> tuple[pa.Table, dict[str, list]]:
+def make_dirty(
+    name: str, table: pa.Table, rng: np.random.Generator, rate: float = 0.01
+) -> tuple[pa.Table, dict[str, list]]:
     """Inject ~`rate` dirty rows of every applicable kind; returns (table, truth columns)."""
     spec = TABLES[name]
     n = table.num_rows
     out: dict[str, list] = {"row": [], "kind": [], "column": [], "other_row": []}
 
-    def note(rows: np.ndarray | list, kind: str, column: str | np.ndarray,
-             other: np.ndarray | None = None) -> None:
+    def note(rows: np.ndarray | list, kind: str, column: str | np.ndarray, other: np.ndarray | None = None) -> None:
         out["row"] += list(rows)
         out["kind"] += [kind] * len(rows)
         out["column"] += list(column) if isinstance(column, (list, np.ndarray)) else [column] * len(rows)
@@ -68,15 +75,19 @@ def make_dirty(name: str, table: pa.Table, rng: np.random.Generator,
     dup_count = 1
     if n >= SMALL_TABLE:
         req_ts = [c for c in spec.timestamps if c in spec.required]
-        kinds = ["null_required", "duplicate_row"] + (["bad_date"] if req_ts else []) + \
-            (["bad_enum"] if spec.enums else []) + (["duplicate_id"] if spec.primary_key else [])
+        kinds = (
+            ["null_required", "duplicate_row"]
+            + (["bad_date"] if req_ts else [])
+            + (["bad_enum"] if spec.enums else [])
+            + (["duplicate_id"] if spec.primary_key else [])
+        )
         per_kind = max(1, round(rate * n / len(kinds)))
         dup_count = per_kind
         in_place = [k for k in kinds if k != "duplicate_row"]
         rows = rng.choice(n, per_kind * len(in_place), replace=False)
         used[rows] = True
         for j, kind in enumerate(in_place):
-            r = np.sort(rows[j * per_kind:(j + 1) * per_kind])
+            r = np.sort(rows[j * per_kind : (j + 1) * per_kind])
             if kind == "null_required":
                 cols = np.array(spec.required, dtype=object)[rng.integers(0, len(spec.required), len(r))]
                 for c in np.unique(cols):
@@ -96,7 +107,7 @@ def make_dirty(name: str, table: pa.Table, rng: np.random.Generator,
                     bad = [v for v in BAD_ENUMS if v not in spec.enums[c]]
                     edits.set(c, m, [bad[i] for i in rng.integers(0, len(bad), len(m))])
                 note(r, kind, cols)
-            else:                                   # duplicate_id: reuse the key of an earlier clean row
+            else:  # duplicate_id: reuse the key of an earlier clean row
                 r = r[r > 0]
                 src = (rng.random(len(r)) * r).astype(np.int64)
                 for _ in range(20):
@@ -108,8 +119,10 @@ def make_dirty(name: str, table: pa.Table, rng: np.random.Generator,
                     edits.set(c, r, values)
                 note(r, kind, ",".join(spec.primary_key), src)
         # malformed identifiers on otherwise valid rows
-        for kind, columns, pool in (("malformed_email", spec.emails, MALFORMED_EMAILS),
-                                    ("malformed_phone", spec.phones, MALFORMED_PHONES)):
+        for kind, columns, pool in (
+            ("malformed_email", spec.emails, MALFORMED_EMAILS),
+            ("malformed_phone", spec.phones, MALFORMED_PHONES),
+        ):
             for c in columns:
                 ok = np.flatnonzero(table.column(c).is_valid().to_numpy(zero_copy_only=False) & ~used)
                 if not len(ok):
@@ -123,7 +136,7 @@ def make_dirty(name: str, table: pa.Table, rng: np.random.Generator,
     clean = np.flatnonzero(~used)
     src = np.sort(rng.choice(clean, min(dup_count, len(clean)), replace=False))
     points = np.unique(np.concatenate([[n], rng.integers(1, n + 1, min(20, len(src)))]))
-    at = points[np.searchsorted(points, src + 1)]           # first insertion point after the source
+    at = points[np.searchsorted(points, src + 1)]  # first insertion point after the source
     pieces, start, pos = [], 0, np.empty(n + len(src), dtype=np.int64)
     offset = 0
     for point in points:

@@ -13,6 +13,7 @@ after). Churned at s: P0 = exp(-rT). Campaign effects (treated sends only) are e
 a negative send thins natural orders in its 14-day window by a factor (1-k) (piecewise rates),
 a positive send adds one extra order with probability q at a uniform time in its window.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,9 @@ import pandas as pd
 from .common import DAY, RESPONSE_WINDOW_DAYS
 
 
-def p_no_order(lam: np.ndarray, r: np.ndarray, h: np.ndarray, days: float | np.ndarray,
-               alive: np.ndarray) -> np.ndarray:
+def p_no_order(
+    lam: np.ndarray, r: np.ndarray, h: np.ndarray, days: float | np.ndarray, alive: np.ndarray
+) -> np.ndarray:
     """Closed form P(no order in the next `days`) with constant rates (see module docstring)."""
     lam, r, h = (np.asarray(x, dtype=float) for x in (lam, r, h))
     t = np.broadcast_to(np.asarray(days, dtype=float), lam.shape)
@@ -33,9 +35,16 @@ def p_no_order(lam: np.ndarray, r: np.ndarray, h: np.ndarray, days: float | np.n
     return np.where(np.asarray(alive, dtype=bool), p_alive, np.exp(-r * t))
 
 
-def p_no_order_piecewise(lam: np.ndarray, r: np.ndarray, h: np.ndarray, days: float,
-                         alive: np.ndarray, win_lo: np.ndarray, win_hi: np.ndarray,
-                         mult: np.ndarray) -> np.ndarray:
+def p_no_order_piecewise(
+    lam: np.ndarray,
+    r: np.ndarray,
+    h: np.ndarray,
+    days: float,
+    alive: np.ndarray,
+    win_lo: np.ndarray,
+    win_hi: np.ndarray,
+    mult: np.ndarray,
+) -> np.ndarray:
     """Like `p_no_order` with natural rates multiplied by `mult` inside windows.
 
     win_lo, win_hi, mult: (n, W) offsets in days within [0, days], windows sorted and not
@@ -50,8 +59,8 @@ def p_no_order_piecewise(lam: np.ndarray, r: np.ndarray, h: np.ndarray, days: fl
     edges[:, -1] = days
     seg_mult = np.ones((n, 2 * w + 1))
     seg_mult[:, 1::2] = mult
-    big_m = np.zeros(n)              # integral of m from 0 to the segment start
-    integral = np.zeros(n)           # integral_0^u e^{-h u' - (lam-r) M(u')} du'
+    big_m = np.zeros(n)  # integral of m from 0 to the segment start
+    integral = np.zeros(n)  # integral_0^u e^{-h u' - (lam-r) M(u')} du'
     for j in range(2 * w + 1):
         length = np.maximum(edges[:, j + 1] - edges[:, j], 0.0)
         m = seg_mult[:, j]
@@ -64,9 +73,13 @@ def p_no_order_piecewise(lam: np.ndarray, r: np.ndarray, h: np.ndarray, days: fl
     return np.where(alive, p_alive, np.exp(-r * big_m))
 
 
-def true_churn_probability(persons: pd.DataFrame, person_ids: np.ndarray | pd.Series | list,
-                           snapshot_ts: str | pd.Timestamp | np.ndarray | pd.Series,
-                           horizon_days: float = 90, sends: pd.DataFrame | None = None) -> np.ndarray:
+def true_churn_probability(
+    persons: pd.DataFrame,
+    person_ids: np.ndarray | pd.Series | list,
+    snapshot_ts: str | pd.Timestamp | np.ndarray | pd.Series,
+    horizon_days: float = 90,
+    sends: pd.DataFrame | None = None,
+) -> np.ndarray:
     """P(no order in (s, s+horizon] | latent state at s) for each person id.
 
     `snapshot_ts` is one timestamp or one per id. NaN for people who signed up after s.
@@ -99,11 +112,18 @@ def _seconds(ts: str | pd.Timestamp | np.ndarray | pd.Series, n: int) -> np.ndar
     return ((values - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
-def _with_sends(lam: np.ndarray, r: np.ndarray, h: np.ndarray, alive: np.ndarray, s: np.ndarray,
-                horizon: float, pid: np.ndarray, sends: pd.DataFrame) -> np.ndarray:
+def _with_sends(
+    lam: np.ndarray,
+    r: np.ndarray,
+    h: np.ndarray,
+    alive: np.ndarray,
+    s: np.ndarray,
+    horizon: float,
+    pid: np.ndarray,
+    sends: pd.DataFrame,
+) -> np.ndarray:
     """Rows may repeat a person (one row per snapshot): sends are matched to every row."""
-    treated = sends.loc[sends["group"] == "treatment",
-                        ["person_id", "sent_at", "extra_order_prob", "natural_thinning"]]
+    treated = sends.loc[sends["group"] == "treatment", ["person_id", "sent_at", "extra_order_prob", "natural_thinning"]]
     rows = pd.DataFrame({"person_id": pid, "pos": np.arange(len(pid))})
     t = rows.merge(treated, on="person_id", how="inner")
     pos = t["pos"].to_numpy()

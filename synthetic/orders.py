@@ -5,6 +5,7 @@ Out: the raw `orders` and `order_lines` tables (Arrow; orders with a hidden `_pe
 truth/orders_truth. Natural order times come from `natural_orders`: a Poisson process at the
 alive rate from signup to churn and at the residual rate after churn, inside the window.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ import pyarrow as pa
 from .catalog import Catalog, sample_in_category, sample_products
 from .common import DAY, floats, iso_timestamps, number_ids, present, strings, take, where_or_none
 from .identities import Identities
-from .variants import EMAIL_STYLE_FORM, PHONE_POS, emails_as_written, phones_as_written
 from .people import CHANNELS, Population
 from .reference import COUPON_CODES
+from .variants import EMAIL_STYLE_FORM, PHONE_POS, emails_as_written, phones_as_written
 
 ALIVE, RESIDUAL, CAMPAIGN = 0, 1, 2
 ORIGINS = ("alive", "residual", "campaign")
@@ -28,8 +29,8 @@ class OrderEvents:
     person: np.ndarray
     time_s: np.ndarray
     origin: np.ndarray
-    campaign: np.ndarray          # campaign index for campaign-driven orders, else -1
-    send: np.ndarray              # send number for campaign-driven orders, else -1
+    campaign: np.ndarray  # campaign index for campaign-driven orders, else -1
+    send: np.ndarray  # send number for campaign-driven orders, else -1
 
 
 def _poisson_times(rng: np.random.Generator, rate: np.ndarray, lo: np.ndarray, hi: np.ndarray):
@@ -52,8 +53,14 @@ def natural_orders(rng: np.random.Generator, pop: Population, start_s: int, stop
     return OrderEvents(person, np.concatenate([ta, td]), origin, np.full(k, -1), np.full(k, -1))
 
 
-def build_orders(rng: np.random.Generator, pop: Population, ids: Identities, catalog: Catalog,
-                 ev: OrderEvents, campaign_category: np.ndarray) -> tuple[pa.Table, pa.Table, dict]:
+def build_orders(
+    rng: np.random.Generator,
+    pop: Population,
+    ids: Identities,
+    catalog: Catalog,
+    ev: OrderEvents,
+    campaign_category: np.ndarray,
+) -> tuple[pa.Table, pa.Table, dict]:
     """Render order events as orders + lines; returns (orders, order_lines, truth columns)."""
     order = np.lexsort((ev.person, ev.time_s))
     p, t, origin = ev.person[order], ev.time_s[order], ev.origin[order]
@@ -80,13 +87,13 @@ def build_orders(rng: np.random.Generator, pop: Population, ids: Identities, cat
     guest = np.flatnonzero(~store & ~acct_email)
     has_e2 = present(pop.email2)
     alt = has_e2[p[guest]] & (rng.random(len(guest)) < 0.15)
-    email[guest] = emails_as_written(rng, np.where(alt, pop.email2[p[guest]], pop.email[p[guest]]),
-                                     EMAIL_STYLE_FORM)
+    email[guest] = emails_as_written(rng, np.where(alt, pop.email2[p[guest]], pop.email[p[guest]]), EMAIL_STYLE_FORM)
     email[rng.random(k) < 0.01] = None
     second = ids.card2_s[p] <= t
     card_used = store & (ids.card1_s[p] <= t) & (rng.random(k) < 0.8)
     card = pa.array(np.concatenate([ids.card1, ids.card2]), type=pa.string()).take(
-        pa.array(p + n * second, mask=~card_used))
+        pa.array(p + n * second, mask=~card_used)
+    )
     placeholder = np.array(stores.placeholder, dtype=object)
     is_ph_store = present(placeholder)[store_idx]
     u = rng.random(k)
@@ -118,24 +125,38 @@ def build_orders(rng: np.random.Generator, pop: Population, ids: Identities, cat
     disc = np.where(promo[line_order], np.round(qty * unit * pct[line_order], 2), 0.0)
     gross = np.bincount(line_order, qty * unit, minlength=k)
     discount = np.round(np.bincount(line_order, disc, minlength=k), 2)
-    coupon = where_or_none(promo & (rng.random(k) < 0.75),
-                           np.array(COUPON_CODES, dtype=object)[rng.integers(0, len(COUPON_CODES), k)])
+    coupon = where_or_none(
+        promo & (rng.random(k) < 0.75), np.array(COUPON_CODES, dtype=object)[rng.integers(0, len(COUPON_CODES), k)]
+    )
     camp_code = np.array([f"CMP{c + 1:02d}" for c in range(max(int(camp.max()) + 1, 1))], dtype=object)
     coupon = np.where((origin == CAMPAIGN) & promo, camp_code[np.maximum(camp, 0)], coupon)
 
     order_id = number_ids("O", np.arange(1, k + 1), 9)
-    orders = pa.table({
-        "order_id": order_id, "channel": take(CHANNELS, channel),
-        "store_id": take(stores.store_id, store_idx, store),
-        "ordered_at": iso_timestamps(t), "card_id": card, "phone": strings(phone),
-        "account_id": account, "email": strings(email),
-        "total_amount": floats(np.round(gross - discount, 2)), "discount_amount": floats(discount),
-        "coupon_code": strings(coupon), "_person": pa.array(p.astype(np.int32)),
-    })
-    lines = pa.table({
-        "order_id": order_id.take(pa.array(line_order)), "line_no": floats(line_no),
-        "product_id": catalog.product_id.take(pa.array(product)), "quantity": floats(qty),
-        "unit_price": floats(unit), "discount": floats(disc),
-    })
+    orders = pa.table(
+        {
+            "order_id": order_id,
+            "channel": take(CHANNELS, channel),
+            "store_id": take(stores.store_id, store_idx, store),
+            "ordered_at": iso_timestamps(t),
+            "card_id": card,
+            "phone": strings(phone),
+            "account_id": account,
+            "email": strings(email),
+            "total_amount": floats(np.round(gross - discount, 2)),
+            "discount_amount": floats(discount),
+            "coupon_code": strings(coupon),
+            "_person": pa.array(p.astype(np.int32)),
+        }
+    )
+    lines = pa.table(
+        {
+            "order_id": order_id.take(pa.array(line_order)),
+            "line_no": floats(line_no),
+            "product_id": catalog.product_id.take(pa.array(product)),
+            "quantity": floats(qty),
+            "unit_price": floats(unit),
+            "discount": floats(disc),
+        }
+    )
     truth = {"order_id": order_id, "person": p, "time_s": t, "origin": origin, "send": send}
     return orders, lines, truth

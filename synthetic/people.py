@@ -3,6 +3,7 @@
 In: number of people, seed, the window (epoch seconds). Out: a `Population` of numpy arrays
 (one row per person) that every other generator reads; truth/persons.parquet is written from it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,15 +12,23 @@ import numpy as np
 from faker.providers.person.en_US import Provider as NameProvider
 
 from .common import DAY, rng_for, where_or_none
-from .reference import (CATEGORIES, DOT_INSENSITIVE, EMAIL_DOMAINS, METROS, PLACEHOLDER_STORES,
-                        STORES_PER_METRO, STREET_BASES, STREET_SUFFIXES)
+from .reference import (
+    CATEGORIES,
+    DOT_INSENSITIVE,
+    EMAIL_DOMAINS,
+    METROS,
+    PLACEHOLDER_STORES,
+    STORES_PER_METRO,
+    STREET_BASES,
+    STREET_SUFFIXES,
+)
 
 # churn hazard h = BASE_HAZARD * exp(B_PAIN*pain + B_PRICE*price - B_ENGAGEMENT*engagement), per day
 BASE_HAZARD = 0.0008
 B_PAIN, B_PRICE, B_ENGAGEMENT = 1.8, 0.6, 1.6
-MEDIAN_ORDER_RATE = 1 / 40          # orders per day while alive
-DEAD_RATE_SHARE = 0.03              # residual order rate after churn, as a share of the alive rate
-TENURED_SHARE = 0.40                # share of people who signed up before the window
+MEDIAN_ORDER_RATE = 1 / 40  # orders per day while alive
+DEAD_RATE_SHARE = 0.03  # residual order rate after churn, as a share of the alive rate
+TENURED_SHARE = 0.40  # share of people who signed up before the window
 HOUSEHOLD_SHARE = 0.15
 MOVER_SHARE = 0.12
 CHANNELS = ("store", "online", "app")
@@ -29,8 +38,8 @@ CHANNELS = ("store", "online", "app")
 class Stores:
     store_id: list[str]
     metro: np.ndarray
-    phone: list[str]                 # the store's own 10-digit number
-    placeholder: list[str | None]    # phone typed at checkout when the customer gives none
+    phone: list[str]  # the store's own 10-digit number
+    placeholder: list[str | None]  # phone typed at checkout when the customer gives none
 
 
 @dataclass
@@ -49,22 +58,22 @@ class Population:
     old_city: np.ndarray
     old_postcode: np.ndarray
     old_address: np.ndarray
-    household: np.ndarray            # household number, -1 for people living alone
-    home_phone: np.ndarray           # 10 digits or None (shared by a household)
+    household: np.ndarray  # household number, -1 for people living alone
+    home_phone: np.ndarray  # 10 digits or None (shared by a household)
     mobile: np.ndarray
     phone2: np.ndarray
-    email: np.ndarray                # the address as the person uses it (lower case)
+    email: np.ndarray  # the address as the person uses it (lower case)
     email2: np.ndarray
     signup_s: np.ndarray
     churn_s: np.ndarray
-    lam: np.ndarray                  # alive order rate, per day
-    r_dead: np.ndarray               # residual order rate after churn, per day
-    hazard: np.ndarray               # churn hazard, per day
+    lam: np.ndarray  # alive order rate, per day
+    r_dead: np.ndarray  # residual order rate after churn, per day
+    hazard: np.ndarray  # churn hazard, per day
     engagement: np.ndarray
     price_sens: np.ndarray
     pain: np.ndarray
-    affinity: np.ndarray             # (n, n_categories), rows sum to 1
-    pref_channel: np.ndarray         # index into CHANNELS
+    affinity: np.ndarray  # (n, n_categories), rows sum to 1
+    pref_channel: np.ndarray  # index into CHANNELS
     home_store: np.ndarray
     stores: Stores
 
@@ -95,8 +104,9 @@ def _phone_numbers(rng: np.random.Generator, area_codes: np.ndarray, taken: set[
     return out.astype(str).astype(object)
 
 
-def _emails(rng: np.random.Generator, first: np.ndarray, last: np.ndarray, birth_year: np.ndarray,
-            taken: set[str]) -> np.ndarray:
+def _emails(
+    rng: np.random.Generator, first: np.ndarray, last: np.ndarray, birth_year: np.ndarray, taken: set[str]
+) -> np.ndarray:
     """One plausible, globally unique email per person (unique up to case, gmail dots)."""
     names = np.array([d for d, _ in EMAIL_DOMAINS], dtype=object)
     w = np.array([w for _, w in EMAIL_DOMAINS])
@@ -107,10 +117,16 @@ def _emails(rng: np.random.Generator, first: np.ndarray, last: np.ndarray, birth
     f = np.array([x.lower() for x in first], dtype=object)
     l = np.array([x.lower() for x in last], dtype=object)
     local = np.empty(n, dtype=object)
-    builders = (lambda a, b, k, y: f"{a}.{b}", lambda a, b, k, y: f"{a}{b}",
-                lambda a, b, k, y: f"{a[0]}{b}", lambda a, b, k, y: f"{a}_{b}",
-                lambda a, b, k, y: f"{a}{b}{k}", lambda a, b, k, y: f"{a}.{b}{k}",
-                lambda a, b, k, y: f"{b}.{a}", lambda a, b, k, y: f"{a}{y % 100:02d}")
+    builders = (
+        lambda a, b, k, y: f"{a}.{b}",
+        lambda a, b, k, y: f"{a}{b}",
+        lambda a, b, k, y: f"{a[0]}{b}",
+        lambda a, b, k, y: f"{a}_{b}",
+        lambda a, b, k, y: f"{a}{b}{k}",
+        lambda a, b, k, y: f"{a}.{b}{k}",
+        lambda a, b, k, y: f"{b}.{a}",
+        lambda a, b, k, y: f"{a}{y % 100:02d}",
+    )
     for p, build in enumerate(builders):
         m = np.flatnonzero(pat == p)
         local[m] = [build(a, b, k, y) for a, b, k, y in zip(f[m], l[m], nn[m], birth_year[m])]
@@ -134,8 +150,9 @@ _CITY_COUNT = np.array([len(m[4]) for m in METROS])
 _STREETS = np.array([f"{b} {s}" for b in STREET_BASES for s, _ in STREET_SUFFIXES], dtype=object)
 
 
-def _addresses(rng: np.random.Generator, metro: np.ndarray,
-               zips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _addresses(
+    rng: np.random.Generator, metro: np.ndarray, zips: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(city, postcode, street line) for people living in `metro`; zips is (n_cities, 6)."""
     n = len(metro)
     city_i = _CITY_OFFSET[metro] + (rng.random(n) * _CITY_COUNT[metro]).astype(np.int64)
@@ -161,8 +178,13 @@ def make_population(n: int, seed: int, start_s: int, stop_s: int) -> Population:
     rng = rng_for(seed, "people")
     span = stop_s - start_s
     # stores and postcodes (six ZIPs per city)
-    zips = np.array([[METROS[m][3][rng.integers(0, len(METROS[m][3]))] + f"{rng.integers(1, 100):02d}"
-                      for _ in range(6)] for m in _CITY_METRO], dtype=object)
+    zips = np.array(
+        [
+            [METROS[m][3][rng.integers(0, len(METROS[m][3]))] + f"{rng.integers(1, 100):02d}" for _ in range(6)]
+            for m in _CITY_METRO
+        ],
+        dtype=object,
+    )
     n_stores = len(METROS) * STORES_PER_METRO
     store_metro = np.repeat(np.arange(len(METROS)), STORES_PER_METRO)
     taken: set[int] = set()
@@ -181,10 +203,13 @@ def make_population(n: int, seed: int, start_s: int, stop_s: int) -> Population:
     first = np.where(female, fn_f[rng.choice(len(fn_f), n, p=wf)], fn_m[rng.choice(len(fn_m), n, p=wm)])
     last = ln[rng.choice(len(ln), n, p=wl)]
     tenured = rng.random(n) < TENURED_SHARE
-    signup_s = np.where(tenured, start_s - (rng.random(n) * 5 * 365 * DAY).astype(np.int64) - 1,
-                        start_s + (rng.random(n) * (span - DAY)).astype(np.int64))
+    signup_s = np.where(
+        tenured,
+        start_s - (rng.random(n) * 5 * 365 * DAY).astype(np.int64) - 1,
+        start_s + (rng.random(n) * (span - DAY)).astype(np.int64),
+    )
     age = np.minimum(18 + rng.gamma(4.0, 6.5, n), 95)
-    age = np.maximum(age, 18.05 + (stop_s - signup_s) / DAY / 365.25)     # adult at signup
+    age = np.maximum(age, 18.05 + (stop_s - signup_s) / DAY / 365.25)  # adult at signup
     dob_day = (stop_s // DAY - age * 365.25).astype(np.int64)
     mw = np.array([m[5] for m in METROS])
     metro = rng.choice(len(METROS), n, p=mw / mw.sum())
@@ -214,7 +239,7 @@ def make_population(n: int, seed: int, start_s: int, stop_s: int) -> Population:
 
     # contact details
     codes = _area_codes(rng, metro)
-    other = rng.random(n) < 0.25          # kept a number from another city
+    other = rng.random(n) < 0.25  # kept a number from another city
     codes[other] = [int(c) for c in rng.choice([c for m in METROS for c in m[2]], other.sum())]
     mobile = _phone_numbers(rng, codes, taken)
     phone2 = np.full(n, None, dtype=object)
@@ -231,15 +256,15 @@ def make_population(n: int, seed: int, start_s: int, stop_s: int) -> Population:
     moved = (rng.random(n) < MOVER_SHARE) & ~in_house
     old_metro = np.where(rng.random(n) < 0.7, metro, rng.integers(0, len(METROS), n))
     old_city, old_postcode, old_address = _addresses(rng, old_metro, zips)
-    old_city, old_postcode, old_address = (where_or_none(moved, a)
-                                           for a in (old_city, old_postcode, old_address))
+    old_city, old_postcode, old_address = (where_or_none(moved, a) for a in (old_city, old_postcode, old_address))
 
     # latent traits and the continuous-time churn process
     engagement = rng.beta(2.0, 2.5, n)
     price_sens = rng.beta(2.0, 2.0, n)
     pain = rng.beta(1.3, 5.0, n)
-    lam = np.clip(MEDIAN_ORDER_RATE * np.exp(0.75 * rng.standard_normal(n) + 0.8 * (engagement - 0.45)),
-                  1 / 2000, 1 / 3)
+    lam = np.clip(
+        MEDIAN_ORDER_RATE * np.exp(0.75 * rng.standard_normal(n) + 0.8 * (engagement - 0.45)), 1 / 2000, 1 / 3
+    )
     hazard = BASE_HAZARD * np.exp(B_PAIN * pain + B_PRICE * price_sens - B_ENGAGEMENT * engagement)
     shares = np.array([c[0] for c in CATEGORIES.values()])
     affinity = rng.dirichlet(2.4 * shares / shares.sum(), n)
@@ -258,7 +283,37 @@ def make_population(n: int, seed: int, start_s: int, stop_s: int) -> Population:
 
     width = max(6, len(str(n)))
     person_id = np.array([f"P{i + 1:0{width}d}" for i in range(n)], dtype=object)
-    return Population(n, person_id, first, last, dob_day, metro, city, postcode, address, moved, move_s,
-                      old_city, old_postcode, old_address, household, home_phone, mobile, phone2, email,
-                      email2, signup_s, churn_s, lam, DEAD_RATE_SHARE * lam, hazard, engagement,
-                      price_sens, pain, affinity, pref_channel, home_store, stores)
+    return Population(
+        n,
+        person_id,
+        first,
+        last,
+        dob_day,
+        metro,
+        city,
+        postcode,
+        address,
+        moved,
+        move_s,
+        old_city,
+        old_postcode,
+        old_address,
+        household,
+        home_phone,
+        mobile,
+        phone2,
+        email,
+        email2,
+        signup_s,
+        churn_s,
+        lam,
+        DEAD_RATE_SHARE * lam,
+        hazard,
+        engagement,
+        price_sens,
+        pain,
+        affinity,
+        pref_channel,
+        home_store,
+        stores,
+    )

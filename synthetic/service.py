@@ -5,16 +5,16 @@ In: `Population`, `Identities`. Out: the raw `service_interactions` table (Arrow
 sentiment all rise with service_pain; nothing depends on the future churn time (the rate only
 drops after churn has happened), so the churn oracle stays an upper bound.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 
-from .common import (DAY, bools, floats, iso_timestamps, number_ids, present, rng_for, strings, take,
-                     where_or_none)
+from .common import DAY, bools, floats, iso_timestamps, number_ids, present, rng_for, strings, take, where_or_none
 from .identities import Identities
-from .variants import EMAIL_STYLE_FORM, PHONE_CRM, emails_as_written, phones_as_written
 from .people import Population
+from .variants import EMAIL_STYLE_FORM, PHONE_CRM, emails_as_written, phones_as_written
 
 CHANNELS = ("call", "email", "chat")
 REASONS = ("inquiry", "complaint", "billing", "delivery", "cancellation", "product_question")
@@ -25,7 +25,7 @@ def make_service(pop: Population, ids: Identities, seed: int, start_s: int, stop
     rng = rng_for(seed, "service")
     begin = np.maximum(pop.signup_s, start_s)
     churn = np.clip(pop.churn_s, begin, stop_s)
-    rate = (0.2 + 3.0 * pop.pain ** 1.3) / 365
+    rate = (0.2 + 3.0 * pop.pain**1.3) / 365
     n_alive = rng.poisson(rate * (churn - begin) / DAY)
     n_dead = rng.poisson(0.4 * rate * (stop_s - churn) / DAY)
     p = np.concatenate([np.repeat(np.arange(pop.n), n_alive), np.repeat(np.arange(pop.n), n_dead)])
@@ -58,13 +58,19 @@ def make_service(pop: Population, ids: Identities, seed: int, start_s: int, stop
     email = emails_as_written(rng, where_or_none(want_email, pop.email[p]), EMAIL_STYLE_FORM)
     card = where_or_none(ids.card1_s[p] <= t, ids.card1[p])
     card = where_or_none(rng.random(k) < 0.15, card)
-    return pa.table({
-        "interaction_id": number_ids("SI", np.arange(1, k + 1), 8),
-        "occurred_at": iso_timestamps(t),
-        "channel": take(CHANNELS, channel), "reason": take(REASONS, reason),
-        "resolved": bools(resolved, rng.random(k) > 0.03),
-        "sentiment": floats(sentiment, rng.random(k) > 0.05),
-        "handle_seconds": floats(handle),
-        "phone": strings(phone), "email": strings(email), "account_id": strings(account),
-        "card_id": strings(card), "_person": pa.array(p.astype(np.int32)),
-    })
+    return pa.table(
+        {
+            "interaction_id": number_ids("SI", np.arange(1, k + 1), 8),
+            "occurred_at": iso_timestamps(t),
+            "channel": take(CHANNELS, channel),
+            "reason": take(REASONS, reason),
+            "resolved": bools(resolved, rng.random(k) > 0.03),
+            "sentiment": floats(sentiment, rng.random(k) > 0.05),
+            "handle_seconds": floats(handle),
+            "phone": strings(phone),
+            "email": strings(email),
+            "account_id": strings(account),
+            "card_id": strings(card),
+            "_person": pa.array(p.astype(np.int32)),
+        }
+    )

@@ -4,6 +4,7 @@ In: a canonical value (lower-case email, 10-digit phone, first/last name) and a 
 the value as a person, a cashier or a form would write it: mixed case, gmail dots, +tags,
 padding; eight phone formats; nicknames (via the `nicknames` package), typos, swaps, case.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,16 +47,26 @@ def render_email(email: str, style: int, tag: str = "shop") -> str:
 def render_phone(digits: str, style: int) -> str:
     """A 10-digit US number in one of eight common national/international formats."""
     a, b, c = digits[:3], digits[3:6], digits[6:]
-    return (f"({a}) {b}-{c}", f"{a}-{b}-{c}", digits, f"{a}.{b}.{c}", f"+1 {a}-{b}-{c}",
-            f"1-{a}-{b}-{c}", f"+1{digits}", f"{a} {b} {c}")[style]
+    return (
+        f"({a}) {b}-{c}",
+        f"{a}-{b}-{c}",
+        digits,
+        f"{a}.{b}.{c}",
+        f"+1 {a}-{b}-{c}",
+        f"1-{a}-{b}-{c}",
+        f"+1{digits}",
+        f"{a} {b} {c}",
+    )[style]
 
 
 def emails_as_written(rng: np.random.Generator, emails: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
     """Render each email (None stays None) with a style drawn from `weights`."""
     styles = rng.choice(len(weights), len(emails), p=np.array(weights) / sum(weights))
     tags = rng.integers(0, len(EMAIL_TAGS), len(emails))
-    return np.array([None if e is None else render_email(e, s, EMAIL_TAGS[t])
-                     for e, s, t in zip(emails, styles, tags)], dtype=object)
+    return np.array(
+        [None if e is None else render_email(e, s, EMAIL_TAGS[t]) for e, s, t in zip(emails, styles, tags)],
+        dtype=object,
+    )
 
 
 def phones_as_written(rng: np.random.Generator, digits: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
@@ -74,9 +85,9 @@ def _typo(rng: np.random.Generator, name: str) -> str:
     i = int(rng.integers(1, len(name) - 1))
     kind = int(rng.integers(0, 3))
     if kind == 0:
-        return name[:i] + name[i + 1] + name[i] + name[i + 2:]
+        return name[:i] + name[i + 1] + name[i] + name[i + 2 :]
     if kind == 1:
-        return name[:i] + name[i + 1:]
+        return name[:i] + name[i + 1 :]
     return name[:i] + name[i] + name[i:]
 
 

@@ -5,6 +5,7 @@ In: `Population`, `Identities`, `Catalog`. Out: the raw `web_events` table (Arro
 at a much lower rate after churn; events inside a session are product views (by category
 affinity), searches, carts (often abandoned), wishlists and checkout starts.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,15 @@ from .identities import Identities
 from .people import Population
 from .reference import CATEGORIES, CATEGORY_NAMES
 
-EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
-               "wishlist_add", "checkout_start")
+EVENT_TYPES = (
+    "page_view",
+    "product_view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist_add",
+    "checkout_start",
+)
 NEXT_EVENT_P = (0.18, 0.42, 0.12, 0.12, 0.03, 0.05, 0.08)
 PRODUCT_EVENTS = (1, 3, 4, 5)
 DEAD_SESSION_SHARE = 0.12
@@ -32,8 +40,9 @@ def _search_terms() -> tuple[list[str], np.ndarray]:
     return terms, np.array(cat)
 
 
-def make_web_events(pop: Population, ids: Identities, catalog: Catalog, seed: int,
-                    start_s: int, stop_s: int) -> pa.Table:
+def make_web_events(
+    pop: Population, ids: Identities, catalog: Catalog, seed: int, start_s: int, stop_s: int
+) -> pa.Table:
     rng = rng_for(seed, "web")
     begin = np.maximum(pop.signup_s, start_s)
     churn = np.clip(pop.churn_s, begin, stop_s)
@@ -70,20 +79,22 @@ def make_web_events(pop: Population, ids: Identities, catalog: Catalog, seed: in
     is_search = etype == 2
     s_cat = sample_categories(rng, pop.affinity, person[is_search])
     count = np.bincount(term_cat, minlength=len(CATEGORY_NAMES))
-    offset = np.concatenate([[0], np.cumsum(count)[:-1]])       # terms are grouped by category
+    offset = np.concatenate([[0], np.cumsum(count)[:-1]])  # terms are grouped by category
     term = np.zeros(len(ev_s), dtype=np.int64)
     term[is_search] = offset[s_cat] + rng.integers(0, 1000, is_search.sum()) % count[s_cat]
     session_ids = number_ids("WS", np.arange(1, n_s + 1), 9)
     account = where_or_none(logged, ids.account[sp])
-    return pa.table({
-        "event_id": number_ids("E", np.arange(1, len(ev_s) + 1), 10),
-        "occurred_at": iso_timestamps(t),
-        "device_id": pa.array(device, type=pa.string()).take(pa.array(ev_s)),
-        "account_id": pa.array(account, type=pa.string()).take(pa.array(ev_s)),
-        "session_id": session_ids.take(pa.array(ev_s)),
-        "event_type": take(EVENT_TYPES, etype),
-        "product_id": catalog.product_id.take(pa.array(np.maximum(product, 0), mask=product < 0)),
-        "category": take(CATEGORY_NAMES, np.maximum(category, 0), category >= 0),
-        "search_query": take(terms, term, is_search),
-        "_person": pa.array(person.astype(np.int32)),
-    })
+    return pa.table(
+        {
+            "event_id": number_ids("E", np.arange(1, len(ev_s) + 1), 10),
+            "occurred_at": iso_timestamps(t),
+            "device_id": pa.array(device, type=pa.string()).take(pa.array(ev_s)),
+            "account_id": pa.array(account, type=pa.string()).take(pa.array(ev_s)),
+            "session_id": session_ids.take(pa.array(ev_s)),
+            "event_type": take(EVENT_TYPES, etype),
+            "product_id": catalog.product_id.take(pa.array(np.maximum(product, 0), mask=product < 0)),
+            "category": take(CATEGORY_NAMES, np.maximum(category, 0), category >= 0),
+            "search_query": take(terms, term, is_search),
+            "_person": pa.array(person.astype(np.int32)),
+        }
+    )

@@ -1,4 +1,5 @@
 """Shared fixture: one tiny synthetic retailer run through every stage, once per session."""
+
 from __future__ import annotations
 
 import os

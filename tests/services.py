@@ -1,12 +1,13 @@
 """Real services for tests: private redis-server and PostgreSQL instances (Debian's packages) on free ports."""
+
 from __future__ import annotations
 
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -17,9 +18,11 @@ def redis_server(port: int, workdir: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port)
@@ -61,8 +64,17 @@ def postgres_server(port: int) -> Iterator[str]:
         subprocess.run([*as_user, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(workdir / "postgres.log"),
-        "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(workdir / "postgres.log"),
+        "-o",
+        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "start",
+    )
     try:
         psql = [str(bindir / "psql"), "-h", str(sockets), "-p", str(port), "-U", "postgres", "-q", "-c"]
         run(*psql, "CREATE USER cdp PASSWORD 'cdp'")

@@ -13,6 +13,7 @@ Out: per variant the out-of-time ROC AUC / PR AUC, the lift over `without` and a
 95% interval of that lift (validation rows resampled; both models scored on the same resample),
 plus the vendor's coverage (share of validation rows with a fresh fact).
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -20,11 +21,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cdp.workspace import Workspace
-from cdp.models.churn import CHURN, labelled_entities
 from cdp.features.views import enrichment_max_age_days
 from cdp.features.views import vendor_facts as signal_vendor_facts
+from cdp.models.churn import CHURN, labelled_entities
 from cdp.training.train import build_training_set, fit, predict, split_out_of_time
+from cdp.workspace import Workspace
 
 ENRICHMENT_FEATURES = ["household_size", "income_band_rank", "home_owner", "car_owner", "enrichment_age_days"]
 
@@ -58,8 +59,9 @@ def point_in_time_facts(rows: pd.DataFrame, facts: pd.DataFrame, max_age_days: i
     return merged[ENRICHMENT_FEATURES].set_axis(rows.index)
 
 
-def paired_bootstrap(y: np.ndarray, with_score: np.ndarray, without_score: np.ndarray, n: int = 200,
-                     seed: int = 0, metric=roc_auc_score) -> tuple[float, float]:
+def paired_bootstrap(
+    y: np.ndarray, with_score: np.ndarray, without_score: np.ndarray, n: int = 200, seed: int = 0, metric=roc_auc_score
+) -> tuple[float, float]:
     """95% percentile interval of metric(with) - metric(without) over resampled validation rows."""
     rng = np.random.default_rng(seed)
     deltas = []
@@ -72,16 +74,26 @@ def paired_bootstrap(y: np.ndarray, with_score: np.ndarray, without_score: np.nd
     return float(low), float(high)
 
 
-def evaluate_enrichment(ws: Workspace, store, timeline, snapshots: list[pd.Timestamp], data_end: pd.Timestamp,
-                        bootstrap: int = 200, seed: int = 0, progress=None) -> dict:
+def evaluate_enrichment(
+    ws: Workspace,
+    store,
+    timeline,
+    snapshots: list[pd.Timestamp],
+    data_end: pd.Timestamp,
+    bootstrap: int = 200,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     spec, step = CHURN, progress or (lambda *_: None)
     facts = vendor_facts(ws, timeline)
     vendors = sorted(facts["vendor"].dropna().unique())
     step("point-in-time training set", 0, len(vendors) + 2)
     frame = build_training_set(store, spec, labelled_entities(timeline.orders, snapshots, data_end, spec))
     base = frame.drop(columns=[c for c in ENRICHMENT_FEATURES if c in frame.columns])
-    variants = {"without": base, **{v: base.join(point_in_time_facts(base, facts[facts["vendor"] == v]))
-                                    for v in vendors}}
+    variants = {
+        "without": base,
+        **{v: base.join(point_in_time_facts(base, facts[facts["vendor"] == v])) for v in vendors},
+    }
     variants["all_vendors"] = base.join(point_in_time_facts(base, facts))
     # same column order as churn_v1 (LightGBM's column sampling depends on it): all_vendors
     # then reproduces the production churn model exactly
@@ -93,16 +105,28 @@ def evaluate_enrichment(ws: Workspace, store, timeline, snapshots: list[pd.Times
         scores[name] = predict(fit(spec, train, seed), valid)
         y = valid[spec.label].to_numpy()
         coverage = float(valid["enrichment_age_days"].notna().mean()) if "enrichment_age_days" in valid else 0.0
-        results[name] = {"roc_auc": float(roc_auc_score(y, scores[name])),
-                         "pr_auc": float(average_precision_score(y, scores[name])),
-                         "coverage_valid_rows": coverage}
+        results[name] = {
+            "roc_auc": float(roc_auc_score(y, scores[name])),
+            "pr_auc": float(average_precision_score(y, scores[name])),
+            "coverage_valid_rows": coverage,
+        }
     for name in results:
         if name == "without":
             continue
         low, high = paired_bootstrap(y, scores[name], scores["without"], bootstrap, seed)
-        results[name].update(lift_roc_auc=results[name]["roc_auc"] - results["without"]["roc_auc"],
-                             lift_ci_low=low, lift_ci_high=high,
-                             lift_pr_auc=results[name]["pr_auc"] - results["without"]["pr_auc"])
-    return {"model": spec.name, "metric": "roc_auc", "bootstrap": bootstrap, "valid_rows": int(len(y)),
-            "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}", "vendors": vendors,
-            "enrichment_max_age_days": enrichment_max_age_days(), "results": results}
+        results[name].update(
+            lift_roc_auc=results[name]["roc_auc"] - results["without"]["roc_auc"],
+            lift_ci_low=low,
+            lift_ci_high=high,
+            lift_pr_auc=results[name]["pr_auc"] - results["without"]["pr_auc"],
+        )
+    return {
+        "model": spec.name,
+        "metric": "roc_auc",
+        "bootstrap": bootstrap,
+        "valid_rows": len(y),
+        "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}",
+        "vendors": vendors,
+        "enrichment_max_age_days": enrichment_max_age_days(),
+        "results": results,
+    }

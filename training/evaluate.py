@@ -1,4 +1,5 @@
 """Binary-classifier metrics and plots for out-of-time validation rows."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +7,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import (average_precision_score, brier_score_loss, precision_recall_curve,  # noqa: E402
-                             roc_auc_score, roc_curve)
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def lift_at(y_true: np.ndarray, score: np.ndarray, fraction: float = 0.1) -> float:

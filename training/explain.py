@@ -6,6 +6,7 @@ Out: `shap_summary.png` (beeswarm), `feature_importance.png` (gain, top 20) and
      `feature_importance.json` (per feature: gain share and mean |SHAP|). Only feature names
      and numbers: no customer ids, emails, phones or names ever reach these files.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import pandas as pd
 
 from cdp.training.evaluate import _save, plt
 
-MAX_ROWS = 1000   # SHAP rows (a sample of the out-of-time rows keeps this ~1 s)
+MAX_ROWS = 1000  # SHAP rows (a sample of the out-of-time rows keeps this ~1 s)
 TOP = 20
 
 
@@ -66,8 +67,9 @@ def explain(model, X: pd.DataFrame, out_dir: Path, title: str, seed: int = 0) ->
     values = sum(w * _shap_matrix(est, rows) for w, est, _ in parts)
     gain = sum(w * est.booster_.feature_importance("gain") for w, est, _ in parts)
     gain = gain / gain.sum() if gain.sum() > 0 else gain
-    table = (pd.DataFrame({"feature": features, "gain_share": gain, "mean_abs_shap": np.abs(values).mean(axis=0)})
-             .sort_values("mean_abs_shap", ascending=False, ignore_index=True))
+    table = pd.DataFrame(
+        {"feature": features, "gain_share": gain, "mean_abs_shap": np.abs(values).mean(axis=0)}
+    ).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
 
     shap.summary_plot(values, rows, feature_names=features, max_display=TOP, show=False, plot_size=(7, 6))
     fig = plt.gcf()
@@ -82,7 +84,11 @@ def explain(model, X: pd.DataFrame, out_dir: Path, title: str, seed: int = 0) ->
     paths.append(_save(fig, out_dir / "feature_importance.png"))
 
     path = out_dir / "feature_importance.json"
-    path.write_text(json.dumps({"shap_output": parts[0][2], "rows": len(rows),
-                                "features": table.round(6).to_dict(orient="records")}, indent=1))
+    path.write_text(
+        json.dumps(
+            {"shap_output": parts[0][2], "rows": len(rows), "features": table.round(6).to_dict(orient="records")},
+            indent=1,
+        )
+    )
     paths.append(path)
     return paths

@@ -12,20 +12,21 @@ Gate: both the challenger and the current champion are scored on the *challenger
      and `promotion_forced_reason`, plus the full gate outcome in the `promotion` tag.
 Out: the gate outcome dict; reports/promotion_<model>_v<version>.{json,md} in the workspace.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from cdp.workspace import Workspace
 from cdp.models.campaign_response import CAMPAIGN_RESPONSE
 from cdp.models.churn import CHURN
 from cdp.models.clv import CLV
 from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 from cdp.models.spec import ModelSpec
+from cdp.workspace import Workspace
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE, CLV)}
 Evaluator = Callable[[object], dict[str, float]]
@@ -38,7 +39,9 @@ class PromotionError(ValueError):
 def spec_for(model: str) -> ModelSpec:
     name = model.replace("-", "_")
     if name not in SPECS:
-        raise PromotionError(f"model: unknown model '{model}' (available: {', '.join(s.replace('_', '-') for s in SPECS)})")
+        raise PromotionError(
+            f"model: unknown model '{model}' (available: {', '.join(s.replace('_', '-') for s in SPECS)})"
+        )
     return SPECS[name]
 
 
@@ -48,9 +51,9 @@ def _day(value: str) -> pd.Timestamp:
 
 def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]) -> tuple[Evaluator, str]:
     """Rebuild a run's out-of-time rows from the workspace; returns (model -> metrics, description)."""
-    from cdp.pipeline import load_snapshots
-    from cdp.featurestore.store import open_store
     from cdp.features.timeline import load_timeline
+    from cdp.featurestore.store import open_store
+    from cdp.pipeline import load_snapshots
 
     snapshots, data_end = load_snapshots(ws)
     timeline, store = load_timeline(ws), open_store(ws)
@@ -62,10 +65,12 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
         valid_at = _day(params["valid_snapshot"])
         frame = build_training_set(store, spec, labelled_entities(timeline.orders, [valid_at], data_end, spec))
         y = frame[spec.label].to_numpy()
-        return (lambda model: binary_metrics(y, predict(model, frame))), f"snapshot {valid_at:%Y-%m-%d} ({len(frame)} rows)"
+        return (
+            lambda model: binary_metrics(y, predict(model, frame))
+        ), f"snapshot {valid_at:%Y-%m-%d} ({len(frame)} rows)"
     if spec.name == NEXT_BEST_PRODUCT.name:
         from cdp.models.next_best_product import catalogue, purchases_after, top_k
-        from cdp.training.ranking import K, MAX_VALID_CUSTOMERS, _eligible, _snapshot_frame, rank_metrics
+        from cdp.training.ranking import MAX_VALID_CUSTOMERS, K, _eligible, _snapshot_frame, rank_metrics
 
         valid_at, lines = _day(params["valid_snapshot"]), timeline.order_lines
         customers = _eligible(lines, valid_at, MAX_VALID_CUSTOMERS, 99)  # training's seed + 99 (seed 0)
@@ -73,8 +78,11 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
         bought = purchases_after(lines, valid_at, spec.horizon_days)
         bought = bought[bought["customer_id"].isin(customers)]
         n_items = len(stats.items)
-        return (lambda ranker: rank_metrics(top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K),
-                                            bought, n_items)), f"snapshot {valid_at:%Y-%m-%d} ({len(customers)} customers)"
+        return (
+            lambda ranker: rank_metrics(
+                top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K), bought, n_items
+            )
+        ), f"snapshot {valid_at:%Y-%m-%d} ({len(customers)} customers)"
     if spec.name == CAMPAIGN_RESPONSE.name:
         from cdp.training.uplift import build_send_set, uplift_metrics
 
@@ -83,13 +91,17 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
         held_out = params["valid_campaigns"].split(",")
         valid = frame[frame["campaign_id"].isin(held_out)]
         y, t = valid[spec.label].to_numpy(), valid["treated"].to_numpy()
-        return (lambda model: uplift_metrics(y, t, model.predict(valid))), f"campaigns {','.join(held_out)} ({len(valid)} sends)"
+        return (
+            lambda model: uplift_metrics(y, t, model.predict(valid))
+        ), f"campaigns {','.join(held_out)} ({len(valid)} sends)"
     from cdp.training.clv import clv_metrics, evaluation_set
 
     cutoff = _day(params["valid_snapshot"])
     frame = evaluation_set(store, timeline.orders, cutoff, spec.horizon_days)
     actual = frame[spec.label].to_numpy(float)
-    return (lambda model: clv_metrics(actual, model.predict(frame))), f"cutoff {cutoff:%Y-%m-%d} ({len(frame)} customers)"
+    return (
+        lambda model: clv_metrics(actual, model.predict(frame))
+    ), f"cutoff {cutoff:%Y-%m-%d} ({len(frame)} customers)"
 
 
 def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dict[str, str]) -> bool:
@@ -99,8 +111,9 @@ def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dic
     return _day(champion["valid_snapshot"]) > _day(challenger["valid_snapshot"])
 
 
-def promote(ws: Workspace, model: str, version: str | None = None, force: bool = False,
-            reason: str | None = None) -> dict:
+def promote(
+    ws: Workspace, model: str, version: str | None = None, force: bool = False, reason: str | None = None
+) -> dict:
     from mlflow import MlflowClient
 
     from cdp.training.tracking import CHAMPION, comparison_markdown, current_champion, load_version, use_workspace
@@ -108,20 +121,37 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
     spec = spec_for(model)
     use_workspace(ws)
     client = MlflowClient()
-    versions = sorted((int(v.version) for v in client.search_model_versions(f"name='{spec.name}'")))
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{spec.name}'"))
     if not versions:
-        raise PromotionError(f"{spec.name}: no registered versions (run `cdp train {spec.name.replace('_', '-')}` first)")
+        raise PromotionError(
+            f"{spec.name}: no registered versions (run `cdp train {spec.name.replace('_', '-')}` first)"
+        )
     version = str(version or versions[-1])
     if int(version) not in versions:
         raise PromotionError(f"{spec.name}: no version {version} (registered: {', '.join(map(str, versions))})")
     challenger = client.get_model_version(spec.name, version)
     current = current_champion(client, spec.name)
-    outcome = {"model": spec.name, "challenger_version": version, "metric": spec.primary_metric,
-               "champion_version": None if current is None else str(current.version), "forced": False}
+    outcome = {
+        "model": spec.name,
+        "challenger_version": version,
+        "metric": spec.primary_metric,
+        "champion_version": None if current is None else str(current.version),
+        "forced": False,
+    }
     if current is not None and str(current.version) == version:
-        return {**outcome, "promoted": False, "decision": "already champion", "reason": f"v{version} is already the champion"}
-    comparison = {"model": spec.name, "champion_version": outcome["champion_version"], "rows": [],
-                  "compared_on": "no champion yet", "champion_metrics": {}}
+        return {
+            **outcome,
+            "promoted": False,
+            "decision": "already champion",
+            "reason": f"v{version} is already the champion",
+        }
+    comparison = {
+        "model": spec.name,
+        "champion_version": outcome["champion_version"],
+        "rows": [],
+        "compared_on": "no champion yet",
+        "champion_metrics": {},
+    }
     if current is None:
         passed, why = True, "no champion yet"
     else:
@@ -132,24 +162,49 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
         theirs = evaluate(load_version(spec.name, current.version, client))
         from cdp.training.tracking import better_direction
 
-        comparison.update(compared_on=f"challenger's out-of-time rows: {rows}", champion_metrics=theirs,
-                          rows=[{"metric": k, "challenger": v, "champion": theirs.get(k),
-                                 "delta": None if theirs.get(k) is None else v - theirs[k],
-                                 "better": better_direction(k)} for k, v in mine.items()])
+        comparison.update(
+            compared_on=f"challenger's out-of-time rows: {rows}",
+            champion_metrics=theirs,
+            rows=[
+                {
+                    "metric": k,
+                    "challenger": v,
+                    "champion": theirs.get(k),
+                    "delta": None if theirs.get(k) is None else v - theirs[k],
+                    "better": better_direction(k),
+                }
+                for k, v in mine.items()
+            ],
+        )
         a, b = mine[spec.primary_metric], theirs[spec.primary_metric]
         outcome.update(challenger_value=a, champion_value=b, compared_on=rows)
         if champion_saw_rows(spec, champion_params, params):
-            passed, why = False, (f"champion v{current.version} was validated after the challenger "
-                                  f"({champion_params.get('valid_snapshot')} > {params.get('valid_snapshot')}) and may "
-                                  "have trained on the challenger's out-of-time rows: retrain the challenger on current data")
+            passed, why = (
+                False,
+                (
+                    f"champion v{current.version} was validated after the challenger "
+                    f"({champion_params.get('valid_snapshot')} > {params.get('valid_snapshot')}) and may "
+                    "have trained on the challenger's out-of-time rows: retrain the challenger on current data"
+                ),
+            )
         elif np.isfinite(a) and a > b:
             passed, why = True, f"{spec.primary_metric} {a:.4f} > champion v{current.version} {b:.4f} on {rows}"
         else:
-            passed, why = False, (f"{spec.primary_metric} {a:.4f} is not better than champion v{current.version} "
-                                  f"{b:.4f} on the challenger's out-of-time rows ({rows})")
+            passed, why = (
+                False,
+                (
+                    f"{spec.primary_metric} {a:.4f} is not better than champion v{current.version} "
+                    f"{b:.4f} on the challenger's out-of-time rows ({rows})"
+                ),
+            )
     promoted = passed or force
-    outcome.update(promoted=promoted, passed_gate=passed, reason=why, forced=bool(force and not passed),
-                   decision="promoted" if passed else ("forced" if force else "refused"))
+    outcome.update(
+        promoted=promoted,
+        passed_gate=passed,
+        reason=why,
+        forced=bool(force and not passed),
+        decision="promoted" if passed else ("forced" if force else "refused"),
+    )
     if promoted:
         client.set_registered_model_alias(spec.name, CHAMPION, version)
     tags = {"promotion": json.dumps(outcome, default=str)[:5000]}
@@ -160,9 +215,17 @@ def promote(ws: Workspace, model: str, version: str | None = None, force: bool =
     ws.reports.mkdir(parents=True, exist_ok=True)
     stem = ws.reports / f"promotion_{spec.name}_v{version}"
     stem.with_suffix(".json").write_text(json.dumps({**outcome, "comparison": comparison}, indent=1, default=str))
-    gate = {"promoted": promoted, "metric": spec.primary_metric, "compared_on": comparison["compared_on"],
-            "verdict": {"promoted": "passed: promoted to champion", "refused": "refused: champion kept",
-                        "forced": "refused, but promoted with --force (tagged promotion_forced=true)"}[outcome["decision"]]}
-    stem.with_suffix(".md").write_text(comparison_markdown(comparison, version, gate)
-                                       + f"\nDecision: {outcome['decision']} ({why}).\n")
+    gate = {
+        "promoted": promoted,
+        "metric": spec.primary_metric,
+        "compared_on": comparison["compared_on"],
+        "verdict": {
+            "promoted": "passed: promoted to champion",
+            "refused": "refused: champion kept",
+            "forced": "refused, but promoted with --force (tagged promotion_forced=true)",
+        }[outcome["decision"]],
+    }
+    stem.with_suffix(".md").write_text(
+        comparison_markdown(comparison, version, gate) + f"\nDecision: {outcome['decision']} ({why}).\n"
+    )
     return outcome

@@ -8,6 +8,7 @@ Out: a fitted LGBMRanker logged + registered in MLflow (alias `champion` through
 Validation: the last snapshot whose 30-day window is complete; training snapshots end their
 label window before it.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -17,15 +18,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.workspace import Workspace
-from cdp.models.next_best_product import (CANDIDATE_FEATURES, NEXT_BEST_PRODUCT, candidates, fit_ranker, item_stats,
-                                      label_candidates, purchases_after, top_k)
+from cdp.models.next_best_product import (
+    CANDIDATE_FEATURES,
+    NEXT_BEST_PRODUCT,
+    candidates,
+    fit_ranker,
+    item_stats,
+    label_candidates,
+    purchases_after,
+    top_k,
+)
 from cdp.training.explain import explain
 from cdp.training.train import TrainResult, build_training_set
+from cdp.workspace import Workspace
 
 K = 10
 TRAIN_SNAPSHOTS = 2
-MAX_TRAIN_CUSTOMERS = 2000   # per training snapshot (keeps the 20k demo fit well under a minute)
+MAX_TRAIN_CUSTOMERS = 2000  # per training snapshot (keeps the 20k demo fit well under a minute)
 MAX_VALID_CUSTOMERS = 4000
 
 
@@ -42,17 +51,23 @@ def rank_metrics(recs: pd.DataFrame, bought: pd.DataFrame, n_items: int, k: int 
     n_rel = bought.groupby("customer_id").size().clip(upper=k)
     ideal = n_rel.map(lambda n: float(np.sum(1 / np.log2(np.arange(2, n + 2)))))
     per = per.reindex(customers).fillna(0)
-    return {f"hit_rate_at_{k}": float(per["hit"].mean()),
-            f"ndcg_at_{k}": float((per["dcg"] / ideal.reindex(customers)).mean()),
-            f"map_at_{k}": float((per["ap"] / n_rel.reindex(customers)).mean()),
-            "coverage": float(recs["product_id"].nunique() / n_items)}
+    return {
+        f"hit_rate_at_{k}": float(per["hit"].mean()),
+        f"ndcg_at_{k}": float((per["dcg"] / ideal.reindex(customers)).mean()),
+        f"map_at_{k}": float((per["ap"] / n_rel.reindex(customers)).mean()),
+        "coverage": float(recs["product_id"].nunique() / n_items),
+    }
 
 
 def _with_fill(primary: pd.DataFrame, customers: np.ndarray, popular: list[str], k: int = K) -> pd.DataFrame:
     """Top k per customer by `score`, filled with globally popular items (below any primary score)."""
-    fill = pd.DataFrame({"customer_id": np.repeat(customers, len(popular)),
-                         "product_id": np.tile(popular, len(customers)),
-                         "score": np.tile(-np.arange(1, len(popular) + 1, dtype=float), len(customers))})
+    fill = pd.DataFrame(
+        {
+            "customer_id": np.repeat(customers, len(popular)),
+            "product_id": np.tile(popular, len(customers)),
+            "score": np.tile(-np.arange(1, len(popular) + 1, dtype=float), len(customers)),
+        }
+    )
     both = pd.concat([primary[["customer_id", "product_id", "score"]], fill]) if len(primary) else fill
     both = both.sort_values("score", ascending=False).drop_duplicates(["customer_id", "product_id"])
     return top_k(both, both["score"].to_numpy(), k)
@@ -60,18 +75,27 @@ def _with_fill(primary: pd.DataFrame, customers: np.ndarray, popular: list[str],
 
 def baselines(lines: pd.DataFrame, stats, customers: np.ndarray, as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
     """Global popularity (90 days), own most-bought (all history), item-item co-purchase."""
-    popular = stats.items.sort_values(["item_pop_90d", "product_id"], ascending=[False, True])["product_id"].head(K).tolist()
+    popular = (
+        stats.items.sort_values(["item_pop_90d", "product_id"], ascending=[False, True])["product_id"].head(K).tolist()
+    )
     empty = pd.DataFrame(columns=["customer_id", "product_id", "score"])
     past = lines[(lines["ordered_at"] < as_of) & lines["customer_id"].isin(customers)]
     own = past.groupby(["customer_id", "product_id"]).size().rename("score").reset_index().astype({"score": float})
     recent = past[past["ordered_at"] >= as_of - pd.Timedelta(days=365)]
     owned = recent.groupby(["customer_id", "product_id"]).size().rename("n").reset_index()
-    cooc = (owned.merge(stats.neighbours, on="product_id")
-            .assign(score=lambda f: f["similarity"] * np.log1p(f["n"]))
-            .groupby(["customer_id", "neighbour_id"])["score"].sum().reset_index()
-            .rename(columns={"neighbour_id": "product_id"}))
-    return {"popularity": _with_fill(empty, customers, popular), "own_most_bought": _with_fill(own, customers, popular),
-            "item_item": _with_fill(cooc, customers, popular)}
+    cooc = (
+        owned.merge(stats.neighbours, on="product_id")
+        .assign(score=lambda f: f["similarity"] * np.log1p(f["n"]))
+        .groupby(["customer_id", "neighbour_id"])["score"]
+        .sum()
+        .reset_index()
+        .rename(columns={"neighbour_id": "product_id"})
+    )
+    return {
+        "popularity": _with_fill(empty, customers, popular),
+        "own_most_bought": _with_fill(own, customers, popular),
+        "item_item": _with_fill(cooc, customers, popular),
+    }
 
 
 def oracle_recs(ws: Workspace, stats, customers: np.ndarray) -> pd.DataFrame | None:
@@ -82,7 +106,9 @@ def oracle_recs(ws: Workspace, stats, customers: np.ndarray) -> pd.DataFrame | N
 
     persons = customer_persons(ws)["person_id"]
     truth = pd.read_parquet(ws.truth / "next_purchase.parquet")
-    products = pd.read_parquet(ws.truth / "products_truth.parquet", columns=["product_id", "category", "popularity_in_category"])
+    products = pd.read_parquet(
+        ws.truth / "products_truth.parquet", columns=["product_id", "category", "popularity_in_category"]
+    )
     products = products[products["product_id"].isin(stats.items["product_id"])]
     who = pd.DataFrame({"customer_id": customers, "person_id": pd.Series(customers).map(persons).to_numpy()}).dropna()
     frame = who.merge(truth, on="person_id").merge(products, on="category")
@@ -117,9 +143,16 @@ def customer_feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in skip]
 
 
-def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products: pd.DataFrame,
-                            snapshots: list[pd.Timestamp], data_end: pd.Timestamp, progress=None,
-                            seed: int = 0) -> TrainResult:
+def train_next_best_product(
+    ws: Workspace,
+    store,
+    lines: pd.DataFrame,
+    products: pd.DataFrame,
+    snapshots: list[pd.Timestamp],
+    data_end: pd.Timestamp,
+    progress=None,
+    seed: int = 0,
+) -> TrainResult:
     import mlflow
 
     from cdp.training.tracking import register_run_model, set_experiment, use_workspace
@@ -134,8 +167,9 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
     step("candidates + point-in-time features", 1, 4)
     parts = []
     for i, as_of in enumerate(train_at):
-        frame, _ = _snapshot_frame(store, lines, products, as_of,
-                                   _eligible(lines, as_of, MAX_TRAIN_CUSTOMERS, seed + i), spec.label)
+        frame, _ = _snapshot_frame(
+            store, lines, products, as_of, _eligible(lines, as_of, MAX_TRAIN_CUSTOMERS, seed + i), spec.label
+        )
         parts.append(frame.assign(event_timestamp=as_of))
     train = pd.concat(parts, ignore_index=True)
     positive_groups = train.groupby(["event_timestamp", "customer_id"])[spec.label].transform("max") > 0
@@ -156,8 +190,10 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
         return rank_metrics(top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K), bought, n_items)
 
     metrics = evaluate_ranker(model)
-    compared = {name: rank_metrics(recs, bought, n_items)
-                for name, recs in baselines(lines, valid_stats, valid_customers, valid_at).items()}
+    compared = {
+        name: rank_metrics(recs, bought, n_items)
+        for name, recs in baselines(lines, valid_stats, valid_customers, valid_at).items()
+    }
     oracle = oracle_recs(ws, valid_stats, valid_customers)
     if oracle is not None:
         compared["oracle"] = rank_metrics(oracle, bought, n_items)
@@ -167,27 +203,59 @@ def train_next_best_product(ws: Workspace, store, lines: pd.DataFrame, products:
     use_workspace(ws)
     set_experiment(ws, spec.name)
     with mlflow.start_run(run_name=f"{spec.name}-{valid_at:%Y%m%d}") as run:
-        mlflow.log_params({"feature_service": spec.feature_service, "label": spec.label, "horizon_days": spec.horizon_days,
-                           "estimator": "LGBMRanker(lambdarank) over candidates: history, co-purchase, category, popularity",
-                           "n_features": len(features), "train_rows": len(train), "valid_rows": len(valid),
-                           "train_snapshots": ",".join(f"{t:%Y-%m-%d}" for t in train_at),
-                           "valid_snapshot": f"{valid_at:%Y-%m-%d}", "valid_customers": len(valid_customers)})
-        mlflow.log_metrics({**metrics, "candidate_recall": candidate_recall, "fit_seconds": fit_seconds,
-                            **{f"{name}_{m}": v for name, ms in compared.items() for m, v in ms.items()}})
+        mlflow.log_params(
+            {
+                "feature_service": spec.feature_service,
+                "label": spec.label,
+                "horizon_days": spec.horizon_days,
+                "estimator": "LGBMRanker(lambdarank) over candidates: history, co-purchase, category, popularity",
+                "n_features": len(features),
+                "train_rows": len(train),
+                "valid_rows": len(valid),
+                "train_snapshots": ",".join(f"{t:%Y-%m-%d}" for t in train_at),
+                "valid_snapshot": f"{valid_at:%Y-%m-%d}",
+                "valid_customers": len(valid_customers),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **metrics,
+                "candidate_recall": candidate_recall,
+                "fit_seconds": fit_seconds,
+                **{f"{name}_{m}": v for name, ms in compared.items() for m, v in ms.items()},
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             plot = _comparison_plot({"model": metrics, **compared}, Path(tmp) / "ndcg_vs_baselines.png")
             plots = [plot, *explain(model, valid[features], Path(tmp), "next best product")]
             sample = valid[features].head(50)
             version, gate = register_run_model(
-                spec, model, metrics[spec.primary_metric], features, plots, sample, model.predict(sample),
-                lambda champion: evaluate_ranker(champion)[spec.primary_metric], train["customer_id"],
-                ws=ws, metrics=metrics, evaluate_model=evaluate_ranker)
+                spec,
+                model,
+                metrics[spec.primary_metric],
+                features,
+                plots,
+                sample,
+                model.predict(sample),
+                lambda champion: evaluate_ranker(champion)[spec.primary_metric],
+                train["customer_id"],
+                ws=ws,
+                metrics=metrics,
+                evaluate_model=evaluate_ranker,
+            )
     step("registered", 4, 4)
-    return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
-                       train_rows=len(train), valid_rows=len(valid),
-                       train_snapshots=[f"{t:%Y-%m-%d}" for t in train_at], valid_snapshot=f"{valid_at:%Y-%m-%d}",
-                       oracle=compared.pop("oracle", {}),
-                       extra={"baselines": compared, "candidate_recall": candidate_recall, "promotion": gate})
+    return TrainResult(
+        model_name=spec.name,
+        version=version,
+        run_id=run.info.run_id,
+        metrics=metrics,
+        train_rows=len(train),
+        valid_rows=len(valid),
+        train_snapshots=[f"{t:%Y-%m-%d}" for t in train_at],
+        valid_snapshot=f"{valid_at:%Y-%m-%d}",
+        oracle=compared.pop("oracle", {}),
+        extra={"baselines": compared, "candidate_recall": candidate_recall, "promotion": gate},
+    )
 
 
 def _comparison_plot(results: dict[str, dict[str, float]], path: Path) -> Path:

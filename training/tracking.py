@@ -1,22 +1,32 @@
 """MLflow plumbing shared by every model: tracking URI, model logging, registry aliases, and the
 promotion gate (a new version becomes `champion` only when it beats the current one).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any, Callable
+from typing import Any
 
 from cdp.workspace import Workspace
 
 # Explicit requirements: MLflow's inference takes 4-6 s per log_model (STACK_NOTES).
 PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "lightgbm", "pandas", "numpy", "skops")]
 SKOPS_TRUSTED = [
-    "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRanker",
-    "lightgbm.sklearn.LGBMRegressor", "collections.OrderedDict", "collections.defaultdict",
-    "sklearn.calibration._CalibratedClassifier", "sklearn.calibration.CalibratedClassifierCV",
-    "sklearn.isotonic.IsotonicRegression", "sklearn.calibration._SigmoidCalibration",
-    "sklearn.frozen._frozen.FrozenEstimator", "cdp.models.campaign_response.UpliftModel", "cdp.models.clv.CLVModel",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRanker",
+    "lightgbm.sklearn.LGBMRegressor",
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.isotonic.IsotonicRegression",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.frozen._frozen.FrozenEstimator",
+    "cdp.models.campaign_response.UpliftModel",
+    "cdp.models.clv.CLVModel",
 ]
 CHAMPION = "champion"
 LOWER_IS_BETTER = ("brier", "mae", "rmse", "log_loss", "seconds")  # metric names containing these
@@ -94,8 +104,9 @@ def load_champion(ws: Workspace, model_name: str):
     return load_version(model_name, version, client), version
 
 
-def promote_if_better(model_name: str, version: str, metric: str, value: float,
-                      score_champion: Callable[[Any], float] | None = None) -> dict:
+def promote_if_better(
+    model_name: str, version: str, metric: str, value: float, score_champion: Callable[[Any], float] | None = None
+) -> dict:
     """Point alias `champion` at `version` when it is the first model or beats the champion.
 
     The champion is re-scored on the challenger's own out-of-time rows with `score_champion(model)`
@@ -114,17 +125,22 @@ def promote_if_better(model_name: str, version: str, metric: str, value: float,
             try:
                 previous_value = float(score_champion(load_version(model_name, current.version, client)))
                 compared_on = "same out-of-time rows"
-            except Exception:  # noqa: BLE001 - any failure falls back to the logged metric
+            except Exception:
                 previous_value = None
         if previous_value is None:
             previous_value = client.get_run(current.run_id).data.metrics.get(metric)
     promoted = current is None or previous_value is None or value > previous_value
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    return {"promoted": bool(promoted), "champion_version": str(version) if promoted else str(current.version),
-            "previous_version": None if current is None else str(current.version),
-            "previous_value": previous_value, "metric": metric, "value": float(value), "compared_on": compared_on}
-
+    return {
+        "promoted": bool(promoted),
+        "champion_version": str(version) if promoted else str(current.version),
+        "previous_version": None if current is None else str(current.version),
+        "previous_value": previous_value,
+        "metric": metric,
+        "value": float(value),
+        "compared_on": compared_on,
+    }
 
 
 INFORMATIONAL = ("positive_rate", "uplift_all", "actual_total", "predicted_total", "customers")
@@ -136,8 +152,9 @@ def better_direction(metric: str) -> str:
     return "lower" if any(word in metric for word in LOWER_IS_BETTER) else "higher"
 
 
-def compare_with_champion(model_name: str, challenger_metrics: dict[str, float],
-                          evaluate_model: Callable[[Any], dict[str, float]] | None) -> dict:
+def compare_with_champion(
+    model_name: str, challenger_metrics: dict[str, float], evaluate_model: Callable[[Any], dict[str, float]] | None
+) -> dict:
     """Challenger vs current champion on the challenger's own out-of-time rows.
 
     `evaluate_model(model)` computes the full metric dict of any model on those rows; the
@@ -155,39 +172,59 @@ def compare_with_champion(model_name: str, challenger_metrics: dict[str, float],
         compared_on = "champion's logged metrics (its own out-of-time rows)"
         if evaluate_model is not None:
             try:
-                champion_metrics = {k: float(v) for k, v in
-                                    evaluate_model(load_version(model_name, current.version, client)).items()}
+                champion_metrics = {
+                    k: float(v) for k, v in evaluate_model(load_version(model_name, current.version, client)).items()
+                }
                 compared_on = "same out-of-time rows (champion re-scored)"
-            except Exception:  # noqa: BLE001 - fall back to what the champion logged
+            except Exception:
                 champion_metrics = {}
         if not champion_metrics:
             champion_metrics = dict(client.get_run(current.run_id).data.metrics)
     rows = []
     for metric, value in challenger_metrics.items():
         other = champion_metrics.get(metric)
-        rows.append({"metric": metric, "challenger": float(value),
-                     "champion": None if other is None else float(other),
-                     "delta": None if other is None else float(value) - float(other),
-                     "better": better_direction(metric)})
-    return {"model": model_name, "champion_version": None if current is None else str(current.version),
-            "champion_run_id": None if current is None else current.run_id, "compared_on": compared_on,
-            "champion_metrics": champion_metrics, "rows": rows}
+        rows.append(
+            {
+                "metric": metric,
+                "challenger": float(value),
+                "champion": None if other is None else float(other),
+                "delta": None if other is None else float(value) - float(other),
+                "better": better_direction(metric),
+            }
+        )
+    return {
+        "model": model_name,
+        "champion_version": None if current is None else str(current.version),
+        "champion_run_id": None if current is None else current.run_id,
+        "compared_on": compared_on,
+        "champion_metrics": champion_metrics,
+        "rows": rows,
+    }
 
 
 def comparison_markdown(comparison: dict, challenger_version: str, gate: dict | None = None) -> str:
     """The comparison as a markdown table (logged next to the JSON, readable in the MLflow UI)."""
     champion = comparison["champion_version"]
-    lines = [f"# {comparison['model']}: challenger v{challenger_version} vs champion "
-             f"{'v' + champion if champion else '(none)'}", "",
-             f"Compared on: {comparison['compared_on']}.", "",
-             f"| metric | challenger v{challenger_version} | champion {'v' + champion if champion else '-'} "
-             "| delta | better is |", "|---|---:|---:|---:|---|"]
+    lines = [
+        f"# {comparison['model']}: challenger v{challenger_version} vs champion "
+        f"{'v' + champion if champion else '(none)'}",
+        "",
+        f"Compared on: {comparison['compared_on']}.",
+        "",
+        f"| metric | challenger v{challenger_version} | champion {'v' + champion if champion else '-'} "
+        "| delta | better is |",
+        "|---|---:|---:|---:|---|",
+    ]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for row in comparison["rows"]:
-        lines.append(f"| {row['metric']} | {fmt(row['challenger'])} | {fmt(row['champion'])} | "
-                     f"{fmt(row['delta'])} | {row['better']} |")
+        lines.append(
+            f"| {row['metric']} | {fmt(row['challenger'])} | {fmt(row['champion'])} | "
+            f"{fmt(row['delta'])} | {row['better']} |"
+        )
     if gate is not None:
-        verdict = gate.get("verdict") or ("promoted to champion" if gate["promoted"] else "not promoted (champion kept)")
+        verdict = gate.get("verdict") or (
+            "promoted to champion" if gate["promoted"] else "not promoted (champion kept)"
+        )
         lines += ["", f"Gate on `{gate['metric']}` ({gate['compared_on']}): {verdict}."]
     return "\n".join(lines) + "\n"
 
@@ -201,16 +238,27 @@ def log_comparison(comparison: dict, challenger_version: str, gate: dict | None)
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "champion_comparison.json").write_text(json.dumps(
-            {**comparison, "challenger_version": challenger_version, "gate": gate}, indent=1, default=str))
+        (Path(tmp) / "champion_comparison.json").write_text(
+            json.dumps({**comparison, "challenger_version": challenger_version, "gate": gate}, indent=1, default=str)
+        )
         (Path(tmp) / "champion_comparison.md").write_text(comparison_markdown(comparison, challenger_version, gate))
         mlflow.log_artifacts(tmp, artifact_path="reports")
 
 
-def register_run_model(spec, model, value: float, features: list[str], plots: list, signature_input,
-                       signature_output, score_champion: Callable[[Any], float], population, ws: Workspace,
-                       metrics: dict[str, float] | None = None,
-                       evaluate_model: Callable[[Any], dict[str, float]] | None = None) -> tuple[str, dict]:
+def register_run_model(
+    spec,
+    model,
+    value: float,
+    features: list[str],
+    plots: list,
+    signature_input,
+    signature_output,
+    score_champion: Callable[[Any], float],
+    population,
+    ws: Workspace,
+    metrics: dict[str, float] | None = None,
+    evaluate_model: Callable[[Any], dict[str, float]] | None = None,
+) -> tuple[str, dict]:
     """Inside an active run: log plots + the feature list, the hashed ids of the customers whose
     data trained it (`population`, so erasure can name affected versions), log and register the
     model, compare it with the current champion on the same out-of-time rows
@@ -238,8 +286,13 @@ def register_run_model(spec, model, value: float, features: list[str], plots: li
         champion_value = comparison["champion_metrics"][spec.primary_metric]
         score_champion = lambda _champion: champion_value  # noqa: E731 - already scored on these rows
     info = mlflow.sklearn.log_model(
-        model, name="model", pip_requirements=PIP_REQUIREMENTS, registered_model_name=spec.name,
-        signature=infer_signature(signature_input, signature_output), skops_trusted_types=SKOPS_TRUSTED)
+        model,
+        name="model",
+        pip_requirements=PIP_REQUIREMENTS,
+        registered_model_name=spec.name,
+        signature=infer_signature(signature_input, signature_output),
+        skops_trusted_types=SKOPS_TRUSTED,
+    )
     version = str(info.registered_model_version)
     gate = promote_if_better(spec.name, version, spec.primary_metric, value, score_champion)
     mlflow.set_tag("promotion", json.dumps(gate))

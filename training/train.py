@@ -6,6 +6,7 @@ the new version beats the current champion on the same out-of-time rows: trackin
     train, valid = split_out_of_time(train_set, spec)
     model = fit(spec, train); metrics = evaluate(model, valid); register(...)
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -16,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.workspace import Workspace
 from cdp.models.churn import CHURN, fit_calibrated, labelled_entities
 from cdp.models.spec import ModelSpec
 from cdp.training.evaluate import binary_metrics, binary_plots
 from cdp.training.explain import explain
 from cdp.training.tracking import register_run_model, set_experiment, use_workspace
+from cdp.workspace import Workspace
 
 ID_COLUMNS = ["customer_id", "event_timestamp"]
 
@@ -72,16 +73,19 @@ def _spark_training_set(store, service, entities: pd.DataFrame) -> pd.DataFrame:
     import shutil
 
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        get_spark_session_or_start_new_with_repoconfig)
+        get_spark_session_or_start_new_with_repoconfig,
+    )
 
     spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
     staging = Path(tempfile.mkdtemp(prefix="cdp-training-set-", dir=os.environ.get("CDP_SPARK_STAGING") or None))
     try:
-        rows = entities.assign(event_timestamp=pd.to_datetime(entities["event_timestamp"], utc=True)
-                               .astype("datetime64[us, UTC]"))  # Spark cannot read nanosecond Parquet timestamps
+        rows = entities.assign(
+            event_timestamp=pd.to_datetime(entities["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+        )  # Spark cannot read nanosecond Parquet timestamps
         rows.to_parquet(staging / "entities.parquet", index=False)
-        job = store.get_historical_features(entity_df=spark.read.parquet(str(staging / "entities.parquet")),
-                                            features=service)
+        job = store.get_historical_features(
+            entity_df=spark.read.parquet(str(staging / "entities.parquet")), features=service
+        )
         job.to_spark_df().write.mode("overwrite").parquet(str(staging / "joined"))
         return pd.read_parquet(staging / "joined")
     finally:
@@ -99,8 +103,10 @@ def split_out_of_time(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFram
     train = frame[frame["event_timestamp"] <= train_end]
     valid = frame[frame["event_timestamp"] == valid_at]
     if train.empty or valid.empty or train[spec.label].nunique() < 2:
-        raise ValueError("not enough history for an out-of-time split: need snapshots at least "
-                         f"{spec.horizon_days} days before {valid_at:%Y-%m-%d} with both label values")
+        raise ValueError(
+            "not enough history for an out-of-time split: need snapshots at least "
+            f"{spec.horizon_days} days before {valid_at:%Y-%m-%d} with both label values"
+        )
     return train, valid
 
 
@@ -118,8 +124,15 @@ def predict(model, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
 
 
-def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Timestamp],
-                data_end: pd.Timestamp, oracle_fn=None, progress=None) -> TrainResult:
+def train_churn(
+    ws: Workspace,
+    store,
+    orders: pd.DataFrame,
+    snapshots: list[pd.Timestamp],
+    data_end: pd.Timestamp,
+    oracle_fn=None,
+    progress=None,
+) -> TrainResult:
     import mlflow
     from sklearn.metrics import roc_auc_score
 
@@ -143,22 +156,46 @@ def train_churn(ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.T
     set_experiment(ws, spec.name)
     features = feature_columns(train, spec)
     with mlflow.start_run(run_name=f"{spec.name}-{valid['event_timestamp'].max():%Y%m%d}") as run:
-        mlflow.log_params({"feature_service": spec.feature_service, "label": spec.label,
-                           "horizon_days": spec.horizon_days, "estimator": "LGBMClassifier + isotonic (out-of-time calibration)",
-                           "n_features": len(features), "train_rows": len(train), "valid_rows": len(valid),
-                           "train_snapshots": len(train["event_timestamp"].unique()),
-                           "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}"})
+        mlflow.log_params(
+            {
+                "feature_service": spec.feature_service,
+                "label": spec.label,
+                "horizon_days": spec.horizon_days,
+                "estimator": "LGBMClassifier + isotonic (out-of-time calibration)",
+                "n_features": len(features),
+                "train_rows": len(train),
+                "valid_rows": len(valid),
+                "train_snapshots": len(train["event_timestamp"].unique()),
+                "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}",
+            }
+        )
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds, **{f"oracle_{k}": v for k, v in oracle.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             plots = binary_plots(y_valid, score, Path(tmp)) + explain(model, valid[features], Path(tmp), "churn")
             version, gate = register_run_model(
-                spec, model, metrics[spec.primary_metric], features, plots,
-                valid[features].head(50), score[:50],
-                lambda champion: roc_auc_score(y_valid, predict(champion, valid)), train["customer_id"],
-                ws=ws, metrics=metrics, evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)))
+                spec,
+                model,
+                metrics[spec.primary_metric],
+                features,
+                plots,
+                valid[features].head(50),
+                score[:50],
+                lambda champion: roc_auc_score(y_valid, predict(champion, valid)),
+                train["customer_id"],
+                ws=ws,
+                metrics=metrics,
+                evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)),
+            )
     step("registered", 4, 4)
-    return TrainResult(model_name=spec.name, version=version, run_id=run.info.run_id, metrics=metrics,
-                       train_rows=len(train), valid_rows=len(valid),
-                       train_snapshots=[f"{t:%Y-%m-%d}" for t in sorted(train["event_timestamp"].unique())],
-                       valid_snapshot=f"{valid['event_timestamp'].max():%Y-%m-%d}", oracle=oracle,
-                       extra={"promotion": gate})
+    return TrainResult(
+        model_name=spec.name,
+        version=version,
+        run_id=run.info.run_id,
+        metrics=metrics,
+        train_rows=len(train),
+        valid_rows=len(valid),
+        train_snapshots=[f"{t:%Y-%m-%d}" for t in sorted(train["event_timestamp"].unique())],
+        valid_snapshot=f"{valid['event_timestamp'].max():%Y-%m-%d}",
+        oracle=oracle,
+        extra={"promotion": gate},
+    )

@@ -3,30 +3,32 @@
 Heavy libraries (feast, mlflow, bentoml, lightgbm) are imported inside commands so that
 `cdp --help` answers instantly.
 """
+
 from __future__ import annotations
 
-import json
-import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cdp.cli import identity, models, privacy, serving
 from cdp.cli.demo import run_demo
-from cdp.cli.ui import HomeOption, UserError, console, progress_bar, run_stage, show, workspace
+from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace
 
-app = typer.Typer(help="Customer data platform ML layer: raw first-party data in, unified profiles "
-                       "and churn scores out.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Customer data platform ML layer: raw first-party data in, unified profiles and churn scores out.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
 @app.command()
-def generate(customers: int = typer.Option(20_000, min=100, help="How many real people to simulate."),
-             seed: int = typer.Option(7, help="Random seed: the same seed gives the same files."),
-             home: Optional[Path] = HomeOption) -> None:
+def generate(
+    customers: int = typer.Option(20_000, min=100, help="How many real people to simulate."),
+    seed: int = typer.Option(7, help="Random seed: the same seed gives the same files."),
+    home: Path | None = HomeOption,
+) -> None:
     """Write realistic synthetic first-party data (all contract tables) to raw/ and the truth to truth/."""
     from cdp import pipeline
 
@@ -37,7 +39,7 @@ def generate(customers: int = typer.Option(20_000, min=100, help="How many real 
 
 
 @app.command()
-def ingest(home: Optional[Path] = HomeOption) -> None:
+def ingest(home: Path | None = HomeOption) -> None:
     """Validate raw/ against the data contract; accepted rows to staged/, rejected to quarantine."""
     from cdp import pipeline
 
@@ -54,11 +56,15 @@ def ingest(home: Optional[Path] = HomeOption) -> None:
 
 
 @app.command()
-def resolve(incremental: bool = typer.Option(
-                False, "--incremental",
-                help="Only link records not in identity_map yet (a day's orders, new sign-ups) to the existing "
-                     "customers with the saved model; existing ids are kept. Needs a previous full run."),
-            home: Optional[Path] = HomeOption) -> None:
+def resolve(
+    incremental: bool = typer.Option(
+        False,
+        "--incremental",
+        help="Only link records not in identity_map yet (a day's orders, new sign-ups) to the existing "
+        "customers with the saved model; existing ids are kept. Needs a previous full run.",
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """Link records that belong to the same person into one customer_id (identity/identity_map.parquet)."""
     from cdp import pipeline
 
@@ -69,7 +75,7 @@ def resolve(incremental: bool = typer.Option(
 
 
 @app.command()
-def features(home: Optional[Path] = HomeOption) -> None:
+def features(home: Path | None = HomeOption) -> None:
     """Build profile and signal snapshots, register them in Feast, materialize the latest."""
     from cdp import pipeline
 
@@ -80,8 +86,12 @@ def features(home: Optional[Path] = HomeOption) -> None:
 
 
 @app.command()
-def train(model: str = typer.Argument("churn", help="Which model to train: churn, next-best-product, campaign-response, clv."),
-          home: Optional[Path] = HomeOption) -> None:
+def train(
+    model: str = typer.Argument(
+        "churn", help="Which model to train: churn, next-best-product, campaign-response, clv."
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """Train a model out-of-time on point-in-time features; log to MLflow; alias `champion` if it beats the champion."""
     from cdp import pipeline
 
@@ -92,7 +102,7 @@ def train(model: str = typer.Argument("churn", help="Which model to train: churn
 
 
 @app.command()
-def score(home: Optional[Path] = HomeOption) -> None:
+def score(home: Path | None = HomeOption) -> None:
     """Batch-score all active customers (churn, next best products, campaign uplift) and push the scores back (Feast push)."""
     from cdp import pipeline
 
@@ -103,7 +113,7 @@ def score(home: Optional[Path] = HomeOption) -> None:
 
 
 @app.command()
-def serve(port: int = typer.Option(3000, help="HTTP port."), home: Optional[Path] = HomeOption) -> None:
+def serve(port: int = typer.Option(3000, help="HTTP port."), home: Path | None = HomeOption) -> None:
     """Serve /churn, /next_best_product, /campaign_response, /profile with BentoML (blocks; Ctrl-C stops).
 
     Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key),
@@ -121,10 +131,12 @@ def serve(port: int = typer.Option(3000, help="HTTP port."), home: Optional[Path
 
 
 @app.command()
-def demo(customers: int = typer.Option(20_000, min=500, help="People to simulate."),
-         seed: int = typer.Option(7, help="Random seed."),
-         port: int = typer.Option(3000, help="Port for the demo's BentoML server."),
-         home: Optional[Path] = HomeOption) -> None:
+def demo(
+    customers: int = typer.Option(20_000, min=500, help="People to simulate."),
+    seed: int = typer.Option(7, help="Random seed."),
+    port: int = typer.Option(3000, help="Port for the demo's BentoML server."),
+    home: Path | None = HomeOption,
+) -> None:
     """Run everything end to end on embedded defaults and write reports/demo_summary.json."""
     ws = workspace(home)
     run_stage(run_demo, ws, customers, seed, port, console)

@@ -4,6 +4,7 @@ Writes reports/demo_summary.json: row and quarantine counts, customers found vs.
 truth, churn AUC vs. oracle AUC, next-best-product NDCG@10 vs. baselines and oracle, campaign
 uplift Qini vs. propensity/random/oracle, the MLflow run, the served URL, and each stage's wall time.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,14 @@ def _call_server(ws: Workspace, port: int, sample_ids: list[str]) -> dict:
         body = response.json()
         nbp = httpx.post(f"{url}/next_best_product", json={"customer_id": sample_ids[0], "k": 5}, timeout=30)
         nbp.raise_for_status()
-    return {"next_best_product_example": nbp.json().get("products", [])[:3],"url": f"{url}/churn", "ready_seconds": round(ready, 1), "scored": len(body["scores"]),
-            "errors": body["errors"], "example": body["scores"][:2]}
+    return {
+        "next_best_product_example": nbp.json().get("products", [])[:3],
+        "url": f"{url}/churn",
+        "ready_seconds": round(ready, 1),
+        "scored": len(body["scores"]),
+        "errors": body["errors"],
+        "example": body["scores"][:2],
+    }
 
 
 STAGES = ("generate", "ingest", "resolve", "features", "train", "score", "serve")
@@ -46,25 +53,35 @@ TRAIN_STAGES = ("train", "train_next_best_product", "train_campaign_response", "
 
 def _nbp_headline(result: dict) -> dict:
     """NDCG@10 of the ranker, each baseline and the oracle on the same out-of-time customers."""
-    ndcg = {"model": result["metrics"]["ndcg_at_10"],
-            **{name: m["ndcg_at_10"] for name, m in result["extra"]["baselines"].items()}}
+    ndcg = {
+        "model": result["metrics"]["ndcg_at_10"],
+        **{name: m["ndcg_at_10"] for name, m in result["extra"]["baselines"].items()},
+    }
     if result["oracle"]:
         ndcg["oracle"] = result["oracle"]["ndcg_at_10"]
-    return {"ndcg_at_10": {k: round(v, 4) for k, v in ndcg.items()},
-            "hit_rate_at_10": round(result["metrics"]["hit_rate_at_10"], 4),
-            "coverage": round(result["metrics"]["coverage"], 4)}
+    return {
+        "ndcg_at_10": {k: round(v, 4) for k, v in ndcg.items()},
+        "hit_rate_at_10": round(result["metrics"]["hit_rate_at_10"], 4),
+        "coverage": round(result["metrics"]["coverage"], 4),
+    }
 
 
 def _uplift_headline(result: dict) -> dict:
     """Qini and the true uplift of the top 30% for the model, propensity, random and oracle targeting."""
-    rankings = {"model": result["metrics"], "propensity": result["extra"]["compared"]["propensity"],
-                "random": result["extra"]["compared"]["random"]}
+    rankings = {
+        "model": result["metrics"],
+        "propensity": result["extra"]["compared"]["propensity"],
+        "random": result["extra"]["compared"]["random"],
+    }
     if result["oracle"]:
         rankings["oracle"] = result["oracle"]
-    return {"learner": result["extra"]["learner"],
-            "qini": {k: round(m["qini"], 4) for k, m in rankings.items()},
-            "true_uplift_top_30": {k: round(m["true_uplift_top_30"], 4) for k, m in rankings.items()
-                                   if "true_uplift_top_30" in m}}
+    return {
+        "learner": result["extra"]["learner"],
+        "qini": {k: round(m["qini"], 4) for k, m in rankings.items()},
+        "true_uplift_top_30": {
+            k: round(m["true_uplift_top_30"], 4) for k, m in rankings.items() if "true_uplift_top_30" in m
+        },
+    }
 
 
 def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Console) -> dict:
@@ -108,33 +125,56 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         "identity_clean_rows": {  # customer == one whole person: where the oracle is the ceiling
             "rows": train["oracle"]["clean_rows"],
             "model_roc_auc": round(train["oracle"]["model_clean_rows_roc_auc"], 4),
-            "oracle_roc_auc": round(train["oracle"]["clean_rows_roc_auc"], 4)} if train["oracle"] else None,
+            "oracle_roc_auc": round(train["oracle"]["clean_rows_roc_auc"], 4),
+        }
+        if train["oracle"]
+        else None,
         "churn_pr_auc": round(train["metrics"]["pr_auc"], 4),
         "churn_brier": round(train["metrics"]["brier"], 4),
         "churn_lift_top_decile": round(train["metrics"]["lift_top_decile"], 2),
         "next_best_product": _nbp_headline(stages["train_next_best_product"]),
         "campaign_response": _uplift_headline(stages["train_campaign_response"]),
-        "clv_12_months": {"model": {k: round(v, 4) for k, v in stages["train_clv"]["metrics"].items()},
-                          **{name: {k: round(v, 4) for k, v in m.items()}
-                             for name, m in stages["train_clv"]["extra"]["baselines"].items()}},
-        "mlflow": {"tracking_uri": ws.mlflow_uri, "run_id": train["run_id"],
-                   "model": f"models:/{train['model_name']}@champion (version {train['version']})"},
+        "clv_12_months": {
+            "model": {k: round(v, 4) for k, v in stages["train_clv"]["metrics"].items()},
+            **{
+                name: {k: round(v, 4) for k, v in m.items()}
+                for name, m in stages["train_clv"]["extra"]["baselines"].items()
+            },
+        },
+        "mlflow": {
+            "tracking_uri": ws.mlflow_uri,
+            "run_id": train["run_id"],
+            "model": f"models:/{train['model_name']}@champion (version {train['version']})",
+        },
         "served": serving,
         "customers_scored_and_pushed": stages["score"]["customers_scored"],
         # "train" is every model's training; the per-model split follows
         "stage_seconds": {name: s["seconds"] for name, s in {**stages, "serve": serving}.items() if name in STAGES}
         | {"train": round(sum(stages[k]["seconds"] for k in TRAIN_STAGES), 2)},
-        "train_seconds_per_model": {k.removeprefix("train_") if k != "train" else "churn": stages[k]["seconds"]
-                                    for k in TRAIN_STAGES},
+        "train_seconds_per_model": {
+            k.removeprefix("train_") if k != "train" else "churn": stages[k]["seconds"] for k in TRAIN_STAGES
+        },
         "total_seconds": round(time.perf_counter() - started, 1),
         "stages": stages,
     }
     ws.reports.mkdir(parents=True, exist_ok=True)
     (ws.reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     table = Table(title="cdp demo", show_header=False)
-    for key in ("people_in_truth", "customers_found", "churn_roc_auc", "churn_oracle_roc_auc", "identity_clean_rows", "churn_pr_auc",
-                "churn_brier", "churn_lift_top_decile", "next_best_product", "campaign_response", "clv_12_months",
-                "customers_scored_and_pushed", "total_seconds"):
+    for key in (
+        "people_in_truth",
+        "customers_found",
+        "churn_roc_auc",
+        "churn_oracle_roc_auc",
+        "identity_clean_rows",
+        "churn_pr_auc",
+        "churn_brier",
+        "churn_lift_top_decile",
+        "next_best_product",
+        "campaign_response",
+        "clv_12_months",
+        "customers_scored_and_pushed",
+        "total_seconds",
+    ):
         table.add_row(key, str(summary[key]))
     table.add_row("quarantined rows", str(sum(summary["rows_quarantined"].values())))
     table.add_row("served", serving["url"])

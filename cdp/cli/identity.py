@@ -2,11 +2,11 @@
 
 Output is counts, ids, agreement levels and masked identifier kinds only: never raw PII.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -17,9 +17,12 @@ app = typer.Typer()  # merged into the main `cdp` app by cdp.cli.app
 
 
 @app.command("eval-identity")
-def eval_identity(tables: str = typer.Option("crm_contacts,loyalty_members,online_accounts,orders",
-                                             help="Comma-separated tables to evaluate on."),
-                  home: Optional[Path] = HomeOption) -> None:
+def eval_identity(
+    tables: str = typer.Option(
+        "crm_contacts,loyalty_members,online_accounts,orders", help="Comma-separated tables to evaluate on."
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """Score identity_map against truth/: pairwise and B-cubed precision/recall, splits, merges."""
     from cdp.identity.evaluate import evaluate_workspace
 
@@ -39,9 +42,11 @@ def eval_identity(tables: str = typer.Option("crm_contacts,loyalty_members,onlin
 
 
 @app.command("explain-match")
-def explain_match(key_a: str = typer.Argument(..., help="source_key of the first record."),
-                  key_b: str = typer.Argument(..., help="source_key of the second record."),
-                  home: Optional[Path] = HomeOption) -> None:
+def explain_match(
+    key_a: str = typer.Argument(..., help="source_key of the first record."),
+    key_b: str = typer.Argument(..., help="source_key of the second record."),
+    home: Path | None = HomeOption,
+) -> None:
     """Why two records are (or are not) the same customer: ids, links, guards, field agreement."""
     from cdp.identity.explain import explain_pair
 

@@ -4,12 +4,12 @@ Terminal output is counts, receipt ids and masked identifier hints only (an eras
 customer_id is not printed either: logs outlive the erasure); the export itself
 (the person's own data) goes to the file named by --out, or to stdout when asked for.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -20,8 +20,9 @@ app = typer.Typer()  # merged into the main `cdp` app by cdp.cli.app
 
 privacy_app = typer.Typer(help="Privacy: subject access export, erasure, retention purge.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
-IdentifierArgument = typer.Argument(..., help="Email, phone, loyalty card id or account id (or prefixed: "
-                                              "email:, phone:, card:, account:, customer:).")
+IdentifierArgument = typer.Argument(
+    ..., help="Email, phone, loyalty card id or account id (or prefixed: email:, phone:, card:, account:, customer:)."
+)
 
 
 def _receipt_table(title: str, receipt: dict) -> None:
@@ -38,12 +39,14 @@ def _receipt_table(title: str, receipt: dict) -> None:
 
 
 @privacy_app.command("export")
-def export(identifier: str = IdentifierArgument,
-           out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
-           home: Optional[Path] = HomeOption) -> None:
+def export(
+    identifier: str = IdentifierArgument,
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
+    home: Path | None = HomeOption,
+) -> None:
     """Everything held about the person behind IDENTIFIER, as JSON (subject access request)."""
-    from cdp.privacy.subjects import find_subject
     from cdp.privacy.subject_access import export_subject
+    from cdp.privacy.subjects import find_subject
 
     ws = workspace(home)
     subject = run_stage(find_subject, ws, identifier)
@@ -54,14 +57,18 @@ def export(identifier: str = IdentifierArgument,
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    console.print(f"export of {subject.customer_id} written to [bold]{out}[/bold] "
-                  f"({sum(len(v) for v in report['source_records'].values())} source records)")
+    console.print(
+        f"export of {subject.customer_id} written to [bold]{out}[/bold] "
+        f"({sum(len(v) for v in report['source_records'].values())} source records)"
+    )
 
 
 @privacy_app.command("erase")
-def erase(identifier: str = IdentifierArgument,
-          yes: bool = typer.Option(False, "--yes", help="Really erase (without it: a dry run that only counts)."),
-          home: Optional[Path] = HomeOption) -> None:
+def erase(
+    identifier: str = IdentifierArgument,
+    yes: bool = typer.Option(False, "--yes", help="Really erase (without it: a dry run that only counts)."),
+    home: Path | None = HomeOption,
+) -> None:
     """Erase the person behind IDENTIFIER from every store, suppress them at ingest, write a receipt."""
     from cdp.privacy.erasure import erase_subjects
     from cdp.privacy.subjects import find_subject
@@ -69,9 +76,11 @@ def erase(identifier: str = IdentifierArgument,
     ws = workspace(home)
     subject = run_stage(find_subject, ws, identifier)
     if not yes:
-        console.print(f"dry run: would erase customer {subject.customer_id} "
-                      f"({len(subject.records)} linked records, {len(subject.identifier_nodes())} identifiers); "
-                      "re-run with --yes")
+        console.print(
+            f"dry run: would erase customer {subject.customer_id} "
+            f"({len(subject.records)} linked records, {len(subject.identifier_nodes())} identifiers); "
+            "re-run with --yes"
+        )
         return
     with console.status("erasing"):
         receipt = run_stage(erase_subjects, ws, [subject])
@@ -80,12 +89,15 @@ def erase(identifier: str = IdentifierArgument,
 
 
 @privacy_app.command("purge")
-def purge(inactive_days: int = typer.Option(..., "--inactive-days", min=1,
-                                            help="Erase customers with no activity for more than N days."),
-          as_of: Optional[str] = typer.Option(None, help="Reference time (default: the latest activity in the data)."),
-          batch: int = typer.Option(500, min=1, help="Customers erased per pass over the stores."),
-          yes: bool = typer.Option(False, "--yes", help="Really purge (without it: a dry run that only counts)."),
-          home: Optional[Path] = HomeOption) -> None:
+def purge(
+    inactive_days: int = typer.Option(
+        ..., "--inactive-days", min=1, help="Erase customers with no activity for more than N days."
+    ),
+    as_of: str | None = typer.Option(None, help="Reference time (default: the latest activity in the data)."),
+    batch: int = typer.Option(500, min=1, help="Customers erased per pass over the stores."),
+    yes: bool = typer.Option(False, "--yes", help="Really purge (without it: a dry run that only counts)."),
+    home: Path | None = HomeOption,
+) -> None:
     """Retention: erase every customer inactive for more than --inactive-days (batched erase)."""
     import pandas as pd
 
@@ -103,13 +115,15 @@ def purge(inactive_days: int = typer.Option(..., "--inactive-days", min=1,
             raise typer.Exit(code=2) from None
     ids = run_stage(inactive_customers, ws, inactive_days, moment)
     if not yes or not ids:
-        console.print(f"{'dry run: would purge' if ids else 'nothing to purge:'} {len(ids)} customer(s) "
-                      f"inactive for more than {inactive_days} days" + ("; re-run with --yes" if ids else ""))
+        console.print(
+            f"{'dry run: would purge' if ids else 'nothing to purge:'} {len(ids)} customer(s) "
+            f"inactive for more than {inactive_days} days" + ("; re-run with --yes" if ids else "")
+        )
         return
     totals: dict[str, int] = {}
     receipts = []
     for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
+        chunk = ids[start : start + batch]
         with console.status(f"purging {start + len(chunk)}/{len(ids)}"):
             receipt = run_stage(erase_subjects, ws, subjects_for(ws, chunk).values())
         receipts.append(receipt["receipt_path"])

@@ -1,12 +1,12 @@
 """What every command shares: the console, the --home option, progress bars, tables, user errors."""
+
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,8 +16,12 @@ from rich.table import Table
 from cdp.workspace import Workspace
 
 console = Console()
-HomeOption = typer.Option(None, "--home", envvar="CDP_HOME",
-                          help="Workspace folder (raw/, staged/, identity/, features/, mlflow.db). Default ./data")
+HomeOption = typer.Option(
+    None,
+    "--home",
+    envvar="CDP_HOME",
+    help="Workspace folder (raw/, staged/, identity/, features/, mlflow.db). Default ./data",
+)
 
 
 class UserError(Exception):
@@ -26,16 +30,23 @@ class UserError(Exception):
 
 @contextmanager
 def progress_bar(title: str) -> Iterator:
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(title, total=None)
 
         def update(step: str, done: int, total: int) -> None:
             bar.update(task, description=f"{title}: {step}", completed=done, total=total)
+
         yield update
 
 
-def workspace(home: Optional[Path]) -> Workspace:
+def workspace(home: Path | None) -> Workspace:
     ws = Workspace.from_env(home)
     os.environ["CDP_HOME"] = str(ws.root)
     return ws

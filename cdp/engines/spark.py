@@ -14,6 +14,7 @@ Out: `splink_db_api()`: a fresh Splink database API for the chosen engine (DuckD
 Only the probabilistic scoring (training + prediction) runs on Spark; deterministic links,
 guards and stable ids stay in pandas/DuckDB on the (small) edge tables.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -24,8 +25,15 @@ from functools import lru_cache
 from typing import Any
 
 ENGINES = ("duckdb", "spark")
-_NON_SQL_LEVEL_KEYS = ("m_probability", "u_probability", "tf_adjustment_column", "tf_adjustment_weight",
-                       "tf_minimum_u_value", "fix_m_probability", "fix_u_probability")
+_NON_SQL_LEVEL_KEYS = (
+    "m_probability",
+    "u_probability",
+    "tf_adjustment_column",
+    "tf_adjustment_weight",
+    "tf_minimum_u_value",
+    "fix_m_probability",
+    "fix_u_probability",
+)
 
 
 class EngineUnavailable(RuntimeError):
@@ -47,14 +55,17 @@ def _check_spark_available() -> None:
     try:
         import pyspark  # noqa: F401
     except ImportError as exc:
-        raise EngineUnavailable("CDP_IDENTITY_ENGINE=spark needs pyspark: `pip install 'pyspark>=3.5'` "
-                                "(or set CDP_IDENTITY_ENGINE=duckdb)") from exc
+        raise EngineUnavailable(
+            "CDP_IDENTITY_ENGINE=spark needs pyspark: `pip install 'pyspark>=3.5'` (or set CDP_IDENTITY_ENGINE=duckdb)"
+        ) from exc
     java_home = os.environ.get("JAVA_HOME")
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
     if not java or not os.path.exists(java):
-        raise EngineUnavailable("CDP_IDENTITY_ENGINE=spark needs a Java runtime (17 or 21) for Spark: install one "
-                                "(e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME "
-                                "(or set CDP_IDENTITY_ENGINE=duckdb)")
+        raise EngineUnavailable(
+            "CDP_IDENTITY_ENGINE=spark needs a Java runtime (17 or 21) for Spark: install one "
+            "(e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME "
+            "(or set CDP_IDENTITY_ENGINE=duckdb)"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -69,24 +80,27 @@ def spark_session():
         local_dir = tempfile.mkdtemp(prefix="cdp_spark_")
         atexit.register(shutil.rmtree, local_dir, True)
     os.makedirs(local_dir, exist_ok=True)
-    builder = (SparkSession.builder.appName("cdp-identity")
-               .master(os.environ.get("CDP_SPARK_MASTER", "local[2]"))
-               .config("spark.jars", similarity_jar_location())
-               .config("spark.driver.memory", os.environ.get("CDP_SPARK_DRIVER_MEMORY", "4g"))
-               .config("spark.sql.shuffle.partitions", os.environ.get("CDP_SPARK_SHUFFLE_PARTITIONS", "4"))
-               .config("spark.default.parallelism", os.environ.get("CDP_SPARK_SHUFFLE_PARTITIONS", "4"))
-               .config("spark.local.dir", local_dir)
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .config("spark.driver.host", os.environ.get("CDP_SPARK_DRIVER_HOST", "127.0.0.1"))
-               .config("spark.driver.bindAddress", os.environ.get("CDP_SPARK_DRIVER_HOST", "127.0.0.1")))
+    builder = (
+        SparkSession.builder.appName("cdp-identity")
+        .master(os.environ.get("CDP_SPARK_MASTER", "local[2]"))
+        .config("spark.jars", similarity_jar_location())
+        .config("spark.driver.memory", os.environ.get("CDP_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.shuffle.partitions", os.environ.get("CDP_SPARK_SHUFFLE_PARTITIONS", "4"))
+        .config("spark.default.parallelism", os.environ.get("CDP_SPARK_SHUFFLE_PARTITIONS", "4"))
+        .config("spark.local.dir", local_dir)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.host", os.environ.get("CDP_SPARK_DRIVER_HOST", "127.0.0.1"))
+        .config("spark.driver.bindAddress", os.environ.get("CDP_SPARK_DRIVER_HOST", "127.0.0.1"))
+    )
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # JVM failed to start (no Java, bad master URL, ...)
-        raise EngineUnavailable(f"could not start Spark (CDP_SPARK_MASTER="
-                                f"{os.environ.get('CDP_SPARK_MASTER', 'local[2]')}): {exc}") from exc
+        raise EngineUnavailable(
+            f"could not start Spark (CDP_SPARK_MASTER={os.environ.get('CDP_SPARK_MASTER', 'local[2]')}): {exc}"
+        ) from exc
     spark.sparkContext.setLogLevel("ERROR")
     spark.sparkContext.setCheckpointDir(os.path.join(local_dir, "checkpoints"))
     return spark
@@ -141,10 +155,15 @@ def _rerender(model: dict[str, Any], dialect: str, settings_creator: Any) -> dic
         raise ValueError("trained model does not match the current comparisons: retrain with `cdp resolve`")
     for new, old in zip(target["comparisons"], model["comparisons"]):
         new_levels, old_levels = new["comparison_levels"], old["comparison_levels"]
-        if new.get("output_column_name") != old.get("output_column_name") or len(new_levels) != len(old_levels) or \
-                [lv.get("label_for_charts") for lv in new_levels] != [lv.get("label_for_charts") for lv in old_levels]:
-            raise ValueError(f"trained model's comparison {old.get('output_column_name')!r} does not match the "
-                             "current settings: retrain with `cdp resolve`")
+        if (
+            new.get("output_column_name") != old.get("output_column_name")
+            or len(new_levels) != len(old_levels)
+            or [lv.get("label_for_charts") for lv in new_levels] != [lv.get("label_for_charts") for lv in old_levels]
+        ):
+            raise ValueError(
+                f"trained model's comparison {old.get('output_column_name')!r} does not match the "
+                "current settings: retrain with `cdp resolve`"
+            )
         for nl, ol in zip(new_levels, old_levels):
             nl.update({k: ol[k] for k in _NON_SQL_LEVEL_KEYS if k in ol})
     for key, value in model.items():

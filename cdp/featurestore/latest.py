@@ -7,6 +7,7 @@ a single query: each view contributes only the columns the service uses, the joi
 DuckDB, and one Arrow table comes back (reading whole views and merging in pandas took ~2x
 longer). tests/test_latest.py checks the result equals Feast's `get_historical_features`.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def latest_service_features(ws: Workspace, store: "FeatureStore", service_name: str,
-                            entities: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+def latest_service_features(
+    ws: Workspace, store: FeatureStore, service_name: str, entities: pd.DataFrame, as_of: pd.Timestamp
+) -> pd.DataFrame:
     """`entities` (customer_id, event_timestamp == as_of, any other columns) with the service's
     features joined on; rows keep their order, customers without a row in a view get nulls."""
     import duckdb
@@ -45,9 +47,15 @@ def latest_service_features(ws: Workspace, store: "FeatureStore", service_name: 
         selected += [f"v{n}.{_quoted(c)}" for c in names]
         params += view_params
     joins = " ".join(f"LEFT JOIN v{n} USING (customer_id)" for n in range(len(views)))
-    frame = con.execute(f"""WITH {', '.join(views)}
-        SELECT entities.*, {', '.join(selected)} FROM entities {joins} ORDER BY entities.__row""",
-                        params).to_arrow_table().to_pandas()
+    frame = (
+        con.execute(
+            f"""WITH {", ".join(views)}
+        SELECT entities.*, {", ".join(selected)} FROM entities {joins} ORDER BY entities.__row""",
+            params,
+        )
+        .to_arrow_table()
+        .to_pandas()
+    )
     frame = frame.drop(columns="__row")
     frame["event_timestamp"] = entities["event_timestamp"].reset_index(drop=True)  # the caller's dtype, untouched
     return frame

@@ -10,6 +10,7 @@ the stored ValueProtos (doubles unpacked directly). The answer has the shape of
 Other online stores fall back to Feast's own call. tests/test_online_store.py checks equality
 with Feast on SQLite and Redis.
 """
+
 from __future__ import annotations
 
 import struct
@@ -48,16 +49,17 @@ class _View:
 class OnlineReader:
     """Built once per FeatureStore (registry lookups happen here, not per call)."""
 
-    def __init__(self, store: "FeatureStore") -> None:
+    def __init__(self, store: FeatureStore) -> None:
         self.store, self.config = store, store.config
         self.kind = self.config.online_store.type
         self._views: dict[tuple, list[_View]] = {}
         self._lock = threading.Lock()  # one SQLite connection shared by the server's threads
 
-    def read(self, features: "FeatureService | list[str]", customer_ids: list[str]) -> dict[str, list]:
+    def read(self, features: FeatureService | list[str], customer_ids: list[str]) -> dict[str, list]:
         if self.kind not in SQLITE_TYPES + REDIS_TYPES:
             return self.store.get_online_features(
-                features=features, entity_rows=[{"customer_id": c} for c in customer_ids]).to_dict()
+                features=features, entity_rows=[{"customer_id": c} for c in customer_ids]
+            ).to_dict()
         views = self._resolve(features)
         keys = _serialized_keys([str(c) for c in customer_ids], self.config.entity_key_serialization_version)
         out: dict[str, list] = {"customer_id": list(customer_ids)}
@@ -99,8 +101,9 @@ class OnlineReader:
         conn = self.store._get_provider().online_store._get_conn(self.config)
         marks = ",".join("?" * len(keys))
         with self._lock:
-            rows = conn.execute(f'SELECT entity_key, feature_name, value FROM "{view.table}" '
-                                f"WHERE entity_key IN ({marks})", keys).fetchall()
+            rows = conn.execute(
+                f'SELECT entity_key, feature_name, value FROM "{view.table}" WHERE entity_key IN ({marks})', keys
+            ).fetchall()
         stored = {(key, feature): value for key, feature, value in rows}
         return {f: [decode(stored.get((key, f))) for key in keys] for f in view.features}
 

@@ -9,13 +9,15 @@ protobuf values column by column and hands them over in bulk:
 - any other online store: Feast's provider `online_write_batch` with the prebuilt protobufs.
 `tests/test_online_writer.py` checks the stores read back exactly what Feast's materialize wrote.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,8 +38,9 @@ class Column:
     `value_text` Feast's SQLite store keeps beside them (None for a null). The texts are made
     only when asked for: Redis does not store them, and `str()` per value was a fifth of its write."""
 
-    def __init__(self, blobs: list[bytes], texts: list[str | None] | None = None,
-                 values: list[float] | None = None) -> None:
+    def __init__(
+        self, blobs: list[bytes], texts: list[str | None] | None = None, values: list[float] | None = None
+    ) -> None:
         self.blobs, self._texts, self._values = blobs, texts, values
 
     @property
@@ -59,14 +62,18 @@ def _column(series: pd.Series, dtype_name: str) -> Column:
 
     if dtype_name == "String":  # few distinct values (model versions, dates): encode each once
         values = series.astype(object).tolist()
-        encoded = {v: (b"", None) if v is None or (isinstance(v, float) and math.isnan(v))
-                   else (Value(string_val=str(v)).SerializeToString(), str(v)) for v in set(values)}
+        encoded = {
+            v: (b"", None)
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else (Value(string_val=str(v)).SerializeToString(), str(v))
+            for v in set(values)
+        }
         return Column([encoded[v][0] for v in values], [encoded[v][1] for v in values])
     array = pd.to_numeric(series, errors="raise").astype("float64").to_numpy()
     packed = np.empty(len(array), dtype=np.dtype([("tag", "u1"), ("value", "<f8")]))  # 9 bytes, unpadded
     packed["tag"], packed["value"] = DOUBLE_TAG, array
     raw, null = packed.tobytes(), np.isnan(array).tolist()
-    blobs = [b"" if null[i] else raw[9 * i:9 * i + 9] for i in range(len(array))]
+    blobs = [b"" if null[i] else raw[9 * i : 9 * i + 9] for i in range(len(array))]
     return Column(blobs, values=array.tolist())
 
 
@@ -84,8 +91,10 @@ def _serialized_key(customer_id: str, version: int) -> bytes:
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    return serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)]),
-                                entity_key_serialization_version=version)
+    return serialize_entity_key(
+        EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)]),
+        entity_key_serialization_version=version,
+    )
 
 
 def _serialized_keys(customer_ids: list[str], version: int) -> list[bytes]:
@@ -104,21 +113,21 @@ def _utc(timestamps: pd.Series) -> list[datetime]:
 class ViewRows:
     """One feature view's rows, encoded once for whichever online store writes them."""
 
-    view: "FeatureView"
+    view: FeatureView
     ids: list[str]
     serialized: list[bytes]  # Feast's serialized entity keys
     columns: dict[str, Column]
     stamps: list[datetime]
 
 
-def write_online(store: "FeatureStore", view_name: str, frame: pd.DataFrame) -> int:
+def write_online(store: FeatureStore, view_name: str, frame: pd.DataFrame) -> int:
     """Upsert `frame` (customer_id, event_timestamp, the view's features) into the online store.
 
     Rows for one customer: the latest event_timestamp wins, as in Feast. Returns rows written."""
     return write_online_views(store, {view_name: frame})
 
 
-def write_online_views(store: "FeatureStore", frames: dict[str, pd.DataFrame]) -> int:
+def write_online_views(store: FeatureStore, frames: dict[str, pd.DataFrame]) -> int:
     """`write_online` for several feature views at once; returns (customer, view) rows written.
     On Redis each customer's views go out as one HSET (one hash per entity is Feast's layout),
     a seventh of the commands the view-by-view writes sent."""
@@ -139,25 +148,30 @@ def write_online_views(store: "FeatureStore", frames: dict[str, pd.DataFrame]) -
     return written
 
 
-def _latest_per_customer(name: str, view: "FeatureView", frame: pd.DataFrame) -> pd.DataFrame:
+def _latest_per_customer(name: str, view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
     missing = [f.name for f in view.features if f.name not in frame.columns]
     if missing or "customer_id" not in frame.columns or "event_timestamp" not in frame.columns:
-        raise ValueError(f"frame for feature view '{name}' lacks columns "
-                         f"{missing + [c for c in ('customer_id', 'event_timestamp') if c not in frame.columns]}")
-    frame = (frame.sort_values("event_timestamp", kind="stable")
-             .drop_duplicates("customer_id", keep="last"))
+        raise ValueError(
+            f"frame for feature view '{name}' lacks columns "
+            f"{missing + [c for c in ('customer_id', 'event_timestamp') if c not in frame.columns]}"
+        )
+    frame = frame.sort_values("event_timestamp", kind="stable").drop_duplicates("customer_id", keep="last")
     frame = frame.assign(customer_id=frame["customer_id"].astype(str))
     return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
 
 
-def _encode(store: "FeatureStore", view: "FeatureView", frame: pd.DataFrame) -> ViewRows:
+def _encode(store: FeatureStore, view: FeatureView, frame: pd.DataFrame) -> ViewRows:
     ids = frame["customer_id"].tolist()
-    return ViewRows(view, ids, _serialized_keys(ids, store.config.entity_key_serialization_version),
-                    {f.name: _column(frame[f.name], str(f.dtype)) for f in view.features},
-                    _utc(frame["event_timestamp"]))
+    return ViewRows(
+        view,
+        ids,
+        _serialized_keys(ids, store.config.entity_key_serialization_version),
+        {f.name: _column(frame[f.name], str(f.dtype)) for f in view.features},
+        _utc(frame["event_timestamp"]),
+    )
 
 
-def _write_chunks(store: "FeatureStore", chunks: list[ViewRows]) -> None:
+def _write_chunks(store: FeatureStore, chunks: list[ViewRows]) -> None:
     config = store.config
     kind = config.online_store.type
     if kind in REDIS_TYPES and config.online_store.skip_dedup:
@@ -167,14 +181,16 @@ def _write_chunks(store: "FeatureStore", chunks: list[ViewRows]) -> None:
         if kind in SQLITE_TYPES:
             _sqlite_upsert(store, rows)
         else:  # Redis without skip_dedup and any other store: Feast's own writer, fed prebuilt protobufs
-            created = datetime.now(timezone.utc)
+            created = datetime.now(UTC)
             protos = {name: column.protos() for name, column in rows.columns.items()}
-            data = [(key, {name: values[i] for name, values in protos.items()}, rows.stamps[i], created)
-                    for i, key in enumerate(_entity_keys(rows.ids))]
+            data = [
+                (key, {name: values[i] for name, values in protos.items()}, rows.stamps[i], created)
+                for i, key in enumerate(_entity_keys(rows.ids))
+            ]
             store._get_provider().online_write_batch(config, rows.view, data, progress=None)
 
 
-def _sqlite_upsert(store: "FeatureStore", rows: ViewRows) -> None:
+def _sqlite_upsert(store: FeatureStore, rows: ViewRows) -> None:
     from feast.infra.online_stores.sqlite import _table_id, adapt_datetime_epoch
 
     view, serialized, columns, stamps = rows.view, rows.serialized, rows.columns, rows.stamps
@@ -184,24 +200,29 @@ def _sqlite_upsert(store: "FeatureStore", rows: ViewRows) -> None:
     conn = store._get_provider().online_store._get_conn(config)
     table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
     # Feast stores timestamps as the epoch of the naive-UTC datetime: few distinct values, convert once.
-    epochs = {s: adapt_datetime_epoch(s.astimezone(timezone.utc).replace(tzinfo=None)) for s in set(stamps)}
-    created = adapt_datetime_epoch(datetime.now(timezone.utc).replace(tzinfo=None))
+    epochs = {s: adapt_datetime_epoch(s.astimezone(UTC).replace(tzinfo=None)) for s in set(stamps)}
+    created = adapt_datetime_epoch(datetime.now(UTC).replace(tzinfo=None))
     blobs = {name: columns[name].blobs for name in names}
     text = {name: columns[name].texts for name in names}
     # Rows in primary-key order (entity_key, feature_name): B-tree inserts stay local, ~2x faster.
     order = sorted(range(len(serialized)), key=serialized.__getitem__)
     names_sorted = sorted(names)
-    values = [(serialized[i], name, blobs[name][i], text[name][i], epochs[stamps[i]], created)
-              for i in order for name in names_sorted]
-    sql = (f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
-           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-           "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-           "created_ts = excluded.created_ts")
+    values = [
+        (serialized[i], name, blobs[name][i], text[name][i], epochs[stamps[i]], created)
+        for i in order
+        for name in names_sorted
+    ]
+    sql = (
+        f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+        "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+        "created_ts = excluded.created_ts"
+    )
     with conn:
         conn.executemany(sql, values)
 
 
-def _redis_hset(store: "FeatureStore", chunks: list[ViewRows]) -> None:
+def _redis_hset(store: FeatureStore, chunks: list[ViewRows]) -> None:
     """Feast's Redis layout (one hash per entity; field = mmh3("<view>:<feature>"), plus "_ts:<view>"),
     the same as its `skip_dedup` writer: one HSET per customer carrying all of `chunks`' views,
     field names hashed once per view, not once per value.
@@ -275,7 +296,7 @@ def _send_packed(client, commands: list[list], batch: int = 5_000) -> None:
     try:
         in_flight = 0
         for start in range(0, len(commands), batch):
-            part = commands[start:start + batch]
+            part = commands[start : start + batch]
             connection.send_packed_command([b"".join([hiredis.pack_command(tuple(args)) for args in part])])
             read_replies(in_flight)
             in_flight = len(part)

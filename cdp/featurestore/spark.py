@@ -13,10 +13,12 @@ one local Parquet file we append the way the embedded DuckDB store does (new row
 the file's schema, rewrite the file); folders, tables and remote paths still go to Spark.
 Imported only when that yaml is used: it imports pyspark and Feast.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow
 import pyarrow.parquet as pq
@@ -36,16 +38,23 @@ class CdpSparkOfflineStoreConfig(SparkOfflineStoreConfig):
 
 class CdpSparkOfflineStore(SparkOfflineStore):
     @staticmethod
-    def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pyarrow.Table,
-                            progress: Optional[Callable[[int], Any]]):
+    def offline_write_batch(
+        config: RepoConfig, feature_view: FeatureView, table: pyarrow.Table, progress: Callable[[int], Any] | None
+    ):
         source = feature_view.batch_source
-        if not (isinstance(source, SparkSource) and source.path and source.file_format == "parquet"
-                and os.path.isfile(source.path)):
+        if not (
+            isinstance(source, SparkSource)
+            and source.path
+            and source.file_format == "parquet"
+            and os.path.isfile(source.path)
+        ):
             return SparkOfflineStore.offline_write_batch(config, feature_view, table, progress)
         existing = pq.read_table(source.path)
         if existing.column_names != table.column_names:  # the check Feast's writers make (no Spark job needed)
-            raise ValueError(f"push to {feature_view.name}: columns {table.column_names}, "
-                             f"expected (in this order) {existing.column_names}")
+            raise ValueError(
+                f"push to {feature_view.name}: columns {table.column_names}, "
+                f"expected (in this order) {existing.column_names}"
+            )
         if table.schema != existing.schema:
             table = table.cast(existing.schema)
         pq.write_table(pyarrow.concat_tables([table, existing]), source.path)

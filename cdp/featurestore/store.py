@@ -7,6 +7,7 @@ localhost:6379) times CDP_OFFLINE_STORE=duckdb (default) or spark (Feast's Spark
 the same Parquet files; session settings from CDP_SPARK_MASTER etc., defaults as for Splink on Spark):
 `feature_store[.redis][.spark].yaml`. The definitions pick FileSource or SparkSource the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,11 +31,15 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 FEATURE_REPO = Path(_feature_repo_package.__file__).parent  # the Feast repo, installed as package data
-SCORE_SCHEMA = pa.schema([
-    ("customer_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-    ("churn_probability", pa.float64()), ("churn_model_version", pa.string()),
-    ("churn_scored_at", pa.string()),
-])
+SCORE_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ("churn_probability", pa.float64()),
+        ("churn_model_version", pa.string()),
+        ("churn_scored_at", pa.string()),
+    ]
+)
 
 
 @lru_cache(maxsize=1)
@@ -47,8 +52,12 @@ def repo_definitions() -> ModuleType:
 
 ONLINE_STORES = ("sqlite", "redis")
 OFFLINE_STORES = ("duckdb", "spark")
-SPARK_DEFAULTS = {"CDP_SPARK_MASTER": "local[2]", "CDP_SPARK_SHUFFLE_PARTITIONS": "4",
-                  "CDP_SPARK_DRIVER_MEMORY": "4g", "CDP_SPARK_DRIVER_HOST": "127.0.0.1"}  # as cdp/engines/spark.py
+SPARK_DEFAULTS = {
+    "CDP_SPARK_MASTER": "local[2]",
+    "CDP_SPARK_SHUFFLE_PARTITIONS": "4",
+    "CDP_SPARK_DRIVER_MEMORY": "4g",
+    "CDP_SPARK_DRIVER_HOST": "127.0.0.1",
+}  # as cdp/engines/spark.py
 
 
 class StoreConfigError(ValueError):
@@ -85,8 +94,10 @@ def offline_store() -> str:
     if kind not in OFFLINE_STORES:
         raise StoreConfigError(f"CDP_OFFLINE_STORE={kind!r}: choose one of {', '.join(OFFLINE_STORES)}")
     if kind == "spark" and importlib.util.find_spec("pyspark") is None:
-        raise StoreConfigError("CDP_OFFLINE_STORE=spark needs pyspark: `pip install -c constraints.txt "
-                               "'.[scale]'` and a Java runtime (17 or 21), or set CDP_OFFLINE_STORE=duckdb")
+        raise StoreConfigError(
+            "CDP_OFFLINE_STORE=spark needs pyspark: `pip install -c constraints.txt "
+            "'.[scale]'` and a Java runtime (17 or 21), or set CDP_OFFLINE_STORE=duckdb"
+        )
     return kind
 
 
@@ -105,7 +116,7 @@ def stop_spark() -> None:
         session.stop()
 
 
-def open_store(ws: Workspace) -> "FeatureStore":
+def open_store(ws: Workspace) -> FeatureStore:
     from feast import FeatureStore
 
     # ibis (inside Feast's DuckDB store) warns on every query about a DuckDB rename; Feast's Spark
@@ -119,7 +130,7 @@ def open_store(ws: Workspace) -> "FeatureStore":
     return store
 
 
-def _follow_workspace(ws: Workspace, store: "FeatureStore") -> None:
+def _follow_workspace(ws: Workspace, store: FeatureStore) -> None:
     """Feast's registry keeps absolute Parquet paths and the source class. When a workspace folder
     was moved or copied, the paths still name the old folder: reads would come from, and score
     pushes go to, someone else's files; when CDP_OFFLINE_STORE changed, the sources are of the other
@@ -128,20 +139,21 @@ def _follow_workspace(ws: Workspace, store: "FeatureStore") -> None:
 
     try:
         sources = [s for s in store.list_data_sources() if getattr(s, "path", None)]
-    except Exception:  # noqa: BLE001 - no registry yet: nothing to follow
+    except Exception:
         return
     features, spark = ws.features.resolve(), _source_kind(store) == "spark"
-    if sources and any(Path(s.path).resolve().parent != features or isinstance(s, FileSource) == spark
-                       for s in sources):
+    if sources and any(
+        Path(s.path).resolve().parent != features or isinstance(s, FileSource) == spark for s in sources
+    ):
         store.apply(repo_definitions().definitions(ws.features, _source_kind(store)))
 
 
-def _source_kind(store: "FeatureStore") -> str:
+def _source_kind(store: FeatureStore) -> str:
     """Which batch source class the store's offline store reads: spark (SparkSource) or duckdb (FileSource)."""
     return "spark" if "spark" in str(store.config.offline_store.type).lower() else "duckdb"
 
 
-def apply_definitions(ws: Workspace) -> "FeatureStore":
+def apply_definitions(ws: Workspace) -> FeatureStore:
     scores = ws.features / "churn_scores.parquet"
     if not scores.exists():  # the PushSource's batch file needs explicit column types
         pq.write_table(SCORE_SCHEMA.empty_table(), scores)
@@ -150,7 +162,7 @@ def apply_definitions(ws: Workspace) -> "FeatureStore":
     return store
 
 
-def materialize_latest(ws: Workspace, store: "FeatureStore", as_of: pd.Timestamp, engine: str | None = None) -> int:
+def materialize_latest(ws: Workspace, store: FeatureStore, as_of: pd.Timestamp, engine: str | None = None) -> int:
     """Load the latest snapshot of every batch feature view into the online store; rows written.
 
     engine "bulk" (default) reads each view's Parquet with Feast's TTL rule and writes through
@@ -161,9 +173,11 @@ def materialize_latest(ws: Workspace, store: "FeatureStore", as_of: pd.Timestamp
     if engine == "feast":
         os.environ.setdefault("TQDM_DISABLE", "1")  # Feast's per-view tqdm bars would flood the CLI's own progress
         with contextlib.redirect_stdout(io.StringIO()):  # and so would its banner per view
-            store.materialize(start_date=(as_of - definitions.SNAPSHOT_TTL).to_pydatetime(),
-                              end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime(),
-                              feature_views=list(definitions.FEATURES))
+            store.materialize(
+                start_date=(as_of - definitions.SNAPSHOT_TTL).to_pydatetime(),
+                end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime(),
+                feature_views=list(definitions.FEATURES),
+            )
         return sum(len(latest_snapshot(ws, view, as_of)) for view in definitions.FEATURES)
     if engine != "bulk":
         raise StoreConfigError(f"CDP_MATERIALIZE_ENGINE={engine!r}: choose bulk or feast")

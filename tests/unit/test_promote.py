@@ -1,5 +1,6 @@
 """`cdp promote`: the out-of-time gate, explicit refusals, --force recorded as tags, and the
 champion-comparison report every training run logs. Works on a copy of the session workspace."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from cdp.workspace import Workspace
 from cdp.models.churn import CHURN
 from cdp.training.tracking import champion_version as tracked_champion_version
 from cdp.training.tracking import use_workspace
+from cdp.workspace import Workspace
 
 
 def cli(*args: str, home) -> tuple[int, str]:
@@ -21,7 +22,9 @@ def cli(*args: str, home) -> tuple[int, str]:
     from cdp.cli.app import app
 
     result = CliRunner().invoke(app, [*args, "--home", str(home)], terminal_width=200)
-    return result.exit_code, " ".join((result.output + (repr(result.exception) if result.exit_code not in (0, 1, 2) else "")).split())
+    return result.exit_code, " ".join(
+        (result.output + (repr(result.exception) if result.exit_code not in (0, 1, 2) else "")).split()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,9 @@ def test_training_logs_a_comparison_with_the_champion(promote_ws, stage_results)
 
     path = mlflow.artifacts.download_artifacts(run_id=worse["run_id"], artifact_path="reports/champion_comparison.json")
     report = json.loads(open(path).read())
-    assert report["champion_version"] == worse["champion_before"] and report["compared_on"].startswith("same out-of-time rows")
+    assert report["champion_version"] == worse["champion_before"] and report["compared_on"].startswith(
+        "same out-of-time rows"
+    )
     rows = {r["metric"]: r for r in report["rows"]}
     # the champion re-scored on the challenger's rows: same rows as its own validation here
     assert rows["roc_auc"]["champion"] == pytest.approx(stage_results["train"]["metrics"]["roc_auc"])

@@ -1,4 +1,5 @@
 """`cdp eval-enrichment`: churn with and without each vendor's facts, lift with a bootstrap interval."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,24 @@ from cdp.training.enrichment import ENRICHMENT_FEATURES, paired_bootstrap, point
 
 
 def test_vendor_facts_are_joined_point_in_time():
-    facts = pd.DataFrame({
-        "vendor": ["a", "a", "a", "b"], "customer_id": ["c1", "c1", "c1", "c1"],
-        "as_of": pd.to_datetime(["2023-06-01", "2025-03-01", "2025-06-01", "2025-05-01"], utc=True),
-        "household_size": [1.0, 2.0, 3.0, 4.0], "income_band_rank": [1.0, 2.0, 3.0, 4.0],
-        "home_owner": [0.0, 1.0, 1.0, 0.0], "car_owner": [1.0, 1.0, 0.0, 0.0],
-        "linked_at": pd.to_datetime(["2020-01-01"] * 4, utc=True)})
-    rows = pd.DataFrame({"customer_id": ["c1", "c1", "c1", "c2"],
-                         "event_timestamp": pd.to_datetime(["2025-06-01", "2025-02-01", "2026-01-01", "2025-06-01"], utc=True)})
+    facts = pd.DataFrame(
+        {
+            "vendor": ["a", "a", "a", "b"],
+            "customer_id": ["c1", "c1", "c1", "c1"],
+            "as_of": pd.to_datetime(["2023-06-01", "2025-03-01", "2025-06-01", "2025-05-01"], utc=True),
+            "household_size": [1.0, 2.0, 3.0, 4.0],
+            "income_band_rank": [1.0, 2.0, 3.0, 4.0],
+            "home_owner": [0.0, 1.0, 1.0, 0.0],
+            "car_owner": [1.0, 1.0, 0.0, 0.0],
+            "linked_at": pd.to_datetime(["2020-01-01"] * 4, utc=True),
+        }
+    )
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c1", "c2"],
+            "event_timestamp": pd.to_datetime(["2025-06-01", "2025-02-01", "2026-01-01", "2025-06-01"], utc=True),
+        }
+    )
     only_a = point_in_time_facts(rows, facts[facts["vendor"] == "a"], max_age_days=730)
     # fact dated exactly at the snapshot is not used; the freshest earlier one is
     assert only_a["household_size"].tolist()[:3] == [2.0, 1.0, 3.0]
@@ -60,8 +71,9 @@ def test_eval_enrichment_reports_lift_per_vendor(pipeline_ws, stage_results):
 
     from cdp.cli.app import app
 
-    result = CliRunner().invoke(app, ["eval-enrichment", "--bootstrap", "50", "--home", str(pipeline_ws.root)],
-                                terminal_width=200)
+    result = CliRunner().invoke(
+        app, ["eval-enrichment", "--bootstrap", "50", "--home", str(pipeline_ws.root)], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((pipeline_ws.reports / "enrichment_eval.json").read_text())
     vendors = sorted(pd.read_parquet(pipeline_ws.staged / "enrichment.parquet")["vendor"].unique())

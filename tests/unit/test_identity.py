@@ -1,11 +1,12 @@
 """Identity resolution v1 on hand-made staged tables."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
 from cdp.identity.resolve import ResolveConfig, customer_id_for, resolve
+from cdp.workspace import Workspace
 
 
 def _write(ws: Workspace, table: str, rows: list[dict]) -> None:
@@ -16,30 +17,49 @@ def _write(ws: Workspace, table: str, rows: list[dict]) -> None:
 @pytest.fixture()
 def ws(tmp_path) -> Workspace:
     ws = Workspace(tmp_path)
-    _write(ws, "crm_contacts", [
-        {"record_id": "R1", "email_norm": "ann@x.com", "phone_e164": "+12127341234"},
-        {"record_id": "R2", "email_norm": None, "phone_e164": "+12127341234"},      # same phone -> Ann
-        {"record_id": "R3", "email_norm": "bob@x.com", "phone_e164": None},
-        {"record_id": "R4", "email_norm": None, "phone_e164": None},               # nothing to link on
-    ])
-    _write(ws, "loyalty_members", [
-        {"card_id": "L1", "email_norm": "bob@x.com", "phone_e164": None},
-    ])
-    _write(ws, "online_accounts", [
-        {"account_id": "A1", "email_norm": "ann@x.com", "phone_e164": None},
-    ])
+    _write(
+        ws,
+        "crm_contacts",
+        [
+            {"record_id": "R1", "email_norm": "ann@x.com", "phone_e164": "+12127341234"},
+            {"record_id": "R2", "email_norm": None, "phone_e164": "+12127341234"},  # same phone -> Ann
+            {"record_id": "R3", "email_norm": "bob@x.com", "phone_e164": None},
+            {"record_id": "R4", "email_norm": None, "phone_e164": None},  # nothing to link on
+        ],
+    )
+    _write(
+        ws,
+        "loyalty_members",
+        [
+            {"card_id": "L1", "email_norm": "bob@x.com", "phone_e164": None},
+        ],
+    )
+    _write(
+        ws,
+        "online_accounts",
+        [
+            {"account_id": "A1", "email_norm": "ann@x.com", "phone_e164": None},
+        ],
+    )
     # A store's placeholder phone on 30 different people's cards must not merge them.
-    orders = [{"order_id": f"O{i}", "card_id": f"LX{i}", "account_id": None, "email_norm": None,
-               "phone_e164": "+12129990000"} for i in range(30)]
-    orders += [{"order_id": "O-bob", "card_id": "L1", "account_id": None, "email_norm": None, "phone_e164": None},
-               {"order_id": "O-anon", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": None},
-               {"order_id": "O-zero", "card_id": None, "account_id": None, "email_norm": None,
-                "phone_e164": "+10000000000"}]
+    orders = [
+        {"order_id": f"O{i}", "card_id": f"LX{i}", "account_id": None, "email_norm": None, "phone_e164": "+12129990000"}
+        for i in range(30)
+    ]
+    orders += [
+        {"order_id": "O-bob", "card_id": "L1", "account_id": None, "email_norm": None, "phone_e164": None},
+        {"order_id": "O-anon", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": None},
+        {"order_id": "O-zero", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": "+10000000000"},
+    ]
     _write(ws, "orders", orders)
-    _write(ws, "web_events", [
-        {"event_id": "W1", "account_id": "A1", "device_id": "D1"},
-        {"event_id": "W2", "account_id": None, "device_id": "D1"},   # anonymous event on Ann's device
-    ])
+    _write(
+        ws,
+        "web_events",
+        [
+            {"event_id": "W1", "account_id": "A1", "device_id": "D1"},
+            {"event_id": "W2", "account_id": None, "device_id": "D1"},  # anonymous event on Ann's device
+        ],
+    )
     return ws
 
 
@@ -88,12 +108,23 @@ def test_ids_are_stable_across_reruns(ws):
 
 # --- v2: households, guards, stable ids, explain ------------------------------------------
 
+
 def _people(ws: Workspace, crm: list[dict], orders: list[dict] | None = None) -> None:
-    base = {"first_name": None, "last_name": None, "date_of_birth": None, "address_line": None,
-            "postcode": None, "email_norm": None, "phone_e164": None}
+    base = {
+        "first_name": None,
+        "last_name": None,
+        "date_of_birth": None,
+        "address_line": None,
+        "postcode": None,
+        "email_norm": None,
+        "phone_e164": None,
+    }
     _write(ws, "crm_contacts", [{**base, **r} for r in crm])
-    _write(ws, "orders", orders or [{"order_id": "O0", "card_id": None, "account_id": None,
-                                     "email_norm": None, "phone_e164": None}])
+    _write(
+        ws,
+        "orders",
+        orders or [{"order_id": "O0", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": None}],
+    )
 
 
 HOME = "+12127345678"
@@ -102,31 +133,68 @@ HOME = "+12127345678"
 @pytest.fixture()
 def household(tmp_path) -> Workspace:
     ws = Workspace(tmp_path)
-    _people(ws, [
-        {"record_id": "M1", "first_name": "Mary", "last_name": "Lee", "date_of_birth": "1970-03-01",
-         "address_line": "1 Oak St", "postcode": "10001", "phone_e164": HOME, "email_norm": "mary@x.com"},
-        {"record_id": "M2", "first_name": "Mary", "last_name": "Lee", "date_of_birth": "1970-03-01",
-         "address_line": "1 Oak St", "postcode": "10001", "phone_e164": HOME},
-        {"record_id": "J1", "first_name": "John", "last_name": "Lee", "date_of_birth": "1968-07-09",
-         "address_line": "1 Oak St", "postcode": "10001", "phone_e164": HOME, "email_norm": "john@x.com"},
-        {"record_id": "B1", "first_name": "Robert", "last_name": "Stone", "date_of_birth": "1980-01-02",
-         "email_norm": "bob@y.com"},
-        {"record_id": "B2", "first_name": "Bob", "last_name": "Stone", "date_of_birth": "1980-01-02",
-         "email_norm": "bob@y.com"},
-        {"record_id": "G1", "first_name": "n/a", "last_name": None, "phone_e164": "+10000000000"},
-        {"record_id": "G2", "first_name": "n/a", "last_name": None, "phone_e164": "+10000000000"},
-    ], [{"order_id": "O-home", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": HOME}])
+    _people(
+        ws,
+        [
+            {
+                "record_id": "M1",
+                "first_name": "Mary",
+                "last_name": "Lee",
+                "date_of_birth": "1970-03-01",
+                "address_line": "1 Oak St",
+                "postcode": "10001",
+                "phone_e164": HOME,
+                "email_norm": "mary@x.com",
+            },
+            {
+                "record_id": "M2",
+                "first_name": "Mary",
+                "last_name": "Lee",
+                "date_of_birth": "1970-03-01",
+                "address_line": "1 Oak St",
+                "postcode": "10001",
+                "phone_e164": HOME,
+            },
+            {
+                "record_id": "J1",
+                "first_name": "John",
+                "last_name": "Lee",
+                "date_of_birth": "1968-07-09",
+                "address_line": "1 Oak St",
+                "postcode": "10001",
+                "phone_e164": HOME,
+                "email_norm": "john@x.com",
+            },
+            {
+                "record_id": "B1",
+                "first_name": "Robert",
+                "last_name": "Stone",
+                "date_of_birth": "1980-01-02",
+                "email_norm": "bob@y.com",
+            },
+            {
+                "record_id": "B2",
+                "first_name": "Bob",
+                "last_name": "Stone",
+                "date_of_birth": "1980-01-02",
+                "email_norm": "bob@y.com",
+            },
+            {"record_id": "G1", "first_name": "n/a", "last_name": None, "phone_e164": "+10000000000"},
+            {"record_id": "G2", "first_name": "n/a", "last_name": None, "phone_e164": "+10000000000"},
+        ],
+        [{"order_id": "O-home", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": HOME}],
+    )
     return ws
 
 
 def test_shared_home_phone_links_only_name_agreeing_records(household):
     summary = resolve(household)
     ids = _customers(household)
-    assert ids[("crm_contacts", "M1")] == ids[("crm_contacts", "M2")]      # same name on the home phone
-    assert ids[("crm_contacts", "J1")] != ids[("crm_contacts", "M1")]      # spouse not merged
-    assert ("orders", "O-home") not in ids                                 # whose order? unknown: not guessed
-    assert ids[("crm_contacts", "B1")] == ids[("crm_contacts", "B2")]      # Bob = Robert
-    assert ids[("crm_contacts", "G1")] != ids[("crm_contacts", "G2")]      # placeholder phone never merges
+    assert ids[("crm_contacts", "M1")] == ids[("crm_contacts", "M2")]  # same name on the home phone
+    assert ids[("crm_contacts", "J1")] != ids[("crm_contacts", "M1")]  # spouse not merged
+    assert ("orders", "O-home") not in ids  # whose order? unknown: not guessed
+    assert ids[("crm_contacts", "B1")] == ids[("crm_contacts", "B2")]  # Bob = Robert
+    assert ids[("crm_contacts", "G1")] != ids[("crm_contacts", "G2")]  # placeholder phone never merges
     assert summary.shared_identifiers >= 1
     shared = pd.read_parquet(household.identity / "blocked_identifiers.parquet")
     assert set(shared.loc[shared["node"] == f"phone:{HOME}", "guard"]) == {"shared"}
@@ -142,15 +210,27 @@ def test_one_persons_name_variants_do_not_make_an_email_shared(tmp_path):
     # A household's phone carried by Ann and Bob Vega stays shared.
     ws = Workspace(tmp_path)
     home = "+13125550123"
-    _people(ws, [
-        {"record_id": "V1", "first_name": "Aaron", "last_name": "Vega", "email_norm": "av@x.com", "postcode": "77098"},
-        {"record_id": "V2", "first_name": "Erin", "last_name": "Vega", "email_norm": "av@x.com"},
-        {"record_id": "V3", "first_name": "Aarn", "last_name": "Vega", "email_norm": "av@x.com"},
-        {"record_id": "V4", "first_name": "Vega", "last_name": "Aaron", "email_norm": "av@x.com"},
-        {"record_id": "H1", "first_name": "Ann", "last_name": "Lowe", "phone_e164": home},
-        {"record_id": "H2", "first_name": "Bob", "last_name": "Lowe", "phone_e164": home},
-    ], [{"order_id": "O-av", "card_id": None, "account_id": None, "email_norm": "av@x.com", "phone_e164": None},
-        {"order_id": "O-home", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": home}])
+    _people(
+        ws,
+        [
+            {
+                "record_id": "V1",
+                "first_name": "Aaron",
+                "last_name": "Vega",
+                "email_norm": "av@x.com",
+                "postcode": "77098",
+            },
+            {"record_id": "V2", "first_name": "Erin", "last_name": "Vega", "email_norm": "av@x.com"},
+            {"record_id": "V3", "first_name": "Aarn", "last_name": "Vega", "email_norm": "av@x.com"},
+            {"record_id": "V4", "first_name": "Vega", "last_name": "Aaron", "email_norm": "av@x.com"},
+            {"record_id": "H1", "first_name": "Ann", "last_name": "Lowe", "phone_e164": home},
+            {"record_id": "H2", "first_name": "Bob", "last_name": "Lowe", "phone_e164": home},
+        ],
+        [
+            {"order_id": "O-av", "card_id": None, "account_id": None, "email_norm": "av@x.com", "phone_e164": None},
+            {"order_id": "O-home", "card_id": None, "account_id": None, "email_norm": None, "phone_e164": home},
+        ],
+    )
     resolve(ws, ResolveConfig(probabilistic=False))
     ids = _customers(ws)
     assert len({ids[("crm_contacts", f"V{i}")] for i in range(1, 5)} | {ids[("orders", "O-av")]}) == 1
@@ -162,10 +242,25 @@ def test_one_persons_name_variants_do_not_make_an_email_shared(tmp_path):
 
 def test_dob_conflict_is_a_shared_identifier(tmp_path):
     ws = Workspace(tmp_path)
-    _people(ws, [{"record_id": "T1", "first_name": "Sam", "last_name": "Ray", "date_of_birth": "1950-01-01",
-                  "email_norm": "ray@x.com"},
-                 {"record_id": "T2", "first_name": "Sam", "last_name": "Ray", "date_of_birth": "1985-06-30",
-                  "email_norm": "ray@x.com"}])
+    _people(
+        ws,
+        [
+            {
+                "record_id": "T1",
+                "first_name": "Sam",
+                "last_name": "Ray",
+                "date_of_birth": "1950-01-01",
+                "email_norm": "ray@x.com",
+            },
+            {
+                "record_id": "T2",
+                "first_name": "Sam",
+                "last_name": "Ray",
+                "date_of_birth": "1985-06-30",
+                "email_norm": "ray@x.com",
+            },
+        ],
+    )
     summary = resolve(ws)
     ids = _customers(ws)
     assert ids[("crm_contacts", "T1")] != ids[("crm_contacts", "T2")]
@@ -174,21 +269,25 @@ def test_dob_conflict_is_a_shared_identifier(tmp_path):
 
 def test_stable_ids_merge_and_split(tmp_path):
     ws = Workspace(tmp_path)
-    crm = [{"record_id": "A1", "email_norm": "a@x.com"}, {"record_id": "A2", "email_norm": "a@x.com"},
-           {"record_id": "A3", "email_norm": "a@x.com"}, {"record_id": "C1", "email_norm": "c@x.com"},
-           {"record_id": "D1", "email_norm": "d@x.com"}]
+    crm = [
+        {"record_id": "A1", "email_norm": "a@x.com"},
+        {"record_id": "A2", "email_norm": "a@x.com"},
+        {"record_id": "A3", "email_norm": "a@x.com"},
+        {"record_id": "C1", "email_norm": "c@x.com"},
+        {"record_id": "D1", "email_norm": "d@x.com"},
+    ]
     _people(ws, crm)
     resolve(ws)
     first = _customers(ws)
     resolve(ws)
-    assert _customers(ws) == first                                  # re-run: same ids
+    assert _customers(ws) == first  # re-run: same ids
     # merge: C1 and D1 now share a phone -> one id survives, the other is retired
     crm[3]["phone_e164"] = crm[4]["phone_e164"] = "+12127349999"
-    crm.append({"record_id": "E1", "email_norm": "e@x.com"})        # a new person
+    crm.append({"record_id": "E1", "email_norm": "e@x.com"})  # a new person
     _people(ws, crm)
     resolve(ws)
     merged = _customers(ws)
-    assert merged[("crm_contacts", "A1")] == first[("crm_contacts", "A1")]   # untouched cluster keeps its id
+    assert merged[("crm_contacts", "A1")] == first[("crm_contacts", "A1")]  # untouched cluster keeps its id
     assert merged[("crm_contacts", "C1")] == merged[("crm_contacts", "D1")]
     survivor = merged[("crm_contacts", "C1")]
     assert survivor in {first[("crm_contacts", "C1")], first[("crm_contacts", "D1")]}
@@ -222,15 +321,21 @@ def test_pairs_below_threshold_need_postcode_and_close_first_names():
     from cdp.identity.resolve import guard_scored_edges
 
     profiles = pd.DataFrame({"unique_id": ["a", "b", "c", "d"], "dob": [None, None, "1950-01-01", "1987-06-30"]})
-    edges = pd.DataFrame({
-        "unique_id_l": ["a", "a", "a", "a", "a", "c"], "unique_id_r": ["b"] * 5 + ["d"],
-        "match_probability": [0.997, 0.997, 0.997, 0.98, 0.9995, 1.0],
-        "gamma_postcode": [1, 0, 1, 1, -1, 1],
-        "gamma_first_name": [5, 5, 1, 5, 5, 5]})
+    edges = pd.DataFrame(
+        {
+            "unique_id_l": ["a", "a", "a", "a", "a", "c"],
+            "unique_id_r": ["b"] * 5 + ["d"],
+            "match_probability": [0.997, 0.997, 0.997, 0.98, 0.9995, 1.0],
+            "gamma_postcode": [1, 0, 1, 1, -1, 1],
+            "gamma_first_name": [5, 5, 1, 5, 5, 5],
+        }
+    )
     verdict = guard_scored_edges(edges, profiles)
     # corroborated by postcode + name | postcode differs | names only loosely alike | too low | above threshold | DOBs
     assert verdict["accepted"].tolist() == [True, False, False, False, True, False]
-    assert verdict["guard"].iloc[1].startswith("below threshold") and verdict["guard"].iloc[5] == "dates of birth conflict"
+    assert (
+        verdict["guard"].iloc[1].startswith("below threshold") and verdict["guard"].iloc[5] == "dates of birth conflict"
+    )
     # without household guards (FEBRL) the thresholds still hold
     loose = guard_scored_edges(edges, profiles, ResolveConfig(household_guards=False))
     assert loose["accepted"].tolist() == [True, False, False, False, True, True]
@@ -242,8 +347,11 @@ def test_heavy_guest_shopper_is_not_a_checkout_placeholder(tmp_path):
     ws = Workspace(tmp_path)
     people = [{"record_id": f"P{i}", "email_norm": f"p{i}@x.com"} for i in range(5)]
     none = {"card_id": None, "account_id": None, "email_norm": None, "phone_e164": None}
-    orders = [{**none, "order_id": f"O{i}-{j}", "email_norm": f"p{i}@x.com"} for i in range(5)
-              for j in range(12 if i == 4 else 10)]
+    orders = [
+        {**none, "order_id": f"O{i}-{j}", "email_norm": f"p{i}@x.com"}
+        for i in range(5)
+        for j in range(12 if i == 4 else 10)
+    ]
     orders += [{**none, "order_id": f"G{j}", "email_norm": "guest@y.com"} for j in range(20)]
     orders += [{**none, "order_id": f"S{j}", "phone_e164": "+13125550000"} for j in range(60)]
     _people(ws, people, orders)

@@ -1,4 +1,5 @@
 """Tests of the synthetic data generator (tiny data in tmp_path)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,14 @@ from cdp.synthetic.generate import GenerationSummary, generate
 from cdp.synthetic.oracle import p_no_order, p_no_order_piecewise, true_churn_probability
 
 CUSTOMERS, SEED = 2000, 11
-EVENT_TIMES = {"orders": "ordered_at", "web_events": "occurred_at", "service_interactions": "occurred_at",
-               "marketing_sends": "sent_at", "marketing_responses": "occurred_at", "campaigns": "start_at"}
+EVENT_TIMES = {
+    "orders": "ordered_at",
+    "web_events": "occurred_at",
+    "service_interactions": "occurred_at",
+    "marketing_sends": "sent_at",
+    "marketing_responses": "occurred_at",
+    "campaigns": "start_at",
+}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 EMAIL = re.compile(r"^\s*[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\s*$")
 
@@ -95,8 +102,15 @@ def test_every_contract_table_with_exact_columns_and_types(world) -> None:
 def test_clean_rows_are_clean_and_every_dirty_kind_is_listed(world) -> None:
     root, _, _ = world
     d = truth(root, "dirty_rows")
-    assert set(d["kind"]) == {"null_required", "bad_date", "bad_enum", "duplicate_row", "duplicate_id",
-                              "malformed_email", "malformed_phone"}
+    assert set(d["kind"]) == {
+        "null_required",
+        "bad_date",
+        "bad_enum",
+        "duplicate_row",
+        "duplicate_id",
+        "malformed_email",
+        "malformed_phone",
+    }
     for name, spec in TABLES.items():
         df = raw(root, name)
         mine = d[d["table"] == name]
@@ -144,9 +158,17 @@ def _valid_phone(value: str) -> bool:
 def test_record_persons_covers_every_record(world) -> None:
     root, _, _ = world
     rp = truth(root, "record_persons")
-    keys = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id",
-            "orders": "order_id", "web_events": "event_id", "service_interactions": "interaction_id",
-            "marketing_sends": "send_id", "consent_events": "event_id", "enrichment": "email_sha256"}
+    keys = {
+        "crm_contacts": "record_id",
+        "loyalty_members": "card_id",
+        "online_accounts": "account_id",
+        "orders": "order_id",
+        "web_events": "event_id",
+        "service_interactions": "interaction_id",
+        "marketing_sends": "send_id",
+        "consent_events": "event_id",
+        "enrichment": "email_sha256",
+    }
     persons = set(truth(root, "persons")["person_id"])
     for name, key in keys.items():
         df = raw(root, name)
@@ -170,7 +192,7 @@ def test_duplicate_crm_people_and_identity_mess(world) -> None:
     assert real["person_id"].nunique() >= 0.99 * CUSTOMERS
     multi = real[real["person_id"].isin(per_person[per_person > 1].index)]
     names = multi.groupby("person_id")["first_name"].nunique()
-    assert (names > 1).mean() > 0.3                       # nicknames, typos, swaps, case
+    assert (names > 1).mean() > 0.3  # nicknames, typos, swaps, case
     emails = pd.concat([raw(root, t)["email"] for t in ("crm_contacts", "online_accounts", "orders")])
     emails = emails.dropna()
     assert emails.str.contains(r"\+").any() and (emails != emails.str.lower()).any()
@@ -201,13 +223,14 @@ def test_placeholder_phone_is_shared_by_many_people(world) -> None:
     people_per_phone = orders.dropna(subset=["phone"]).groupby("phone")["person_id"].nunique()
     shared = people_per_phone[people_per_phone >= 20]
     assert "0000000000" in shared.index
-    assert any(_valid_phone(p) for p in shared.index)    # a store's own (valid) number
+    assert any(_valid_phone(p) for p in shared.index)  # a store's own (valid) number
     real = people_per_phone[~people_per_phone.index.isin(shared.index)]
-    assert real.quantile(0.99) <= 3                       # real phones: a person or a household
+    assert real.quantile(0.99) <= 3  # real phones: a person or a household
 
 
-@pytest.mark.parametrize("lam,h,alive", [(1 / 40, 0.002, True), (1 / 10, 0.02, True), (1 / 200, 0.01, True),
-                                         (1 / 30, 0.003, False)])
+@pytest.mark.parametrize(
+    "lam,h,alive", [(1 / 40, 0.002, True), (1 / 10, 0.02, True), (1 / 200, 0.01, True), (1 / 30, 0.003, False)]
+)
 def test_oracle_formula_matches_monte_carlo(lam: float, h: float, alive: bool) -> None:
     rng = np.random.default_rng(0)
     n, horizon, r = 200_000, 90.0, 0.03 * lam
@@ -225,19 +248,22 @@ def test_piecewise_oracle_matches_monte_carlo() -> None:
     n, horizon, lam, h = 200_000, 90.0, 1 / 25, 0.004
     r = 0.03 * lam
     churn = rng.exponential(1 / h, n)
+
     # expected counts: integral of the rate over [0, 90] with m(u) = 0.3 on [20, 34]
     def mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         full = np.clip(b, 0, horizon) - np.clip(a, 0, horizon)
         win = np.clip(np.minimum(b, 34), 20, None) - np.clip(np.maximum(a, 20), None, 34)
         return full - 0.7 * np.clip(win, 0, None)
+
     alive_mass = mass(np.zeros(n), np.minimum(churn, horizon))
     dead_mass = mass(np.minimum(churn, horizon), np.full(n, horizon))
     natural = rng.poisson(lam * alive_mass) + rng.poisson(r * dead_mass)
-    extra = rng.random(n) < 0.25 * (10 / 14)          # window (-4, 10]: 10 of 14 days in the horizon
+    extra = rng.random(n) < 0.25 * (10 / 14)  # window (-4, 10]: 10 of 14 days in the horizon
     mc = ((natural == 0) & ~extra).mean()
     lo, hi, mult = np.array([[20.0, 90.0]]), np.array([[34.0, 90.0]]), np.array([[0.3, 1.0]])
-    exact = p_no_order_piecewise(np.array([lam]), np.array([r]), np.array([h]), horizon, np.array([True]),
-                                 lo, hi, mult)[0] * (1 - 0.25 * 10 / 14)
+    exact = p_no_order_piecewise(
+        np.array([lam]), np.array([r]), np.array([h]), horizon, np.array([True]), lo, hi, mult
+    )[0] * (1 - 0.25 * 10 / 14)
     assert abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / n)
 
 
@@ -292,8 +318,7 @@ def test_timestamps_within_window(world) -> None:
         df = raw(root, name).drop(index=list(dirty_rows(root, name)))
         ts = pd.to_datetime(df[col], utc=True, format="ISO8601")
         assert ts.between(start, stop, inclusive="left").all(), name
-    for name, col in (("crm_contacts", "created_at"), ("enrichment", "as_of"),
-                      ("consent_events", "occurred_at")):
+    for name, col in (("crm_contacts", "created_at"), ("enrichment", "as_of"), ("consent_events", "occurred_at")):
         df = raw(root, name).drop(index=list(dirty_rows(root, name)))
         assert (pd.to_datetime(df[col], utc=True, format="ISO8601") < stop).all(), name
     crm = raw(root, "crm_contacts").drop(index=list(dirty_rows(root, "crm_contacts")))

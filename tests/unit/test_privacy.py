@@ -3,6 +3,7 @@
 
 Destructive tests work on a copy of the session workspace (the Feast registry/online store
 paths follow CDP_HOME, so a copied folder is a self-contained platform)."""
+
 from __future__ import annotations
 
 import json
@@ -19,23 +20,40 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
 from cdp.ingest.contract import TABLES
 from cdp.ingest.normalize import canonical_email, e164_phone
+from cdp.workspace import Workspace
 
 CDP = str(Path(sys.executable).with_name("cdp"))
-KEYS = {"crm_contacts": "record_id", "loyalty_members": "card_id", "online_accounts": "account_id",
-        "orders": "order_id", "service_interactions": "interaction_id", "marketing_sends": "send_id",
-        "web_events": "event_id"}
-ID_FIELDS = ("email", "phone", "identifier", "card_id", "account_id", "device_id", "record_id", "order_id",
-             "send_id", "event_id", "interaction_id", "email_sha256")
+KEYS = {
+    "crm_contacts": "record_id",
+    "loyalty_members": "card_id",
+    "online_accounts": "account_id",
+    "orders": "order_id",
+    "service_interactions": "interaction_id",
+    "marketing_sends": "send_id",
+    "web_events": "event_id",
+}
+ID_FIELDS = (
+    "email",
+    "phone",
+    "identifier",
+    "card_id",
+    "account_id",
+    "device_id",
+    "record_id",
+    "order_id",
+    "send_id",
+    "event_id",
+    "interaction_id",
+    "email_sha256",
+)
 CONSENT_NODE = {"email": "email", "phone": "phone", "account_id": "account", "card_id": "card"}
 
 
 def cdp(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
-    return subprocess.run([CDP, *args, "--home", str(home)], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run([CDP, *args, "--home", str(home)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def cli(*args: str, home: Path) -> tuple[int, str]:
@@ -49,6 +67,7 @@ def cli(*args: str, home: Path) -> tuple[int, str]:
 
 
 # ---- what the test itself believes belongs to a person (independent of cdp.privacy.subjects) ----
+
 
 def pick_customer(ws: Workspace) -> str:
     """A well-covered person: orders, a CRM record, consent events, a score, an exclusive email."""
@@ -90,9 +109,15 @@ def person_view(ws: Workspace, cid: str) -> dict:
             own = rows["phone_e164"].map(lambda p: f"phone:{p}" in my_nodes)
             raw_strings |= set(rows.loc[own, "phone"].dropna())
     values = {n.split(":", 1)[1] for n in my_nodes}
-    return {"customer_id": cid, "nodes": my_nodes, "keys": keys, "hashes": hashes,
-            "needles": values | raw_strings | {cid}, "all_keys": set().union(*keys.values()),
-            "raw_email": sorted(s for s in raw_strings if "@" in s)[0]}
+    return {
+        "customer_id": cid,
+        "nodes": my_nodes,
+        "keys": keys,
+        "hashes": hashes,
+        "needles": values | raw_strings | {cid},
+        "all_keys": set().union(*keys.values()),
+        "raw_email": sorted(s for s in raw_strings if "@" in s)[0],
+    }
 
 
 def expected_masks(ws: Workspace, person: dict) -> dict[str, np.ndarray]:
@@ -119,14 +144,22 @@ def expected_masks(ws: Workspace, person: dict) -> dict[str, np.ndarray]:
 
     def carries(record: str) -> bool:
         fields = json.loads(record)
-        return any(v is not None and {v, canonical_email(v), e164_phone(v)} & values
-                   for f, v in fields.items() if f in ID_FIELDS)
+        return any(
+            v is not None and {v, canonical_email(v), e164_phone(v)} & values
+            for f, v in fields.items()
+            if f in ID_FIELDS
+        )
+
     masks["staged/quarantine.parquet"] = np.array([carries(r) for r in quarantine["record"]], dtype=bool)
     for name in ("identity_map", "identifier_map", "households"):
-        masks[f"identity/{name}.parquet"] = (pd.read_parquet(ws.identity / f"{name}.parquet")["customer_id"] == cid).to_numpy()
+        masks[f"identity/{name}.parquet"] = (
+            pd.read_parquet(ws.identity / f"{name}.parquet")["customer_id"] == cid
+        ).to_numpy()
     edges = pd.read_parquet(ws.identity / "match_edges.parquet")
     uids = {f"{t}|{k}" for t, ks in keys.items() for k in ks}
-    masks["identity/match_edges.parquet"] = (edges["unique_id_l"].isin(uids) | edges["unique_id_r"].isin(uids)).to_numpy()
+    masks["identity/match_edges.parquet"] = (
+        edges["unique_id_l"].isin(uids) | edges["unique_id_r"].isin(uids)
+    ).to_numpy()
     for path in ws.features.glob("*.parquet"):
         masks[f"features/{path.name}"] = (pd.read_parquet(path)["customer_id"] == cid).to_numpy()
     return masks
@@ -136,10 +169,16 @@ def online_counts(ws: Workspace, cid: str) -> dict[str, tuple[int, int]]:
     """Per online table: (all rows, rows whose entity key holds the customer_id)."""
     with sqlite3.connect(ws.feast / "online.db") as con:
         tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: (con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0],
-                    con.execute(f'SELECT count(*) FROM "{t}" WHERE instr(entity_key, ?) > 0',
-                                (cid.encode(),)).fetchone()[0])
-                for t in tables if "entity_key" in [c[1] for c in con.execute(f'PRAGMA table_info("{t}")')]}
+        return {
+            t: (
+                con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0],
+                con.execute(f'SELECT count(*) FROM "{t}" WHERE instr(entity_key, ?) > 0', (cid.encode(),)).fetchone()[
+                    0
+                ],
+            )
+            for t in tables
+            if "entity_key" in [c[1] for c in con.execute(f'PRAGMA table_info("{t}")')]
+        }
 
 
 def string_hits(frame: pd.DataFrame, needles: set[str]) -> list[str]:
@@ -149,9 +188,9 @@ def string_hits(frame: pd.DataFrame, needles: set[str]) -> list[str]:
         values = frame[column].dropna()
         if values.empty or not isinstance(values.iloc[0], str):
             continue
-        if values.isin(needles).any():
-            hits.append(column)
-        elif column == "record" and any(set(map(str, json.loads(r).values())) & needles for r in values):
+        if values.isin(needles).any() or (
+            column == "record" and any(set(map(str, json.loads(r).values())) & needles for r in values)
+        ):
             hits.append(column)
     return hits
 
@@ -174,8 +213,10 @@ def mlflow_files(ws: Workspace) -> list[Path]:
     runs = mlflow_runs(ws)
     client = MlflowClient()
     roots = [r.info.artifact_uri for r in runs]
-    roots += [m.artifact_location for m in client.search_logged_models(
-        experiment_ids=sorted({r.info.experiment_id for r in runs}))]
+    roots += [
+        m.artifact_location
+        for m in client.search_logged_models(experiment_ids=sorted({r.info.experiment_id for r in runs}))
+    ]
     files = []
     for root in roots:
         files += [p for p in Path(root.removeprefix("file://")).rglob("*") if p.is_file()]
@@ -196,6 +237,7 @@ def mlflow_text(files: list[Path]) -> str:
 
 # ---- erasure ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def erased(pipeline_ws, tmp_path_factory):
     """A copy of the session workspace with one person erased through the CLI."""
@@ -208,8 +250,14 @@ def erased(pipeline_ws, tmp_path_factory):
     online_before = online_counts(ws, person["customer_id"])
     result = cdp("privacy", "erase", person["raw_email"].upper(), "--yes", home=home)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return {"ws": ws, "person": person, "masks": masks, "before": before, "online_before": online_before,
-            "output": result.stdout + result.stderr}
+    return {
+        "ws": ws,
+        "person": person,
+        "masks": masks,
+        "before": before,
+        "online_before": online_before,
+        "output": result.stdout + result.stderr,
+    }
 
 
 def test_erase_removes_exactly_the_persons_rows_everywhere(erased):
@@ -233,7 +281,6 @@ def test_erase_removes_exactly_the_persons_rows_everywhere(erased):
     assert "models_trained_on_subjects" in receipt
 
 
-
 def test_erasure_drops_the_incremental_linking_state(erased):
     """The saved state of `resolve --incremental` holds everyone's identifiers and household keys:
     erasure removes it (the next run rebuilds it from what is left)."""
@@ -241,6 +288,7 @@ def test_erasure_drops_the_incremental_linking_state(erased):
     assert not (ws.identity / "incremental_state").exists()
     receipt = json.loads(next((ws.root / "privacy" / "receipts").glob("*.json")).read_text())
     assert receipt["stores"]["identity/incremental_state/ (rows; folder removed)"] > 0  # it existed
+
 
 def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
     ws, person = erased["ws"], erased["person"]
@@ -258,6 +306,7 @@ def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
     import hashlib
 
     from cdp.privacy.subjects import privacy_key, token
+
     key_file = ws.root / "privacy" / "token.key"
     assert key_file.stat().st_mode & 0o077 == 0  # owner-only
     plain = {hashlib.sha256(n.encode()).hexdigest() for n in person["nodes"]}
@@ -290,16 +339,18 @@ def test_reingest_keeps_the_erased_person_out(erased):
 
 # ---- subject access -------------------------------------------------------------------------
 
+
 def test_export_holds_everything_about_the_person(pipeline_ws):
     """In-process (the CLI path is the same two calls; its error paths are tested below)."""
-    from cdp.privacy.subjects import find_subject
     from cdp.privacy.subject_access import export_subject
+    from cdp.privacy.subjects import find_subject
 
     person = person_view(pipeline_ws, pick_customer(pipeline_ws))
     masks = expected_masks(pipeline_ws, person)
     phone = next(n for n in person["nodes"] if n.startswith("phone:"))[6:]
-    report = json.loads(json.dumps(export_subject(pipeline_ws, find_subject(pipeline_ws, f"phone:{phone}")),
-                                   default=str))
+    report = json.loads(
+        json.dumps(export_subject(pipeline_ws, find_subject(pipeline_ws, f"phone:{phone}")), default=str)
+    )
     assert report["customer_id"] == person["customer_id"]
     for table in TABLES:
         assert len(report["source_records"].get(table, [])) == masks[f"staged/{table}.parquet"].sum(), table
@@ -317,13 +368,15 @@ def test_export_holds_everything_about_the_person(pipeline_ws):
     assert online["customer_id"] == person["customer_id"]
     assert online["customer_profile__tenure_days"] is not None
     assert online["churn_scores__churn_probability"] == pytest.approx(
-        report["scores_offline"]["churn_scores"][0]["churn_probability"])
+        report["scores_offline"]["churn_scores"][0]["churn_probability"]
+    )
     assert len(report["consent"]["history"]) == masks["staged/consent_events.parquet"].sum()
     assert set(report["consent"]["now"]) == {"email_marketing", "sms_marketing", "profiling", "third_party_sharing"}
     assert report["models_trained_on_subject"]  # the churn run (population not recorded yet: 'unknown')
 
 
 # ---- bad input, retention, leaks ------------------------------------------------------------
+
 
 def raw_pii(ws: Workspace) -> set[str]:
     """Raw emails, phones and full names of every person in the workspace's raw data."""
@@ -341,10 +394,12 @@ def raw_pii(ws: Workspace) -> set[str]:
 def test_bad_identifiers_are_clear_errors_without_pii(pipeline_ws, erased, stage_results):
     pii = raw_pii(pipeline_ws)
     outputs = [erased["output"]]
-    for args, message in ((["export", "ann@@example"], "identifier: malformed email 'a***@***'"),
-                          (["erase", "nobody.here@example.com"], "identifier: email n***@***: no customer"),
-                          (["export", "phone:12"], "identifier: invalid phone number (2 digits)"),
-                          (["purge", "--inactive-days", "30", "--as-of", "soon"], "--as-of: not a timestamp")):
+    for args, message in (
+        (["export", "ann@@example"], "identifier: malformed email 'a***@***'"),
+        (["erase", "nobody.here@example.com"], "identifier: email n***@***: no customer"),
+        (["export", "phone:12"], "identifier: invalid phone number (2 digits)"),
+        (["purge", "--inactive-days", "30", "--as-of", "soon"], "--as-of: not a timestamp"),
+    ):
         code, output = cli("privacy", *args, home=pipeline_ws.root)
         assert code == 2, (args, output)
         assert message in " ".join(output.split()) and "Traceback" not in output

@@ -1,5 +1,6 @@
 """Serving: the service in-process (fast), and the real `bentoml serve` HTTP server over the
 SQLite and the Redis online store (slow)."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
 from cdp.serving.server import running_server
+from cdp.workspace import Workspace
 from tests.conftest import free_port
 from tests.services import redis_server
 
@@ -57,8 +58,13 @@ def test_fast_churn_path_equals_sklearn_and_reasons_are_lightgbm_contributions(s
     scorer = scores_service.champions.get("churn")[0]
     as_of = scores_service.as_of
     ids = latest(pipeline_ws, "purchase_behaviour")["customer_id"].head(200)
-    frame = latest_service_features(pipeline_ws, scores_service.store, CHURN.feature_service,
-                                    pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}), as_of)
+    frame = latest_service_features(
+        pipeline_ws,
+        scores_service.store,
+        CHURN.feature_service,
+        pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}),
+        as_of,
+    )
     matrix = scorer.matrix(frame)
     expected = scorer.model.predict_proba(frame[scorer.features])[:, 1]
     np.testing.assert_allclose(scorer.probabilities(matrix), expected, rtol=0, atol=1e-12)
@@ -75,7 +81,9 @@ def test_unknown_ids_get_a_per_id_error(service, pipeline_ws):
     known = pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"].iloc[0]
     body = scores_service.churn(module.ChurnRequest(customer_ids=[known, "cus_nobody"]))
     assert [s["customer_id"] for s in body["scores"]] == [known]
-    assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
+    assert body["errors"] == [
+        {"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}
+    ]
     nbp = scores_service.next_best_product(module.NextBestProductRequest(customer_id="cus_nobody"))
     assert nbp["products"] == [] and "unknown customer_id" in nbp["errors"][0]["error"]
 
@@ -88,9 +96,12 @@ def test_withdrawn_profiling_consent_is_refused_on_every_scoring_route(service, 
     assert withdrawn, "the synthetic data should contain profiling withdrawals"
     nbp = scores_service.next_best_product(module.NextBestProductRequest(customer_id=withdrawn[0]))
     assert nbp["products"] == [] and nbp["errors"] == [{"customer_id": withdrawn[0], "error": PROFILING_WITHDRAWN}]
-    campaign = scores_service.campaign_response(module.CampaignResponseRequest(
-        customer_ids=withdrawn, campaign_id=scores_service.campaigns.index[0]))
-    assert campaign["scores"] == [] and [e["error"] for e in campaign["errors"]] == [PROFILING_WITHDRAWN] * len(withdrawn)
+    campaign = scores_service.campaign_response(
+        module.CampaignResponseRequest(customer_ids=withdrawn, campaign_id=scores_service.campaigns.index[0])
+    )
+    assert campaign["scores"] == [] and [e["error"] for e in campaign["errors"]] == [PROFILING_WITHDRAWN] * len(
+        withdrawn
+    )
 
 
 def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, pipeline_ws):
@@ -98,8 +109,9 @@ def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, 
     email = scores_service.campaigns.index[scores_service.campaigns["channel"] == "email"][0]
     consent = latest(pipeline_ws, "consent_state").set_index("customer_id")
     ids = latest(pipeline_ws, "purchase_behaviour")["customer_id"].head(300).tolist()
-    body = scores_service.campaign_response(module.CampaignResponseRequest(customer_ids=ids, campaign_id=email,
-                                                                           min_uplift=-1.0))
+    body = scores_service.campaign_response(
+        module.CampaignResponseRequest(customer_ids=ids, campaign_id=email, min_uplift=-1.0)
+    )
     assert body["channel"] == "email" and body["scores"]
     for score in body["scores"]:
         granted = consent["consent_email_marketing"].get(score["customer_id"]) == 1
@@ -111,9 +123,9 @@ def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, 
 
 
 def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws, tmp_path):
-    from cdp.pipeline import load_snapshots
-    from cdp.featurestore.store import open_store
     from cdp.features.timeline import load_timeline
+    from cdp.featurestore.store import open_store
+    from cdp.pipeline import load_snapshots
     from cdp.serving.batch import score_campaign_response
 
     shutil.copytree(pipeline_ws.root, tmp_path / "ws")  # scoring writes back: keep the shared workspace as is
@@ -121,7 +133,9 @@ def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws, tmp_pa
     campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
     email = campaigns.loc[campaigns["channel"] == "email", "campaign_id"].iloc[-1]
     timeline, as_of = load_timeline(ws), load_snapshots(ws)[0][-1]
-    scores = score_campaign_response(ws, open_store(ws), timeline.order_lines, timeline.orders, as_of, campaign_id=email)
+    scores = score_campaign_response(
+        ws, open_store(ws), timeline.order_lines, timeline.orders, as_of, campaign_id=email
+    )
     assert (~scores["campaign_contactable"]).any()
     assert not (scores["campaign_target"].astype(bool) & ~scores["campaign_contactable"]).any()
     from cdp.features.consent import contactable
@@ -147,11 +161,14 @@ def test_candidate_index_equals_the_batch_candidate_query(service):
 
     scores_service, _ = service
     ids = [*scores_service.lines["customer_id"].drop_duplicates().head(3), "cus_without_history"]
-    expected = candidates(scores_service.lines, item_stats(scores_service.lines, scores_service.products,
-                                                           scores_service.as_of), ids)
+    expected = candidates(
+        scores_service.lines, item_stats(scores_service.lines, scores_service.products, scores_service.as_of), ids
+    )
     got = scores_service.candidate_index.candidates(ids)
     order = ["customer_id", "product_id"]
-    pd.testing.assert_frame_equal(got.sort_values(order, ignore_index=True), expected.sort_values(order, ignore_index=True))
+    pd.testing.assert_frame_equal(
+        got.sort_values(order, ignore_index=True), expected.sort_values(order, ignore_index=True)
+    )
 
 
 def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
@@ -167,8 +184,13 @@ def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
     try:
         client.set_registered_model_alias("churn", CHAMPION, copy.version)
         assert scores_service.champions.reload() == ["churn"]
-        body = scores_service.churn(module.ChurnRequest(
-            customer_ids=pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"].head(2).tolist()))
+        body = scores_service.churn(
+            module.ChurnRequest(
+                customer_ids=pd.read_parquet(pipeline_ws.features / "churn_scores.parquet")["customer_id"]
+                .head(2)
+                .tolist()
+            )
+        )
         assert {s["model_version"] for s in body["scores"]} == {str(copy.version)}
         assert scores_service.champions.reload() == []  # nothing changed: nothing reloaded
     finally:
@@ -194,11 +216,12 @@ def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
 
 # ---- the real HTTP server, over SQLite and over Redis ----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def redis_workspace(pipeline_ws, tmp_path_factory):
     """A copy of the session workspace whose online store is a private redis-server."""
-    from cdp.pipeline import load_snapshots, score
     from cdp.featurestore.store import materialize_latest, open_store
+    from cdp.pipeline import load_snapshots, score
 
     home = tmp_path_factory.mktemp("redis") / "ws"
     shutil.copytree(pipeline_ws.root, home)
@@ -223,13 +246,21 @@ def http_checks(ws: Workspace, url: str, headers: dict) -> None:
     assert ok.status_code == 200, ok.text
     body = ok.json()
     assert [s["customer_id"] for s in body["scores"]] == batch["customer_id"].tolist()
-    assert [s["churn_probability"] for s in body["scores"]] == pytest.approx(batch["churn_probability"].tolist(), abs=1e-5)
+    assert [s["churn_probability"] for s in body["scores"]] == pytest.approx(
+        batch["churn_probability"].tolist(), abs=1e-5
+    )
     assert all(s["reasons"] for s in body["scores"])
-    assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
+    assert body["errors"] == [
+        {"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}
+    ]
     nbp = post("next_best_product", {"customer_id": batch["customer_id"].iloc[0], "k": 5})
     assert nbp.status_code == 200 and len(nbp.json()["products"]) == 5
-    batched = httpx.post(f"{url}/churn_batch", json={"customer_ids": [*batch["customer_id"], "cus_nobody", ""]},
-                         headers=headers, timeout=30)
+    batched = httpx.post(
+        f"{url}/churn_batch",
+        json={"customer_ids": [*batch["customer_id"], "cus_nobody", ""]},
+        headers=headers,
+        timeout=30,
+    )
     assert batched.status_code == 200, batched.text
     answers = batched.json()
     assert [a["customer_id"] for a in answers] == [*batch["customer_id"], "cus_nobody", ""]
@@ -238,15 +269,20 @@ def http_checks(ws: Workspace, url: str, headers: dict) -> None:
     profile = post("profile", {"customer_id": batch["customer_id"].iloc[0]})
     assert profile.status_code == 200 and profile.json()["scores"]["churn_scores"]["churn_probability"] is not None
     # Bad input: a 4xx naming the field, never a 500.
-    bad = {"empty list": ("churn", {"customer_ids": []}, "customer_ids"),
-           "wrong type": ("churn", {"customer_ids": "not-a-list"}, "customer_ids"),
-           "oversize batch": ("churn", {"customer_ids": [f"c{i}" for i in range(1001)]}, "customer_ids"),
-           "empty id": ("churn", {"customer_ids": [""]}, "customer_ids"),
-           "k out of range": ("next_best_product", {"customer_id": "x", "k": 0}, "k"),
-           "NaN threshold": ("campaign_response", {"customer_ids": ["x"], "campaign_id": "CMP01", "min_uplift": "NaN"},
-                             "min_uplift"),
-           "unknown campaign": ("campaign_response", {"customer_ids": ["x"], "campaign_id": "nope"}, "campaign_id"),
-           "unknown profile": ("profile", {"customer_id": "cus_nobody"}, "customer_id")}
+    bad = {
+        "empty list": ("churn", {"customer_ids": []}, "customer_ids"),
+        "wrong type": ("churn", {"customer_ids": "not-a-list"}, "customer_ids"),
+        "oversize batch": ("churn", {"customer_ids": [f"c{i}" for i in range(1001)]}, "customer_ids"),
+        "empty id": ("churn", {"customer_ids": [""]}, "customer_ids"),
+        "k out of range": ("next_best_product", {"customer_id": "x", "k": 0}, "k"),
+        "NaN threshold": (
+            "campaign_response",
+            {"customer_ids": ["x"], "campaign_id": "CMP01", "min_uplift": "NaN"},
+            "min_uplift",
+        ),
+        "unknown campaign": ("campaign_response", {"customer_ids": ["x"], "campaign_id": "nope"}, "campaign_id"),
+        "unknown profile": ("profile", {"customer_id": "cus_nobody"}, "customer_id"),
+    }
     for case, (route, payload, field) in bad.items():
         response = post(route, payload)
         assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
@@ -261,8 +297,9 @@ def test_real_http_server_on_sqlite_with_api_key(pipeline_ws, tmp_path, monkeypa
         assert httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, timeout=30).status_code == 401
         wrong = httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, headers={"X-API-Key": "nope"}, timeout=30)
         assert wrong.status_code == 401 and "API key" in wrong.text
-        bearer = httpx.post(f"{url}/churn", json={"customer_ids": ["x"]},
-                            headers={"Authorization": "Bearer test-key-123"}, timeout=30)
+        bearer = httpx.post(
+            f"{url}/churn", json={"customer_ids": ["x"]}, headers={"Authorization": "Bearer test-key-123"}, timeout=30
+        )
         assert bearer.status_code == 200
         health = httpx.post(f"{url}/healthz", json={}, timeout=30)  # probes need no key
         assert health.status_code == 200 and health.json()["online_store"] == "sqlite"
@@ -299,16 +336,19 @@ def test_online_recommendations_equal_the_batch_recommender(service, pipeline_ws
     model = scores_service.champions.get("next_best_product")[0]
     ids = [*scores_service.lines["customer_id"].drop_duplicates().sample(15, random_state=5), "cus_without_history"]
     online = scores_service.store.get_online_features(
-        features=scores_service.services["next_best_product_v1"], entity_rows=[{"customer_id": c} for c in ids]).to_df()
+        features=scores_service.services["next_best_product_v1"], entity_rows=[{"customer_id": c} for c in ids]
+    ).to_df()
     for exclude_owned in (False, True):
         for i, customer_id in enumerate(ids):
             features = online.drop(columns=["customer_id"]).iloc[i].astype(float).to_dict()
             frame = scores_service.candidate_index.candidates([customer_id]).merge(
-                online.iloc[[i]].assign(customer_id=customer_id), on="customer_id")
+                online.iloc[[i]].assign(customer_id=customer_id), on="customer_id"
+            )
             frame[online.columns.drop("customer_id")] = frame[online.columns.drop("customer_id")].astype(float)
             expected = recommend(model, frame, 10, scores_service.catalogue_ids, exclude_owned)
-            got = scores_service.candidate_index.recommend_one(model, customer_id, features, 10,
-                                                               scores_service.catalogue_ids, exclude_owned)
+            got = scores_service.candidate_index.recommend_one(
+                model, customer_id, features, 10, scores_service.catalogue_ids, exclude_owned
+            )
             assert got["product_id"].tolist() == expected["product_id"].tolist()
             np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-12)
 
@@ -320,14 +360,16 @@ def test_batch_recommendations_equal_one_call_per_customer(service):
     ids = [*scores_service.lines["customer_id"].drop_duplicates().sample(30, random_state=8), "cus_nobody"]
     for exclude_owned in (False, True):
         batch = scores_service.next_best_product_batch(
-            module.NextBestProductBatchRequest(customer_ids=ids, k=7, exclude_owned=exclude_owned))
+            module.NextBestProductBatchRequest(customer_ids=ids, k=7, exclude_owned=exclude_owned)
+        )
         by_id = {r["customer_id"]: r["products"] for r in batch["results"]}
         batch_errors = {e["customer_id"]: e for e in batch["errors"]}
         assert set(by_id) | set(batch_errors) == set(ids) and not set(by_id) & set(batch_errors)
         assert "cus_nobody" in batch_errors and len(by_id) >= 20
         for customer_id in ids:
             one = scores_service.next_best_product(
-                module.NextBestProductRequest(customer_id=customer_id, k=7, exclude_owned=exclude_owned))
+                module.NextBestProductRequest(customer_id=customer_id, k=7, exclude_owned=exclude_owned)
+            )
             if one["errors"]:
                 assert one["errors"] == [batch_errors[customer_id]]
             else:

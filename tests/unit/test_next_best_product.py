@@ -1,5 +1,6 @@
 """Next best product: metrics, point-in-time candidates, business rules, the trained ranker vs.
 baselines and the oracle, recommendations pushed back and served."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from cdp.models.next_best_product import (NEXT_BEST_PRODUCT, REPEATABLE_RATE, apply_business_rules, candidates,
-                                      customer_order_lines, item_stats)
+from cdp.models.next_best_product import (
+    NEXT_BEST_PRODUCT,
+    REPEATABLE_RATE,
+    apply_business_rules,
+    candidates,
+    customer_order_lines,
+    item_stats,
+)
 from cdp.training.ranking import rank_metrics
 from cdp.training.tracking import CHAMPION, use_workspace
 
@@ -19,16 +26,19 @@ T0 = pd.Timestamp("2025-03-01", tz="UTC")
 
 def _lines(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "product_id", "category", "ordered_at"]).assign(
-        ordered_at=lambda f: pd.to_datetime(f["ordered_at"], utc=True), order_id="o", quantity=1.0)
+        ordered_at=lambda f: pd.to_datetime(f["ordered_at"], utc=True), order_id="o", quantity=1.0
+    )
 
 
-PRODUCTS = pd.DataFrame({"product_id": ["p1", "p2", "p3", "p4"], "category": ["a", "a", "b", "b"],
-                         "price": [1.0, 2.0, 3.0, 4.0]})
+PRODUCTS = pd.DataFrame(
+    {"product_id": ["p1", "p2", "p3", "p4"], "category": ["a", "a", "b", "b"], "price": [1.0, 2.0, 3.0, 4.0]}
+)
 
 
 def test_rank_metrics_by_hand():
-    recs = pd.DataFrame({"customer_id": ["c1", "c1", "c2", "c2"], "product_id": ["p1", "p2", "p3", "p4"],
-                         "rank": [1, 2, 1, 2]})
+    recs = pd.DataFrame(
+        {"customer_id": ["c1", "c1", "c2", "c2"], "product_id": ["p1", "p2", "p3", "p4"], "rank": [1, 2, 1, 2]}
+    )
     bought = pd.DataFrame({"customer_id": ["c1", "c2", "c2"], "product_id": ["p2", "p9", "p8"]})
     m = rank_metrics(recs, bought, n_items=8, k=10)
     assert m["hit_rate_at_10"] == pytest.approx(0.5)
@@ -43,7 +53,8 @@ def test_candidates_are_point_in_time():
     with_future = _lines(past + future)
     stats = item_stats(with_future, PRODUCTS, T0)
     assert stats.items.set_index("product_id")["item_pop_365d"].to_dict() == pytest.approx(
-        {"p1": 2 / 3, "p2": 0.0, "p3": 1 / 3, "p4": 0.0})
+        {"p1": 2 / 3, "p2": 0.0, "p3": 1 / 3, "p4": 0.0}
+    )
     frame = candidates(with_future, stats, ["c1", "c2"])
     same = candidates(_lines(past), item_stats(_lines(past), PRODUCTS, T0), ["c1", "c2"])
     pd.testing.assert_frame_equal(frame, same)  # orders on or after the snapshot change nothing
@@ -53,8 +64,13 @@ def test_candidates_are_point_in_time():
 
 
 def test_business_rules():
-    frame = pd.DataFrame({"product_id": ["p1", "p2", "gone"], "cust_item_lines_365d": [2, 1, 0],
-                          "item_repeat_rate": [REPEATABLE_RATE + 0.1, REPEATABLE_RATE - 0.1, 0.5]})
+    frame = pd.DataFrame(
+        {
+            "product_id": ["p1", "p2", "gone"],
+            "cust_item_lines_365d": [2, 1, 0],
+            "item_repeat_rate": [REPEATABLE_RATE + 0.1, REPEATABLE_RATE - 0.1, 0.5],
+        }
+    )
     assert apply_business_rules(frame, {"p1", "p2"}, exclude_owned=False)["product_id"].tolist() == ["p1", "p2"]
     assert apply_business_rules(frame, {"p1", "p2"}, exclude_owned=True)["product_id"].tolist() == ["p1"]
 
@@ -66,8 +82,10 @@ def test_ranker_beats_every_baseline_out_of_time(pipeline_ws, stage_results):
     assert set(baselines) == {"popularity", "own_most_bought", "item_item"}
     assert all(ndcg > b["ndcg_at_10"] + 0.01 for b in baselines.values()), (ndcg, baselines)
     assert ndcg <= result["oracle"]["ndcg_at_10"] + 0.03  # the true purchase process bounds it (up to noise)
-    assert all(pd.Timestamp(s) + pd.Timedelta(days=30) <= pd.Timestamp(result["valid_snapshot"])
-               for s in result["train_snapshots"])
+    assert all(
+        pd.Timestamp(s) + pd.Timedelta(days=30) <= pd.Timestamp(result["valid_snapshot"])
+        for s in result["train_snapshots"]
+    )
     use_workspace(pipeline_ws)
     client = MlflowClient()
     version = client.get_model_version_by_alias(NEXT_BEST_PRODUCT.name, CHAMPION)

@@ -1,5 +1,6 @@
 """Campaign response / uplift: labels, Qini metrics, the learners on a known effect, the trained
 model out of time vs. propensity, random and the oracle, scores pushed back and served."""
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,21 @@ from cdp.training.uplift import uplift_metrics
 
 def test_label_is_an_order_within_14_days_after_the_send_for_both_groups():
     ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
-    sends = pd.DataFrame({"send_id": ["s1", "s2", "s3", "s4"], "customer_id": ["a", "b", "c", "d"],
-                          "campaign_id": "C1", "group": ["treatment", "control", "treatment", "treatment"],
-                          "sent_at": [ts("2025-01-01"), ts("2025-01-01"), ts("2025-01-01"), ts("2025-03-25")]})
-    orders = pd.DataFrame({"customer_id": ["a", "b", "c", "z"],
-                           "ordered_at": [ts("2025-01-10"), ts("2025-01-14 23:00"), ts("2025-01-20"), ts("2025-04-01")]})
+    sends = pd.DataFrame(
+        {
+            "send_id": ["s1", "s2", "s3", "s4"],
+            "customer_id": ["a", "b", "c", "d"],
+            "campaign_id": "C1",
+            "group": ["treatment", "control", "treatment", "treatment"],
+            "sent_at": [ts("2025-01-01"), ts("2025-01-01"), ts("2025-01-01"), ts("2025-03-25")],
+        }
+    )
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "z"],
+            "ordered_at": [ts("2025-01-10"), ts("2025-01-14 23:00"), ts("2025-01-20"), ts("2025-04-01")],
+        }
+    )
     frame = labelled_sends(sends, orders).set_index("send_id")
     assert "s4" not in frame.index  # its window is not complete yet
     assert frame[CAMPAIGN_RESPONSE.label].to_dict() == {"s1": 1, "s2": 1, "s3": 0}
@@ -90,14 +101,20 @@ def test_scores_pushed_and_served(pipeline_ws, stage_results):
 
     service = CustomerScores()
     sample = offline.sample(10, random_state=4)
-    body = service.campaign_response(CampaignResponseRequest(
-        customer_ids=[*sample["customer_id"], "cus_nobody"], campaign_id=sample["campaign_id"].iloc[0]))
+    body = service.campaign_response(
+        CampaignResponseRequest(
+            customer_ids=[*sample["customer_id"], "cus_nobody"], campaign_id=sample["campaign_id"].iloc[0]
+        )
+    )
     served = {s["customer_id"]: s for s in body["scores"]}
     for row in sample.itertuples():  # online features == offline features: no skew
         assert served[row.customer_id]["uplift"] == pytest.approx(row.campaign_uplift, abs=1e-5)
         assert served[row.customer_id]["p_respond_treated"] == pytest.approx(row.campaign_p_treated, abs=1e-5)
-    assert body["errors"] == [{"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}]
+    assert body["errors"] == [
+        {"customer_id": "cus_nobody", "error": "unknown customer_id: no profile in the online store"}
+    ]
     assert body["expected_incremental_conversions"] == pytest.approx(
-        sum(s["expected_incremental_conversions"] for s in body["scores"]), abs=1e-3)
+        sum(s["expected_incremental_conversions"] for s in body["scores"]), abs=1e-3
+    )
     with pytest.raises(InvalidArgument):
         service.campaign_response(CampaignResponseRequest(customer_ids=["x"], campaign_id="CMP_NOPE"))

@@ -2,6 +2,7 @@
 scored and served with CDP_PROFILE=scale against a real PostgreSQL (MLflow tracking + registry),
 a real Redis (online store) and Feast's Spark offline store (local[2]: the point-in-time training
 set); results must match the embedded run on the same data."""
+
 from __future__ import annotations
 
 import os
@@ -65,9 +66,16 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
             use_workspace(ws)
             champion = MlflowClient().get_model_version_by_alias("churn", "champion")
             config = open_store(ws).config
-            yield {"ws": ws, "trained": trained, "scored": scored, "served": served, "champion": champion,
-                   "online": config.online_store.type, "offline": config.offline_store.type,
-                   "embedded": stage_results}
+            yield {
+                "ws": ws,
+                "trained": trained,
+                "scored": scored,
+                "served": served,
+                "champion": champion,
+                "online": config.online_store.type,
+                "offline": config.offline_store.type,
+                "embedded": stage_results,
+            }
         finally:
             stop_spark()  # the Spark offline store's session; Splink on Spark tests start their own
             os.environ.clear()

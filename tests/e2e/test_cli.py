@@ -1,4 +1,5 @@
 """The `cdp` command line as a user meets it: help everywhere, clear errors, the demo itself."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ Three independent checks on the session workspace:
 3. Entity times between snapshots (campaign sends) get the feature row of the snapshot at or
    before them, never the next one.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
+from cdp.features.timeline import Timeline, load_timeline
 from cdp.featurestore.store import open_store
 from cdp.models.campaign_response import CAMPAIGN_RESPONSE
 from cdp.models.churn import CHURN, labelled_entities
-from cdp.features.timeline import Timeline, load_timeline
 from cdp.training.train import build_training_set
+from cdp.workspace import Workspace
 
-TIME_COLUMNS = {"orders": "ordered_at", "order_lines": "ordered_at", "web": "occurred_at", "service": "occurred_at",
-                "sends": "sent_at", "responses": "occurred_at", "crm": "created_at", "loyalty": "enrolled_at",
-                "accounts": "created_at"}
+TIME_COLUMNS = {
+    "orders": "ordered_at",
+    "order_lines": "ordered_at",
+    "web": "occurred_at",
+    "service": "occurred_at",
+    "sends": "sent_at",
+    "responses": "occurred_at",
+    "crm": "created_at",
+    "loyalty": "enrolled_at",
+    "accounts": "created_at",
+}
 
 
 def snapshots(ws: Workspace) -> list[pd.Timestamp]:
@@ -62,17 +71,25 @@ def built_with_and_without_future(pipeline_ws: Workspace, tmp_path) -> tuple[dic
             (ws.staged / path.name).symlink_to(path)
         used = timeline
         if variant == "truncated":
-            used = Timeline(**{name: getattr(timeline, name).loc[lambda f, c=column: f[c] < at]
-                               for name, column in TIME_COLUMNS.items()})
-            for name, column, keep in (("consent_events", "occurred_at", lambda s: s <= at),  # at or before decides
-                                       ("enrichment", "as_of", lambda s: s < at)):
+            used = Timeline(
+                **{
+                    name: getattr(timeline, name).loc[lambda f, c=column: f[c] < at]
+                    for name, column in TIME_COLUMNS.items()
+                }
+            )
+            for name, column, keep in (
+                ("consent_events", "occurred_at", lambda s: s <= at),  # at or before decides
+                ("enrichment", "as_of", lambda s: s < at),
+            ):
                 table = pd.read_parquet(pipeline_ws.staged / f"{name}.parquet")
                 (ws.staged / f"{name}.parquet").unlink()
                 table[keep(table[column])].to_parquet(ws.staged / f"{name}.parquet", index=False)
             assert len(used.orders) < len(timeline.orders)  # there was a future to remove
         build_features(ws, used, [at])
-        outputs[variant] = {p.stem: pd.read_parquet(p).sort_values("customer_id", ignore_index=True)
-                            for p in ws.features.glob("*.parquet")}
+        outputs[variant] = {
+            p.stem: pd.read_parquet(p).sort_values("customer_id", ignore_index=True)
+            for p in ws.features.glob("*.parquet")
+        }
     return outputs["full"], outputs["truncated"], at
 
 
@@ -124,8 +141,9 @@ def test_training_rows_only_count_orders_before_their_snapshot(pipeline_ws, trai
     assert (training_rows["orders_lifetime"].to_numpy() == counts.reindex(keys).fillna(0).to_numpy()).all()
     # DuckDB's date_diff('day') counts calendar-day boundaries: compare whole days
     last_day = pd.to_datetime(last.reindex(keys).to_numpy(), utc=True).floor("D")
-    expected_days = (pd.to_datetime(training_rows["event_timestamp"], utc=True).dt.floor("D").to_numpy()
-                     - last_day.to_numpy()) // np.timedelta64(1, "D")
+    expected_days = (
+        pd.to_datetime(training_rows["event_timestamp"], utc=True).dt.floor("D").to_numpy() - last_day.to_numpy()
+    ) // np.timedelta64(1, "D")
     assert (training_rows["days_since_last_order"].to_numpy() == expected_days.astype(float)).all()
     assert (training_rows["days_since_last_order"] >= 0).all()
 
@@ -140,10 +158,14 @@ def test_training_rows_use_enrichment_from_before_and_consent_at_or_before(pipel
     for purpose in ("email_marketing", "profiling"):
         events = consent[consent["purpose"] == purpose]
         rows = training_rows[["customer_id", "event_timestamp", f"consent_{purpose}"]].merge(
-            events, on="customer_id", how="left")
+            events, on="customer_id", how="left"
+        )
         rows = rows[rows["occurred_at"].isna() | (rows["occurred_at"] <= rows["event_timestamp"])]
-        latest = (rows.sort_values("occurred_at").groupby(["customer_id", "event_timestamp"])
-                  .agg(expected=("granted", "last"), seen=(f"consent_{purpose}", "first")))
+        latest = (
+            rows.sort_values("occurred_at")
+            .groupby(["customer_id", "event_timestamp"])
+            .agg(expected=("granted", "last"), seen=(f"consent_{purpose}", "first"))
+        )
         expected = latest["expected"].astype("Float64").astype(float)
         assert same(latest["seen"], expected).all(), purpose
 
@@ -152,8 +174,11 @@ def test_entities_between_snapshots_get_the_earlier_snapshot(pipeline_ws):
     timeline = load_timeline(pipeline_ws)
     snaps = snapshots(pipeline_ws)
     sends = timeline.sends[(timeline.sends["sent_at"] > snaps[0]) & ~timeline.sends["sent_at"].isin(snaps)]
-    entities = (sends.rename(columns={"sent_at": "event_timestamp"})[["customer_id", "event_timestamp"]]
-                .drop_duplicates().sample(200, random_state=5))
+    entities = (
+        sends.rename(columns={"sent_at": "event_timestamp"})[["customer_id", "event_timestamp"]]
+        .drop_duplicates()
+        .sample(200, random_state=5)
+    )
     entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
     rows = build_training_set(open_store(pipeline_ws), CAMPAIGN_RESPONSE, entities)
     grid = pd.Series(pd.to_datetime(snaps, utc=True))
@@ -161,6 +186,7 @@ def test_entities_between_snapshots_get_the_earlier_snapshot(pipeline_ws):
     table = pd.read_parquet(pipeline_ws.features / "purchase_behaviour.parquet")
     table["event_timestamp"] = pd.to_datetime(table["event_timestamp"], utc=True)
     expected = rows[["customer_id", "snapshot"]].merge(
-        table.rename(columns={"event_timestamp": "snapshot"}), on=["customer_id", "snapshot"], how="left")
+        table.rename(columns={"event_timestamp": "snapshot"}), on=["customer_id", "snapshot"], how="left"
+    )
     for column in ("orders_lifetime", "days_since_last_order", "spend_365d"):
         assert same(rows[column], expected[column]).all(), column

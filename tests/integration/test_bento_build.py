@@ -2,6 +2,7 @@
 UV_CONSTRAINT=constraints.txt): the bento that `bentoml containerize` turns into an image holds the
 service code, the Feast repo and requirements locked to exactly the versions the tests run on.
 ~15 s (the lock asks the package index)."""
+
 from __future__ import annotations
 
 import os
@@ -13,28 +14,58 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bentoml_build_packs_the_service_code_and_pinned_requirements(tmp_path):
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
-           "UV_CONSTRAINT": str(REPO_ROOT / "constraints.txt")}  # the lock resolves within our pins
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "UV_CONSTRAINT": str(REPO_ROOT / "constraints.txt"),
+    }  # the lock resolves within our pins
     bentoml = [sys.executable, "-m", "bentoml"]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
-                    str(REPO_ROOT / "dist"), str(REPO_ROOT)], check=True, capture_output=True, text=True, timeout=300)
-    subprocess.run([*bentoml, "build", str(REPO_ROOT)], cwd=REPO_ROOT, env=env, check=True,
-                   capture_output=True, text=True, timeout=300)
-    listed = subprocess.run([*bentoml, "get", "cdp_scores:latest", "-o", "yaml"], cwd=REPO_ROOT, env=env,
-                            check=True, capture_output=True, text=True, timeout=120).stdout
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(REPO_ROOT / "dist"), str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    subprocess.run(
+        [*bentoml, "build", str(REPO_ROOT)],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    listed = subprocess.run(
+        [*bentoml, "get", "cdp_scores:latest", "-o", "yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     info = yaml.safe_load(listed)
     assert info["name"] == "cdp_scores" and info["service"] == "cdp.serving.service:CustomerScores"
     bento = next((tmp_path / "bentoml" / "bentos" / "cdp_scores").glob("*/bento.yaml")).parent
     wheel = next((bento / "env" / "python" / "wheels").glob("cdp_ml-*.whl"))
     with zipfile.ZipFile(wheel) as packed:
         names = set(packed.namelist())
-    for needed in ("cdp/serving/service.py", "cdp/featurestore/store.py", "cdp/featurestore/spark.py",
-                   "cdp/models/churn.py", "cdp/training/tracking.py", "cdp/features/definitions.py",
-                   "cdp/feature_repo/feature_store.redis.spark.yaml", "cdp/config/scale.env"):
+    for needed in (
+        "cdp/serving/service.py",
+        "cdp/featurestore/store.py",
+        "cdp/featurestore/spark.py",
+        "cdp/models/churn.py",
+        "cdp/training/tracking.py",
+        "cdp/features/definitions.py",
+        "cdp/feature_repo/feature_store.redis.spark.yaml",
+        "cdp/config/scale.env",
+    ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("tests/", "data/"))]
     direct = (bento / "env" / "python" / "requirements.in").read_text()

@@ -2,6 +2,7 @@
 the embedded DuckDB offline store on a copy of the session workspace: the same point-in-time
 training set (rows, values, dtypes), and score pushes land in the same single Parquet file.
 The churn model trained through the whole scale profile is compared in test_scale_profile.py."""
+
 from __future__ import annotations
 
 import os
@@ -12,16 +13,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
 from cdp.featurestore.store import StoreConfigError, feature_store_yaml, open_store, stop_spark
 from cdp.models.campaign_response import CAMPAIGN_RESPONSE
 from cdp.models.churn import CHURN, labelled_entities
 from cdp.training.train import build_training_set
+from cdp.workspace import Workspace
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
 needs_spark = pytest.mark.skipif(not SPARK_READY, reason="a Java runtime is needed for Spark")
-STORE_VARIABLES = ("CDP_OFFLINE_STORE", "CDP_ONLINE_STORE", "CDP_FEATURE_STORE_YAML", "CDP_REDIS", "CDP_SPARK_MASTER",
-                   "CDP_SPARK_SHUFFLE_PARTITIONS", "CDP_SPARK_DRIVER_MEMORY", "CDP_SPARK_DRIVER_HOST", "CDP_HOME")
+STORE_VARIABLES = (
+    "CDP_OFFLINE_STORE",
+    "CDP_ONLINE_STORE",
+    "CDP_FEATURE_STORE_YAML",
+    "CDP_REDIS",
+    "CDP_SPARK_MASTER",
+    "CDP_SPARK_SHUFFLE_PARTITIONS",
+    "CDP_SPARK_DRIVER_MEMORY",
+    "CDP_SPARK_DRIVER_HOST",
+    "CDP_HOME",
+)
 
 
 def _set(**values):
@@ -67,9 +77,14 @@ def _entities(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     snapshots, end = pipeline.load_snapshots(ws)
     churn = labelled_entities(load_timeline(ws).orders, snapshots, end)
     sample = churn.drop_duplicates("customer_id").head(200)
-    odd = pd.concat([sample.assign(event_timestamp=sample["event_timestamp"] + pd.Timedelta(days=17)),
-                     sample.head(50).assign(event_timestamp=pd.Timestamp(snapshots[0]).tz_convert("UTC") - pd.Timedelta(days=3)),
-                     sample.head(1).assign(customer_id="cus_does_not_exist")], ignore_index=True)
+    odd = pd.concat(
+        [
+            sample.assign(event_timestamp=sample["event_timestamp"] + pd.Timedelta(days=17)),
+            sample.head(50).assign(event_timestamp=pd.Timestamp(snapshots[0]).tz_convert("UTC") - pd.Timedelta(days=3)),
+            sample.head(1).assign(customer_id="cus_does_not_exist"),
+        ],
+        ignore_index=True,
+    )
     odd["event_timestamp"] = odd["event_timestamp"].astype("datetime64[us, UTC]")
     return churn, odd.drop_duplicates(["customer_id", "event_timestamp"], ignore_index=True)
 
@@ -88,18 +103,24 @@ def both_stores(pipeline_ws, tmp_path_factory):
         try:
             store = open_store(ws)
             started = time.perf_counter()
-            built[kind] = {"churn": build_training_set(store, CHURN, churn.copy()),
-                           "odd": build_training_set(store, CAMPAIGN_RESPONSE, odd.copy()),
-                           "store": store.config.offline_store.type,
-                           "sources": {type(s).__name__ for s in store.list_data_sources() if getattr(s, "path", None)},
-                           "job": type(store.get_historical_features(entity_df=odd.head(5).copy(),
-                                                                     features=["customer_profile:tenure_days"])).__name__}
+            built[kind] = {
+                "churn": build_training_set(store, CHURN, churn.copy()),
+                "odd": build_training_set(store, CAMPAIGN_RESPONSE, odd.copy()),
+                "store": store.config.offline_store.type,
+                "sources": {type(s).__name__ for s in store.list_data_sources() if getattr(s, "path", None)},
+                "job": type(
+                    store.get_historical_features(
+                        entity_df=odd.head(5).copy(), features=["customer_profile:tenure_days"]
+                    )
+                ).__name__,
+            }
             seconds[kind] = time.perf_counter() - started
             if kind == "spark":  # a score push through the Spark store appends to the same single file
                 path = ws.features / "churn_scores.parquet"
                 before = pd.read_parquet(path)
-                row = before.head(2).assign(churn_probability=[0.123, 0.456],
-                                            event_timestamp=pd.Timestamp("2031-01-01", tz="UTC"))
+                row = before.head(2).assign(
+                    churn_probability=[0.123, 0.456], event_timestamp=pd.Timestamp("2031-01-01", tz="UTC")
+                )
                 from feast.data_source import PushMode
 
                 store.push("churn_scores_push", row, to=PushMode.OFFLINE)
@@ -114,8 +135,9 @@ def both_stores(pipeline_ws, tmp_path_factory):
 def _assert_same_training_set(duck: pd.DataFrame, spark: pd.DataFrame, asked: int):
     assert len(duck) == len(spark) == asked  # no entity row dropped or duplicated
     assert list(spark.columns) == list(duck.columns)
-    pd.testing.assert_frame_equal(spark[["customer_id", "event_timestamp"]], duck[["customer_id", "event_timestamp"]],
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        spark[["customer_id", "event_timestamp"]], duck[["customer_id", "event_timestamp"]], check_dtype=False
+    )
     assert str(spark["event_timestamp"].dt.tz) == "UTC"
     for column in duck.columns.drop(["customer_id", "event_timestamp"]):
         assert spark[column].dtype == duck[column].dtype, column

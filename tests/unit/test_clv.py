@@ -1,5 +1,6 @@
 """CLV (BG/NBD + Gamma-Gamma): the maths on simulated customers, and the out-of-time run on the
 session workspace against the naive last-12-months baseline and the truth-based oracle."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,9 +31,15 @@ def simulate(n: int, seed: int, r=0.8, alpha=25.0, a=0.7, b=2.5, days=365.0) -> 
             alive = rng.random() >= p[i]
         past = [x for x in times if x <= T[i]]
         future[i] = sum(1 for x in times if T[i] < x <= T[i] + days)
-        rows.append({"orders_lifetime": len(past), "days_since_first_order": T[i],
-                     "days_since_last_order": T[i] - past[-1], "orders_365d": len(past),
-                     "avg_order_value_365d": rng.gamma(4, 25)})
+        rows.append(
+            {
+                "orders_lifetime": len(past),
+                "days_since_first_order": T[i],
+                "days_since_last_order": T[i] - past[-1],
+                "orders_365d": len(past),
+                "avg_order_value_365d": rng.gamma(4, 25),
+            }
+        )
     return pd.DataFrame(rows), future
 
 
@@ -50,8 +57,15 @@ def test_expected_orders_match_simulated_future():
 def test_recency_and_frequency_move_clv_the_right_way():
     X, _ = simulate(1500, seed=2)
     model = CLVModel().fit(X)
-    base = pd.DataFrame({"orders_lifetime": [5.0], "days_since_first_order": [300.0], "days_since_last_order": [10.0],
-                         "orders_365d": [5.0], "avg_order_value_365d": [100.0]})
+    base = pd.DataFrame(
+        {
+            "orders_lifetime": [5.0],
+            "days_since_first_order": [300.0],
+            "days_since_last_order": [10.0],
+            "orders_365d": [5.0],
+            "avg_order_value_365d": [100.0],
+        }
+    )
     lapsed = base.assign(days_since_last_order=250.0)
     frequent = base.assign(orders_lifetime=12.0, orders_365d=12.0)
     pricier = base.assign(avg_order_value_365d=300.0)
@@ -95,17 +109,18 @@ def test_clv_is_trained_out_of_time_and_beats_the_naive_baseline(pipeline_ws, st
 
 def test_clv_only_sees_orders_before_the_cutoff(pipeline_ws, stage_results):
     """Adding huge orders after the cutoff changes the label, never the features or the fit."""
-    from cdp.featurestore.store import open_store
     from cdp.features.timeline import load_timeline
-    from cdp.training.clv import evaluation_set
+    from cdp.featurestore.store import open_store
     from cdp.models.clv import FEATURES
+    from cdp.training.clv import evaluation_set
 
     cutoff = pd.Timestamp(stage_results["train_clv"]["valid_snapshot"], tz="UTC")
     orders = load_timeline(pipeline_ws).orders
     store = open_store(pipeline_ws)
     frame = evaluation_set(store, orders, cutoff)
-    extra = orders.head(50).assign(ordered_at=cutoff + pd.Timedelta(days=3), total_amount=1e6,
-                                   order_id=lambda f: f["order_id"] + "_future")
+    extra = orders.head(50).assign(
+        ordered_at=cutoff + pd.Timedelta(days=3), total_amount=1e6, order_id=lambda f: f["order_id"] + "_future"
+    )
     poisoned = evaluation_set(store, pd.concat([orders, extra]), cutoff)
     assert poisoned[FEATURES].equals(frame[FEATURES])
     assert poisoned[CLV.label].sum() > frame[CLV.label].sum()

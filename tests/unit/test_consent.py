@@ -1,13 +1,20 @@
 """Consent gates: latest event at or before a moment decides, per purpose and customer."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from cdp.features.consent import (
+    PROFILING_WITHDRAWN,
+    consent_at,
+    contactable,
+    filter_profiling_consent,
+    profiling_allowed,
+    profiling_refusal,
+)
 from cdp.workspace import Workspace
-from cdp.features.consent import (PROFILING_WITHDRAWN, consent_at, contactable, filter_profiling_consent,
-                              profiling_allowed, profiling_refusal)
 
 T = pd.Timestamp
 
@@ -18,14 +25,14 @@ def ws(tmp_path) -> Workspace:
     ws = Workspace(tmp_path).ensure()
     events = [  # identifier_norm, type, purpose, granted, occurred_at
         ("ann@x.com", "email", "profiling", True, "2024-01-01"),
-        ("ann@x.com", "email", "profiling", False, "2024-06-01"),        # ann withdraws in June
+        ("ann@x.com", "email", "profiling", False, "2024-06-01"),  # ann withdraws in June
         ("ann@x.com", "email", "email_marketing", True, "2024-01-01"),
         ("+15550001111", "phone", "email_marketing", True, "2024-01-01"),
-        ("A1", "account_id", "email_marketing", False, "2024-03-01"),    # bob: same customer, later withdrawal
+        ("A1", "account_id", "email_marketing", False, "2024-03-01"),  # bob: same customer, later withdrawal
         ("A1", "account_id", "profiling", True, "2024-03-01"),
         ("cat@x.com", "email", "profiling", True, "2024-05-01"),
         ("cat@x.com", "email", "profiling", False, "2024-05-01"),  # same instant: withdrawal wins
-        ("stranger@x.com", "email", "profiling", False, "2024-01-01"),   # links to nobody
+        ("stranger@x.com", "email", "profiling", False, "2024-01-01"),  # links to nobody
     ]
     frame = pd.DataFrame(events, columns=["identifier_norm", "identifier_type", "purpose", "granted", "occurred_at"])
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
@@ -34,9 +41,12 @@ def ws(tmp_path) -> Workspace:
     frame["identifier"] = frame["identifier_norm"]
     frame["source"] = "web_form"
     frame.to_parquet(ws.staged / "consent_events.parquet", index=False)
-    pd.DataFrame({"node": ["email:ann@x.com", "phone:+15550001111", "account:A1", "email:cat@x.com", "email:dan@x.com"],
-                  "customer_id": ["c_ann", "c_bob", "c_bob", "c_cat", "c_dan"]}) \
-        .to_parquet(ws.identity / "identifier_map.parquet", index=False)
+    pd.DataFrame(
+        {
+            "node": ["email:ann@x.com", "phone:+15550001111", "account:A1", "email:cat@x.com", "email:dan@x.com"],
+            "customer_id": ["c_ann", "c_bob", "c_bob", "c_cat", "c_dan"],
+        }
+    ).to_parquet(ws.identity / "identifier_map.parquet", index=False)
     return ws
 
 
@@ -75,8 +85,12 @@ def test_serving_refusal_reason_from_online_feature():
 
 def test_campaign_targets_need_a_live_email_grant(ws):
     at = "2024-07-01"
-    assert contactable(ws, IDS, "email", at).to_dict() == {"c_ann": True, "c_bob": False, "c_cat": False,
-                                                           "c_dan": False}
+    assert contactable(ws, IDS, "email", at).to_dict() == {
+        "c_ann": True,
+        "c_bob": False,
+        "c_cat": False,
+        "c_dan": False,
+    }
     assert not contactable(ws, IDS, "sms", at).any()
 
 
@@ -108,8 +122,8 @@ def test_withdrawn_profiling_is_neither_scored_nor_served(pipeline_ws):
     """Batch scoring skips people whose profiling consent is withdrawn; /churn says why."""
     import os
 
-    from cdp.featurestore.store import open_store
     from cdp.features.consent import PROFILING_WITHDRAWN
+    from cdp.featurestore.store import open_store
 
     online_consent = pd.read_parquet(pipeline_ws.features / "consent_state.parquet")
     latest = online_consent[online_consent["event_timestamp"] == online_consent["event_timestamp"].max()]

@@ -1,8 +1,8 @@
 """The bulk online writer stores exactly what Feast's own materialize stores (SQLite and Redis),
 and erasure reaches the Redis online store."""
+
 from __future__ import annotations
 
-import os
 import shutil
 
 import pandas as pd
@@ -24,8 +24,12 @@ def online_frame(ws: Workspace, ids: list[str]) -> pd.DataFrame:
     from cdp.featurestore.store import open_store, repo_definitions
 
     refs = [f"{view}:{f}" for view, fields in repo_definitions().FEATURES.items() for f in fields]
-    return (open_store(ws).get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in ids])
-            .to_df().sort_values("customer_id", ignore_index=True))
+    return (
+        open_store(ws)
+        .get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in ids])
+        .to_df()
+        .sort_values("customer_id", ignore_index=True)
+    )
 
 
 def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
@@ -37,12 +41,18 @@ def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
     store = open_store(ws)
     reader = OnlineReader(store)
     definitions = repo_definitions()
-    refs = [f"{view}:{f}" for group in (definitions.FEATURES, definitions.SCORE_FAMILIES)
-            for view, fields in group.items() for f in fields]
+    refs = [
+        f"{view}:{f}"
+        for group in (definitions.FEATURES, definitions.SCORE_FAMILIES)
+        for view, fields in group.items()
+        for f in fields
+    ]
     asks = [refs, *(store.get_feature_service(s) for s in ("churn_v1", "next_best_product_v1", "campaign_response_v1"))]
     for features in asks:
         for batch in (ids, ids[:1], ["cus_nobody"]):
-            feast = store.get_online_features(features=features, entity_rows=[{"customer_id": c} for c in batch]).to_dict()
+            feast = store.get_online_features(
+                features=features, entity_rows=[{"customer_id": c} for c in batch]
+            ).to_dict()
             ours = reader.read(features, batch)
             assert sorted(ours) == sorted(feast)
             pd.testing.assert_frame_equal(pd.DataFrame(ours)[sorted(feast)], pd.DataFrame(feast)[sorted(feast)])
@@ -50,8 +60,8 @@ def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
 
 
 def bulk_equals_feast(ws: Workspace) -> None:
-    from cdp.pipeline import load_snapshots
     from cdp.featurestore.store import latest_snapshot, materialize_latest, open_store
+    from cdp.pipeline import load_snapshots
 
     as_of = load_snapshots(ws)[0][-1]
     ids = [*latest_snapshot(ws, "customer_profile", as_of)["customer_id"].sample(150, random_state=4), "cus_nobody"]
@@ -83,8 +93,8 @@ def test_a_redis_error_reply_fails_the_bulk_write(copy_ws, monkeypatch):
     import redis
     from redis.exceptions import ResponseError
 
-    from cdp.pipeline import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
+    from cdp.pipeline import load_snapshots
 
     with redis_server(free_port(), copy_ws.root) as address:
         monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
@@ -110,8 +120,8 @@ def test_a_wrong_online_store_setting_names_the_variable(monkeypatch, copy_ws):
 def test_erasure_reaches_the_redis_online_store(copy_ws, monkeypatch):
     import redis
 
-    from cdp.pipeline import load_snapshots, score
     from cdp.featurestore.store import materialize_latest, open_store
+    from cdp.pipeline import load_snapshots, score
     from cdp.privacy.erasure import erase_subjects
     from cdp.privacy.subjects import subject_for
 
@@ -128,8 +138,10 @@ def test_erasure_reaches_the_redis_online_store(copy_ws, monkeypatch):
         before_other = online_frame(copy_ws, [other])
         receipt = erase_subjects(copy_ws, [subject_for(copy_ws, person)], models=False)
         keys_after = {k: client.hgetall(k) for k in client.scan_iter(count=1000)}
-        assert not any(person.encode() in k or any(person.encode() in v for v in fields.values())
-                       for k, fields in keys_after.items())
+        assert not any(
+            person.encode() in k or any(person.encode() in v for v in fields.values())
+            for k, fields in keys_after.items()
+        )
         assert receipt["stores"]["feast online store (feature rows)"] > 0
         assert set(keys_before) - set(keys_after) == {k for k in keys_before if person.encode() in k}
         assert all(keys_after[k] == keys_before[k] for k in keys_after)  # everyone else untouched

@@ -1,4 +1,5 @@
 """Churn model: labels, out-of-time split, MLflow registration, batch scores pushed back."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -11,10 +12,12 @@ from cdp.training.tracking import CHAMPION, use_workspace
 
 
 def test_labels_need_a_complete_window_and_prior_activity():
-    orders = pd.DataFrame({
-        "customer_id": ["a", "a", "b", "c"],
-        "ordered_at": pd.to_datetime(["2025-01-10", "2025-02-15", "2025-01-20", "2025-03-10"], utc=True),
-    })
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "c"],
+            "ordered_at": pd.to_datetime(["2025-01-10", "2025-02-15", "2025-01-20", "2025-03-10"], utc=True),
+        }
+    )
     snapshots = [pd.Timestamp("2025-02-01", tz="UTC"), pd.Timestamp("2025-06-01", tz="UTC")]
     frame = labelled_entities(orders, snapshots, data_end=pd.Timestamp("2025-06-30", tz="UTC"))
     assert set(frame["event_timestamp"]) == {snapshots[0]}  # June's window is not complete
@@ -45,9 +48,13 @@ def test_scores_are_pushed_online_and_offline(pipeline_ws, stage_results):
     assert len(offline) == scored > 0
     assert offline["churn_probability"].between(0, 1).all()
     sample = offline.sample(5, random_state=1)
-    online = open_store(pipeline_ws).get_online_features(
-        features=["churn_scores:churn_probability"],
-        entity_rows=[{"customer_id": c} for c in sample["customer_id"]]).to_df()
+    online = (
+        open_store(pipeline_ws)
+        .get_online_features(
+            features=["churn_scores:churn_probability"], entity_rows=[{"customer_id": c} for c in sample["customer_id"]]
+        )
+        .to_df()
+    )
     assert online["churn_probability"].to_numpy() == pytest.approx(sample["churn_probability"].to_numpy())
 
 
@@ -74,8 +81,8 @@ def test_more_complaints_do_not_lower_churn_risk(pipeline_ws):
 def test_promotion_gate_keeps_the_better_model(tmp_path):
     import mlflow
 
-    from cdp.workspace import Workspace
     from cdp.training.tracking import promote_if_better
+    from cdp.workspace import Workspace
 
     use_workspace(Workspace(tmp_path))
     client = MlflowClient()

@@ -1,4 +1,5 @@
 """Matching helpers: nickname canonical names, date-of-birth conflicts, pseudo-labels."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -28,8 +29,9 @@ def test_dob_conflict_tolerates_typos_but_not_other_people():
 
 
 def test_label_pairs_skip_shared_values():
-    records = pd.DataFrame({"unique_id": [f"r{i}" for i in range(16)],
-                            "email": ["a@x"] * 2 + ["shared@x"] * 13 + [None]})
+    records = pd.DataFrame(
+        {"unique_id": [f"r{i}" for i in range(16)], "email": ["a@x"] * 2 + ["shared@x"] * 13 + [None]}
+    )
     pairs = _label_pairs(records, ["email"], max_group=12)
     assert pairs.values.tolist() == [["r0", "r1"]]
 
@@ -44,13 +46,24 @@ def test_partial_email_agreement_is_no_evidence():
     from cdp.identity.matching import _neutral_partial_email
 
     level = lambda label, m, u, **kw: {"label_for_charts": label, "m_probability": m, "u_probability": u, **kw}  # noqa: E731
-    model = {"comparisons": [
-        {"output_column_name": "email", "comparison_levels": [
-            {"label_for_charts": "email is NULL", "is_null_level": True},
-            level("Exact match on email", 0.97, 5e-6), level("Exact match on username", 0.002, 4e-6),
-            level("Jaro-Winkler distance of email >= 0.88", 0.014, 5e-4), level("All other comparisons", 0.02, 0.999)]},
-        {"output_column_name": "phone", "comparison_levels": [level("Exact match on phone", 0.9, 3e-6)]}]}
-    levels = {l["label_for_charts"]: l for c in _neutral_partial_email(model)["comparisons"] for l in c["comparison_levels"]}
+    model = {
+        "comparisons": [
+            {
+                "output_column_name": "email",
+                "comparison_levels": [
+                    {"label_for_charts": "email is NULL", "is_null_level": True},
+                    level("Exact match on email", 0.97, 5e-6),
+                    level("Exact match on username", 0.002, 4e-6),
+                    level("Jaro-Winkler distance of email >= 0.88", 0.014, 5e-4),
+                    level("All other comparisons", 0.02, 0.999),
+                ],
+            },
+            {"output_column_name": "phone", "comparison_levels": [level("Exact match on phone", 0.9, 3e-6)]},
+        ]
+    }
+    levels = {
+        l["label_for_charts"]: l for c in _neutral_partial_email(model)["comparisons"] for l in c["comparison_levels"]
+    }
     bf = lambda name: levels[name]["m_probability"] / levels[name]["u_probability"]  # noqa: E731
     assert bf("Exact match on username") == bf("Jaro-Winkler distance of email >= 0.88") == 1.0
     assert bf("Exact match on email") > 1e5 and bf("All other comparisons") < 0.1 and bf("Exact match on phone") > 1e5

@@ -1,4 +1,5 @@
 """Identifier normalization: phones to E.164, emails to canonical keys and SHA-256."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,12 +7,19 @@ import hashlib
 import pandas as pd
 import pytest
 
-from cdp.ingest.normalize import (canonical_email, e164_phone, email_sha256, mask_email,
-                                normalize_emails, normalize_phones)
+from cdp.ingest.normalize import (
+    canonical_email,
+    e164_phone,
+    email_sha256,
+    mask_email,
+    normalize_emails,
+    normalize_phones,
+)
 
 
-@pytest.mark.parametrize("raw", ["+1 212-734-1234", "2127341234", "(212) 734-1234",
-                                 "212.734.1234", "1-212-734-1234", " +1 (212) 734 1234 "])
+@pytest.mark.parametrize(
+    "raw", ["+1 212-734-1234", "2127341234", "(212) 734-1234", "212.734.1234", "1-212-734-1234", " +1 (212) 734 1234 "]
+)
 def test_us_phone_formats_give_one_e164(raw: str) -> None:
     assert e164_phone(raw) == "+12127341234"
 
@@ -35,8 +43,9 @@ def test_canonical_email() -> None:
     assert canonical_email("Jane.Doe+news@Example.COM") == "jane.doe@example.com"
 
 
-@pytest.mark.parametrize("raw", ["not an email", "a@b", "@example.com", "a..b@example.com",
-                                 "a@exa mple.com", "jane@example", "", None, 42])
+@pytest.mark.parametrize(
+    "raw", ["not an email", "a@b", "@example.com", "a..b@example.com", "a@exa mple.com", "jane@example", "", None, 42]
+)
 def test_malformed_emails_are_none(raw: object) -> None:
     assert canonical_email(raw) is None
     assert email_sha256(raw) is None

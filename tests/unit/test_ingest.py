@@ -1,4 +1,5 @@
 """Ingest: dirty raw tables -> typed staged tables, quarantine with reasons, field issues."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
 from cdp.ingest.contract import TABLES
 from cdp.ingest.staging import ContractError, IngestReport, ingest
+from cdp.workspace import Workspace
 
 TS = "2024-03-01T10:00:00Z"
 HASH = hashlib.sha256(b"jane@example.com").hexdigest()
@@ -20,17 +21,23 @@ def _rows(table: str, *rows: dict[str, str]) -> pd.DataFrame:
     """Rows with every contract column present (blank unless given), plus extras."""
     columns = list(TABLES[table].columns)
     extra = [c for row in rows for c in row if c not in columns]
-    return pd.DataFrame([{c: row.get(c, "") for c in columns + extra} for row in rows],
-                        dtype=object)
+    return pd.DataFrame([{c: row.get(c, "") for c in columns + extra} for row in rows], dtype=object)
 
 
 def dirty_tables() -> dict[str, pd.DataFrame]:
     return {
         "crm_contacts": _rows(
             "crm_contacts",
-            dict(record_id=" R1 ", first_name="Jane", last_name="Doe", created_at=TS,
-                 email="Jane.Doe+shop@Gmail.com", phone="(212) 734-1234",
-                 date_of_birth="1980-05-17", crm_segment="vip"),
+            dict(
+                record_id=" R1 ",
+                first_name="Jane",
+                last_name="Doe",
+                created_at=TS,
+                email="Jane.Doe+shop@Gmail.com",
+                phone="(212) 734-1234",
+                date_of_birth="1980-05-17",
+                crm_segment="vip",
+            ),
             dict(record_id="R2", email="not-an-email", phone="call me", created_at=TS),
             dict(record_id="R3", created_at="not a date"),
             dict(record_id="", created_at=TS),
@@ -45,19 +52,16 @@ def dirty_tables() -> dict[str, pd.DataFrame]:
             dict(card_id="C3", enrolled_at="yesterday", tier="gold", status="active"),
             dict(card_id="C3", enrolled_at=TS, tier="gold", status="active"),
         ),
-        "online_accounts": _rows("online_accounts",
-                                 dict(account_id="A1", created_at="2024-03-01 10:00:00+02:00",
-                                      email="a1@example.com")),
+        "online_accounts": _rows(
+            "online_accounts", dict(account_id="A1", created_at="2024-03-01 10:00:00+02:00", email="a1@example.com")
+        ),
         "orders": _rows(
             "orders",
-            dict(order_id="O1", channel="store", ordered_at=TS, total_amount="10.5",
-                 card_id="C1", phone="2127341234"),
+            dict(order_id="O1", channel="store", ordered_at=TS, total_amount="10.5", card_id="C1", phone="2127341234"),
             dict(order_id="O2", channel="kiosk", ordered_at=TS, total_amount="5"),
-            dict(order_id="O3", channel="online", ordered_at="not a date", total_amount="-3",
-                 discount_amount="abc"),
+            dict(order_id="O3", channel="online", ordered_at="not a date", total_amount="-3", discount_amount="abc"),
             dict(order_id="O4", channel="app", ordered_at=TS, total_amount=""),
-            dict(order_id="   ", channel="app", ordered_at="2024-02-30T10:00:00Z",
-                 total_amount=" 1e3 "),
+            dict(order_id="   ", channel="app", ordered_at="2024-02-30T10:00:00Z", total_amount=" 1e3 "),
         ),
         "order_lines": _rows(
             "order_lines",
@@ -66,9 +70,10 @@ def dirty_tables() -> dict[str, pd.DataFrame]:
             dict(order_id="O1", line_no="2", product_id="P1", quantity="-1", unit_price="5"),
         ),
         "products": _rows("products", dict(product_id="P1", category="food", price="5.25")),
-        "marketing_sends": _rows("marketing_sends",
-                                 dict(send_id="S1", campaign_id="K1", sent_at=TS,
-                                      group="treatment", email="x@example.com")),
+        "marketing_sends": _rows(
+            "marketing_sends",
+            dict(send_id="S1", campaign_id="K1", sent_at=TS, group="treatment", email="x@example.com"),
+        ),
         "marketing_responses": _rows(
             "marketing_responses",
             dict(send_id="S1", event_type="opened", occurred_at=TS),
@@ -76,27 +81,52 @@ def dirty_tables() -> dict[str, pd.DataFrame]:
         ),
         "service_interactions": _rows(
             "service_interactions",
-            dict(interaction_id="I1", occurred_at=TS, channel="chat", reason="billing",
-                 resolved="yes", sentiment="0.5"),
-            dict(interaction_id="I2", occurred_at=TS, channel="chat", reason="billing",
-                 resolved="maybe", sentiment="3"),
+            dict(
+                interaction_id="I1", occurred_at=TS, channel="chat", reason="billing", resolved="yes", sentiment="0.5"
+            ),
+            dict(
+                interaction_id="I2", occurred_at=TS, channel="chat", reason="billing", resolved="maybe", sentiment="3"
+            ),
         ),
         "enrichment": _rows(
             "enrichment",
-            dict(vendor="acme", as_of=TS, email_sha256=HASH.upper(), household_size="3",
-                 home_owner="Y"),
+            dict(vendor="acme", as_of=TS, email_sha256=HASH.upper(), household_size="3", home_owner="Y"),
             dict(vendor="acme", as_of=TS, email_sha256="abc123", household_size="x"),
         ),
         "consent_events": _rows(
             "consent_events",
-            dict(event_id="E1", occurred_at=TS, identifier="J.Doe+x@Gmail.com",
-                 identifier_type="email", purpose="profiling", granted="true"),
-            dict(event_id="E2", occurred_at=TS, identifier="212.734.1234",
-                 identifier_type="phone", purpose="sms_marketing", granted="false"),
-            dict(event_id="E3", occurred_at=TS, identifier=" C1 ", identifier_type="card_id",
-                 purpose="profiling", granted="1"),
-            dict(event_id="E4", occurred_at=TS, identifier="C1", identifier_type="card_id",
-                 purpose="profiling", granted=""),
+            dict(
+                event_id="E1",
+                occurred_at=TS,
+                identifier="J.Doe+x@Gmail.com",
+                identifier_type="email",
+                purpose="profiling",
+                granted="true",
+            ),
+            dict(
+                event_id="E2",
+                occurred_at=TS,
+                identifier="212.734.1234",
+                identifier_type="phone",
+                purpose="sms_marketing",
+                granted="false",
+            ),
+            dict(
+                event_id="E3",
+                occurred_at=TS,
+                identifier=" C1 ",
+                identifier_type="card_id",
+                purpose="profiling",
+                granted="1",
+            ),
+            dict(
+                event_id="E4",
+                occurred_at=TS,
+                identifier="C1",
+                identifier_type="card_id",
+                purpose="profiling",
+                granted="",
+            ),
         ),
     }
 
@@ -111,8 +141,9 @@ def write_raw(ws: Workspace, tables: dict[str, pd.DataFrame], fmt: str) -> None:
 
 
 @pytest.fixture(scope="module", params=["parquet", "csv"])
-def ingested(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, IngestReport]:
+def ingested(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Workspace, IngestReport]:
     """One ingest per raw format, shared by the read-only tests below."""
     ws = Workspace(tmp_path_factory.mktemp(request.param))
     write_raw(ws, dirty_tables(), request.param)
@@ -125,31 +156,34 @@ def _reasons(ws: Workspace, table: str) -> dict[int, str]:
     return dict(zip(rows["row"], rows["reason"]))
 
 
-@pytest.mark.parametrize(("table", "row", "reason"), [
-    ("crm_contacts", 2, "created_at: unparseable timestamp 'not a date'"),
-    ("crm_contacts", 3, "record_id: required value missing"),
-    ("crm_contacts", 4, "date_of_birth: unparseable date '31/02/1980'"),
-    ("loyalty_members", 1, "duplicate row"),
-    ("loyalty_members", 2, "duplicate card_id 'C1'"),
-    ("loyalty_members", 3, "tier: 'diamond' not in (bronze, silver, gold, platinum)"),
-    ("orders", 1, "channel: 'kiosk' not in (store, online, app)"),
-    ("orders", 2, "ordered_at: unparseable timestamp 'not a date'; "
-                  "total_amount: negative value '-3'; "
-                  "discount_amount: unparseable number 'abc'"),
-    ("orders", 3, "total_amount: required value missing"),
-    ("orders", 4, "order_id: required value missing; "
-                  "ordered_at: unparseable timestamp '2024-02-30T10:00:00Z'"),
-    ("loyalty_members", 4, "enrolled_at: unparseable timestamp 'yesterday'; "
-                           "duplicate card_id 'C3'"),
-    ("enrichment", 1, "email_sha256: not a SHA-256 hex digest 'abc123'; "
-                      "household_size: unparseable number 'x'"),
-    ("order_lines", 1, "order_id: unknown order_id 'O2'"),
-    ("order_lines", 2, "quantity: negative value '-1'"),
-    ("marketing_responses", 1, "send_id: unknown send_id 'S9'"),
-    ("service_interactions", 1, "resolved: unparseable boolean 'maybe'; "
-                                "sentiment: value '3' outside [-1, 1]"),
-    ("consent_events", 3, "granted: required value missing"),
-])
+@pytest.mark.parametrize(
+    ("table", "row", "reason"),
+    [
+        ("crm_contacts", 2, "created_at: unparseable timestamp 'not a date'"),
+        ("crm_contacts", 3, "record_id: required value missing"),
+        ("crm_contacts", 4, "date_of_birth: unparseable date '31/02/1980'"),
+        ("loyalty_members", 1, "duplicate row"),
+        ("loyalty_members", 2, "duplicate card_id 'C1'"),
+        ("loyalty_members", 3, "tier: 'diamond' not in (bronze, silver, gold, platinum)"),
+        ("orders", 1, "channel: 'kiosk' not in (store, online, app)"),
+        (
+            "orders",
+            2,
+            "ordered_at: unparseable timestamp 'not a date'; "
+            "total_amount: negative value '-3'; "
+            "discount_amount: unparseable number 'abc'",
+        ),
+        ("orders", 3, "total_amount: required value missing"),
+        ("orders", 4, "order_id: required value missing; ordered_at: unparseable timestamp '2024-02-30T10:00:00Z'"),
+        ("loyalty_members", 4, "enrolled_at: unparseable timestamp 'yesterday'; duplicate card_id 'C3'"),
+        ("enrichment", 1, "email_sha256: not a SHA-256 hex digest 'abc123'; household_size: unparseable number 'x'"),
+        ("order_lines", 1, "order_id: unknown order_id 'O2'"),
+        ("order_lines", 2, "quantity: negative value '-1'"),
+        ("marketing_responses", 1, "send_id: unknown send_id 'S9'"),
+        ("service_interactions", 1, "resolved: unparseable boolean 'maybe'; sentiment: value '3' outside [-1, 1]"),
+        ("consent_events", 3, "granted: required value missing"),
+    ],
+)
 def test_dirty_rows_are_quarantined_with_reasons(ingested, table, row, reason) -> None:
     ws, _ = ingested
     assert _reasons(ws, table)[row] == reason

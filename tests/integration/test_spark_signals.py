@@ -2,6 +2,7 @@
 build on the tests' small synthetic retailer (conftest's TINY_CUSTOMERS, seed 11, generated,
 ingested and resolved here without the training stages): every view has the same rows in the same
 order, the same nulls, values within 1e-9 and the same dtypes, written as one Parquet file per view."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
 from cdp.features import views as signals
+from cdp.workspace import Workspace
 from tests.conftest import TINY_CUSTOMERS, with_env
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
@@ -36,8 +37,8 @@ def built(tmp_path_factory):
     """One resolved retailer; `cdp features` (pipeline.build_features: views + feast apply +
     materialize) once per engine in its own copy of the workspace."""
     from cdp import pipeline
-    from cdp.featurestore.store import stop_spark
     from cdp.engines.spark import spark_session
+    from cdp.featurestore.store import stop_spark
 
     warnings.filterwarnings("ignore")
     root = tmp_path_factory.mktemp("spark_signals")
@@ -52,15 +53,24 @@ def built(tmp_path_factory):
         spaces[engine] = Workspace(root / engine)
     summaries["duckdb"] = _with({"CDP_FEATURE_ENGINE": "duckdb"}, pipeline.build_features, spaces["duckdb"])
     try:
-        summaries["spark"] = _with({"CDP_FEATURE_ENGINE": "spark", "CDP_SPARK_MASTER": "local[2]",
-                                    "CDP_SPARK_SHUFFLE_PARTITIONS": "4", "CDP_SPARK_DRIVER_MEMORY": "2g"},
-                                   pipeline.build_features, spaces["spark"])
+        summaries["spark"] = _with(
+            {
+                "CDP_FEATURE_ENGINE": "spark",
+                "CDP_SPARK_MASTER": "local[2]",
+                "CDP_SPARK_SHUFFLE_PARTITIONS": "4",
+                "CDP_SPARK_DRIVER_MEMORY": "2g",
+            },
+            pipeline.build_features,
+            spaces["spark"],
+        )
         from pyspark.sql import SparkSession
         from splink.backends.spark import similarity_jar_location
 
         # the features ran on the project's shared session (the one Splink on Spark uses, with its UDF jar)
-        shared = SparkSession.getActiveSession() is spark_session() and \
-            similarity_jar_location() in spark_session().conf.get("spark.jars", "")
+        shared = (
+            SparkSession.getActiveSession() is spark_session()
+            and similarity_jar_location() in spark_session().conf.get("spark.jars", "")
+        )
     finally:
         stop_spark()
     return {"ws": spaces, "summaries": summaries, "shared_session": shared}
@@ -101,8 +111,9 @@ def test_the_spark_build_writes_single_files_and_the_same_snapshots(built):
     for view in signals.SQL:
         assert (spark_ws.features / f"{view}.parquet").is_file(), view
     assert not [p.name for p in spark_ws.features.iterdir() if p.name.startswith(".")]  # no part folders left
-    assert json.loads((spark_ws.features / "snapshots.json").read_text()) == \
-        json.loads((duck_ws.features / "snapshots.json").read_text())  # same data end found on Spark
+    assert json.loads((spark_ws.features / "snapshots.json").read_text()) == json.loads(
+        (duck_ws.features / "snapshots.json").read_text()
+    )  # same data end found on Spark
     spark, duck = built["summaries"]["spark"], built["summaries"]["duckdb"]
     assert spark["engine"] == "spark" and duck["engine"] == "duckdb"
     assert spark["rows_per_view"] == duck["rows_per_view"]
@@ -114,11 +125,22 @@ def test_the_view_sql_stays_in_the_dialect_both_engines_accept(monkeypatch):
     """No DuckDB-only syntax in the shared SQL (Spark would reject it): casts with ::, FILTER
     without WHERE, GROUP BY ALL, DuckDB's date_diff/arg_max, LATERAL, double-quoted identifiers."""
     monkeypatch.delenv("CDP_ENRICHMENT_MAX_AGE_DAYS", raising=False)
-    texts = {**{f"view {k}": signals.view_body(k) for k in signals.SQL},
-             **{f"input {k}": v for k, v in signals.INPUT_SQL.items()},
-             "final": signals.view_sql("purchase_behaviour", ["orders_30d"])}
-    banned = [r"::", r"FILTER\s*\((?!\s*WHERE)", r"GROUP BY ALL", r"date_diff\(", r"arg_max\(", r"LATERAL",
-              r'"[A-Za-z_]+"', r"QUALIFY", r"EXCLUDE"]
+    texts = {
+        **{f"view {k}": signals.view_body(k) for k in signals.SQL},
+        **{f"input {k}": v for k, v in signals.INPUT_SQL.items()},
+        "final": signals.view_sql("purchase_behaviour", ["orders_30d"]),
+    }
+    banned = [
+        r"::",
+        r"FILTER\s*\((?!\s*WHERE)",
+        r"GROUP BY ALL",
+        r"date_diff\(",
+        r"arg_max\(",
+        r"LATERAL",
+        r'"[A-Za-z_]+"',
+        r"QUALIFY",
+        r"EXCLUDE",
+    ]
     for name, sql in texts.items():
         for pattern in banned:
             assert not re.search(pattern, sql, flags=re.IGNORECASE), f"{name}: {pattern}"

@@ -1,4 +1,5 @@
 """Cluster metrics on hand-made predictions."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -50,36 +51,43 @@ def test_identified_scope_leaves_out_only_orders_without_any_identifier(pipeline
 def test_recoverable_ceiling_joins_only_what_the_data_supports(tmp_path):
     """The oracle knows the truth but links a person's records only through identifiers no other
     person carries (plus all of the person's profile records)."""
-    from cdp.workspace import Workspace
     from cdp.identity.evaluate import recoverable_ceiling
+    from cdp.workspace import Workspace
 
     ws = Workspace(tmp_path)
     ws.staged.mkdir(parents=True)
     ws.truth.mkdir(parents=True)
     home, own = "+13125550100", "+13125550199"
     tables = {
-        "crm_contacts": [("C1", "p", {"email_norm": "p@x.com", "phone_e164": home}),
-                         ("C2", "q", {"email_norm": None, "phone_e164": home})],      # q lives with p
+        "crm_contacts": [
+            ("C1", "p", {"email_norm": "p@x.com", "phone_e164": home}),
+            ("C2", "q", {"email_norm": None, "phone_e164": home}),
+        ],  # q lives with p
         "loyalty_members": [("L1", "p", {"email_norm": None, "phone_e164": None})],  # name only
-        "orders": [("O1", "p", {"card_id": "L1"}), ("O2", "p", {"phone_e164": home}),
-                   ("O3", "p", {"phone_e164": own}), ("O4", "p", {"email_norm": "p@x.com"}),
-                   ("O5", "p", {"phone_e164": own})],
+        "orders": [
+            ("O1", "p", {"card_id": "L1"}),
+            ("O2", "p", {"phone_e164": home}),
+            ("O3", "p", {"phone_e164": own}),
+            ("O4", "p", {"email_norm": "p@x.com"}),
+            ("O5", "p", {"phone_e164": own}),
+        ],
     }
     keys = {"crm_contacts": "record_id", "loyalty_members": "card_id", "orders": "order_id"}
     truth, frame = [], []
     for table, rows in tables.items():
         cols = ["email_norm", "phone_e164"] + (["card_id", "account_id"] if table == "orders" else [])
-        staged = pd.DataFrame([{keys[table]: k, **{c: None for c in cols}, **v, "source_row": i}
-                               for i, (k, _, v) in enumerate(rows)])
+        staged = pd.DataFrame(
+            [{keys[table]: k, **{c: None for c in cols}, **v, "source_row": i} for i, (k, _, v) in enumerate(rows)]
+        )
         staged.to_parquet(ws.staged / f"{table}.parquet", index=False)
         truth += [{"source_table": table, "row": i, "person_id": p} for i, (_, p, _) in enumerate(rows)]
         frame += [{"source_table": table, "source_key": k, "true": p, "anonymous": False} for k, p, _ in rows]
     pd.DataFrame(truth).to_parquet(ws.truth / "record_persons.parquet", index=False)
     frame = pd.DataFrame(frame)
     cluster = dict(zip(frame["source_key"], recoverable_ceiling(ws, frame)))
-    assert cluster["C1"] == cluster["L1"] == cluster["O1"] == cluster["O4"]   # profile + card + email
-    assert cluster["O3"] == cluster["O5"] != cluster["C1"]                    # a number seen only on orders
-    assert cluster["O2"] not in {cluster["C1"], cluster["C2"]}                # household phone: whose?
+    assert cluster["C1"] == cluster["L1"] == cluster["O1"] == cluster["O4"]  # profile + card + email
+    assert cluster["O3"] == cluster["O5"] != cluster["C1"]  # a number seen only on orders
+    assert cluster["O2"] not in {cluster["C1"], cluster["C2"]}  # household phone: whose?
     assert cluster["C2"] != cluster["C1"]
     m = cluster_metrics(frame.assign(pred=frame["source_key"].map(cluster)))
     assert m.pairwise_precision == 1.0 and 0 < m.pairwise_recall < 1

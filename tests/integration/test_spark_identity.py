@@ -1,22 +1,22 @@
 """Identity resolution with `CDP_IDENTITY_ENGINE=spark` (Splink on Spark, local[2]) against the
 embedded DuckDB engine on the same small synthetic retailer: same settings, same guards, same ids."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cdp.workspace import Workspace
-from cdp.identity import matching
 from cdp.engines import spark as spark_engine
+from cdp.identity import matching
 from cdp.identity.evaluate import cluster_metrics
 from cdp.identity.matching import splink_settings
+from cdp.workspace import Workspace
 from tests.conftest import with_env
 
 SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
@@ -28,8 +28,12 @@ needs_spark = pytest.mark.skipif(not SPARK_READY, reason="pyspark and a Java run
 
 
 def _with_engine(engine: str, fn, *args, **kwargs):
-    return with_env({"CDP_IDENTITY_ENGINE": engine, "CDP_SPARK_MASTER": "local[2]", "CDP_SPARK_SHUFFLE_PARTITIONS": "4"},
-                    fn, *args, **kwargs)
+    return with_env(
+        {"CDP_IDENTITY_ENGINE": engine, "CDP_SPARK_MASTER": "local[2]", "CDP_SPARK_SHUFFLE_PARTITIONS": "4"},
+        fn,
+        *args,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +83,10 @@ def test_same_trained_model_gives_identical_identities_on_spark(engines):
     """The DuckDB-trained model, re-rendered for Spark SQL, scores every pair identically: same
     edges, same clusters, same customer ids."""
     duck, spark = engines["maps"]["duckdb"], engines["maps"]["spark_same_model"]
-    pd.testing.assert_frame_equal(duck[["source_table", "source_key", "customer_id", "linked_by"]],
-                                  spark[["source_table", "source_key", "customer_id", "linked_by"]])
+    pd.testing.assert_frame_equal(
+        duck[["source_table", "source_key", "customer_id", "linked_by"]],
+        spark[["source_table", "source_key", "customer_id", "linked_by"]],
+    )
     key = ["unique_id_l", "unique_id_r"]
     de, se = (engines["edges"][n].sort_values(key).reset_index(drop=True) for n in ("duckdb", "spark_same_model"))
     assert de[key].equals(se[key]) and de["accepted"].tolist() == se["accepted"].tolist()
@@ -126,11 +132,14 @@ def test_a_model_moves_between_dialects_without_losing_parameters():
     sql = json.dumps([lv["sql_condition"] for comp in spark["comparisons"] for lv in comp["comparison_levels"]])
     assert "jaro_winkler(" in sql and "jaro_winkler_similarity" not in sql and "try_strptime" not in sql
     back = spark_engine.model_for_dialect(spark, "duckdb", splink_settings())
-    strip = lambda m: [[{k: v for k, v in lv.items() if k != "sql_condition"} for lv in comp["comparison_levels"]]
-                       for comp in m["comparisons"]]
+    strip = lambda m: [
+        [{k: v for k, v in lv.items() if k != "sql_condition"} for lv in comp["comparison_levels"]]
+        for comp in m["comparisons"]
+    ]
     assert strip(back) == strip(duck)
-    assert [lv["sql_condition"] for comp in back["comparisons"] for lv in comp["comparison_levels"]] == \
-        [lv["sql_condition"] for comp in duck["comparisons"] for lv in comp["comparison_levels"]]
+    assert [lv["sql_condition"] for comp in back["comparisons"] for lv in comp["comparison_levels"]] == [
+        lv["sql_condition"] for comp in duck["comparisons"] for lv in comp["comparison_levels"]
+    ]
     with pytest.raises(ValueError, match="retrain"):
         spark_engine.model_for_dialect({**duck, "comparisons": duck["comparisons"][:2]}, "spark", splink_settings())
 
