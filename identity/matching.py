@@ -125,7 +125,56 @@ def profile_records(ws: Workspace) -> pd.DataFrame:
     records["first_canon"] = records["first_name"].map(canon).astype("string")
     records["first_nicks"] = records["first_name"].map({f: nickname_set(f) for f in firsts}).astype("string")
     records["email_local"] = records["email"].str.split("@").str[0].astype("string")
-    return records.drop_duplicates("unique_id").reset_index(drop=True)
+    records = records.drop_duplicates("unique_id").reset_index(drop=True)
+    return drop_common_values(records)
+
+
+# A value carried by more than this share of the profile records (and by at least COMMON_MIN_RECORDS
+# of them) is a placeholder or a near-constant column (a postcode equal on 98% of records): it is
+# no evidence that two records are one person, so it is matched as unknown (null): no agreement
+# weight, no blocking rule on it, no term-frequency bonus.
+COMMON_SHARE = 0.05
+COMMON_MIN_RECORDS = 20
+PLACEHOLDER_TEXT = frozenset(
+    {"unknown", "n/a", "na", "none", "null", "nil", "-", "--", ".", "x", "xx", "xxx", "test", "tbc", "tba", "?"}
+)
+PLACEHOLDER_DOB = frozenset({"1900-01-01", "1901-01-01", "0001-01-01", "9999-12-31"})
+# columns whose values are checked, and the derived columns that go with them
+COMMON_VALUE_COLUMNS = {
+    "first_name": ("first_canon", "first_nicks"),
+    "last_name": (),
+    "dob": (),
+    "postcode": (),
+    "address": (),
+    "email": ("email_local",),
+    "phone": (),
+}
+
+
+def drop_common_values(records: pd.DataFrame) -> pd.DataFrame:
+    """Null placeholder and near-constant values of the matching columns (see COMMON_SHARE).
+    What was dropped is in `records.attrs["common_values"]`: [{column, value, records, share}]."""
+    dropped: list[dict[str, Any]] = []
+    n = len(records)
+    for column, derived in COMMON_VALUE_COLUMNS.items():
+        if column not in records or n == 0:
+            continue
+        counts = records[column].value_counts(dropna=True)
+        limit = max(COMMON_SHARE * n, COMMON_MIN_RECORDS)
+        placeholders = PLACEHOLDER_DOB if column == "dob" else PLACEHOLDER_TEXT
+        bad = [v for v, c in counts.items() if c > limit or str(v) in placeholders]
+        if not bad:
+            continue
+        hit = records[column].isin(bad).fillna(False).to_numpy(bool)
+        for c in (column, *derived):
+            if c in records:
+                records.loc[hit, c] = pd.NA
+        dropped += [
+            {"column": column, "value": str(v), "records": int(counts[v]), "share": round(float(counts[v]) / n, 4)}
+            for v in bad
+        ]
+    records.attrs["common_values"] = dropped
+    return records
 
 
 # gamma levels of splink_settings() the guards read: first names at least "first/last swapped"
@@ -134,11 +183,45 @@ FIRST_NAME_CLOSE_LEVEL = 2
 POSTCODE_EXACT_LEVEL = 1
 
 
-def splink_settings() -> Any:
-    """Model specification: comparisons and blocking rules (backend-agnostic Splink objects)."""
+def dob_comparison() -> Any:
+    """Dates of birth ('YYYY-MM-DD' text) as evidence, not a veto: exact, one typed digit, day and
+    month swapped, same day and month in another year (a mistyped year), within a year, else."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
-    from splink import SettingsCreator, block_on
+
+    part = lambda side, start, length: f"substr(dob_{side}, {start}, {length})"  # noqa: E731
+    swapped = (
+        f"{part('l', 1, 4)} = {part('r', 1, 4)} AND {part('l', 6, 2)} = {part('r', 9, 2)} "
+        f"AND {part('l', 9, 2)} = {part('r', 6, 2)}"
+    )
+    return cl.CustomComparison(
+        output_column_name="dob",
+        comparison_levels=[
+            cll.NullLevel("dob"),
+            cll.ExactMatchLevel("dob"),
+            cll.DamerauLevenshteinLevel("dob", 1),
+            cll.CustomLevel(swapped, label_for_charts="day and month swapped"),
+            cll.CustomLevel(
+                f"{part('l', 6, 5)} = {part('r', 6, 5)}", label_for_charts="same day and month, other year"
+            ),
+            cll.AbsoluteDateDifferenceLevel("dob", input_is_string=True, threshold=1, metric="year"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+# DOB gamma levels of dob_comparison(): 5 exact, 4 one typed digit, 3 day/month swapped,
+# 2 same day and month in another year, 1 within a year, 0 else, -1 null
+DOB_EXACT_LEVEL = 5
+DOB_CLOSE_LEVEL = 2
+
+
+def splink_settings(blocking_rules: list[Any] | None = None) -> Any:
+    """Model specification: comparisons and blocking rules (backend-agnostic Splink objects).
+    `blocking_rules`: instead of BLOCKING_RULES (e.g. after `budget_blocking_rules`)."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import SettingsCreator
 
     first = cl.CustomComparison(
         output_column_name="first_name",
@@ -169,22 +252,14 @@ def splink_settings() -> Any:
         comparisons=[
             first,
             last,
-            cl.DateOfBirthComparison(
-                "dob", input_is_string=True, datetime_metrics=["month", "year"], datetime_thresholds=[1, 2]
-            ),
+            dob_comparison(),
             cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
             cl.JaroWinklerAtThresholds("address", [0.95, 0.8]),
             cl.EmailComparison("email"),
             cl.ExactMatch("phone").configure(term_frequency_adjustments=True),
         ],
         blocking_rules_to_generate_predictions=[
-            block_on("first_canon", "last_name"),
-            block_on("dob"),
-            block_on("last_name", "postcode"),
-            block_on("first_canon", "postcode"),
-            block_on("email_local"),
-            block_on("phone"),
-            "l.first_name = r.last_name AND l.last_name = r.first_name",
+            _rule(r) for r in (BLOCKING_RULES if blocking_rules is None else blocking_rules)
         ],
         retain_matching_columns=True,
         retain_intermediate_calculation_columns=True,
@@ -192,10 +267,81 @@ def splink_settings() -> Any:
     )
 
 
+# Blocking rules as column tuples (block_on) or one SQL string (first/last name swapped).
+BLOCKING_RULES: tuple[tuple[str, ...] | str, ...] = (
+    ("first_canon", "last_name"),
+    ("dob",),
+    ("last_name", "postcode"),
+    ("first_canon", "postcode"),
+    ("email_local",),
+    ("phone",),
+    "l.first_name = r.last_name AND l.last_name = r.first_name",
+)
+# Columns added, in order, to tighten a rule whose candidate pairs exceed the budget.
+TIGHTEN_WITH = ("last_name", "first_canon", "dob", "postcode")
+
+
+def _rule(rule: tuple[str, ...] | str) -> Any:
+    from splink import block_on
+
+    return rule if isinstance(rule, str) else block_on(*rule)
+
+
+def comparison_budget(n_records: int) -> int:
+    """Most candidate pairs one blocking rule may produce: 2M, or 200 per record on larger inputs."""
+    return max(2_000_000, 200 * n_records)
+
+
+def count_rule_pairs(records: pd.DataFrame, columns: tuple[str, ...]) -> int:
+    """Exact number of record pairs an equi-join blocking rule on `columns` generates (sum of
+    n*(n-1)/2 over groups of non-null values): cheap, without building the pairs."""
+    keyed = records.dropna(subset=list(columns))
+    if keyed.empty:
+        return 0
+    size = keyed.groupby(list(columns), sort=False).size().to_numpy(dtype=np.int64)
+    return int((size * (size - 1) // 2).sum())
+
+
+def budget_blocking_rules(
+    records: pd.DataFrame, budget: int | None = None
+) -> tuple[list[tuple[str, ...] | str], list[str]]:
+    """Count each blocking rule's comparisons before it runs; tighten a rule over `budget` with
+    the next column of TIGHTEN_WITH that brings it under, or drop it. -> (rules, notes)."""
+    budget = comparison_budget(len(records)) if budget is None else budget
+    rules: list[tuple[str, ...] | str] = []
+    notes: list[str] = []
+    for rule in BLOCKING_RULES:
+        if isinstance(rule, str):  # the name-swap rule: bounded by the first+last name blocks
+            rules.append(rule)
+            continue
+        count = count_rule_pairs(records, rule)
+        if count <= budget:
+            rules.append(rule)
+            continue
+        tightened = None
+        for extra in (c for c in TIGHTEN_WITH if c not in rule):
+            candidate = (*rule, extra)
+            n = count_rule_pairs(records, candidate)
+            if 0 < n <= budget:  # a rule that pairs nothing is no tighter rule: drop it
+                tightened = (candidate, n)
+                break
+        name = "+".join(rule)
+        if tightened:
+            rules.append(tightened[0])
+            notes.append(
+                f"blocking rule {name}: {count:,} pairs over the budget of {budget:,}, "
+                f"tightened to {'+'.join(tightened[0])} ({tightened[1]:,} pairs)"
+            )
+        else:
+            notes.append(f"blocking rule {name}: {count:,} pairs over the budget of {budget:,}, dropped")
+    return rules, notes
+
+
 @dataclass(frozen=True)
 class MatchResult:
     edges: pd.DataFrame  # unique_id_l, unique_id_r, match_weight, match_probability, gamma_*
     model: dict[str, Any]  # trained Splink settings (save as JSON to re-use)
+    notes: tuple[str, ...] = ()  # what training did that the user should know (budgeted rules, EM)
 
 
 def _arrow(records: pd.DataFrame):
@@ -295,14 +441,18 @@ def predict_new(
 def train_and_predict(
     records: pd.DataFrame, floor_probability: float = 0.5, seed: int = 1, model: dict[str, Any] | None = None
 ) -> MatchResult:
-    """Train (u by random sampling, m from deterministic pseudo-labels; or reuse `model`)
-    and score the blocked pairs at or above `floor_probability`."""
+    """Train (u by random sampling, m from deterministic pseudo-labels, by EM where those are
+    missing or scarce; or reuse `model`) and score the blocked pairs at or above `floor_probability`.
+    Blocking rules are counted first and tightened or dropped over `comparison_budget`."""
     if len(records) < 2:
         return MatchResult(
             pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight", "match_probability"]), model or {}
         )
+    notes: list[str] = []
     if model is None:
-        model = _train(records, seed)
+        rules, notes = budget_blocking_rules(records)
+        model, train_notes = _train(records, seed, rules)
+        notes += train_notes
     linker = _linker(records, model)
     edges = linker.inference.predict(
         threshold_match_probability=floor_probability, warning_mode="never"
@@ -315,7 +465,7 @@ def train_and_predict(
         *[c for c in edges.columns if c.startswith("gamma_")],
     ]
     edges = edges[keep].sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
-    return MatchResult(edges, model)
+    return MatchResult(edges, model, tuple(notes))
 
 
 def _label_pairs(records: pd.DataFrame, by: list[str], max_group: int = 12) -> pd.DataFrame:
@@ -350,28 +500,84 @@ COMPARISON_READS = {
 }
 
 
-def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
-    """u from random pairs; m from pseudo-labels made by the deterministic identifiers (LABEL_SETS):
-    on retail data, pairs sharing an email give m for every comparison but email, and pairs
-    sharing a phone *and* a full name give m for email; without emails (e.g. FEBRL) names learn
-    from phone+dob pairs and the phone from name+dob pairs. EM is avoided on purpose:
-    households (same surname, address, home phone) look like one person to unsupervised EM and
-    bias m towards merging."""
+# Fewer pseudo-labelled pairs than this (all sets together) is "scarce": m values come from EM.
+MIN_LABEL_PAIRS = 200
+# EM training blocks: each teaches m for the comparisons that do not read its columns.
+EM_BLOCKS: tuple[tuple[str, ...], ...] = (("first_canon", "last_name"), ("dob",), ("last_name", "postcode"))
+
+
+def _set_prior(linker: Any, records: pd.DataFrame) -> str | None:
+    """Prior P(two random records match) from the deterministic rules; when they find no pairs
+    (no shared emails, no exact name+DOB) or cannot be used, assume about one duplicate per record
+    (1 / n): a prior of 0 makes every match weight -inf (log of 0). -> a note when it fell back."""
     from splink import block_on
 
-    linker = _linker(records, splink_settings())
-    training = linker.training
+    n = len(records)
+    fallback = min(0.5, 1.0 / max(n, 2))
     try:
-        training.estimate_probability_two_random_records_match(
+        linker.training.estimate_probability_two_random_records_match(
             [block_on("email"), block_on("first_name", "last_name", "dob")], recall=0.6
         )
-    except ValueError:  # tiny inputs: more exact matches than pairs allow; keep the default prior
-        pass
+        prior = float(linker._settings_obj._probability_two_random_records_match)
+    except (ValueError, ZeroDivisionError, ArithmeticError):  # tiny inputs or no exact matches at all
+        prior = 0.0
+    if 0.0 < prior < 1.0:
+        return None
+    linker._settings_obj._probability_two_random_records_match = fallback
+    return f"prior match probability: no exact email or name+DOB pairs, assumed 1/{n:,}"
+
+
+def _train(records: pd.DataFrame, seed: int, rules: list[Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """u from random pairs; m from pseudo-labels made by the deterministic identifiers (LABEL_SETS):
+    on retail data, pairs sharing an email give m for every comparison but email, and pairs
+    sharing a phone *and* a full name give m for email; without emails names learn from
+    phone+dob pairs and the phone from name+dob pairs.
+
+    Where those labels are missing or scarce (fewer than MIN_LABEL_PAIRS, or a comparison no
+    label set can teach), m comes from Splink's EM on blocking rules (EM_BLOCKS). EM is not the
+    first choice: households (same surname, address, home phone) look like one person to
+    unsupervised EM and bias m towards merging; labels override EM wherever they exist.
+    -> (model, notes)."""
+    from splink import block_on
+
+    notes: list[str] = []
+    linker = _linker(records, splink_settings(rules))
+    training = linker.training
+    prior_note = _set_prior(linker, records)
+    if prior_note:
+        notes.append(prior_note)
     training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
+    labels_by_set = {name: _label_pairs(records, list(by)) for name, by in LABEL_SETS}
+    n_labels = sum(len(v) for v in labels_by_set.values())
+    columns = [c["output_column_name"] for c in linker.misc.save_model_to_json()["comparisons"]]
+    source_of = lambda column: next(  # noqa: E731
+        (n for n, by in LABEL_SETS if len(labels_by_set[n]) and not set(by) & COMPARISON_READS.get(column, {column})),
+        None,
+    )
+    untaught = [c for c in columns if source_of(c) is None]
+    em_learned: dict[str, dict[str, Any]] = {}
+    em_taught: set[str] = set()
+    if n_labels < MIN_LABEL_PAIRS or untaught:
+        for block in EM_BLOCKS:
+            if count_rule_pairs(records, block) == 0:
+                continue
+            try:
+                training.estimate_parameters_using_expectation_maximisation(
+                    block_on(*block), estimate_without_term_frequencies=True
+                )
+            except (ValueError, ZeroDivisionError, ArithmeticError) as error:  # e.g. no pairs in the block
+                notes.append(f"EM on {'+'.join(block)} skipped: {error}")
+                continue
+            em_taught |= {c for c in columns if not set(block) & COMPARISON_READS.get(c, {c})}
+        em_learned = {c["output_column_name"]: c for c in linker.misc.save_model_to_json()["comparisons"]}
+        notes.append(
+            f"m values by EM for {', '.join(untaught) if n_labels >= MIN_LABEL_PAIRS else 'all comparisons'} "
+            f"({n_labels} pseudo-labelled pairs)"
+        )
     base = linker.misc.save_model_to_json()
     learned: dict[str, dict[str, dict[str, Any]]] = {}
     for name, by in LABEL_SETS:
-        labels = _label_pairs(records, list(by))
+        labels = labels_by_set[name]
         if labels.empty:
             continue
         table = linker.table_management.register_table(
@@ -382,12 +588,13 @@ def _train(records: pd.DataFrame, seed: int) -> dict[str, Any]:
     model = base
     for i, comparison in enumerate(model["comparisons"]):
         column = comparison["output_column_name"]
-        source = next(
-            (n for n, by in LABEL_SETS if n in learned and not set(by) & COMPARISON_READS.get(column, {column})), None
-        )
-        if source:
+        source = source_of(column)
+        # labels first when there are enough of them; EM where they are scarce or cannot teach
+        if source and (n_labels >= MIN_LABEL_PAIRS or column not in em_taught):
             model["comparisons"][i] = learned[source][column]
-    return _neutral_partial_email(model)
+        elif column in em_taught:
+            model["comparisons"][i] = em_learned[column]
+    return _neutral_partial_email(model), notes
 
 
 def _neutral_partial_email(model: dict[str, Any]) -> dict[str, Any]:
@@ -425,17 +632,30 @@ def score_pair(records: pd.DataFrame, model: dict[str, Any], left: str, right: s
 
 def dob_conflict(a: pd.Series, b: pd.Series) -> np.ndarray:
     """True where both dates of birth are known and cannot be the same person's: they differ by
-    more than a year and not by one typed digit or a day/month swap."""
+    more than a year and not by one typed digit, two transposed digits, a day/month swap or the
+    year alone (same day and month: a mistyped year)."""
     da, db = pd.to_datetime(a, errors="coerce"), pd.to_datetime(b, errors="coerce")
     known = da.notna().to_numpy() & db.notna().to_numpy()
     sa, sb = a.astype("string").fillna("").to_numpy(), b.astype("string").fillna("").to_numpy()
     one_digit = np.array(
         [len(x) == len(y) and sum(p != q for p, q in zip(x, y)) <= 1 for x, y in zip(sa, sb)], dtype=bool
     )
+    transposed = np.array(
+        [
+            len(x) == len(y)
+            and len(d := [i for i, (p, q) in enumerate(zip(x, y)) if p != q]) == 2
+            and d[1] == d[0] + 1
+            and x[d[0]] == y[d[1]]
+            and x[d[1]] == y[d[0]]
+            for x, y in zip(sa, sb)
+        ],
+        dtype=bool,
+    )
+    other_year = (da.dt.month.to_numpy() == db.dt.month.to_numpy()) & (da.dt.day.to_numpy() == db.dt.day.to_numpy())
     swapped = (
         (da.dt.year.to_numpy() == db.dt.year.to_numpy())
         & (da.dt.month.to_numpy() == db.dt.day.to_numpy())
         & (da.dt.day.to_numpy() == db.dt.month.to_numpy())
     )
     far = np.abs((da - db).dt.days.to_numpy(dtype=float, na_value=0)) > 366
-    return known & far & ~one_digit & ~swapped
+    return known & far & ~one_digit & ~transposed & ~swapped & ~other_year

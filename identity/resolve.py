@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -102,9 +103,12 @@ class ResolveSummary:
     probabilistic_links: int = 0
     dob_conflict_clusters: int = 0
     retired_ids: int = 0
+    notes: tuple[str, ...] = ()  # what matching changed on this data (dropped values, budgeted rules, EM)
 
-    def to_dict(self) -> dict[str, int]:
-        return self.__dict__.copy()
+    def to_dict(self) -> dict:
+        out = self.__dict__.copy()
+        out["notes"] = list(self.notes)
+        return out
 
 
 def _record_identifiers(
@@ -129,7 +133,10 @@ def _record_identifiers(
                 f"SELECT {t} AS t, -1 AS c, file_row_number AS r, '{table}' AS source_table, {k} AS source_key, "
                 f"'{own}' AS kind, '{own}:' || {k} AS node FROM {source}"
             )
+        present = set(pq.read_schema(path).names)
         for c, (kind, column) in enumerate(columns.items()):
+            if column not in present:  # a staged table without this identifier column
+                continue
             value = f'trim(CAST("{column}" AS VARCHAR), {_WHITESPACE})'
             parts.append(
                 f"SELECT {t}, {c}, file_row_number, '{table}', {k}, '{kind}', '{kind}:' || {value} "
@@ -297,10 +304,10 @@ def _shared_nodes(con: duckdb.DuckDBPyConnection, config: ResolveConfig) -> tupl
 
 def _probabilistic_edges(
     profiles: pd.DataFrame, config: ResolveConfig, model: dict | None
-) -> tuple[pd.DataFrame, dict]:
+) -> tuple[pd.DataFrame, dict, list[str]]:
     """Scored profile pairs >= threshold with the guard verdict (`accepted`, `guard`)."""
     result = matching.train_and_predict(profiles, floor_probability=config.score_floor, seed=config.seed, model=model)
-    return guard_scored_edges(result.edges, profiles, config), result.model
+    return guard_scored_edges(result.edges, profiles, config), result.model, list(result.notes)
 
 
 def guard_scored_edges(
@@ -321,8 +328,15 @@ def guard_scored_edges(
     below = (p < config.match_threshold) & ~corroborated
     guard = np.where(below, "below threshold without postcode and close first names", "")
     if config.household_guards:
+        # Disagreeing first names and dates of birth are evidence in the match weight; the guard
+        # refuses only a strong contradiction: first names disagree and the dates of birth are not
+        # close (or unknown): a household's Ann and Bob; or the dates of birth conflict (more than
+        # a year apart and no typo, transposition, day/month swap or other-year slip: a parent and
+        # a child of the same name).
         by_id = profiles.set_index("unique_id")
-        first_disagrees = level("gamma_first_name") == 0
+        first = level("gamma_first_name")
+        dob_close = level("gamma_dob") >= matching.DOB_CLOSE_LEVEL
+        first_disagrees = (first == 0) & ~dob_close
         conflict = matching.dob_conflict(edges["unique_id_l"].map(by_id["dob"]), edges["unique_id_r"].map(by_id["dob"]))
         guard = np.where(first_disagrees, "first names disagree", np.where(conflict, "dates of birth conflict", guard))
     return edges.assign(accepted=guard == "", guard=guard)
@@ -401,8 +415,14 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     con.register("usable_links", usable)
 
     scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
+    notes = [
+        f"{v['column']} '{v['value']}' on {v['records']} profile records ({v['share']:.0%}): "
+        "placeholder or near-constant, not used as evidence"
+        for v in profiles.attrs.get("common_values", [])
+    ]
     if config.probabilistic and len(profiles) > 1:
-        scored, model = _probabilistic_edges(profiles, config, model)
+        scored, model, match_notes = _probabilistic_edges(profiles, config, model)
+        notes += match_notes
     prob = scored[scored["accepted"].astype(bool)]
     record_edges = pd.concat(
         [
@@ -509,6 +529,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
         probabilistic_links=int(scored["accepted"].sum()) if len(scored) else 0,
         dob_conflict_clusters=remaining_conflicts,
         retired_ids=int((history["event"] == "merged").sum()) if len(history) else 0,
+        notes=tuple(notes),
     )
 
 
