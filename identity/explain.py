@@ -93,7 +93,8 @@ def _score(ws: Workspace, left: str, right: str) -> dict:
         return {"note": "no probabilistic model in this workspace"}
     records = matching.profile_records(ws)
     records = records[records["unique_id"].isin([left, right])]
-    scored = matching.score_pair(records, json.loads(model_path.read_text()), left, right).iloc[0]
+    model = json.loads(model_path.read_text())
+    scored = matching.score_pair(records, model, left, right).iloc[0]
     levels = {c[6:]: int(scored[c]) for c in scored.index if c.startswith("gamma_")}
     verdict = guard_scored_edges(
         pd.DataFrame(
@@ -107,6 +108,7 @@ def _score(ws: Workspace, left: str, right: str) -> dict:
             ]
         ),
         records,
+        model=model,
     ).iloc[0]
     return {
         "match_probability": round(float(scored["match_probability"]), 6),

@@ -188,7 +188,7 @@ def resolve_incremental(
     scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
     if config.probabilistic and model and new_profile.any():
         scored = guard_scored_edges(
-            matching.predict_new(profiles, new_profile, model, config.score_floor), profiles, config
+            matching.predict_new(profiles, new_profile, model, config.score_floor), profiles, config, model
         )
     prob = scored[scored["accepted"].astype(bool)]
     soft = pd.concat(

@@ -34,6 +34,7 @@ MATCH_COLUMNS = (
     "dob",
     "postcode",
     "address",
+    "city",
     "email",
     "email_local",
     "phone",
@@ -114,6 +115,7 @@ def profile_records(ws: Workspace) -> pd.DataFrame:
                     "dob": dob.dt.strftime("%Y-%m-%d").astype("string"),
                     "postcode": _clean(col("postcode")),
                     "address": _clean(col("address_line")),
+                    "city": _clean(col("city")),
                     "email": col("email_norm").astype("string"),
                     "phone": col("phone_e164").astype("string"),
                 }
@@ -146,6 +148,7 @@ COMMON_VALUE_COLUMNS = {
     "dob": (),
     "postcode": (),
     "address": (),
+    "city": (),
     "email": ("email_local",),
     "phone": (),
 }
@@ -180,7 +183,7 @@ def drop_common_values(records: pd.DataFrame) -> pd.DataFrame:
 # gamma levels of splink_settings() the guards read: first names at least "first/last swapped"
 # (swap, Jaro-Winkler >= 0.9, nickname or exact; 1 is Jaro-Winkler >= 0.75, 0 disagree), postcode exact
 FIRST_NAME_CLOSE_LEVEL = 2
-POSTCODE_EXACT_LEVEL = 1
+POSTCODE_EXACT_LEVEL = 4  # exact postcode (postcode_comparison)
 
 
 def dob_comparison() -> Any:
@@ -214,6 +217,27 @@ def dob_comparison() -> Any:
 # 2 same day and month in another year, 1 within a year, 0 else, -1 null
 DOB_EXACT_LEVEL = 5
 DOB_CLOSE_LEVEL = 2
+
+
+def postcode_comparison() -> Any:
+    """Postcode and city as one comparison (a postcode agreeing implies its city: counted once):
+    exact postcode, one typed digit with the same city, same city, one typed digit, else."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(
+        output_column_name="postcode",
+        comparison_levels=[
+            cll.CustomLevel(
+                "(postcode_l IS NULL OR postcode_r IS NULL) AND (city_l IS NULL OR city_r IS NULL)"
+            ).configure(is_null_level=True),
+            cll.ExactMatchLevel("postcode").configure(tf_adjustment_column="postcode"),
+            cll.And(cll.DamerauLevenshteinLevel("postcode", 1), cll.ExactMatchLevel("city")),
+            cll.ExactMatchLevel("city"),
+            cll.DamerauLevenshteinLevel("postcode", 1),
+            cll.ElseLevel(),
+        ],
+    )
 
 
 def splink_settings(blocking_rules: list[Any] | None = None) -> Any:
@@ -253,7 +277,7 @@ def splink_settings(blocking_rules: list[Any] | None = None) -> Any:
             first,
             last,
             dob_comparison(),
-            cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
+            postcode_comparison(),
             cl.JaroWinklerAtThresholds("address", [0.95, 0.8]),
             cl.EmailComparison("email"),
             cl.ExactMatch("phone").configure(term_frequency_adjustments=True),
@@ -276,6 +300,11 @@ BLOCKING_RULES: tuple[tuple[str, ...] | str, ...] = (
     ("email_local",),
     ("phone",),
     "l.first_name = r.last_name AND l.last_name = r.first_name",
+    # single fields catch records with typos in the others; budget_blocking_rules tightens them
+    # where they would produce too many pairs (large data, common surnames)
+    ("last_name",),
+    ("first_canon",),
+    ("postcode",),
 )
 # Columns added, in order, to tighten a rule whose candidate pairs exceed the budget.
 TIGHTEN_WITH = ("last_name", "first_canon", "dob", "postcode")
@@ -493,7 +522,7 @@ COMPARISON_READS = {
     "first_name": {"first_name", "first_canon", "first_nicks", "last_name"},
     "last_name": {"last_name", "first_name"},
     "dob": {"dob"},
-    "postcode": {"postcode"},
+    "postcode": {"postcode", "city"},
     "address": {"address"},
     "email": {"email", "email_local"},
     "phone": {"phone"},
@@ -628,6 +657,29 @@ def score_pair(records: pd.DataFrame, model: dict[str, Any], left: str, right: s
         },
     }
     return linker.inference.score_pair(rec(left), rec(right)).as_pandas_dataframe()
+
+
+# A field is "reliable" when the trained model says true matches almost never disagree on it
+# (m of its "All other comparisons" level below this): then a disagreement is a strong
+# contradiction and the household guards refuse it. On noisy data (FEBRL: 5% of true pairs have
+# another date of birth, 10% another first name) it is evidence in the weight only.
+RELIABLE_ELSE_M = 0.01
+
+
+def else_m(model: dict[str, Any] | None, column: str) -> float | None:
+    """m probability of the last (else) level of comparison `column` in a trained model."""
+    for comparison in (model or {}).get("comparisons", []):
+        if comparison.get("output_column_name") == column:
+            levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+            m = levels[-1].get("m_probability") if levels else None
+            return None if m is None else float(m)
+    return None
+
+
+def reliable(model: dict[str, Any] | None, column: str) -> bool:
+    """True unless the model learned that true matches often disagree on `column`."""
+    m = else_m(model, column)
+    return m is None or m < RELIABLE_ELSE_M
 
 
 def dob_conflict(a: pd.Series, b: pd.Series) -> np.ndarray:

@@ -307,11 +307,11 @@ def _probabilistic_edges(
 ) -> tuple[pd.DataFrame, dict, list[str]]:
     """Scored profile pairs >= threshold with the guard verdict (`accepted`, `guard`)."""
     result = matching.train_and_predict(profiles, floor_probability=config.score_floor, seed=config.seed, model=model)
-    return guard_scored_edges(result.edges, profiles, config), result.model, list(result.notes)
+    return guard_scored_edges(result.edges, profiles, config, result.model), result.model, list(result.notes)
 
 
 def guard_scored_edges(
-    edges: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig = ResolveConfig()
+    edges: pd.DataFrame, profiles: pd.DataFrame, config: ResolveConfig = ResolveConfig(), model: dict | None = None
 ) -> pd.DataFrame:
     """Add the verdict to scored pairs (`accepted`, `guard` says why not): a pair below
     `match_threshold` needs the postcode corroboration (see ResolveConfig); with household guards,
@@ -336,8 +336,10 @@ def guard_scored_edges(
         by_id = profiles.set_index("unique_id")
         first = level("gamma_first_name")
         dob_close = level("gamma_dob") >= matching.DOB_CLOSE_LEVEL
-        first_disagrees = (first == 0) & ~dob_close
+        # `model`: a field whose true matches often disagree (matching.reliable) is never a veto
+        first_disagrees = (first == 0) & ~dob_close & matching.reliable(model, "first_name")
         conflict = matching.dob_conflict(edges["unique_id_l"].map(by_id["dob"]), edges["unique_id_r"].map(by_id["dob"]))
+        conflict &= matching.reliable(model, "dob")
         guard = np.where(first_disagrees, "first names disagree", np.where(conflict, "dates of birth conflict", guard))
     return edges.assign(accepted=guard == "", guard=guard)
 
@@ -440,7 +442,8 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     )
     record_keys = np.unique(np.concatenate([usable["record"].to_numpy(), profiles["unique_id"].to_numpy()]))
     record_component, node_component = _components(record_keys, usable, record_edges)
-    conflicted = _dob_conflicts(record_component, profiles) if config.household_guards else set()
+    dob_reliable = matching.reliable(model, "dob")  # on noisy DOBs a conflict is evidence, not a split
+    conflicted = _dob_conflicts(record_component, profiles) if config.household_guards and dob_reliable else set()
     if conflicted:  # cut the soft edges inside conflicting clusters and re-split
         soft = record_edges["uid_l"].map(record_component).isin(conflicted)
         record_edges = record_edges[~soft].reset_index(drop=True)
@@ -449,7 +452,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
         )
         scored["accepted"] = scored["guard"].eq("")
         record_component, node_component = _components(record_keys, usable, record_edges)
-    remaining_conflicts = len(_dob_conflicts(record_component, profiles))
+    remaining_conflicts = len(_dob_conflicts(record_component, profiles)) if dob_reliable else 0
 
     # records of the graph: every identifying record + every profile record
     members = pd.DataFrame({"record": record_keys, "component": record_component.to_numpy()})

@@ -43,7 +43,14 @@ def _people(n_households: int = 60, seed: int = 3) -> pd.DataFrame:
         for first in firsts:
             dob = pd.Timestamp("1940-01-01") + pd.Timedelta(days=int(rng.integers(0, 60 * 365)))
             rows.append(
-                {"person": len(rows), "first": first, "last": last, "dob": dob, "address": address, "postcode": postcode}
+                {
+                    "person": len(rows),
+                    "first": first,
+                    "last": last,
+                    "dob": dob,
+                    "address": address,
+                    "postcode": postcode,
+                }
             )
     return pd.DataFrame(rows)
 
