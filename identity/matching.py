@@ -102,7 +102,10 @@ def profile_records(ws: Workspace) -> pd.DataFrame:
             continue
         staged = pd.read_parquet(path)
         n = len(staged)
-        col = lambda c: staged[c] if c in staged else pd.Series([None] * n, index=staged.index, dtype=object)
+
+        def col(c: str, staged: pd.DataFrame = staged, n: int = n) -> pd.Series:
+            return staged[c] if c in staged else pd.Series([None] * n, index=staged.index, dtype=object)
+
         dob = pd.to_datetime(col("date_of_birth"), errors="coerce")
         frames.append(
             pd.DataFrame(
@@ -317,8 +320,8 @@ def _rule(rule: tuple[str, ...] | str) -> Any:
 
 
 def comparison_budget(n_records: int) -> int:
-    """Most candidate pairs one blocking rule may produce: 2M, or 200 per record on larger inputs."""
-    return max(2_000_000, 200 * n_records)
+    """Most candidate pairs one blocking rule may produce: 1M, or 50 per record on larger inputs."""
+    return max(1_000_000, 50 * n_records)
 
 
 def count_rule_pairs(records: pd.DataFrame, columns: tuple[str, ...]) -> int:
@@ -605,7 +608,7 @@ def _train(records: pd.DataFrame, seed: int, rules: list[Any] | None = None) -> 
         )
     base = linker.misc.save_model_to_json()
     learned: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, by in LABEL_SETS:
+    for name, _by in LABEL_SETS:
         labels = labels_by_set[name]
         if labels.empty:
             continue
@@ -649,13 +652,11 @@ def score_pair(records: pd.DataFrame, model: dict[str, Any], left: str, right: s
     including gamma_*, mw_* (per-comparison match weights) and match_probability."""
     linker = _linker(records, model)
     frame = records.set_index("unique_id")
-    rec = lambda uid: {
-        "unique_id": uid,
-        **{
-            c: (None if pd.isna(v) else v)
-            for c, v in frame.loc[uid, ["source_table", "source_key", *MATCH_COLUMNS]].items()
-        },
-    }
+
+    def rec(uid: str) -> dict[str, Any]:
+        values = frame.loc[uid, ["source_table", "source_key", *MATCH_COLUMNS]].items()
+        return {"unique_id": uid, **{c: (None if pd.isna(v) else v) for c, v in values}}
+
     return linker.inference.score_pair(rec(left), rec(right)).as_pandas_dataframe()
 
 

@@ -323,7 +323,11 @@ def guard_scored_edges(
     corroborated = (
         (p >= config.corroborated_threshold)
         & (level("gamma_postcode") == matching.POSTCODE_EXACT_LEVEL)
-        & (level("gamma_first_name") >= matching.FIRST_NAME_CLOSE_LEVEL)
+        # close first names, unless the model learned first names are noisy in this data
+        & (
+            (level("gamma_first_name") >= matching.FIRST_NAME_CLOSE_LEVEL)
+            | (not matching.reliable(model, "first_name"))
+        )
     )
     below = (p < config.match_threshold) & ~corroborated
     guard = np.where(below, "below threshold without postcode and close first names", "")
@@ -559,7 +563,7 @@ def _match_probability(members: pd.DataFrame, usable: pd.DataFrame, record_edges
 def _count_without_identifiers(ws: Workspace) -> int:
     """Records of linkable tables that carry no identifier at all (e.g. cash store receipts)."""
     total = 0
-    for table, key, columns in LINK_SOURCES:
+    for table, _key, columns in LINK_SOURCES:
         path = ws.staged / f"{table}.parquet"
         if path.exists() and table not in PROFILE_TABLES:
             staged = pd.read_parquet(path, columns=list(columns.values()))
