@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
 from cdp.privacy.subjects import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
@@ -55,7 +56,7 @@ def _filter_parquet(path: Path, drop: np.ndarray) -> int:
     if not drop.any():
         return 0
     table = pq.read_table(path)
-    pq.write_table(table.filter(pa.array(~drop)), path)
+    write_parquet_atomic(table.filter(pa.array(~drop)), path)
     return int(drop.sum())
 
 
@@ -213,7 +214,7 @@ def _suppress(ws: Workspace, nodes: set[str], receipt: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         rows = pd.concat([pd.read_parquet(path), rows], ignore_index=True).drop_duplicates("token")
-    rows[list(SUPPRESSION_COLUMNS)].to_parquet(path, index=False)
+    write_parquet_atomic(rows[list(SUPPRESSION_COLUMNS)], path)
     receipt["suppression_tokens_added"] = len(nodes)
 
 
@@ -256,7 +257,7 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     receipt["not_erased"].append("raw/ is the source system's input: delete there, or it stays suppressed at ingest")
     out = privacy_dir(ws) / "receipts" / f"{receipt['receipt_id']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(receipt, indent=1, default=str))
+    write_json_atomic(out, receipt)
     receipt["receipt_path"] = str(out)
     return receipt
 

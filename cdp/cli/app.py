@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cdp.cli import identity, models, privacy, serving
 from cdp.cli.demo import run_demo
-from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace
+from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
 app = typer.Typer(
     help="Customer data platform ML layer: raw first-party data in, unified profiles and churn scores out.",
@@ -33,7 +33,7 @@ def generate(
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar("generate") as update:
+    with writing(ws, "generate"), progress_bar("generate") as update:
         summary = run_stage(pipeline.generate, ws, customers, seed, progress=update)
     show(f"generated into {ws.raw}", summary)
 
@@ -44,7 +44,7 @@ def ingest(home: Path | None = HomeOption) -> None:
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar("ingest") as update:
+    with writing(ws, "ingest"), progress_bar("ingest") as update:
         summary = run_stage(pipeline.ingest, ws, progress=update)
     counted = ("read", "accepted", "quarantined", "suppressed", "field_issues")
     table = Table(title="ingest: accepted + quarantined + suppressed (erased people) = read")
@@ -69,7 +69,7 @@ def resolve(
     from cdp import pipeline
 
     ws = workspace(home)
-    with console.status("linking new records" if incremental else "resolving identities"):
+    with writing(ws, "resolve"), console.status("linking new records" if incremental else "resolving identities"):
         summary = run_stage(pipeline.resolve, ws, incremental=incremental)
     show("identity resolution (incremental)" if incremental else "identity resolution", summary)
 
@@ -80,7 +80,7 @@ def features(home: Path | None = HomeOption) -> None:
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar("features") as update:
+    with writing(ws, "features"), progress_bar("features") as update:
         summary = run_stage(pipeline.build_features, ws, progress=update)
     show("features", summary)
 
@@ -96,7 +96,7 @@ def train(
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar(f"train {model}") as update:
+    with writing(ws, f"train {model}"), progress_bar(f"train {model}") as update:
         summary = run_stage(pipeline.train, ws, model, progress=update)
     show(f"trained {model}", summary)
 
@@ -107,7 +107,7 @@ def score(home: Path | None = HomeOption) -> None:
     from cdp import pipeline
 
     ws = workspace(home)
-    with console.status("scoring"):
+    with writing(ws, "score"), console.status("scoring"):
         summary = run_stage(pipeline.score, ws)
     show("scores pushed", summary)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli.ui import HomeOption, console, run_stage, workspace
+from cdp.cli.ui import HomeOption, console, run_stage, workspace, writing
 
 app = typer.Typer()  # merged into the main `cdp` app by cdp.cli.app
 
@@ -82,7 +82,7 @@ def erase(
             "re-run with --yes"
         )
         return
-    with console.status("erasing"):
+    with writing(ws, "privacy erase"), console.status("erasing"):
         receipt = run_stage(erase_subjects, ws, [subject])
     _receipt_table(f"erased 1 customer (receipt {receipt['receipt_id']})", receipt)  # no id left behind
     console.print(f"receipt: [bold]{receipt['receipt_path']}[/bold]")
@@ -122,12 +122,13 @@ def purge(
         return
     totals: dict[str, int] = {}
     receipts = []
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        with console.status(f"purging {start + len(chunk)}/{len(ids)}"):
-            receipt = run_stage(erase_subjects, ws, subjects_for(ws, chunk).values())
-        receipts.append(receipt["receipt_path"])
-        for store, count in receipt["stores"].items():
-            totals[store] = totals.get(store, 0) + count
+    with writing(ws, "privacy purge"):
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            with console.status(f"purging {start + len(chunk)}/{len(ids)}"):
+                receipt = run_stage(erase_subjects, ws, subjects_for(ws, chunk).values())
+            receipts.append(receipt["receipt_path"])
+            for store, count in receipt["stores"].items():
+                totals[store] = totals.get(store, 0) + count
     _receipt_table(f"purged {len(ids)} inactive customers", {"stores": totals})
     console.print("receipts: " + ", ".join(receipts))
