@@ -113,21 +113,35 @@ def score(home: Path | None = HomeOption) -> None:
 
 
 @app.command()
-def serve(port: int = typer.Option(3000, help="HTTP port."), home: Path | None = HomeOption) -> None:
+def serve(
+    port: int = typer.Option(3000, help="HTTP port."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (default loopback only; 0.0.0.0 = every interface)."),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Allow a non-loopback --host without CDP_API_KEY (anyone reaching it can read profiles).",
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """Serve /churn, /next_best_product, /campaign_response, /profile with BentoML (blocks; Ctrl-C stops).
 
-    Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key),
-    CDP_SERVE_MODELS (default all three), CDP_MODEL_RELOAD_SECONDS (champion reload check, default 30)."""
+    Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key or
+    Authorization: Bearer), CDP_MAX_BODY_BYTES (default 1 MiB), CDP_SERVE_MODELS (default all three),
+    CDP_MODEL_RELOAD_SECONDS (champion reload check, default 30)."""
     from cdp.serving.readiness import ServiceNotReady, check_ready
-    from cdp.serving.server import serve_forever
+    from cdp.serving.server import exposure_problem, serve_forever
 
     ws = workspace(home)
+    if (problem := exposure_problem(host, insecure)) is not None:
+        console.print(f"[red]refusing to serve:[/red] {problem}")
+        raise typer.Exit(code=2)
     try:
         check_ready(ws)
     except ServiceNotReady as error:
         console.print(f"[red]cannot serve:[/red] {error}")
         raise typer.Exit(code=2) from None
-    serve_forever(ws, port)
+    console.print(f"starting bentoml serve on {host}:{port} (ready in ~6 s)")
+    serve_forever(ws, port, host, insecure)
 
 
 @app.command()
