@@ -2,7 +2,7 @@
 
 - API key: with CDP_API_KEY set, every route but the probes (/healthz, /livez, /readyz) needs
   `X-API-Key: <key>` or `Authorization: Bearer <key>` (the `Bearer` scheme is required), else 401.
-  /metrics is behind the key too.
+  /metrics is behind the key too; the Swagger UI page and spec (GET /, /docs.json) are not.
 - Exposure: a server bound to a non-loopback address without CDP_API_KEY answers every route but
   the probes with 503 (and `cdp serve` refuses to start) unless CDP_INSECURE=1 (`cdp serve --insecure`).
 - Body size: at most CDP_MAX_BODY_BYTES (default 1 MiB; 1000 ids of 64 characters are ~70 kB),
@@ -18,6 +18,7 @@ import json
 import os
 
 OPEN_PATHS = ("/healthz", "/livez", "/readyz")
+DOC_PATHS = ("/", "/docs.json")  # Swagger UI and its spec (no data): readable in a browser without the key
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -82,7 +83,8 @@ class ApiKeyMiddleware:
         path = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         server = scope.get("server") or ("", None)
-        if path not in OPEN_PATHS:
+        docs = scope.get("method") == "GET" and (path in DOC_PATHS or path.startswith("/static_content/"))
+        if path not in OPEN_PATHS and not docs:
             if not self.key and not self.insecure and server[0] and not is_loopback(str(server[0])):
                 await _answer(
                     send,

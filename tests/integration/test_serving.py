@@ -416,7 +416,7 @@ def _outside_address() -> str | None:
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
-            sock.connect(("192.0.2.255", 9))  # no packet is sent: only picks the outgoing interface
+            sock.connect(("10.254.254.254", 9))  # no packet is sent: only picks the outgoing interface
             address = sock.getsockname()[0]
         except OSError:
             return None
@@ -503,12 +503,22 @@ def test_cdp_serve_prints_how_to_call_it_and_leaves_no_orphan(pipeline_ws, tmp_p
         time.sleep(1)
         with pytest.raises(httpx.ConnectError):
             httpx.post(f"http://127.0.0.1:{port}/healthz", json={}, timeout=2)
-        try:
-            os.killpg(process.pid, 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        assert not alive, "processes of the server's group survived"
+        import psutil
+
+        def survivors() -> list[str]:
+            found = []
+            for proc in psutil.process_iter(["pid", "status", "cmdline"]):
+                try:
+                    if os.getpgid(proc.pid) == process.pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                        found.append(" ".join(proc.info["cmdline"] or []))
+                except (ProcessLookupError, psutil.Error):
+                    continue
+            return found
+
+        deadline = time.monotonic() + 20
+        while survivors() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert survivors() == [], "processes of the server's group survived"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
