@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from cdp.atomic import write_json_atomic
 from cdp.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -84,8 +85,8 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
         end = data_end(timeline)
     snapshots = snapshot_times(end)
     written = build(ws, timeline, snapshots, progress=progress, engine=engine)
-    (ws.features / "snapshots.json").write_text(
-        json.dumps({"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}, indent=1)
+    write_json_atomic(
+        ws.features / "snapshots.json", {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}
     )
     started = time.perf_counter()
     if progress:

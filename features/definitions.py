@@ -170,7 +170,6 @@ def feature_views(features_dir: Path, offline: str | None = None) -> dict[str, F
 def seed_score_file(features_dir: Path, family: str) -> Path:
     """The empty Parquet behind a PushSource, with explicit column types (Feast needs them)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = features_dir / f"{family}.parquet"
     if not path.exists():
@@ -182,8 +181,9 @@ def seed_score_file(features_dir: Path, family: str) -> Path:
                 *((f, arrow[t]) for f, (t, _) in SCORE_FAMILIES[family].items()),
             ]
         )
-        features_dir.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), path)
+        from cdp.atomic import write_parquet_atomic
+
+        write_parquet_atomic(schema.empty_table(), path)
     return path
 
 

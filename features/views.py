@@ -13,6 +13,7 @@ import os
 import duckdb
 import pandas as pd
 
+from cdp.atomic import write_parquet_atomic
 from cdp.features.timeline import Timeline
 from cdp.ingest.contract import CONSENT_PURPOSES
 from cdp.workspace import Workspace
@@ -421,4 +422,4 @@ def write_feature_table(ws: Workspace, name: str, frame: pd.DataFrame) -> None:
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     for column in frame.columns.difference(["customer_id", "event_timestamp"]):
         frame[column] = pd.to_numeric(frame[column], errors="raise").astype("float64")
-    frame.to_parquet(ws.features / f"{name}.parquet", index=False)
+    write_parquet_atomic(frame, ws.features / f"{name}.parquet")

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from cdp.atomic import write_parquet_atomic
 from cdp.workspace import Workspace
 
 
@@ -85,7 +86,7 @@ def build_households(
     if keys is None:
         keys = all_household_keys(identity_map, profiles, links)
     frame = households(identity_map["customer_id"], shared_keys(keys))
-    frame.to_parquet(ws.identity / "households.parquet", index=False)
+    write_parquet_atomic(frame, ws.identity / "households.parquet")
     state_dir(ws).mkdir(parents=True, exist_ok=True)
-    keys.to_parquet(state_dir(ws) / "household_keys.parquet", index=False)
+    write_parquet_atomic(keys, state_dir(ws) / "household_keys.parquet")
     return int((frame.groupby("household_id").size() > 1).sum())

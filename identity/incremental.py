@@ -39,6 +39,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from cdp.atomic import write_parquet_atomic
 from cdp.identity import matching
 from cdp.identity.ids import HISTORY_COLUMNS, _fresh
 from cdp.identity.resolve import CUSTOMER_TABLES, ResolveConfig, _record_identifiers, guard_links, guard_scored_edges
@@ -313,25 +314,24 @@ def resolve_incremental(
         ],
         ignore_index=True,
     )
-    updated.to_parquet(ws.identity / "identity_map.parquet", index=False)
-    identifier_map.to_parquet(ws.identity / "identifier_map.parquet", index=False)
-    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True).to_parquet(
-        ws.identity / "blocked_identifiers.parquet", index=False
+    write_parquet_atomic(updated, ws.identity / "identity_map.parquet")
+    write_parquet_atomic(identifier_map, ws.identity / "identifier_map.parquet")
+    write_parquet_atomic(
+        pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True),
+        ws.identity / "blocked_identifiers.parquet",
     )
     edges_path = ws.identity / "match_edges.parquet"
     if len(scored):
         previous_edges = pd.read_parquet(edges_path) if edges_path.exists() else None
-        pd.concat([e for e in (previous_edges, scored) if e is not None and len(e)], ignore_index=True).to_parquet(
-            edges_path, index=False
+        write_parquet_atomic(
+            pd.concat([e for e in (previous_edges, scored) if e is not None and len(e)], ignore_index=True), edges_path
         )
     if retired:
         now = pd.Timestamp.now(tz="UTC").floor("s")
         events = pd.DataFrame(
             [("merged", old, new) for old, new in sorted(retired.items())], columns=HISTORY_COLUMNS[:3]
         ).assign(resolved_at=now)
-        (pd.concat([history, events], ignore_index=True) if len(history) else events).to_parquet(
-            history_path, index=False
-        )
+        write_parquet_atomic(pd.concat([history, events], ignore_index=True) if len(history) else events, history_path)
     from cdp.identity.households import all_household_keys, build_households
 
     if state is None:

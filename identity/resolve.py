@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from cdp.atomic import write_parquet_atomic, write_text_atomic
 from cdp.identity import matching
 from cdp.identity.ids import assign_ids, customer_id_for  # noqa: F401  (re-exported)
 from cdp.workspace import Workspace
@@ -504,20 +505,19 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     nodes["customer_id"] = nodes["component"].map(ids)
 
     ws.identity.mkdir(parents=True, exist_ok=True)
-    identity_map.to_parquet(ws.identity / "identity_map.parquet", index=False)
-    nodes[["node", "customer_id"]].reset_index(drop=True).to_parquet(
-        ws.identity / "identifier_map.parquet", index=False
+    write_parquet_atomic(identity_map, ws.identity / "identity_map.parquet")
+    write_parquet_atomic(nodes[["node", "customer_id"]].reset_index(drop=True), ws.identity / "identifier_map.parquet")
+    write_parquet_atomic(
+        pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True),
+        ws.identity / "blocked_identifiers.parquet",
     )
-    pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True).to_parquet(
-        ws.identity / "blocked_identifiers.parquet", index=False
-    )
-    scored.to_parquet(ws.identity / "match_edges.parquet", index=False)
+    write_parquet_atomic(scored, ws.identity / "match_edges.parquet")
     if model:
-        (ws.identity / "splink_model.json").write_text(json.dumps(model, indent=1, default=str))
+        write_text_atomic(ws.identity / "splink_model.json", json.dumps(model, indent=1, default=str))
     history_path = ws.identity / "id_history.parquet"
     if history_path.exists():
         history = pd.concat([pd.read_parquet(history_path), history], ignore_index=True)
-    history.to_parquet(history_path, index=False)
+    write_parquet_atomic(history, history_path)
     from cdp.identity.households import build_households
 
     build_households(ws, identity_map, profiles, links)

@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from cdp.atomic import write_parquet_atomic
 from cdp.identity.ids import state_dir
 from cdp.identity.resolve import (
     PROFILE_TABLES,
@@ -56,9 +57,9 @@ def _add_state(nodes: pd.DataFrame, pairs: pd.DataFrame, links: pd.DataFrame) ->
 def save_state(ws: Workspace, nodes: pd.DataFrame, pairs: pd.DataFrame, unmapped: np.ndarray) -> None:
     folder = state_dir(ws)
     folder.mkdir(parents=True, exist_ok=True)
-    nodes.to_parquet(folder / "nodes.parquet", index=False)
-    pairs.to_parquet(folder / "pairs.parquet", index=False)
-    pd.DataFrame({"record": pd.unique(unmapped)}).to_parquet(folder / "unmapped.parquet", index=False)
+    write_parquet_atomic(nodes, folder / "nodes.parquet")
+    write_parquet_atomic(pairs, folder / "pairs.parquet")
+    write_parquet_atomic(pd.DataFrame({"record": pd.unique(unmapped)}), folder / "unmapped.parquet")
 
 
 def write_state(

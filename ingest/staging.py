@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from cdp.atomic import write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest.normalize import add_identifiers, default_region
 from cdp.ingest.schemas import TEXT, clean_text, schema_reasons, show, to_arrow, type_columns
@@ -310,7 +311,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     for col in meta["columns"]:
         if col["numpy_type"] == "string":  # StringDtype -> plain object strings on read
             col.update(pandas_type="unicode", numpy_type="object")
-    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path)
+    write_parquet_atomic(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path)
 
 
 def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
 from cdp.privacy.subjects import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
@@ -55,7 +56,7 @@ def _filter_parquet(path: Path, drop: np.ndarray) -> int:
     if not drop.any():
         return 0
     table = pq.read_table(path)
-    pq.write_table(table.filter(pa.array(~drop)), path)
+    write_parquet_atomic(table.filter(pa.array(~drop)), path)
     return int(drop.sum())
 
 
@@ -213,16 +214,46 @@ def _suppress(ws: Workspace, nodes: set[str], receipt: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         rows = pd.concat([pd.read_parquet(path), rows], ignore_index=True).drop_duplicates("token")
-    rows[list(SUPPRESSION_COLUMNS)].to_parquet(path, index=False)
+    write_parquet_atomic(rows[list(SUPPRESSION_COLUMNS)], path)
     receipt["suppression_tokens_added"] = len(nodes)
 
 
+def journal_dir(ws: Workspace) -> Path:
+    return privacy_dir(ws) / "journal"
+
+
+STEPS = ("staged", "quarantine", "field_issues", "identity", "features", "online")
+
+
+class ErasureIncomplete(RuntimeError):
+    """A store could not be erased (e.g. the online store is down); the journal keeps the job."""
+
+
+def _write_journal(ws: Workspace, journal: dict) -> Path:
+    path = journal_dir(ws) / f"{journal['receipt']['receipt_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_json_atomic(path, journal)
+    path.chmod(0o600)  # holds the identifier nodes until the job is done, then removed
+    return path
+
+
+def pending_erasures(ws: Workspace) -> list[dict]:
+    """Journals of erasures that did not finish (oldest first)."""
+    folder = journal_dir(ws)
+    if not folder.exists():
+        return []
+    journals = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    return sorted(journals, key=lambda j: j["receipt"]["erased_at"])
+
+
 def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = True) -> dict:
-    """Erase every subject in one pass over each store; returns (and writes) the receipt."""
+    """Erase every subject as a journaled job: the suppression and a journal are written first, then
+    each store is erased and recorded as done in the journal; the receipt is written when every
+    store is done. A failing store (online store down) raises ErasureIncomplete after recording
+    what is done; `resume_erasures` finishes the job from the journal."""
     subjects = list(subjects)
     ids = {s.customer_id for s in subjects}
     nodes = set().union(*(s.nodes for s in subjects)) if subjects else set()
-    keys = {n[4:] for n in nodes if n.startswith("key:")}
     token_key = privacy_key(ws)
     receipt: dict = {
         "receipt_id": uuid.uuid4().hex[:16],
@@ -234,31 +265,74 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     }
     if not ids:
         return receipt
-    removed = _staged(ws, nodes, receipt)
-    receipt["stores"]["staged/quarantine.parquet"] = (
-        _filter_parquet(ws.quarantine, quarantined_rows(ws, nodes)) if ws.quarantine.exists() else 0
-    )
-    issues = ws.staged / "field_issues.parquet"
-    if issues.exists():
-        frame = pd.read_parquet(issues, columns=["table", "row"])
-        drop = np.array([r in removed.get(t, ()) for t, r in zip(frame["table"], frame["row"])], dtype=bool)
-        receipt["stores"]["staged/field_issues.parquet"] = _filter_parquet(issues, drop)
-    _identity(ws, ids, keys, receipt)
-    for path in sorted(ws.features.glob("*.parquet")):
-        receipt["stores"][f"features/{path.name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
-    _online(ws, ids, receipt)
-    _suppress(ws, nodes, receipt)
-    if models:
+    _suppress(ws, nodes, receipt)  # first: a crash from here on never lets ingest bring them back
+    journal = {"receipt": receipt, "ids": sorted(ids), "nodes": sorted(nodes), "done": [], "models": models}
+    _write_journal(ws, journal)
+    return _run_journal(ws, journal)
+
+
+def resume_erasures(ws: Workspace) -> list[dict]:
+    """Finish every pending erasure from its journal; returns their receipts (raises
+    ErasureIncomplete again if a store is still unreachable)."""
+    return [_run_journal(ws, journal) for journal in pending_erasures(ws)]
+
+
+def _run_journal(ws: Workspace, journal: dict) -> dict:
+    receipt, ids, nodes = journal["receipt"], set(journal["ids"]), set(journal["nodes"])
+    keys = {n[4:] for n in nodes if n.startswith("key:")}
+    for step in STEPS:
+        if step in journal["done"]:
+            continue
+        try:
+            _erase_step(ws, step, ids, nodes, keys, journal)
+        except Exception as error:
+            journal.setdefault("errors", {})[step] = f"{type(error).__name__}: {error}"
+            _write_journal(ws, journal)
+            raise ErasureIncomplete(
+                f"erasure {receipt['receipt_id']}: the {step} store failed ({type(error).__name__}: {error}); "
+                f"the person is suppressed and done so far: {', '.join(journal['done']) or 'nothing'}. "
+                "Fix the store, then run `cdp privacy erase --resume`"
+            ) from None
+        journal["done"].append(step)
+        journal.get("errors", {}).pop(step, None)
+        _write_journal(ws, journal)
+    if journal["models"]:
         receipt["models_trained_on_subjects"] = runs_trained_on(ws, ids)
         receipt["not_erased"].append(
             "MLflow models keep what they learned from the subjects' rows; retrain the listed versions to forget them"
         )
     receipt["not_erased"].append("raw/ is the source system's input: delete there, or it stays suppressed at ingest")
+    receipt["completed_at"] = pd.Timestamp.now(tz="UTC").isoformat()
     out = privacy_dir(ws) / "receipts" / f"{receipt['receipt_id']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(receipt, indent=1, default=str))
+    write_json_atomic(out, receipt)
+    (journal_dir(ws) / f"{receipt['receipt_id']}.json").unlink(missing_ok=True)
     receipt["receipt_path"] = str(out)
     return receipt
+
+
+def _erase_step(ws: Workspace, step: str, ids: set[str], nodes: set[str], keys: set[str], journal: dict) -> None:
+    receipt = journal["receipt"]
+    if step == "staged":
+        removed = _staged(ws, nodes, receipt)
+        journal["removed_source_rows"] = {t: sorted(int(r) for r in rows) for t, rows in removed.items()}
+    elif step == "quarantine":
+        receipt["stores"]["staged/quarantine.parquet"] = (
+            _filter_parquet(ws.quarantine, quarantined_rows(ws, nodes)) if ws.quarantine.exists() else 0
+        )
+    elif step == "field_issues":
+        issues = ws.staged / "field_issues.parquet"
+        removed = {t: set(rows) for t, rows in journal.get("removed_source_rows", {}).items()}
+        if issues.exists():
+            frame = pd.read_parquet(issues, columns=["table", "row"])
+            drop = np.array([r in removed.get(t, ()) for t, r in zip(frame["table"], frame["row"])], dtype=bool)
+            receipt["stores"]["staged/field_issues.parquet"] = _filter_parquet(issues, drop)
+    elif step == "identity":
+        _identity(ws, ids, keys, receipt)
+    elif step == "features":
+        for path in sorted(ws.features.glob("*.parquet")):
+            receipt["stores"][f"features/{path.name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
+    elif step == "online":
+        _online(ws, ids, receipt)
 
 
 def withdraw_scores(ws: Workspace, customer_ids: Iterable[str]) -> dict[str, int]:

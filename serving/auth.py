@@ -1,37 +1,142 @@
-"""Optional API key for every scoring route: set CDP_API_KEY and send `X-API-Key: <key>` (or
-`Authorization: Bearer <key>`). Health, readiness and metrics routes stay open for probes."""
+"""The HTTP guard in front of every route (ASGI middleware on the BentoML service).
+
+- API key: with CDP_API_KEY set, every route but the probes (/healthz, /livez, /readyz) needs
+  `X-API-Key: <key>` or `Authorization: Bearer <key>` (the `Bearer` scheme is required), else 401.
+  /metrics is behind the key too; the Swagger UI page and spec (GET /, /docs.json) are not.
+- Exposure: a server bound to a non-loopback address without CDP_API_KEY answers every route but
+  the probes with 503 (and `cdp serve` refuses to start) unless CDP_INSECURE=1 (`cdp serve --insecure`).
+- Body size: at most CDP_MAX_BODY_BYTES (default 1 MiB; 1000 ids of 64 characters are ~70 kB),
+  else 413, also for chunked bodies without Content-Length.
+- Content type: POST/PUT/PATCH bodies must be `application/json` (multipart, form, text: 415).
+"""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import os
 
-OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/metrics")
+OPEN_PATHS = ("/healthz", "/livez", "/readyz")
+DOC_PATHS = ("/", "/docs.json")  # Swagger UI and its spec (no data): readable in a browser without the key
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_allowed() -> bool:
+    return os.environ.get("CDP_INSECURE", "").strip().lower() in ("1", "true", "yes")
+
+
+def max_body_bytes() -> int:
+    raw = os.environ.get("CDP_MAX_BODY_BYTES", "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_MAX_BODY_BYTES
+    except ValueError:
+        raise ValueError(f"CDP_MAX_BODY_BYTES: must be a whole number of bytes, got '{raw}'") from None
+    if value < 1:
+        raise ValueError(f"CDP_MAX_BODY_BYTES: must be >= 1, got {value}")
+    return value
+
+
+def presented_key(headers: dict[str, str]) -> str:
+    """The key a request presents: X-API-Key, or Authorization with the Bearer scheme (only)."""
+    if headers.get("x-api-key"):
+        return headers["x-api-key"].strip()
+    scheme, _, value = headers.get("authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _answer(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class ApiKeyMiddleware:
-    """ASGI middleware: 401 with a JSON message when CDP_API_KEY is set and the request lacks it."""
+    """ASGI middleware: exposure check, API key, content type and body size (see module docstring)."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.key = os.environ.get("CDP_API_KEY", "")
+        self.insecure = insecure_allowed()
+        self.limit = max_body_bytes()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not self.key or scope.get("path", "") in OPEN_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if given and hmac.compare_digest(given.encode(), self.key.encode()):
+        server = scope.get("server") or ("", None)
+        docs = scope.get("method") == "GET" and (path in DOC_PATHS or path.startswith("/static_content/"))
+        if path not in OPEN_PATHS and not docs:
+            if not self.key and not self.insecure and server[0] and not is_loopback(str(server[0])):
+                await _answer(
+                    send,
+                    503,
+                    f"refusing to serve on non-loopback address {server[0]} without an API key: "
+                    "set CDP_API_KEY, or CDP_INSECURE=1 (cdp serve --insecure) to serve openly",
+                )
+                return
+            if self.key:
+                given = presented_key(headers)
+                if not (given and hmac.compare_digest(given.encode(), self.key.encode())):
+                    await _answer(
+                        send,
+                        401,
+                        "missing or wrong API key: send header X-API-Key: <key> or Authorization: Bearer <key>",
+                    )
+                    return
+        if scope.get("method", "GET") not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "missing or wrong API key: send header X-API-Key (CDP_API_KEY is set)"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        declared = headers.get("content-length", "").strip()
+        if declared:
+            if not declared.isdigit():
+                await _answer(send, 400, "content-length: not a number")
+                return
+            if int(declared) > self.limit:
+                await _answer(send, 413, f"request body over {self.limit} bytes (CDP_MAX_BODY_BYTES)")
+                return
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and not (media == "" and declared in ("", "0")):
+            await _answer(send, 415, f"content-type: send application/json (got '{media or 'none'}')")
+            return
+        chunks, size = [], 0
+        while True:  # read the body here, bounded: a chunked body has no Content-Length to check
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _answer(send, 413, f"request body over {self.limit} bytes (CDP_MAX_BODY_BYTES)")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

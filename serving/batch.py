@@ -34,14 +34,49 @@ def _features(ws: Workspace, store, spec: ModelSpec, entities: pd.DataFrame, as_
     return latest_service_features(ws, store, spec.feature_service, entities, as_of)
 
 
-def write_back(store, family: str, scores: pd.DataFrame) -> None:
-    """Scores into the profiles: offline through the family's PushSource, online in bulk."""
-    from feast.data_source import PushMode
+def _score_key(columns) -> list[str]:
+    """What one stored score is: the customer, the moment it describes and, for campaign scores, the campaign."""
+    scored_at = next(c for c in columns if c.endswith("_scored_at"))
+    return ["customer_id", scored_at, *(["campaign_id"] if "campaign_id" in columns else [])]
 
+
+def write_offline(path, scores: pd.DataFrame) -> int:
+    """The family's offline table (the Parquet behind its PushSource) with `scores` replacing any
+    stored score of the same customer and scored_at (campaign too): re-running `cdp score` on the
+    same snapshot replaces the latest scores instead of appending a copy; scores of earlier
+    snapshots are kept as history. Written atomically (cdp.atomic); rows in the table returned."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cdp.atomic import write_parquet_atomic
+
+    path = Path(path)
+    existing = pq.read_table(path) if path.exists() else None
+    if existing is None:
+        write_parquet_atomic(scores, path)
+        return len(scores)
+    missing = [c for c in existing.column_names if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores for {path.name}: columns {missing} missing (expected {existing.column_names})")
+    new = scores[existing.column_names]
+    key = _score_key(existing.column_names)
+    old = existing.to_pandas()
+    fresh = pd.MultiIndex.from_frame(new[key].astype(str))
+    old = old[~pd.MultiIndex.from_frame(old[key].astype(str)).isin(fresh)]
+    combined = pd.concat([old, new], ignore_index=True).drop_duplicates(key, keep="last")
+    write_parquet_atomic(pa.Table.from_pandas(combined, schema=existing.schema, preserve_index=False), path)
+    return len(combined)
+
+
+def write_back(store, family: str, scores: pd.DataFrame) -> None:
+    """Scores into the profiles: offline into the family's push table (replacing the same
+    snapshot's scores, see `write_offline`), online in bulk."""
     from cdp.featurestore.online_writer import write_online
 
     scores = _stamp(scores)
-    store.push(f"{family}_push", scores, to=PushMode.OFFLINE)
+    write_offline(store.get_feature_view(family).batch_source.path, scores)
     write_online(store, family, scores)
 
 
@@ -134,17 +169,46 @@ def score_campaign_response(
     return scores
 
 
+def withdraw_refused_scores(ws: Workspace, as_of: pd.Timestamp) -> dict:
+    """Delete the stored scores (offline push tables and online store, every `*_scores` family) of
+    customers whose profiling consent is withdrawn now (or at the snapshot, if later); their other
+    data stays. Returns {"customers": n, "rows": {store: rows removed}}."""
+    import pyarrow.parquet as pq
+
+    from cdp.features.consent import profiling_allowed
+    from cdp.privacy.erasure import withdraw_scores
+
+    stored: set[str] = set()
+    for path in sorted(ws.features.glob("*_scores.parquet")):
+        stored.update(pq.read_table(path, columns=["customer_id"]).column("customer_id").to_pylist())
+    stored.discard(None)
+    if not stored:
+        return {"customers": 0, "rows": {}}
+    moment = max(
+        pd.Timestamp.now(tz="UTC"),
+        pd.Timestamp(as_of).tz_localize("UTC") if pd.Timestamp(as_of).tzinfo is None else pd.Timestamp(as_of),
+    )
+    allowed = profiling_allowed(ws, sorted(stored), moment)
+    refused = sorted(allowed.index[~allowed.to_numpy()])
+    if not refused:
+        return {"customers": 0, "rows": {}}
+    rows = withdraw_scores(ws, refused)
+    return {"customers": len(refused), "rows": {k: v for k, v in rows.items() if v}}
+
+
 def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     """Every family with a champion; returns the summary `cdp score` prints."""
     from cdp.models.campaign_response import CAMPAIGN_RESPONSE
     from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 
+    withdrawn = withdraw_refused_scores(ws, as_of)
     churn = score_churn(ws, store, timeline.orders, as_of)
     summary: dict = {
         "customers_scored": len(churn),
         "mean_churn_probability": round(float(churn["churn_probability"].mean()), 4) if len(churn) else None,
         "model_version": churn["churn_model_version"].iloc[0] if len(churn) else None,
     }
+    summary["scores_removed_consent_withdrawn"] = withdrawn
     if has_champion(ws, NEXT_BEST_PRODUCT.name):
         nbp = score_next_best_product(ws, store, timeline.order_lines, timeline.orders, as_of)
         summary["next_best_product"] = {

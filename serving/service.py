@@ -20,8 +20,10 @@ POST /healthz -> model versions (no API key needed).
 
 Limits: at most MAX_BATCH ids per call, k <= MAX_K, ids 1..MAX_ID_LENGTH characters; violations are
 400s naming the field. Unknown ids and withdrawn profiling consent are per-id errors, never 500s.
-With CDP_API_KEY set, every route but /healthz needs header `X-API-Key: <key>` (or
-`Authorization: Bearer <key>`), else 401.
+Binds 127.0.0.1 unless `--host`/CDP_SERVE_HOST. With CDP_API_KEY set, every route but the probes
+(/metrics included) needs header `X-API-Key: <key>` or `Authorization: Bearer <key>`, else 401; on a
+non-loopback address without CDP_API_KEY every route answers 503 unless CDP_INSECURE=1. Bodies: JSON
+only (else 415), at most CDP_MAX_BODY_BYTES (default 1 MiB, else 413). See serving/auth.py.
 The service refuses to start when the online store is empty or a served model has no champion
 (serving/readiness.py says what to run). Every CDP_MODEL_RELOAD_SECONDS (default 30, 0 = never) a
 background thread checks the `champion` aliases and swaps in a new champion between requests.
@@ -142,6 +144,9 @@ class Champions:
     workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")),
     logging={"access": {"enabled": os.environ.get("CDP_ACCESS_LOG", "1") != "0"}},
     metrics={"enabled": os.environ.get("CDP_SERVE_METRICS", "1") != "0"},
+    # Loopback unless asked: `bentoml serve` without --host (what a container runs) binds here, not 0.0.0.0.
+    # CDP_SERVE_HOST or `--host` widen it; serving/auth.py refuses a non-loopback bind without CDP_API_KEY.
+    http={"host": os.environ.get("CDP_SERVE_HOST", "127.0.0.1").strip() or "127.0.0.1"},
 )
 class CustomerScores:
     def __init__(self) -> None:

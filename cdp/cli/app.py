@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cdp.cli import identity, models, privacy, serving
 from cdp.cli.demo import run_demo
-from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace
+from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
 app = typer.Typer(
     help="Customer data platform ML layer: raw first-party data in, unified profiles and churn scores out.",
@@ -33,7 +33,7 @@ def generate(
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar("generate") as update:
+    with writing(ws, "generate"), progress_bar("generate") as update:
         summary = run_stage(pipeline.generate, ws, customers, seed, progress=update)
     show(f"generated into {ws.raw}", summary)
 
@@ -44,7 +44,7 @@ def ingest(home: Path | None = HomeOption) -> None:
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar("ingest") as update:
+    with writing(ws, "ingest"), progress_bar("ingest") as update:
         summary = run_stage(pipeline.ingest, ws, progress=update)
     counted = ("read", "accepted", "quarantined", "suppressed", "field_issues")
     table = Table(title="ingest: accepted + quarantined + suppressed (erased people) = read")
@@ -69,7 +69,7 @@ def resolve(
     from cdp import pipeline
 
     ws = workspace(home)
-    with console.status("linking new records" if incremental else "resolving identities"):
+    with writing(ws, "resolve"), console.status("linking new records" if incremental else "resolving identities"):
         summary = run_stage(pipeline.resolve, ws, incremental=incremental)
     show("identity resolution (incremental)" if incremental else "identity resolution", summary)
 
@@ -80,7 +80,7 @@ def features(home: Path | None = HomeOption) -> None:
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar("features") as update:
+    with writing(ws, "features"), progress_bar("features") as update:
         summary = run_stage(pipeline.build_features, ws, progress=update)
     show("features", summary)
 
@@ -96,7 +96,7 @@ def train(
     from cdp import pipeline
 
     ws = workspace(home)
-    with progress_bar(f"train {model}") as update:
+    with writing(ws, f"train {model}"), progress_bar(f"train {model}") as update:
         summary = run_stage(pipeline.train, ws, model, progress=update)
     show(f"trained {model}", summary)
 
@@ -107,27 +107,41 @@ def score(home: Path | None = HomeOption) -> None:
     from cdp import pipeline
 
     ws = workspace(home)
-    with console.status("scoring"):
+    with writing(ws, "score"), console.status("scoring"):
         summary = run_stage(pipeline.score, ws)
     show("scores pushed", summary)
 
 
 @app.command()
-def serve(port: int = typer.Option(3000, help="HTTP port."), home: Path | None = HomeOption) -> None:
+def serve(
+    port: int = typer.Option(3000, help="HTTP port."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (default loopback only; 0.0.0.0 = every interface)."),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Allow a non-loopback --host without CDP_API_KEY (anyone reaching it can read profiles).",
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """Serve /churn, /next_best_product, /campaign_response, /profile with BentoML (blocks; Ctrl-C stops).
 
-    Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key),
-    CDP_SERVE_MODELS (default all three), CDP_MODEL_RELOAD_SECONDS (champion reload check, default 30)."""
+    Env: CDP_ONLINE_STORE=sqlite|redis (CDP_REDIS=host:port), CDP_API_KEY (require X-API-Key or
+    Authorization: Bearer), CDP_MAX_BODY_BYTES (default 1 MiB), CDP_SERVE_MODELS (default all three),
+    CDP_MODEL_RELOAD_SECONDS (champion reload check, default 30)."""
     from cdp.serving.readiness import ServiceNotReady, check_ready
-    from cdp.serving.server import serve_forever
+    from cdp.serving.server import exposure_problem, serve_forever
 
     ws = workspace(home)
+    if (problem := exposure_problem(host, insecure)) is not None:
+        console.print(f"[red]refusing to serve:[/red] {problem}")
+        raise typer.Exit(code=2)
     try:
         check_ready(ws)
     except ServiceNotReady as error:
         console.print(f"[red]cannot serve:[/red] {error}")
         raise typer.Exit(code=2) from None
-    serve_forever(ws, port)
+    console.print(f"starting bentoml serve on {host}:{port} (ready in ~6 s)")
+    serve_forever(ws, port, host, insecure)
 
 
 @app.command()

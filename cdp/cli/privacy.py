@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli.ui import HomeOption, console, run_stage, workspace
+from cdp.cli.ui import HomeOption, console, run_stage, workspace, writing
 
 app = typer.Typer()  # merged into the main `cdp` app by cdp.cli.app
 
@@ -63,17 +63,51 @@ def export(
     )
 
 
+def _resume(ws) -> list[dict]:
+    """Finish pending erasures from their journals; one red line and exit 1 if a store still fails."""
+    from cdp.privacy.erasure import ErasureIncomplete, resume_erasures
+
+    try:
+        return resume_erasures(ws)
+    except ErasureIncomplete as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=1) from None
+
+
 @privacy_app.command("erase")
 def erase(
-    identifier: str = IdentifierArgument,
+    identifier: str | None = typer.Argument(
+        None,
+        help="Email, phone, loyalty card id or account id (or prefixed: email:, phone:, card:, account:, customer:).",
+    ),
     yes: bool = typer.Option(False, "--yes", help="Really erase (without it: a dry run that only counts)."),
+    resume: bool = typer.Option(False, "--resume", help="Only finish erasures a failure left pending (journal)."),
     home: Path | None = HomeOption,
 ) -> None:
-    """Erase the person behind IDENTIFIER from every store, suppress them at ingest, write a receipt."""
-    from cdp.privacy.erasure import erase_subjects
+    """Erase the person behind IDENTIFIER from every store, suppress them at ingest, write a receipt.
+
+    The suppression and a journal are written first; if a store fails (online store down) the
+    person stays suppressed and `cdp privacy erase --resume` (or the next erase) finishes the job."""
+    from cdp.privacy.erasure import ErasureIncomplete, erase_subjects, pending_erasures
     from cdp.privacy.subjects import find_subject
 
     ws = workspace(home)
+    if resume or identifier is None:
+        if not resume:
+            console.print("[red]error:[/red] give an IDENTIFIER, or --resume to finish pending erasures")
+            raise typer.Exit(code=2)
+        with writing(ws, "privacy erase --resume"), console.status("resuming erasures"):
+            receipts = _resume(ws)
+        for receipt in receipts:
+            _receipt_table(f"finished erasure (receipt {receipt['receipt_id']})", receipt)
+            console.print(f"receipt: [bold]{receipt['receipt_path']}[/bold]")
+        if not receipts:
+            console.print("no pending erasure")
+        return
+    if pending_erasures(ws) and yes:
+        with writing(ws, "privacy erase --resume"), console.status("finishing pending erasures first"):
+            for receipt in _resume(ws):
+                console.print(f"finished pending erasure: [bold]{receipt['receipt_path']}[/bold]")
     subject = run_stage(find_subject, ws, identifier)
     if not yes:
         console.print(
@@ -82,8 +116,12 @@ def erase(
             "re-run with --yes"
         )
         return
-    with console.status("erasing"):
-        receipt = run_stage(erase_subjects, ws, [subject])
+    with writing(ws, "privacy erase"), console.status("erasing"):
+        try:
+            receipt = run_stage(erase_subjects, ws, [subject])
+        except ErasureIncomplete as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(code=1) from None
     _receipt_table(f"erased 1 customer (receipt {receipt['receipt_id']})", receipt)  # no id left behind
     console.print(f"receipt: [bold]{receipt['receipt_path']}[/bold]")
 
@@ -101,7 +139,7 @@ def purge(
     """Retention: erase every customer inactive for more than --inactive-days (batched erase)."""
     import pandas as pd
 
-    from cdp.privacy.erasure import erase_subjects, inactive_customers
+    from cdp.privacy.erasure import ErasureIncomplete, erase_subjects, inactive_customers
     from cdp.privacy.subjects import subjects_for
 
     ws = workspace(home)
@@ -122,12 +160,17 @@ def purge(
         return
     totals: dict[str, int] = {}
     receipts = []
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        with console.status(f"purging {start + len(chunk)}/{len(ids)}"):
-            receipt = run_stage(erase_subjects, ws, subjects_for(ws, chunk).values())
-        receipts.append(receipt["receipt_path"])
-        for store, count in receipt["stores"].items():
-            totals[store] = totals.get(store, 0) + count
+    with writing(ws, "privacy purge"):
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            with console.status(f"purging {start + len(chunk)}/{len(ids)}"):
+                try:
+                    receipt = run_stage(erase_subjects, ws, subjects_for(ws, chunk).values())
+                except ErasureIncomplete as error:
+                    console.print(f"[red]error:[/red] {error}")
+                    raise typer.Exit(code=1) from None
+            receipts.append(receipt["receipt_path"])
+            for store, count in receipt["stores"].items():
+                totals[store] = totals.get(store, 0) + count
     _receipt_table(f"purged {len(ids)} inactive customers", {"stores": totals})
     console.print("receipts: " + ", ".join(receipts))

@@ -59,6 +59,24 @@ def show(title: str, summary: dict) -> None:
     console.print(table)
 
 
+@contextmanager
+def writing(ws: Workspace, command: str) -> Iterator[None]:
+    """Hold the workspace lock while a writing command runs (cdp.atomic.workspace_lock): a second
+    writer stops at once with one red line naming the command that holds it (exit 3)."""
+    from cdp.atomic import WorkspaceBusy, workspace_lock
+
+    try:
+        lock = workspace_lock(ws.root, command)
+        lock.__enter__()
+    except WorkspaceBusy as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=3) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def run_stage(fn, *args, **kwargs) -> dict:
     """Run a stage; known input problems become one red line instead of a traceback."""
     from cdp.ingest.staging import ContractError

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cdp import feature_repo as _feature_repo_package
 from cdp.workspace import Workspace
@@ -154,9 +153,11 @@ def _source_kind(store: FeatureStore) -> str:
 
 
 def apply_definitions(ws: Workspace) -> FeatureStore:
+    from cdp.atomic import write_parquet_atomic
+
     scores = ws.features / "churn_scores.parquet"
     if not scores.exists():  # the PushSource's batch file needs explicit column types
-        pq.write_table(SCORE_SCHEMA.empty_table(), scores)
+        write_parquet_atomic(SCORE_SCHEMA.empty_table(), scores)
     store = open_store(ws)
     store.apply(repo_definitions().definitions(ws.features, _source_kind(store)))
     return store

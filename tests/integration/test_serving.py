@@ -3,6 +3,7 @@ SQLite and the Redis online store (slow)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -301,13 +302,38 @@ def test_real_http_server_on_sqlite_with_api_key(pipeline_ws, tmp_path, monkeypa
             f"{url}/churn", json={"customer_ids": ["x"]}, headers={"Authorization": "Bearer test-key-123"}, timeout=30
         )
         assert bearer.status_code == 200
+        bare = httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, headers={"Authorization": "test-key-123"})
+        assert bare.status_code == 401, "the Bearer scheme is required"
         health = httpx.post(f"{url}/healthz", json={}, timeout=30)  # probes need no key
         assert health.status_code == 200 and health.json()["online_store"] == "sqlite"
+        assert httpx.get(f"{url}/metrics", timeout=30).status_code == 401
+        assert httpx.get(f"{url}/metrics", headers={"X-API-Key": "test-key-123"}, timeout=30).status_code == 200
+        key = {"X-API-Key": "test-key-123"}
+        big = b'{"customer_ids": ["' + b"x" * (2 << 20) + b'"]}'
+        too_big = httpx.post(
+            f"{url}/churn", content=big, headers={**key, "Content-Type": "application/json"}, timeout=30
+        )
+        assert too_big.status_code == 413 and "CDP_MAX_BODY_BYTES" in too_big.text
+
+        def chunks():
+            for _ in range(40):
+                yield b"x" * 65536
+
+        chunked = httpx.post(
+            f"{url}/churn", content=chunks(), headers={**key, "Content-Type": "application/json"}, timeout=30
+        )
+        assert chunked.status_code == 413  # no Content-Length: counted while read
+        multipart = httpx.post(f"{url}/churn", files={"f": ("a.txt", b"hello")}, headers=key, timeout=30)
+        assert multipart.status_code == 415, multipart.text
+        text = httpx.post(f"{url}/churn", content=b"customer_ids=x", headers={**key, "Content-Type": "text/plain"})
+        assert text.status_code == 415
+        broken = httpx.post(f"{url}/churn", content=b"{not json", headers={**key, "Content-Type": "application/json"})
+        assert 400 <= broken.status_code < 500
 
 
 @pytest.mark.slow
 def test_real_http_server_on_redis(redis_workspace, tmp_path):
-    ws, env = redis_workspace
+    ws, _env = redis_workspace
     with running_server(ws, free_port(), log_path=tmp_path / "bentoml.log") as url:
         assert httpx.post(f"{url}/healthz", json={}, timeout=30).json()["online_store"] == "redis"
         http_checks(ws, url, {})
@@ -332,7 +358,7 @@ def test_online_recommendations_equal_the_batch_recommender(service, pipeline_ws
     """The fast single-customer path ranks exactly like `recommend()` used by batch scoring."""
     from cdp.models.next_best_product import recommend
 
-    scores_service, module = service
+    scores_service, _module = service
     model = scores_service.champions.get("next_best_product")[0]
     ids = [*scores_service.lines["customer_id"].drop_duplicates().sample(15, random_state=5), "cus_without_history"]
     online = scores_service.store.get_online_features(
@@ -382,3 +408,117 @@ def test_start_up_objects_are_frozen_out_of_the_garbage_collector(service):
     import gc
 
     assert gc.get_freeze_count() > 10_000
+
+
+def _outside_address() -> str | None:
+    """This machine's address on a non-loopback interface (None when it has none)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.254.254.254", 9))  # no packet is sent: only picks the outgoing interface
+            address = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.slow
+def test_bentoml_serve_binds_loopback_by_default_and_refuses_open_exposure_without_a_key(
+    pipeline_ws, tmp_path, monkeypatch
+):
+    """`bentoml serve` as a container runs it (no --host): loopback only, from the service config.
+    Bound to every interface without CDP_API_KEY, requests arriving from outside get 503."""
+    import sys
+    from pathlib import Path
+
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("no non-loopback interface on this machine")
+    monkeypatch.delenv("CDP_API_KEY", raising=False)
+    monkeypatch.delenv("CDP_SERVE_HOST", raising=False)
+    monkeypatch.delenv("CDP_INSECURE", raising=False)
+    port = free_port()
+    bare = [str(Path(sys.executable).with_name("bentoml")), "serve", "cdp.serving.service:CustomerScores", "--port"]
+    with running_server(pipeline_ws, port, log_path=tmp_path / "default.log", command=[*bare, str(port)]) as url:
+        assert httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, timeout=30).status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"http://{outside}:{port}/healthz", json={}, timeout=5)
+    port = free_port()
+    with running_server(pipeline_ws, port, log_path=tmp_path / "open.log", host="0.0.0.0") as url:
+        local = httpx.post(f"{url}/churn", json={"customer_ids": ["x"]}, timeout=30)
+        assert local.status_code == 200
+        remote = httpx.post(f"http://{outside}:{port}/churn", json={"customer_ids": ["x"]}, timeout=30)
+        assert remote.status_code == 503 and "CDP_API_KEY" in remote.text
+        assert httpx.post(f"http://{outside}:{port}/healthz", json={}, timeout=30).status_code == 200
+
+
+def test_cdp_serve_refuses_a_non_loopback_host_without_a_key(pipeline_ws):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cdp = str(Path(sys.executable).with_name("cdp"))
+    env = {k: v for k, v in os.environ.items() if k not in ("CDP_API_KEY", "CDP_INSECURE")}
+    done = subprocess.run(
+        [cdp, "serve", "--host", "0.0.0.0", "--home", str(pipeline_ws.root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "CDP_API_KEY" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_cdp_serve_prints_how_to_call_it_and_leaves_no_orphan(pipeline_ws, tmp_path):
+    """`cdp serve` becomes the server (exec): the banner has the URL, Swagger UI and a curl; killing
+    the pid `cdp serve` started as stops everything."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cdp, port = str(Path(sys.executable).with_name("cdp")), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("CDP_API_KEY",)}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [cdp, "serve", "--port", str(port), "--home", str(pipeline_ws.root)],
+            env={**env, "CDP_MODEL_RELOAD_SECONDS": "0"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops" not in log.read_text() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        text = log.read_text()
+        assert f"http://127.0.0.1:{port}" in text and "Swagger UI" in text and "curl -s -X POST" in text, text
+        assert "bentoml" in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace")
+        process.send_signal(signal.SIGTERM)  # what `kill <pid of cdp serve>` does
+        process.wait(timeout=30)
+        time.sleep(1)
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"http://127.0.0.1:{port}/healthz", json={}, timeout=2)
+        import psutil
+
+        def survivors() -> list[str]:
+            found = []
+            for proc in psutil.process_iter(["pid", "status", "cmdline"]):
+                try:
+                    if os.getpgid(proc.pid) == process.pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                        found.append(" ".join(proc.info["cmdline"] or []))
+                except (ProcessLookupError, psutil.Error):
+                    continue
+            return found
+
+        deadline = time.monotonic() + 20
+        while survivors() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert survivors() == [], "processes of the server's group survived"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

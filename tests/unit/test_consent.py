@@ -139,3 +139,50 @@ def test_withdrawn_profiling_is_neither_scored_nor_served(pipeline_ws):
     body = CustomerScores().churn(ChurnRequest(customer_ids=withdrawn[:3]))
     assert body["scores"] == []
     assert [e["error"] for e in body["errors"]] == [PROFILING_WITHDRAWN] * len(withdrawn[:3])
+
+
+def test_next_score_replaces_latest_scores_and_removes_a_withdrawn_persons_scores(pipeline_ws, tmp_path):
+    """Re-scoring the same snapshot replaces, never appends; after a profiling withdrawal the next
+    `cdp score` deletes that person's stored scores offline (every *_scores table) and online."""
+    import shutil
+
+    from cdp import pipeline
+    from cdp.featurestore.store import open_store
+
+    shutil.copytree(pipeline_ws.root, tmp_path / "ws")  # scoring writes back: keep the shared workspace as is
+    ws = Workspace(tmp_path / "ws")
+    before = {p.name: len(pd.read_parquet(p)) for p in ws.features.glob("*_scores.parquet")}
+    assert before["churn_scores.parquet"] > 0
+    pipeline.score(ws)
+    after = {p.name: pd.read_parquet(p) for p in ws.features.glob("*_scores.parquet")}
+    assert {name: len(frame) for name, frame in after.items()} == before
+    churn = after["churn_scores.parquet"]
+    assert not churn.duplicated(["customer_id", "churn_scored_at"]).any()
+
+    nodes = pd.read_parquet(ws.identity / "identifier_map.parquet")
+    emails = nodes[nodes["node"].str.startswith("email:")].drop_duplicates("customer_id").set_index("customer_id")
+    everywhere = set.intersection(*(set(f["customer_id"]) for f in after.values())) & set(emails.index)
+    victim = sorted(everywhere)[0]
+    node = emails.at[victim, "node"]
+    events = pd.read_parquet(ws.staged / "consent_events.parquet")
+    withdrawal = events.iloc[[0]].copy()
+    withdrawal["event_id"], withdrawal["identifier_type"], withdrawal["purpose"] = "E_withdraw", "email", "profiling"
+    withdrawal["identifier_norm"] = withdrawal["identifier"] = node.split(":", 1)[1]
+    withdrawal["granted"] = pd.array([False], dtype=events["granted"].dtype)
+    withdrawal["occurred_at"] = events["occurred_at"].max()  # after any grant of theirs
+    pd.concat([events, withdrawal], ignore_index=True).to_parquet(ws.staged / "consent_events.parquet", index=False)
+
+    summary = pipeline.score(ws)
+    assert summary["scores_removed_consent_withdrawn"]["customers"] == 1
+    for path in ws.features.glob("*_scores.parquet"):
+        assert victim not in set(pd.read_parquet(path)["customer_id"]), path.name
+    online = (
+        open_store(ws)
+        .get_online_features(
+            features=["churn_scores:churn_probability", "next_best_product_scores:nbp_top_products"],
+            entity_rows=[{"customer_id": victim}],
+        )
+        .to_dict()
+    )
+    assert online["churn_probability"] == [None] and online["nbp_top_products"] == [None]
+    assert len(pd.read_parquet(ws.features / "churn_scores.parquet")) == before["churn_scores.parquet"] - 1

@@ -479,3 +479,52 @@ def test_enrichment_retention_is_configurable(monkeypatch):
     monkeypatch.setenv("CDP_ENRICHMENT_MAX_AGE_DAYS", "two years")
     with pytest.raises(ValueError, match="CDP_ENRICHMENT_MAX_AGE_DAYS: must be a whole number"):
         enrichment_max_age_days()
+
+
+def test_erasure_with_the_online_store_down_suppresses_first_and_resumes_from_the_journal(
+    pipeline_ws, tmp_path, monkeypatch
+):
+    """Redis unreachable during erase: exit 1 with one line saying what to run, the suppression and
+    the journal are already written, no receipt yet; once Redis answers, `--resume` finishes the
+    online store from the journal and writes the receipt."""
+    from cdp.featurestore.store import materialize_latest, open_store
+    from cdp.pipeline import load_snapshots
+    from cdp.privacy.erasure import journal_dir, load_suppressions, pending_erasures
+    from cdp.privacy.subjects import privacy_key, token
+    from tests.conftest import free_port
+    from tests.services import redis_server
+
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    person = person_view(ws, pick_customer(ws))
+    with redis_server(free_port(), tmp_path) as address:
+        monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
+        monkeypatch.setenv("CDP_REDIS", address)
+        materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
+
+        def served() -> object:
+            rows = [{"customer_id": person["customer_id"]}]
+            return (
+                open_store(ws).get_online_features(["customer_profile:tenure_days"], rows).to_dict()["tenure_days"][0]
+            )
+
+        assert served() is not None
+        monkeypatch.setenv("CDP_REDIS", f"127.0.0.1:{free_port()}")  # the online store is down
+        down = cdp("privacy", "erase", person["raw_email"], "--yes", home=home)
+        assert down.returncode == 1, down.stdout[-2000:] + down.stderr[-2000:]
+        assert "--resume" in down.stdout and "Traceback" not in down.stdout + down.stderr
+        assert token(f"email:{canonical_email(person['raw_email'])}", privacy_key(ws)) in load_suppressions(ws)
+        [journal] = pending_erasures(ws)
+        assert "online" not in journal["done"] and {"staged", "identity", "features"} <= set(journal["done"])
+        assert not (ws.root / "privacy" / "receipts").exists() or not list((ws.root / "privacy" / "receipts").iterdir())
+        monkeypatch.setenv("CDP_REDIS", address)  # back up
+        assert served() is not None  # still served until the job finishes
+        up = cdp("privacy", "erase", "--resume", home=home)
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        assert served() is None
+        assert pending_erasures(ws) == [] and not list(journal_dir(ws).glob("*.json"))
+        receipt = json.loads(
+            (ws.root / "privacy" / "receipts" / f"{journal['receipt']['receipt_id']}.json").read_text()
+        )
+        assert receipt["stores"]["feast online store (feature rows)"] > 0 and "completed_at" in receipt
