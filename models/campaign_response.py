@@ -70,12 +70,17 @@ def campaign_features(pairs: pd.DataFrame, campaigns: pd.DataFrame, lines: pd.Da
     return frame
 
 
-def labelled_sends(sends: pd.DataFrame, orders: pd.DataFrame, spec: ModelSpec = CAMPAIGN_RESPONSE) -> pd.DataFrame:
+def labelled_sends(
+    sends: pd.DataFrame, orders: pd.DataFrame, spec: ModelSpec = CAMPAIGN_RESPONSE, data_end: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """(send_id, customer_id, campaign_id, event_timestamp = sent_at, treated, label) for sends whose
-    window (sent_at, sent_at + horizon] ends before the last order seen."""
-    end = orders["ordered_at"].max()
+    window (sent_at, sent_at + horizon] ends by `data_end` (the latest event in any table; default:
+    the last order). Sends whose window is not fully observed are counted in
+    `out.attrs["unobserved_sends"]`, never dropped silently."""
+    end = orders["ordered_at"].max() if data_end is None else data_end
     horizon = pd.Timedelta(days=spec.horizon_days)
-    frame = sends.loc[sends["sent_at"] + horizon <= end, ["send_id", "customer_id", "campaign_id", "sent_at", "group"]]
+    observed = sends["sent_at"] + horizon <= end
+    frame = sends.loc[observed, ["send_id", "customer_id", "campaign_id", "sent_at", "group"]]
     con = duckdb.connect()
     con.register("s", frame)
     con.register("o", orders[["customer_id", "ordered_at"]])
@@ -87,6 +92,8 @@ def labelled_sends(sends: pd.DataFrame, orders: pd.DataFrame, spec: ModelSpec = 
          AND o.ordered_at <= s.sent_at + INTERVAL {spec.horizon_days} DAY
         GROUP BY ALL ORDER BY event_timestamp, send_id""").df()
     out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    out.attrs["unobserved_sends"] = int((~observed).sum())
+    out.attrs["data_end"] = str(end)
     return out
 
 

@@ -143,6 +143,19 @@ def promote_if_better(
     }
 
 
+def baseline_gate(value: float, baseline: float, baseline_name: str, metric: str) -> dict:
+    """The one rule for every family: a model may become `champion` only when its out-of-time /
+    out-of-fold `metric` beats `baseline` measured on the same rows in the same run (campaign:
+    random targeting's 97.5th percentile; churn: recency; next-best-product: popularity)."""
+    passed = bool(value > baseline)
+    reason = (
+        f"{metric} {value:.4f} beats {baseline_name} {baseline:.4f}"
+        if passed
+        else f"no model better than {baseline_name}: {metric} {value:.4f} <= {baseline:.4f}"
+    )
+    return {"passed": passed, "baseline": baseline_name, "baseline_value": float(baseline), "reason": reason}
+
+
 INFORMATIONAL = ("positive_rate", "uplift_all", "actual_total", "predicted_total", "customers")
 
 
@@ -258,6 +271,7 @@ def register_run_model(
     ws: Workspace,
     metrics: dict[str, float] | None = None,
     evaluate_model: Callable[[Any], dict[str, float]] | None = None,
+    baseline: tuple[str, float] | None = None,
 ) -> tuple[str, dict]:
     """Inside an active run: log plots + the feature list, the hashed ids of the customers whose
     data trained it (`population`, so erasure can name affected versions), log and register the
@@ -294,7 +308,15 @@ def register_run_model(
         skops_trusted_types=SKOPS_TRUSTED,
     )
     version = str(info.registered_model_version)
-    gate = promote_if_better(spec.name, version, spec.primary_metric, value, score_champion)
+    check = None if baseline is None else baseline_gate(value, baseline[1], baseline[0], spec.primary_metric)
+    if check is not None and not check["passed"]:
+        gate = {"promoted": False, "metric": spec.primary_metric, "value": float(value), "compared_on": "baseline"}
+        gate["verdict"] = check["reason"]
+        mlflow.set_tag("no_champion_reason", check["reason"])
+    else:
+        gate = promote_if_better(spec.name, version, spec.primary_metric, value, score_champion)
+    if check is not None:
+        gate["baseline_gate"] = check
     mlflow.set_tag("promotion", json.dumps(gate))
     log_comparison(comparison, version, gate)
     return version, gate

@@ -118,3 +118,33 @@ def test_scores_pushed_and_served(pipeline_ws, stage_results):
     )
     with pytest.raises(InvalidArgument):
         service.campaign_response(CampaignResponseRequest(customer_ids=["x"], campaign_id="CMP_NOPE"))
+
+
+def test_sends_with_unobserved_windows_are_counted_not_silently_dropped():
+    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    sends = pd.DataFrame(
+        {
+            "send_id": ["s1", "s2"],
+            "customer_id": ["a", "b"],
+            "campaign_id": "C1",
+            "group": ["treatment", "control"],
+            "sent_at": [ts("2025-01-01"), ts("2025-03-25")],
+        }
+    )
+    orders = pd.DataFrame({"customer_id": ["a"], "ordered_at": [ts("2025-01-20")]})
+    frame = labelled_sends(sends, orders)  # data end = last order: s2's window is not observed
+    assert list(frame["send_id"]) == ["s1"] and frame.attrs["unobserved_sends"] == 1
+    later = labelled_sends(sends, orders, data_end=ts("2025-04-30"))  # latest event in any table
+    assert list(later["send_id"]) == ["s1", "s2"] and later.attrs["unobserved_sends"] == 0
+
+
+def test_gate_refuses_a_model_no_better_than_random_on_noise():
+    from cdp.training.tracking import baseline_gate
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    treated, y = rng.random(n) < 0.5, (rng.random(n) < 0.1).astype(int)
+    value = uplift_metrics(y, treated, rng.random(n))["qini"]
+    null = [uplift_metrics(y, treated, rng.random(n))["qini"] for _ in range(200)]
+    gate = baseline_gate(value, float(np.quantile(null, 0.975)), "random targeting p97.5", "qini")
+    assert not gate["passed"] and gate["reason"].startswith("no model better than random")
