@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bento clean
+.PHONY: setup demo test test-fast lint bento clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup            ## generate -> ingest -> resolve -> features -> train -> score -> serve
 	$(VENV)/bin/cdp demo
 
-test: setup            ## the whole suite, including the end-to-end test with a real BentoML server
+test: setup lint       ## lint, then the whole suite, including the end-to-end test with a real BentoML server
 	$(PY) -m pytest -q
+
+lint: setup            ## ruff lint + format check (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: setup       ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"

@@ -145,7 +145,7 @@ def run_engine(
     result = root / f"{name}_{engine}.json"
     env = {**os.environ, env_key: engine}
     env.setdefault("CDP_SPARK_MASTER", "local[2]")
-    log = open(root / f"{name}_{engine}.log", "w")  # a file, not a pipe: a full pipe would block the child
+    log = open(root / f"{name}_{engine}.log", "w")  # noqa: SIM115 (open for the child's lifetime) a file, not a pipe: a full pipe would block the child
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-c", script or CHILD, str(root), str(result), engine],

@@ -59,7 +59,7 @@ def run_resolve(root: Path, engine: str) -> dict:
     result = root / f"scale_out_{engine}.json"
     env = {**os.environ, "CDP_IDENTITY_ENGINE": engine}
     env.setdefault("CDP_SPARK_MASTER", "local[2]")
-    log = open(root / f"scale_out_{engine}.log", "w")  # a file, not a pipe: a full pipe would block the child
+    log = open(root / f"scale_out_{engine}.log", "w")  # noqa: SIM115 (open for the child's lifetime) a file, not a pipe: a full pipe would block the child
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-c", identity_scale.STAGE, str(root), "full", str(result)],

@@ -227,8 +227,8 @@ def latency(ws: Workspace, store_kind: str, repeat: int) -> dict:
     service = store.get_feature_service(CHURN.feature_service)
     ids = pd.read_parquet(ws.features / "churn_scores.parquet")["customer_id"].drop_duplicates().tolist()
     rng = np.random.default_rng(0)
-    one = lambda: [{"customer_id": ids[rng.integers(len(ids))]}]  # noqa: E731
-    hundred = lambda: [{"customer_id": c} for c in rng.choice(ids, 100, replace=False)]  # noqa: E731
+    one = lambda: [{"customer_id": ids[rng.integers(len(ids))]}]
+    hundred = lambda: [{"customer_id": c} for c in rng.choice(ids, 100, replace=False)]
     rows = {
         f"{store_kind}: feast get_online_features x1": timed(
             lambda: store.get_online_features(service, one()).to_dict(), repeat

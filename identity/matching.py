@@ -195,7 +195,7 @@ def dob_comparison() -> Any:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
-    part = lambda side, start, length: f"substr(dob_{side}, {start}, {length})"  # noqa: E731
+    part = lambda side, start, length: f"substr(dob_{side}, {start}, {length})"
     swapped = (
         f"{part('l', 1, 4)} = {part('r', 1, 4)} AND {part('l', 6, 2)} = {part('r', 9, 2)} "
         f"AND {part('l', 9, 2)} = {part('r', 6, 2)}"
@@ -582,7 +582,7 @@ def _train(records: pd.DataFrame, seed: int, rules: list[Any] | None = None) -> 
     labels_by_set = {name: _label_pairs(records, list(by)) for name, by in LABEL_SETS}
     n_labels = sum(len(v) for v in labels_by_set.values())
     columns = [c["output_column_name"] for c in linker.misc.save_model_to_json()["comparisons"]]
-    source_of = lambda column: next(  # noqa: E731
+    source_of = lambda column: next(
         (n for n, by in LABEL_SETS if len(labels_by_set[n]) and not set(by) & COMPARISON_READS.get(column, {column})),
         None,
     )

@@ -240,7 +240,7 @@ def _names_agree_sql(config: ResolveConfig) -> str:
     """SQL (over l./r. profile columns) for 'first names agree' (nickname, typo or swap, also a
     swap with a typo in one of the names)."""
     nick = matching.nickname_sql("l.first_name", "r.first_name", "l.first_nicks", "r.first_nicks")
-    jw = lambda a, b: f"jaro_winkler_similarity({a}, {b}) >= {config.first_name_jw}"  # noqa: E731
+    jw = lambda a, b: f"jaro_winkler_similarity({a}, {b}) >= {config.first_name_jw}"
     return (
         f"(l.first_canon = r.first_canon OR {nick} OR {jw('l.first_name', 'r.first_name')} OR "
         f"(l.first_name = r.last_name AND {jw('l.last_name', 'r.first_name')}) OR "
@@ -320,7 +320,7 @@ def guard_scored_edges(
     if edges.empty:
         return edges.assign(accepted=pd.Series(dtype=bool), guard=pd.Series(dtype=str))
     p = edges["match_probability"].astype(float).to_numpy()
-    level = lambda c: edges.get(c, pd.Series(-1, index=edges.index)).fillna(-1).astype(int).to_numpy()  # noqa: E731
+    level = lambda c: edges.get(c, pd.Series(-1, index=edges.index)).fillna(-1).astype(int).to_numpy()
     corroborated = (
         (p >= config.corroborated_threshold)
         & (level("gamma_postcode") == matching.POSTCODE_EXACT_LEVEL)

@@ -38,7 +38,7 @@ def make_catalog(seed: int) -> Catalog:
     counts = np.floor(shares / shares.sum() * N_PRODUCTS).astype(int)
     counts[0] += N_PRODUCTS - counts.sum()
     cat, sub, brand, name, price, pop = [], [], [], [], [], []
-    for c, (cname, (_, subs, brands, (lo, hi))) in enumerate(CATEGORIES.items()):
+    for c, (_name, (_, subs, brands, (lo, hi))) in enumerate(CATEGORIES.items()):
         k = counts[c]
         s = rng.integers(0, len(subs), k)
         b = rng.integers(0, len(brands), k)

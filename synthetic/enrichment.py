@@ -108,7 +108,7 @@ def make_enrichment(pop: Population, ids: Identities, seed: int, start_s: int, s
     cols = {key: v[order] for key, v in cols.items()}
     k = len(order)
     sha = np.array([hashlib.sha256(e.strip().lower().encode()).hexdigest() for e in cols["email"]], dtype=object)
-    present = lambda share: rng.random(k) > share  # noqa: E731
+    present = lambda share: rng.random(k) > share
     return pa.table(
         {
             "vendor": strings(cols["vendor"]),

@@ -89,7 +89,7 @@ def _write(table: pa.Table, path: Path) -> None:
 def persons_truth(pop: Population) -> pa.Table:
     """One row per person: identity facts and every latent parameter the oracle needs."""
     pid = pa.array(pop.person_id, type=pa.string())
-    s = lambda v: pa.array(v, type=pa.string(), from_pandas=True)  # noqa: E731
+    s = lambda v: pa.array(v, type=pa.string(), from_pandas=True)
     return pa.table(
         {
             "person_id": pid,

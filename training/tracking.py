@@ -228,7 +228,7 @@ def comparison_markdown(comparison: dict, challenger_version: str, gate: dict | 
         "| delta | better is |",
         "|---|---:|---:|---:|---|",
     ]
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
     for row in comparison["rows"]:
         lines.append(
             f"| {row['metric']} | {fmt(row['challenger'])} | {fmt(row['champion'])} | "
@@ -298,7 +298,7 @@ def register_run_model(
     rescored = comparison["compared_on"].startswith("same")
     if rescored and spec.primary_metric in comparison["champion_metrics"]:
         champion_value = comparison["champion_metrics"][spec.primary_metric]
-        score_champion = lambda _champion: champion_value  # noqa: E731 - already scored on these rows
+        score_champion = lambda _champion: champion_value
     info = mlflow.sklearn.log_model(
         model,
         name="model",

@@ -108,7 +108,7 @@ def split_by_campaign(frame: pd.DataFrame, campaigns: pd.DataFrame) -> tuple[pd.
     """Hold out the latest campaigns by start date; train on campaigns whose window closed before."""
     starts = campaigns.set_index("campaign_id")["start_at"]
     used = starts[starts.index.isin(frame["campaign_id"].unique())].sort_values()
-    n_valid = max(1, int(round(len(used) * VALID_SHARE)))
+    n_valid = max(1, round(len(used) * VALID_SHARE))
     valid_ids = list(used.index[-n_valid:])
     cutoff = used.iloc[-n_valid]
     horizon = pd.Timedelta(days=CAMPAIGN_RESPONSE.horizon_days + 1)

@@ -68,7 +68,9 @@ def test_bentoml_build_packs_the_service_code_and_pinned_requirements(tmp_path):
     ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("tests/", "data/"))]
-    direct = (bento / "env" / "python" / "requirements.txt").read_text()  # direct pins (with a wheel, bentoml names the lock .lock.txt)
+    direct = (
+        bento / "env" / "python" / "requirements.txt"
+    ).read_text()  # direct pins (with a wheel, bentoml names the lock .lock.txt)
     assert "feast[duckdb,redis]==0.67.0" in direct and "bentoml==1.4.39" in direct
     locked = _pins((bento / "env" / "python" / "requirements.lock.txt").read_text())
     constraints = _pins((REPO_ROOT / "constraints.txt").read_text())

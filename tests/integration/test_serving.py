@@ -242,7 +242,7 @@ def redis_workspace(pipeline_ws, tmp_path_factory):
 
 def http_checks(ws: Workspace, url: str, headers: dict) -> None:
     batch = pd.read_parquet(ws.features / "churn_scores.parquet").head(3)
-    post = lambda route, body: httpx.post(f"{url}/{route}", json=body, headers=headers, timeout=30)  # noqa: E731
+    post = lambda route, body: httpx.post(f"{url}/{route}", json=body, headers=headers, timeout=30)
     ok = post("churn", {"customer_ids": [*batch["customer_id"], "cus_nobody"]})
     assert ok.status_code == 200, ok.text
     body = ok.json()

@@ -16,7 +16,7 @@ from cdp.training.uplift import uplift_metrics
 
 
 def test_label_is_an_order_within_14_days_after_the_send_for_both_groups():
-    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    ts = lambda s: pd.Timestamp(s, tz="UTC")
     sends = pd.DataFrame(
         {
             "send_id": ["s1", "s2", "s3", "s4"],
@@ -121,7 +121,7 @@ def test_scores_pushed_and_served(pipeline_ws, stage_results):
 
 
 def test_sends_with_unobserved_windows_are_counted_not_silently_dropped():
-    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    ts = lambda s: pd.Timestamp(s, tz="UTC")
     sends = pd.DataFrame(
         {
             "send_id": ["s1", "s2"],

@@ -70,7 +70,7 @@ def test_recency_and_frequency_move_clv_the_right_way():
     frequent = base.assign(orders_lifetime=12.0, orders_365d=12.0)
     pricier = base.assign(avg_order_value_365d=300.0)
     never = base.assign(orders_lifetime=0.0, orders_365d=0.0)
-    value = lambda frame: float(model.predict(frame)[0])  # noqa: E731
+    value = lambda frame: float(model.predict(frame)[0])
     assert value(lapsed) < value(base) < value(frequent)
     assert value(base) < value(pricier)
     assert value(never) == 0.0

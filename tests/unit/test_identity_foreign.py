@@ -105,7 +105,7 @@ def _stage(ws: Workspace, crm: list[dict], cards: list[dict], **columns) -> None
 def _quality(ws: Workspace) -> dict[str, float]:
     identity = pd.read_parquet(ws.identity / "identity_map.parquet")
     identity["person"] = identity["source_key"].str[1:].astype(int)
-    pairs = lambda by: {  # noqa: E731
+    pairs = lambda by: {
         tuple(sorted(p)) for _, g in identity.groupby(by) for p in itertools.combinations(g["source_key"], 2)
     }
     predicted, truth = pairs("customer_id"), pairs("person")
@@ -149,7 +149,7 @@ def test_no_email_or_phone_names_and_dob_match(tmp_path, people):
     assert q["precision"] >= 0.99 and q["recall"] >= 0.95, q
     assert summary.probabilistic_links >= 0.95 * len(people)
     edges = pd.read_parquet(ws.identity / "match_edges.parquet")
-    by_person = lambda uid: uid.split("|")[1][1:]  # noqa: E731
+    by_person = lambda uid: uid.split("|")[1][1:]
     same = edges["unique_id_l"].map(by_person) == edges["unique_id_r"].map(by_person)
     assert not (same & edges["guard"].isin(["first names disagree", "dates of birth conflict"])).any()
 
@@ -161,7 +161,7 @@ def test_near_constant_postcode_costs_no_precision(tmp_path, people):
     crm, cards = _records(people)
     _stage(clean_ws, crm, cards)
     rng = np.random.default_rng(5)
-    flat = lambda rows: [{**r, "postcode": "0000" if rng.random() < 0.98 else r["postcode"]} for r in rows]  # noqa: E731
+    flat = lambda rows: [{**r, "postcode": "0000" if rng.random() < 0.98 else r["postcode"]} for r in rows]
     _stage(flat_ws, flat(crm), flat(cards))
     resolve(clean_ws)
     summary = resolve(flat_ws)

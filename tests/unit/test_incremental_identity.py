@@ -164,7 +164,7 @@ def test_bridging_record_merges_two_customers_with_history(base):
 def test_incremental_needs_a_previous_full_run(tmp_path):
     ws = Workspace(tmp_path)
     _write(ws, "orders", ORDERS)
-    with pytest.raises(FileNotFoundError, match="identity_map.parquet.*cdp resolve"):
+    with pytest.raises(FileNotFoundError, match=r"identity_map\.parquet.*cdp resolve"):
         resolve_incremental(ws)
 
 

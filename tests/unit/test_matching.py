@@ -45,7 +45,7 @@ def test_settings_are_backend_agnostic_objects():
 def test_partial_email_agreement_is_no_evidence():
     from cdp.identity.matching import _neutral_partial_email
 
-    level = lambda label, m, u, **kw: {"label_for_charts": label, "m_probability": m, "u_probability": u, **kw}  # noqa: E731
+    level = lambda label, m, u, **kw: {"label_for_charts": label, "m_probability": m, "u_probability": u, **kw}
     model = {
         "comparisons": [
             {
@@ -64,6 +64,6 @@ def test_partial_email_agreement_is_no_evidence():
     levels = {
         l["label_for_charts"]: l for c in _neutral_partial_email(model)["comparisons"] for l in c["comparison_levels"]
     }
-    bf = lambda name: levels[name]["m_probability"] / levels[name]["u_probability"]  # noqa: E731
+    bf = lambda name: levels[name]["m_probability"] / levels[name]["u_probability"]
     assert bf("Exact match on username") == bf("Jaro-Winkler distance of email >= 0.88") == 1.0
     assert bf("Exact match on email") > 1e5 and bf("All other comparisons") < 0.1 and bf("Exact match on phone") > 1e5

@@ -4,6 +4,7 @@ champion-comparison report every training run logs. Works on a copy of the sessi
 from __future__ import annotations
 
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_training_logs_a_comparison_with_the_champion(promote_ws, stage_results)
     import mlflow
 
     path = mlflow.artifacts.download_artifacts(run_id=worse["run_id"], artifact_path="reports/champion_comparison.json")
-    report = json.loads(open(path).read())
+    report = json.loads(pathlib.Path(path).read_text())
     assert report["champion_version"] == worse["champion_before"] and report["compared_on"].startswith(
         "same out-of-time rows"
     )
