@@ -189,7 +189,8 @@ import json, shutil, sys, time, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
 from cdp.workspace import Workspace
-from cdp.features.views import build_features, data_end, snapshot_times
+from cdp.features.build import build_features
+from cdp.features.views import data_end, snapshot_times
 root, out, engine = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ws = Workspace(root)
 shutil.rmtree(ws.features, ignore_errors=True)

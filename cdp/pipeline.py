@@ -70,8 +70,8 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
     CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
     (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
+    from cdp.features.build import build_features as build
     from cdp.features.timeline import load_timeline
-    from cdp.features.views import build_features as build
     from cdp.features.views import data_end, feature_engine, snapshot_times
     from cdp.featurestore.store import apply_definitions, materialize_latest
 

@@ -60,3 +60,18 @@ class Workspace:
         for folder in (self.raw, self.staged, self.identity, self.features, self.feast, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def use_workspace(ws: Workspace) -> None:
+    """Point MLflow tracking and the registry at this workspace's database (every stage that logs or loads)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(ws.mlflow_uri)
+    mlflow.set_registry_uri(ws.mlflow_uri)
+    # the experiment chosen for the previous workspace's runs (an id in *its* database) must not
+    # follow us into this one: unset it, so runs without set_experiment go to this database's default
+    import mlflow.tracking.fluent as fluent
+
+    if getattr(fluent, "_active_experiment_id", None) is not None:
+        fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -352,18 +352,10 @@ STAGED_INPUTS = {
 }
 
 
-def build_features(
-    ws: Workspace, timeline: Timeline | None, snapshots: list[pd.Timestamp], progress=None, engine: str | None = None
+def build_features_duckdb(
+    ws: Workspace, timeline: Timeline, snapshots: list[pd.Timestamp], progress=None
 ) -> dict[str, int]:
-    """Write one Parquet per feature view; returns rows written per view.
-
-    engine duckdb (default: $CDP_FEATURE_ENGINE): the SQL above over the pandas `timeline`, in
-    process. engine spark: the same SQL on Spark over the staged Parquet + identity map
-    (features/spark.py; `timeline` is not used)."""
-    if (engine or feature_engine()) == "spark":
-        from cdp.features.spark import build_features_spark
-
-        return build_features_spark(ws, snapshots, progress=progress)
+    """Write one Parquet per feature view with DuckDB over the pandas `timeline`; rows per view."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")  # calendar days in UTC, as Spark (spark.sql.session.timeZone)
     for macro in DUCKDB_MACROS:

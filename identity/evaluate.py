@@ -147,10 +147,10 @@ def recoverable_ceiling(ws: Workspace, frame: pd.DataFrame) -> pd.Series:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from cdp.identity.resolve import _record_identifiers
+    from cdp.identity.links import record_identifiers
 
     truth = pd.read_parquet(ws.truth / "record_persons.parquet", columns=["source_table", "row", "person_id"])
-    links = _record_identifiers(ws)
+    links = record_identifiers(ws)
     rows = []
     for table in links["source_table"].unique():
         staged = pd.read_parquet(ws.staged / f"{table}.parquet", columns=[KEYS[table], "source_row"])

@@ -14,7 +14,8 @@ import json
 import pandas as pd
 
 from cdp.identity import matching
-from cdp.identity.resolve import LINK_SOURCES, guard_scored_edges
+from cdp.identity.links import LINK_SOURCES
+from cdp.identity.resolve import guard_scored_edges
 from cdp.workspace import Workspace
 
 

@@ -33,7 +33,7 @@ def customer_id_for(anchor: str) -> str:
     return "cus_" + hashlib.sha1(anchor.encode()).hexdigest()[:12]
 
 
-def _fresh(anchor: str, taken: set[str]) -> str:
+def fresh_id(anchor: str, taken: set[str]) -> str:
     candidate, k = customer_id_for(anchor), 0
     while candidate in taken:
         k += 1
@@ -48,7 +48,7 @@ def assign_ids(members: pd.DataFrame, previous: pd.DataFrame | None) -> tuple[pd
     now = pd.Timestamp.now(tz="UTC").floor("s")
     if previous is None or previous.empty:
         taken: set[str] = set()
-        return pd.Series({c: _fresh(a, taken) for c, a in anchors.items()}), pd.DataFrame(columns=HISTORY_COLUMNS)
+        return pd.Series({c: fresh_id(a, taken) for c, a in anchors.items()}), pd.DataFrame(columns=HISTORY_COLUMNS)
     overlap = members.merge(previous, on=["source_table", "source_key"])
     overlap = overlap.groupby(["component", "customer_id"]).size().rename("n").reset_index()
     overlap["anchor"] = overlap["component"].map(anchors)
@@ -68,7 +68,7 @@ def assign_ids(members: pd.DataFrame, previous: pd.DataFrame | None) -> tuple[pd
     olds = overlap.groupby("component")["customer_id"].agg(list).to_dict()
     for component, anchor in anchors.items():
         if component not in ids:
-            ids[component] = _fresh(anchor, taken)
+            ids[component] = fresh_id(anchor, taken)
             events.extend(("split", old, ids[component]) for old in olds.get(component, []))
     for gone in sorted(set(previous["customer_id"]) - set(overlap["customer_id"])):
         events.append(("dropped", gone, None))

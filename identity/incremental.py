@@ -41,8 +41,9 @@ from scipy.sparse.csgraph import connected_components
 
 from cdp.atomic import write_parquet_atomic
 from cdp.identity import matching
-from cdp.identity.ids import HISTORY_COLUMNS, _fresh
-from cdp.identity.resolve import CUSTOMER_TABLES, ResolveConfig, _record_identifiers, guard_links, guard_scored_edges
+from cdp.identity.ids import HISTORY_COLUMNS, fresh_id
+from cdp.identity.links import CUSTOMER_TABLES, ResolveConfig, record_identifiers
+from cdp.identity.resolve import guard_links, guard_scored_edges
 from cdp.identity.state import guards_from_state, load_state, save_state, write_state
 from cdp.workspace import Workspace
 
@@ -134,12 +135,12 @@ def resolve_incremental(
     profiles = matching.profile_records(ws)
     known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
     if state is None:  # no saved state (or asked not to use it): read and guard every record
-        links = _record_identifiers(ws)
+        links = record_identifiers(ws)
         record_of = links["record"]
         unknown_links = links[~record_of.isin(known).to_numpy()].reset_index(drop=True)
     else:  # only the records identity_map does not hold (new + earlier unmapped ones)
         links = None
-        unknown_links = _record_identifiers(ws, exclude=ws.identity / "identity_map.parquet")
+        unknown_links = record_identifiers(ws, exclude=ws.identity / "identity_map.parquet")
     new_profile = ~profiles["unique_id"].isin(known).to_numpy()
     new_records = pd.Index(
         pd.unique(
@@ -261,7 +262,7 @@ def resolve_incremental(
     )
     for comp, anchor in anchors.items():
         if comp not in ids and has_customer_record.get(comp, False):
-            ids[comp] = _fresh(anchor, taken)
+            ids[comp] = fresh_id(anchor, taken)
     records["customer_id"] = records["component"].map(ids)
     records = records[records["customer_id"].notna() & ~records["vertex"].isin(known)]
 

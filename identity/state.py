@@ -1,6 +1,6 @@
 """The saved state of identity resolution that lets `resolve --incremental` skip re-reading records.
 
-In:  record -> identifier links (`cdp.identity.resolve._record_identifiers`), the identity_map.
+In:  record -> identifier links (`cdp.identity.resolve.record_identifiers`), the identity_map.
 Out: identity/incremental_state/ (see STATE_FILES), and the hard and household guards evaluated
      from it plus the links of records it has not seen: the same answers as re-reading every record,
      as long as staged records are only added. Erasure drops the folder (privacy/erasure.py).
@@ -14,13 +14,13 @@ import pandas as pd
 
 from cdp.atomic import write_parquet_atomic
 from cdp.identity.ids import state_dir
-from cdp.identity.resolve import (
+from cdp.identity.links import (
     PROFILE_TABLES,
     ResolveConfig,
-    _record_identifiers,
-    _shared_nodes,
     blocked_nodes,
     node_counts,
+    record_identifiers,
+    shared_nodes,
 )
 from cdp.workspace import Workspace
 
@@ -91,11 +91,11 @@ def guards_from_state(
     nodes, pairs = _add_state(state["nodes"], state["pairs"], fresh)
     blocked = blocked_nodes(nodes, pairs, config)
     if config.household_guards and PROFILE_TABLES.keys() & {p.stem for p in ws.staged.glob("*.parquet")}:
-        profile_links = _record_identifiers(ws, tables=tuple(PROFILE_TABLES))
+        profile_links = record_identifiers(ws, tables=tuple(PROFILE_TABLES))
         con = duckdb.connect()
         con.register("links", profile_links[~profile_links["node"].isin(set(blocked["node"]))].reset_index(drop=True))
         con.register("profiles", profiles)
-        shared, shared_edges = _shared_nodes(con, config)
+        shared, shared_edges = shared_nodes(con, config)
         con.close()
     else:
         shared, shared_edges = (

@@ -39,7 +39,7 @@ from cdp.ingest.normalize import (
     mask_email,
     phone_digits_hint,
 )
-from cdp.workspace import Workspace
+from cdp.workspace import Workspace, use_workspace
 
 POPULATION_ARTIFACT = "privacy/training_population.parquet"
 POPULATION_COLUMN = "customer_token"
@@ -325,8 +325,6 @@ def runs_trained_on(ws: Workspace, customer_ids: Iterable[str]) -> list[dict]:
     `customer_ids`; runs without a population artifact are listed as `population: unknown`."""
     import mlflow
     from mlflow import MlflowClient
-
-    from cdp.training.tracking import use_workspace
 
     use_workspace(ws)
     key = privacy_key(ws)

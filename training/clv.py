@@ -111,7 +111,7 @@ def oracle_clv(ws: Workspace, customers: pd.Series, cutoff: pd.Timestamp, horizo
 
 
 def _plots(actual: np.ndarray, scores: dict[str, np.ndarray], out: Path) -> list[Path]:
-    from cdp.training.evaluate import _save, plt
+    from cdp.training.evaluate import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     deciles = np.arange(1, 11)
@@ -126,7 +126,7 @@ def _plots(actual: np.ndarray, scores: dict[str, np.ndarray], out: Path) -> list
         title="CLV: predicted vs actual by decile (out-of-time)",
     )
     ax.legend(fontsize=7)
-    paths = [_save(fig, out / "clv_deciles.png")]
+    paths = [save_figure(fig, out / "clv_deciles.png")]
     fig, ax = plt.subplots(figsize=(5, 4))
     share = np.arange(1, len(actual) + 1) / len(actual)
     for name, score in scores.items():
@@ -139,7 +139,7 @@ def _plots(actual: np.ndarray, scores: dict[str, np.ndarray], out: Path) -> list
         title="CLV: value captured (gain)",
     )
     ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "clv_gain.png"))
+    paths.append(save_figure(fig, out / "clv_gain.png"))
     return paths
 
 

@@ -45,7 +45,7 @@ def binary_plots(y_true: np.ndarray, score: np.ndarray, out_dir: Path) -> list[P
     ax.plot([0, 1], [0, 1], "--", color="grey")
     ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC (out-of-time)")
     ax.legend()
-    paths.append(_save(fig, out_dir / "roc.png"))
+    paths.append(save_figure(fig, out_dir / "roc.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     precision, recall, _ = precision_recall_curve(y_true, score)
@@ -53,14 +53,14 @@ def binary_plots(y_true: np.ndarray, score: np.ndarray, out_dir: Path) -> list[P
     ax.axhline(np.mean(y_true), ls="--", color="grey", label="base rate")
     ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (out-of-time)")
     ax.legend()
-    paths.append(_save(fig, out_dir / "pr.png"))
+    paths.append(save_figure(fig, out_dir / "pr.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     observed, predicted = calibration_curve(y_true, score, n_bins=10, strategy="quantile")
     ax.plot(predicted, observed, "o-")
     ax.plot([0, 1], [0, 1], "--", color="grey")
     ax.set(xlabel="Predicted probability", ylabel="Observed rate", title="Calibration")
-    paths.append(_save(fig, out_dir / "calibration.png"))
+    paths.append(save_figure(fig, out_dir / "calibration.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     order = np.argsort(-score, kind="stable")
@@ -70,11 +70,11 @@ def binary_plots(y_true: np.ndarray, score: np.ndarray, out_dir: Path) -> list[P
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
     ax.set(xlabel="Share of customers contacted", ylabel="Share of churners reached", title="Cumulative gain")
     ax.legend()
-    paths.append(_save(fig, out_dir / "gain.png"))
+    paths.append(save_figure(fig, out_dir / "gain.png"))
     return paths
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

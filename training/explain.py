@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.training.evaluate import _save, plt
+from cdp.training.evaluate import plt, save_figure
 
 MAX_ROWS = 1000  # SHAP rows (a sample of the out-of-time rows keeps this ~1 s)
 TOP = 20
@@ -74,14 +74,14 @@ def explain(model, X: pd.DataFrame, out_dir: Path, title: str, seed: int = 0) ->
     shap.summary_plot(values, rows, feature_names=features, max_display=TOP, show=False, plot_size=(7, 6))
     fig = plt.gcf()
     fig.suptitle(f"{title}: SHAP on out-of-time rows ({parts[0][2]})", fontsize=9)
-    paths = [_save(fig, out_dir / "shap_summary.png")]
+    paths = [save_figure(fig, out_dir / "shap_summary.png")]
 
     top = table.sort_values("gain_share", ascending=False).head(TOP).iloc[::-1]
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.barh(top["feature"], top["gain_share"])
     ax.set(xlabel="Share of total split gain", title=f"{title}: feature importance (gain)")
     ax.tick_params(axis="y", labelsize=7)
-    paths.append(_save(fig, out_dir / "feature_importance.png"))
+    paths.append(save_figure(fig, out_dir / "feature_importance.png"))
 
     path = out_dir / "feature_importance.json"
     path.write_text(

@@ -70,11 +70,11 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
         ), f"snapshot {valid_at:%Y-%m-%d} ({len(frame)} rows)"
     if spec.name == NEXT_BEST_PRODUCT.name:
         from cdp.models.next_best_product import catalogue, purchases_after, top_k
-        from cdp.training.ranking import MAX_VALID_CUSTOMERS, K, _eligible, _snapshot_frame, rank_metrics
+        from cdp.training.ranking import MAX_VALID_CUSTOMERS, K, eligible_customers, rank_metrics, snapshot_frame
 
         valid_at, lines = _day(params["valid_snapshot"]), timeline.order_lines
-        customers = _eligible(lines, valid_at, MAX_VALID_CUSTOMERS, 99)  # training's seed + 99 (seed 0)
-        valid, stats = _snapshot_frame(store, lines, catalogue(ws), valid_at, customers, spec.label)
+        customers = eligible_customers(lines, valid_at, MAX_VALID_CUSTOMERS, 99)  # training's seed + 99 (seed 0)
+        valid, stats = snapshot_frame(store, lines, catalogue(ws), valid_at, customers, spec.label)
         bought = purchases_after(lines, valid_at, spec.horizon_days)
         bought = bought[bought["customer_id"].isin(customers)]
         n_items = len(stats.items)

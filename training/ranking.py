@@ -116,7 +116,7 @@ def oracle_recs(ws: Workspace, stats, customers: np.ndarray) -> pd.DataFrame | N
     return top_k(frame, frame["score"].to_numpy(), K)
 
 
-def _snapshot_frame(store, lines, products, as_of, customers, label) -> tuple[pd.DataFrame, object]:
+def snapshot_frame(store, lines, products, as_of, customers, label) -> tuple[pd.DataFrame, object]:
     stats = item_stats(lines, products, as_of)
     frame = candidates(lines, stats, customers)
     frame = label_candidates(frame, purchases_after(lines, as_of, NEXT_BEST_PRODUCT.horizon_days), label)
@@ -128,7 +128,7 @@ def _snapshot_frame(store, lines, products, as_of, customers, label) -> tuple[pd
     return frame, stats
 
 
-def _eligible(lines: pd.DataFrame, as_of: pd.Timestamp, limit: int, seed: int) -> np.ndarray:
+def eligible_customers(lines: pd.DataFrame, as_of: pd.Timestamp, limit: int, seed: int) -> np.ndarray:
     """Customers with a line in the year before as_of and one in the label window (sampled)."""
     before = lines[(lines["ordered_at"] < as_of) & (lines["ordered_at"] >= as_of - pd.Timedelta(days=365))]
     after = purchases_after(lines, as_of, NEXT_BEST_PRODUCT.horizon_days)
@@ -167,15 +167,15 @@ def train_next_best_product(
     step("candidates + point-in-time features", 1, 4)
     parts = []
     for i, as_of in enumerate(train_at):
-        frame, _ = _snapshot_frame(
-            store, lines, products, as_of, _eligible(lines, as_of, MAX_TRAIN_CUSTOMERS, seed + i), spec.label
+        frame, _ = snapshot_frame(
+            store, lines, products, as_of, eligible_customers(lines, as_of, MAX_TRAIN_CUSTOMERS, seed + i), spec.label
         )
         parts.append(frame.assign(event_timestamp=as_of))
     train = pd.concat(parts, ignore_index=True)
     positive_groups = train.groupby(["event_timestamp", "customer_id"])[spec.label].transform("max") > 0
     train = train[positive_groups]
-    valid_customers = _eligible(lines, valid_at, MAX_VALID_CUSTOMERS, seed + 99)
-    valid, valid_stats = _snapshot_frame(store, lines, products, valid_at, valid_customers, spec.label)
+    valid_customers = eligible_customers(lines, valid_at, MAX_VALID_CUSTOMERS, seed + 99)
+    valid, valid_stats = snapshot_frame(store, lines, products, valid_at, valid_customers, spec.label)
     features = CANDIDATE_FEATURES + customer_feature_columns(valid)
 
     step("fit LGBMRanker (lambdarank)", 2, 4)
@@ -259,11 +259,11 @@ def train_next_best_product(
 
 
 def _comparison_plot(results: dict[str, dict[str, float]], path: Path) -> Path:
-    from cdp.training.evaluate import _save, plt
+    from cdp.training.evaluate import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(results)
     ax.bar(names, [results[n][f"ndcg_at_{K}"] for n in names], color=["C0"] + ["grey"] * (len(names) - 1))
     ax.set(ylabel=f"NDCG@{K}", title="Next best product: out-of-time NDCG@10")
     ax.tick_params(axis="x", rotation=30)
-    return _save(fig, path)
+    return save_figure(fig, path)

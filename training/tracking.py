@@ -32,20 +32,6 @@ CHAMPION = "champion"
 LOWER_IS_BETTER = ("brier", "mae", "rmse", "log_loss", "seconds")  # metric names containing these
 
 
-def use_workspace(ws: Workspace) -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(ws.mlflow_uri)
-    mlflow.set_registry_uri(ws.mlflow_uri)
-    # the experiment chosen for the previous workspace's runs (an id in *its* database) must not
-    # follow us into this one: unset it, so runs without set_experiment go to this database's default
-    import mlflow.tracking.fluent as fluent
-
-    if getattr(fluent, "_active_experiment_id", None) is not None:
-        fluent._active_experiment_id = None
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-
-
 def set_experiment(ws: Workspace, name: str) -> None:
     """Use experiment `name`, keeping its artifacts inside the workspace (not ./mlruns of the cwd)."""
     import mlflow

@@ -54,7 +54,7 @@ def uplift_metrics(y: np.ndarray, treated: np.ndarray, score: np.ndarray) -> dic
 
 def qini_curves(y: np.ndarray, treated: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
     """One Qini curve per ranking (incremental conversions vs. share targeted) as a PNG."""
-    from cdp.training.evaluate import _save, plt
+    from cdp.training.evaluate import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, score in scores.items():
@@ -68,7 +68,7 @@ def qini_curves(y: np.ndarray, treated: np.ndarray, scores: dict[str, np.ndarray
         title="Campaign response: Qini curves (out-of-time campaigns)",
     )
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def true_tau(ws: Workspace, send_ids: pd.Series) -> np.ndarray | None:

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cdp.featurestore.online_writer import DOUBLE_TAG, REDIS_TYPES, SQLITE_TYPES, _serialized_keys
+from cdp.featurestore.online_writer import DOUBLE_TAG, REDIS_TYPES, SQLITE_TYPES, serialized_keys
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -61,7 +61,7 @@ class OnlineReader:
                 features=features, entity_rows=[{"customer_id": c} for c in customer_ids]
             ).to_dict()
         views = self._resolve(features)
-        keys = _serialized_keys([str(c) for c in customer_ids], self.config.entity_key_serialization_version)
+        keys = serialized_keys([str(c) for c in customer_ids], self.config.entity_key_serialization_version)
         out: dict[str, list] = {"customer_id": list(customer_ids)}
         if self.kind in REDIS_TYPES:
             out.update(self._redis(views, keys))

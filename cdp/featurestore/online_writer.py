@@ -97,7 +97,7 @@ def _serialized_key(customer_id: str, version: int) -> bytes:
     )
 
 
-def _serialized_keys(customer_ids: list[str], version: int) -> list[bytes]:
+def serialized_keys(customer_ids: list[str], version: int) -> list[bytes]:
     return [_serialized_key(c, version) for c in customer_ids]
 
 
@@ -165,7 +165,7 @@ def _encode(store: FeatureStore, view: FeatureView, frame: pd.DataFrame) -> View
     return ViewRows(
         view,
         ids,
-        _serialized_keys(ids, store.config.entity_key_serialization_version),
+        serialized_keys(ids, store.config.entity_key_serialization_version),
         {f.name: _column(frame[f.name], str(f.dtype)) for f in view.features},
         _utc(frame["event_timestamp"]),
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cdp.identity.resolve import ResolveConfig, customer_id_for, resolve
+from cdp.identity.links import ResolveConfig
+from cdp.identity.resolve import customer_id_for, resolve
 from cdp.workspace import Workspace
 
 

@@ -58,7 +58,7 @@ ENRICHMENT = ("household_size", "income_band_rank", "home_owner", "car_owner", "
 
 
 def built_with_and_without_future(pipeline_ws: Workspace, tmp_path) -> tuple[dict, dict, pd.Timestamp]:
-    from cdp.features.views import build_features
+    from cdp.features.build import build_features
 
     at = snapshots(pipeline_ws)[-4]
     timeline = load_timeline(pipeline_ws)

@@ -1,0 +1,28 @@
+"""Feature building on the configured engine: the entry point of the features stage.
+
+In:  a workspace after `cdp resolve`, its timeline (DuckDB) and the snapshot times.
+Out: one Parquet per feature view in features/ (rows per view returned).
+engine duckdb (default: $CDP_FEATURE_ENGINE): the SQL of features/views.py over the pandas
+`timeline`, in process. engine spark: the same SQL on Spark over the staged Parquet + identity map
+(features/spark.py; `timeline` is not used).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cdp.features.timeline import Timeline
+from cdp.features.views import build_features_duckdb, feature_engine
+from cdp.workspace import Workspace
+
+
+def build_features(
+    ws: Workspace, timeline: Timeline | None, snapshots: list[pd.Timestamp], progress=None, engine: str | None = None
+) -> dict[str, int]:
+    if (engine or feature_engine()) == "spark":
+        from cdp.features.spark import build_features_spark
+
+        return build_features_spark(ws, snapshots, progress=progress)
+    if timeline is None:
+        raise ValueError("the DuckDB feature engine needs the timeline (load_timeline(ws))")
+    return build_features_duckdb(ws, timeline, snapshots, progress=progress)
