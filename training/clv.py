@@ -148,7 +148,8 @@ def train_clv(
 ) -> TrainResult:
     import mlflow
 
-    from cdp.training.tracking import register_run_model, set_experiment, use_workspace
+    from cdp.training.tracking import register_run_model, set_experiment
+    from cdp.workspace import use_workspace
 
     spec, step = CLV, progress or (lambda *_: None)
     cutoff = cutoff_snapshot(snapshots, data_end, spec.horizon_days)

@@ -116,7 +116,8 @@ def promote(
 ) -> dict:
     from mlflow import MlflowClient
 
-    from cdp.training.tracking import CHAMPION, comparison_markdown, current_champion, load_version, use_workspace
+    from cdp.training.tracking import CHAMPION, comparison_markdown, current_champion, load_version
+    from cdp.workspace import use_workspace
 
     spec = spec_for(model)
     use_workspace(ws)

@@ -155,7 +155,8 @@ def train_next_best_product(
 ) -> TrainResult:
     import mlflow
 
-    from cdp.training.tracking import register_run_model, set_experiment, use_workspace
+    from cdp.training.tracking import register_run_model, set_experiment
+    from cdp.workspace import use_workspace
 
     spec, step = NEXT_BEST_PRODUCT, progress or (lambda *_: None)
     horizon = pd.Timedelta(days=spec.horizon_days)

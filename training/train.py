@@ -21,8 +21,8 @@ from cdp.models.churn import CHURN, fit_calibrated, labelled_entities
 from cdp.models.spec import ModelSpec
 from cdp.training.evaluate import binary_metrics, binary_plots
 from cdp.training.explain import explain
-from cdp.training.tracking import register_run_model, set_experiment, use_workspace
-from cdp.workspace import Workspace
+from cdp.training.tracking import register_run_model, set_experiment
+from cdp.workspace import Workspace, use_workspace
 
 ID_COLUMNS = ["customer_id", "event_timestamp"]
 

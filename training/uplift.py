@@ -145,7 +145,8 @@ def train_campaign_response(
 ) -> TrainResult:
     import mlflow
 
-    from cdp.training.tracking import register_run_model, set_experiment, use_workspace
+    from cdp.training.tracking import register_run_model, set_experiment
+    from cdp.workspace import use_workspace
 
     spec, step = CAMPAIGN_RESPONSE, progress or (lambda *_: None)
     step("labelled sends + point-in-time features", 1, 4)

@@ -61,7 +61,7 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
             served = CustomerScores().churn(ChurnRequest(customer_ids=ids, reasons=False))
             from mlflow import MlflowClient
 
-            from cdp.training.tracking import use_workspace
+            from cdp.workspace import use_workspace
 
             use_workspace(ws)
             champion = MlflowClient().get_model_version_by_alias("churn", "champion")

@@ -175,7 +175,8 @@ def test_candidate_index_equals_the_batch_candidate_query(service):
 def test_a_new_champion_is_swapped_in_by_reload(service, pipeline_ws):
     from mlflow import MlflowClient
 
-    from cdp.training.tracking import CHAMPION, use_workspace
+    from cdp.training.tracking import CHAMPION
+    from cdp.workspace import use_workspace
 
     scores_service, module = service
     use_workspace(pipeline_ws)

@@ -11,8 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from cdp.models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, decisions, labelled_sends
-from cdp.training.tracking import CHAMPION, use_workspace
+from cdp.training.tracking import CHAMPION
 from cdp.training.uplift import uplift_metrics
+from cdp.workspace import use_workspace
 
 
 def test_label_is_an_order_within_14_days_after_the_send_for_both_groups():

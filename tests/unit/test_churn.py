@@ -8,7 +8,8 @@ from mlflow import MlflowClient
 
 from cdp.featurestore.store import open_store
 from cdp.models.churn import CHURN, labelled_entities
-from cdp.training.tracking import CHAMPION, use_workspace
+from cdp.training.tracking import CHAMPION
+from cdp.workspace import use_workspace
 
 
 def test_labels_need_a_complete_window_and_prior_activity():

@@ -10,7 +10,8 @@ from mlflow import MlflowClient
 
 from cdp.models.clv import CLV, CLVModel
 from cdp.training.clv import clv_metrics, normalized_gini
-from cdp.training.tracking import CHAMPION, use_workspace
+from cdp.training.tracking import CHAMPION
+from cdp.workspace import use_workspace
 
 
 def simulate(n: int, seed: int, r=0.8, alpha=25.0, a=0.7, b=2.5, days=365.0) -> tuple[pd.DataFrame, np.ndarray]:

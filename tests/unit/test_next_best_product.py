@@ -19,7 +19,8 @@ from cdp.models.next_best_product import (
     item_stats,
 )
 from cdp.training.ranking import rank_metrics
-from cdp.training.tracking import CHAMPION, use_workspace
+from cdp.training.tracking import CHAMPION
+from cdp.workspace import use_workspace
 
 T0 = pd.Timestamp("2025-03-01", tz="UTC")
 

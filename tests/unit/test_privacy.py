@@ -199,7 +199,7 @@ def mlflow_runs(ws: Workspace) -> list:
     """Every run in the workspace's MLflow (all experiments)."""
     from mlflow import MlflowClient
 
-    from cdp.training.tracking import use_workspace
+    from cdp.workspace import use_workspace
 
     use_workspace(ws)
     client = MlflowClient()
@@ -445,7 +445,7 @@ def test_training_population_marks_the_models_trained_on_a_person(pipeline_ws, t
 
     from cdp.privacy.erasure import withdraw_scores
     from cdp.privacy.subjects import record_training_population, runs_trained_on
-    from cdp.training.tracking import use_workspace
+    from cdp.workspace import use_workspace
 
     home = tmp_path / "ws"
     shutil.copytree(pipeline_ws.root, home)

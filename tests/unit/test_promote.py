@@ -13,8 +13,7 @@ from mlflow import MlflowClient
 
 from cdp.models.churn import CHURN
 from cdp.training.tracking import champion_version as tracked_champion_version
-from cdp.training.tracking import use_workspace
-from cdp.workspace import Workspace
+from cdp.workspace import Workspace, use_workspace
 
 
 def cli(*args: str, home) -> tuple[int, str]:
