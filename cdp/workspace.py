@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdp.settings import setting
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -15,7 +17,7 @@ class Workspace:
 
     @classmethod
     def from_env(cls, root: str | Path | None = None) -> Workspace:
-        chosen = root or os.environ.get("CDP_HOME") or "data"
+        chosen = root or setting("home") or "data"
         return cls(Path(chosen).expanduser().resolve())
 
     @property
@@ -50,7 +52,7 @@ class Workspace:
     def mlflow_uri(self) -> str:
         # CDP_MLFLOW_URI, not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, which
         # would make every later Workspace in the process follow the first one's database.
-        return os.environ.get("CDP_MLFLOW_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+        return setting("mlflow_uri") or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def reports(self) -> Path:

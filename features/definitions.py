@@ -10,13 +10,14 @@ DuckDB store (default), `SparkSource` when CDP_OFFLINE_STORE=spark (feature_stor
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.types import Float64, String
 from feast.value_type import ValueType
+
+from cdp.settings import setting
 
 OFFLINE_STORES = ("duckdb", "spark")
 SNAPSHOT_TTL = timedelta(days=45)  # a snapshot row answers until the next monthly snapshot
@@ -130,7 +131,7 @@ MODEL_VIEWS = {
 
 def offline_store_kind(offline: str | None = None) -> str:
     """duckdb (embedded default) or spark: CDP_OFFLINE_STORE unless given."""
-    kind = (offline or os.environ.get("CDP_OFFLINE_STORE") or "duckdb").strip().lower()
+    kind = (offline or setting("offline_store")).strip().lower()
     if kind not in OFFLINE_STORES:
         raise ValueError(f"CDP_OFFLINE_STORE={kind!r}: choose one of {', '.join(OFFLINE_STORES)}")
     return kind

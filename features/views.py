@@ -8,29 +8,23 @@ Out: one Parquet file per Feast feature view in `ws.features` (customer_id, even
 
 from __future__ import annotations
 
-import os
-
 import duckdb
 import pandas as pd
 
 from cdp.atomic import write_parquet_atomic
 from cdp.features.timeline import Timeline
 from cdp.ingest.contract import CONSENT_PURPOSES
+from cdp.settings import Settings, setting
 from cdp.workspace import Workspace
 
 TIER_RANK = {"bronze": 1, "silver": 2, "gold": 3, "platinum": 4}
 INCOME_RANK = {"<25k": 1, "25-50k": 2, "50-75k": 3, "75-100k": 4, "100-150k": 5, ">150k": 6}
-ENRICHMENT_MAX_AGE_DAYS = 730  # vendor facts older than this have aged out (default)
+ENRICHMENT_MAX_AGE_DAYS: int = Settings.model_fields["enrichment_max_age_days"].default  # vendor facts age out
 
 
 def enrichment_max_age_days() -> int:
     """Retention of vendor facts in days: $CDP_ENRICHMENT_MAX_AGE_DAYS, else 730."""
-    raw = os.environ.get("CDP_ENRICHMENT_MAX_AGE_DAYS", "").strip()
-    if not raw:
-        return ENRICHMENT_MAX_AGE_DAYS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"CDP_ENRICHMENT_MAX_AGE_DAYS: must be a whole number of days >= 1, got '{raw}'")
-    return int(raw)
+    return int(setting("enrichment_max_age_days"))
 
 
 def snapshot_times(data_end: pd.Timestamp, months: int = 18) -> list[pd.Timestamp]:
@@ -250,15 +244,9 @@ def view_sql(name: str, columns: list[str]) -> str:
         ORDER BY g.event_timestamp, g.customer_id"""
 
 
-FEATURE_ENGINES = ("duckdb", "spark")
-
-
 def feature_engine() -> str:
     """Which engine builds the feature views: $CDP_FEATURE_ENGINE (duckdb | spark), default duckdb."""
-    engine = os.environ.get("CDP_FEATURE_ENGINE", "duckdb").strip().lower() or "duckdb"
-    if engine not in FEATURE_ENGINES:
-        raise ValueError(f"CDP_FEATURE_ENGINE={engine!r}: expected one of {', '.join(FEATURE_ENGINES)}")
-    return engine
+    return str(setting("feature_engine"))
 
 
 def first_seen_times(timeline: Timeline) -> pd.Series:

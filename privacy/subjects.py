@@ -39,6 +39,7 @@ from cdp.ingest.normalize import (
     mask_email,
     phone_digits_hint,
 )
+from cdp.settings import setting
 from cdp.workspace import Workspace, use_workspace
 
 POPULATION_ARTIFACT = "privacy/training_population.parquet"
@@ -72,8 +73,9 @@ def privacy_key(ws: Workspace) -> bytes:
     """The secret tokens are keyed with: $CDP_PRIVACY_KEY (e.g. from a secrets manager), else
     `privacy/token.key` in the workspace, created once (owner-only) on first use. Losing it makes
     existing suppression tokens unrecognizable: back it up with the workspace."""
-    if os.environ.get(PRIVACY_KEY_ENV):
-        return os.environ[PRIVACY_KEY_ENV].encode("utf-8")
+    configured = setting("privacy_key")
+    if configured:
+        return configured.get_secret_value().encode("utf-8")
     path = ws.root / "privacy" / "token.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

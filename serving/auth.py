@@ -15,11 +15,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import os
+
+from cdp.settings import Settings, setting
 
 OPEN_PATHS = ("/healthz", "/livez", "/readyz")
 DOC_PATHS = ("/", "/docs.json")  # Swagger UI and its spec (no data): readable in a browser without the key
-DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_BODY_BYTES: int = Settings.model_fields["max_body_bytes"].default
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -33,18 +34,11 @@ def is_loopback(host: str) -> bool:
 
 
 def insecure_allowed() -> bool:
-    return os.environ.get("CDP_INSECURE", "").strip().lower() in ("1", "true", "yes")
+    return bool(setting("insecure"))
 
 
 def max_body_bytes() -> int:
-    raw = os.environ.get("CDP_MAX_BODY_BYTES", "").strip()
-    try:
-        value = int(raw) if raw else DEFAULT_MAX_BODY_BYTES
-    except ValueError:
-        raise ValueError(f"CDP_MAX_BODY_BYTES: must be a whole number of bytes, got '{raw}'") from None
-    if value < 1:
-        raise ValueError(f"CDP_MAX_BODY_BYTES: must be >= 1, got {value}")
-    return value
+    return int(setting("max_body_bytes"))
 
 
 def presented_key(headers: dict[str, str]) -> str:
@@ -72,7 +66,8 @@ class ApiKeyMiddleware:
 
     def __init__(self, app) -> None:
         self.app = app
-        self.key = os.environ.get("CDP_API_KEY", "")
+        key = setting("api_key")
+        self.key = key.get_secret_value() if key else ""
         self.insecure = insecure_allowed()
         self.limit = max_body_bytes()
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cdp.settings import setting
 from cdp.workspace import Workspace
 
 SERVICE = "cdp.serving.service:CustomerScores"
@@ -35,7 +36,7 @@ def exposure_problem(host: str, insecure: bool) -> str | None:
     """Why serving on `host` is refused (non-loopback without CDP_API_KEY, not --insecure), or None."""
     from cdp.serving.auth import is_loopback
 
-    if is_loopback(host) or os.environ.get("CDP_API_KEY") or insecure:
+    if is_loopback(host) or setting("api_key") or insecure:
         return None
     return (
         f"--host {host} is reachable from other machines and CDP_API_KEY is not set: set CDP_API_KEY "
@@ -47,7 +48,7 @@ def banner(host: str, port: int) -> str:
     """What `cdp serve` prints once the server answers: URL, Swagger UI, a curl to copy."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}"
-    auth = ' -H "Authorization: Bearer $CDP_API_KEY"' if os.environ.get("CDP_API_KEY") else ""
+    auth = ' -H "Authorization: Bearer $CDP_API_KEY"' if setting("api_key") else ""
     return (
         f"serving on {url} (bound to {host})\n"
         f"Swagger UI: {url}/\n"

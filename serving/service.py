@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import threading
 from typing import Annotated
 
@@ -42,13 +41,14 @@ from bentoml.exceptions import InvalidArgument, NotFound
 from pydantic import BaseModel, Field, StringConstraints
 
 from cdp.serving.auth import ApiKeyMiddleware
-from cdp.settings import apply_profile
+from cdp.settings import apply_profile, load_settings, profile_name, setting
 
 # `bentoml serve` (what a container runs) does not go through the `cdp` CLI: apply CDP_PROFILE here
 # too, so CDP_PROFILE=scale alone selects Redis, PostgreSQL MLflow and the Spark offline store.
 # The embedded profile only restates the code's defaults: nothing to write into the environment.
-if os.environ.get("CDP_PROFILE", "embedded").strip() not in ("", "embedded"):
+if profile_name() != "embedded":
     apply_profile()
+SETTINGS = load_settings()  # the service's decorator reads them once, at import
 
 MAX_BATCH = 1000
 MAX_K = 50
@@ -141,12 +141,12 @@ class Champions:
 @bentoml.service(
     name="cdp_scores",
     traffic={"timeout": 30},
-    workers=int(os.environ.get("CDP_SERVE_WORKERS", "1")),
-    logging={"access": {"enabled": os.environ.get("CDP_ACCESS_LOG", "1") != "0"}},
-    metrics={"enabled": os.environ.get("CDP_SERVE_METRICS", "1") != "0"},
+    workers=SETTINGS.serve_workers,
+    logging={"access": {"enabled": SETTINGS.access_log}},
+    metrics={"enabled": SETTINGS.serve_metrics},
     # Loopback unless asked: `bentoml serve` without --host (what a container runs) binds here, not 0.0.0.0.
     # CDP_SERVE_HOST or `--host` widen it; serving/auth.py refuses a non-loopback bind without CDP_API_KEY.
-    http={"host": os.environ.get("CDP_SERVE_HOST", "127.0.0.1").strip() or "127.0.0.1"},
+    http={"host": SETTINGS.serve_host.strip() or "127.0.0.1"},
 )
 class CustomerScores:
     def __init__(self) -> None:
@@ -181,7 +181,7 @@ class CustomerScores:
         self.catalogue_ids = set(self.products["product_id"])
         self.candidate_index = CandidateIndex(self.lines, item_stats(self.lines, self.products, self.as_of))
         self.campaigns = pd.read_parquet(ws.staged / "campaigns.parquet").set_index("campaign_id")
-        self._start_reloader(float(os.environ.get("CDP_MODEL_RELOAD_SECONDS", "30")))
+        self._start_reloader(float(setting("model_reload_seconds")))
         # Start-up leaves ~0.5M long-lived objects (catalogue, candidate index, Feast registry): a full
         # garbage collection walking them took ~240 ms here, the one slow window of the load test.
         # Frozen, the collector never walks them again (requests' own garbage is still collected).

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cdp.models.churn import CHURN, fit_calibrated, labelled_entities
 from cdp.models.spec import ModelSpec
+from cdp.settings import setting
 from cdp.training.evaluate import binary_metrics, binary_plots
 from cdp.training.explain import explain
 from cdp.training.tracking import register_run_model, set_experiment
@@ -69,7 +70,6 @@ def _spark_training_set(store, service, entities: pd.DataFrame) -> pd.DataFrame:
     path joined them in 2.8 GB (benchmarks/feature_scale.py --stage join --spark-output parquet).
     Staging goes to $CDP_SPARK_STAGING (default: the system temp folder; on a cluster, storage
     every executor can reach) and is removed afterwards."""
-    import os
     import shutil
 
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
@@ -77,7 +77,7 @@ def _spark_training_set(store, service, entities: pd.DataFrame) -> pd.DataFrame:
     )
 
     spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
-    staging = Path(tempfile.mkdtemp(prefix="cdp-training-set-", dir=os.environ.get("CDP_SPARK_STAGING") or None))
+    staging = Path(tempfile.mkdtemp(prefix="cdp-training-set-", dir=setting("spark_staging") or None))
     try:
         rows = entities.assign(
             event_timestamp=pd.to_datetime(entities["event_timestamp"], utc=True).astype("datetime64[us, UTC]")

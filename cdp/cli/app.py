@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli import identity, models, privacy, serving
+from cdp.cli import config, identity, models, privacy, serving
 from cdp.cli.demo import run_demo
 from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
@@ -158,18 +158,19 @@ def demo(
 
 
 # Command groups live in their own modules, each on its own Typer; merged here (no name = top level).
-for _group in (identity, privacy, models, serving):
+for _group in (identity, privacy, models, serving, config):
     app.add_typer(_group.app)
 
 
 def main() -> None:
     # Third-party deprecation notices (ibis, SQLAlchemy) are for us, not for the user's terminal.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from cdp.settings import ProfileError, apply_profile
+    from cdp.settings import ProfileError, SettingsError, apply_profile, load_settings
 
     try:
         apply_profile()  # CDP_PROFILE=embedded|scale fills engine settings the environment leaves unset
-    except ProfileError as error:
+        load_settings()  # every CDP_* value checked before any command starts work
+    except (ProfileError, SettingsError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise SystemExit(2) from None
     app()

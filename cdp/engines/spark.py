@@ -24,6 +24,8 @@ import tempfile
 from functools import lru_cache
 from typing import Any
 
+from cdp.settings import load_settings, setting
+
 ENGINES = ("duckdb", "spark")
 _NON_SQL_LEVEL_KEYS = (
     "m_probability",
@@ -41,10 +43,7 @@ class EngineUnavailable(RuntimeError):
 
 
 def identity_engine() -> str:
-    engine = os.environ.get("CDP_IDENTITY_ENGINE", "duckdb").strip().lower() or "duckdb"
-    if engine not in ENGINES:
-        raise EngineUnavailable(f"CDP_IDENTITY_ENGINE={engine!r}: expected one of {', '.join(ENGINES)}")
-    return engine
+    return str(setting("identity_engine", EngineUnavailable))
 
 
 def sql_dialect(engine: str | None = None) -> str:
@@ -75,32 +74,31 @@ def spark_session():
     from pyspark.sql import SparkSession
     from splink.backends.spark import similarity_jar_location
 
-    local_dir = os.environ.get("CDP_SPARK_LOCAL_DIR")
+    config = load_settings()
+    local_dir = str(config.spark_local_dir) if config.spark_local_dir else None
     if not local_dir:  # scratch of our own: removed when the process exits
         local_dir = tempfile.mkdtemp(prefix="cdp_spark_")
         atexit.register(shutil.rmtree, local_dir, True)
     os.makedirs(local_dir, exist_ok=True)
     builder = (
         SparkSession.builder.appName("cdp-identity")
-        .master(os.environ.get("CDP_SPARK_MASTER", "local[2]"))
+        .master(config.spark_master)
         .config("spark.jars", similarity_jar_location())
-        .config("spark.driver.memory", os.environ.get("CDP_SPARK_DRIVER_MEMORY", "4g"))
-        .config("spark.sql.shuffle.partitions", os.environ.get("CDP_SPARK_SHUFFLE_PARTITIONS", "4"))
-        .config("spark.default.parallelism", os.environ.get("CDP_SPARK_SHUFFLE_PARTITIONS", "4"))
+        .config("spark.driver.memory", config.spark_driver_memory)
+        .config("spark.sql.shuffle.partitions", str(config.spark_shuffle_partitions))
+        .config("spark.default.parallelism", str(config.spark_shuffle_partitions))
         .config("spark.local.dir", local_dir)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.host", os.environ.get("CDP_SPARK_DRIVER_HOST", "127.0.0.1"))
-        .config("spark.driver.bindAddress", os.environ.get("CDP_SPARK_DRIVER_HOST", "127.0.0.1"))
+        .config("spark.driver.host", config.spark_driver_host)
+        .config("spark.driver.bindAddress", config.spark_driver_host)
     )
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # JVM failed to start (no Java, bad master URL, ...)
-        raise EngineUnavailable(
-            f"could not start Spark (CDP_SPARK_MASTER={os.environ.get('CDP_SPARK_MASTER', 'local[2]')}): {exc}"
-        ) from exc
+        raise EngineUnavailable(f"could not start Spark (CDP_SPARK_MASTER={config.spark_master}): {exc}") from exc
     spark.sparkContext.setLogLevel("ERROR")
     spark.sparkContext.setCheckpointDir(os.path.join(local_dir, "checkpoints"))
     return spark
@@ -127,7 +125,7 @@ def splink_db_api(engine: str | None = None):
     # Splink breaks the query lineage after each intermediate table: `persist` (memory, spilling to
     # disk) is fastest on one machine; on a cluster Splink's default, Parquet under the checkpoint dir.
     local = spark.sparkContext.master.startswith("local")
-    method = os.environ.get("CDP_SPARK_BREAK_LINEAGE") or ("persist" if local else "parquet")
+    method = setting("spark_break_lineage") or ("persist" if local else "parquet")
     return SparkAPI(spark_session=spark, num_partitions_on_repartition=partitions, break_lineage_method=method)
 
 

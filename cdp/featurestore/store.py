@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cdp import feature_repo as _feature_repo_package
+from cdp.settings import setting
 from cdp.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -64,14 +65,12 @@ class StoreConfigError(ValueError):
 
 
 def feature_store_yaml() -> Path:
-    if os.environ.get("CDP_FEATURE_STORE_YAML"):
-        path = Path(os.environ["CDP_FEATURE_STORE_YAML"])
-        if not path.exists():
-            raise StoreConfigError(f"CDP_FEATURE_STORE_YAML={path}: no such file")
-        return path
-    online = os.environ.get("CDP_ONLINE_STORE", "sqlite").strip().lower()
-    if online not in ONLINE_STORES:
-        raise StoreConfigError(f"CDP_ONLINE_STORE={online!r}: choose one of {', '.join(ONLINE_STORES)}")
+    custom = setting("feature_store_yaml", StoreConfigError)
+    if custom is not None:
+        if not custom.exists():
+            raise StoreConfigError(f"CDP_FEATURE_STORE_YAML={custom}: no such file")
+        return Path(custom)
+    online = setting("online_store", StoreConfigError)
     offline = offline_store()
     if online == "redis":
         os.environ.setdefault("CDP_REDIS", "localhost:6379")
@@ -89,9 +88,7 @@ def feature_store_yaml() -> Path:
 
 
 def offline_store() -> str:
-    kind = os.environ.get("CDP_OFFLINE_STORE", "duckdb").strip().lower() or "duckdb"
-    if kind not in OFFLINE_STORES:
-        raise StoreConfigError(f"CDP_OFFLINE_STORE={kind!r}: choose one of {', '.join(OFFLINE_STORES)}")
+    kind = str(setting("offline_store", StoreConfigError))
     if kind == "spark" and importlib.util.find_spec("pyspark") is None:
         raise StoreConfigError(
             "CDP_OFFLINE_STORE=spark needs pyspark: `pip install -c constraints.txt "
@@ -170,7 +167,7 @@ def materialize_latest(ws: Workspace, store: FeatureStore, as_of: pd.Timestamp, 
     `cdp.featurestore.online_writer` (~10x Feast's own path here); "feast" runs `FeatureStore.materialize`.
     CDP_MATERIALIZE_ENGINE chooses when not given."""
     definitions = repo_definitions()
-    engine = (engine or os.environ.get("CDP_MATERIALIZE_ENGINE", "bulk")).lower()
+    engine = (engine or setting("materialize_engine")).lower()
     if engine == "feast":
         os.environ.setdefault("TQDM_DISABLE", "1")  # Feast's per-view tqdm bars would flood the CLI's own progress
         with contextlib.redirect_stdout(io.StringIO()):  # and so would its banner per view
