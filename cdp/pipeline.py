@@ -51,6 +51,7 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
 def resolve(ws: Workspace, incremental: bool = False) -> dict:
     """Identity resolution into identity/identity_map.parquet. `incremental`: only link the
     staged records not in identity_map yet to the existing customers (needs a previous full run)."""
+    ws.require("staged_orders")
     if incremental:
         from cdp.identity.incremental import resolve_incremental
 
@@ -61,7 +62,8 @@ def resolve(ws: Workspace, incremental: bool = False) -> dict:
 
 
 def load_snapshots(ws: Workspace) -> tuple[list[pd.Timestamp], pd.Timestamp]:
-    meta = json.loads((ws.features / "snapshots.json").read_text())
+    ws.require("snapshots")
+    meta = json.loads((ws.path("snapshots")).read_text())
     return [pd.Timestamp(s) for s in meta["snapshots"]], pd.Timestamp(meta["data_end"])
 
 
@@ -75,6 +77,7 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     from cdp.features.views import data_end, feature_engine, snapshot_times
     from cdp.featurestore.store import apply_definitions, materialize_latest
 
+    ws.require("staged_orders", "identity_map")
     engine = feature_engine()
     if engine == "spark":  # the driver never loads the event tables
         from cdp.features.spark import spark_data_end
@@ -86,7 +89,7 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     snapshots = snapshot_times(end)
     written = build(ws, timeline, snapshots, progress=progress, engine=engine)
     write_json_atomic(
-        ws.features / "snapshots.json", {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}
+        ws.path("snapshots"), {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}
     )
     started = time.perf_counter()
     if progress:
@@ -101,10 +104,7 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
         "snapshots": len(snapshots),
         "as_of": snapshots[-1].isoformat(),
         "customers_latest_snapshot": int(
-            pd.read_parquet(ws.features / "customer_profile.parquet", columns=["event_timestamp"])
-            .eq(snapshots[-1])
-            .sum()
-            .iloc[0]
+            pd.read_parquet(ws.path("customer_profile"), columns=["event_timestamp"]).eq(snapshots[-1]).sum().iloc[0]
         ),
         "feast_apply_materialize_seconds": round(time.perf_counter() - started, 2),
     }

@@ -10,6 +10,49 @@ from cdp.settings import setting
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """A named workspace file: where it lives (relative to the root) and which command makes it."""
+
+    name: str
+    relative: str
+    made_by: str
+    description: str
+
+
+# The workspace catalog: every file one stage hands to another, named once. Stages ask for paths
+# by name (`ws.path("identity_map")`) and check their inputs first (`ws.require(...)`).
+CATALOG: dict[str, Artifact] = {
+    a.name: a
+    for a in (
+        Artifact("staged_orders", "staged/orders.parquet", "cdp ingest", "validated, normalized tables"),
+        Artifact("quarantine", "staged/quarantine.parquet", "cdp ingest", "rejected rows with reasons"),
+        Artifact("field_issues", "staged/field_issues.parquet", "cdp ingest", "values nulled or kept, with reasons"),
+        Artifact("identity_map", "identity/identity_map.parquet", "cdp resolve", "source record -> customer_id"),
+        Artifact("identifier_map", "identity/identifier_map.parquet", "cdp resolve", "identifier -> customer_id"),
+        Artifact("match_edges", "identity/match_edges.parquet", "cdp resolve", "accepted record links with evidence"),
+        Artifact("splink_model", "identity/splink_model.json", "cdp resolve", "the trained match model"),
+        Artifact(
+            "blocked_identifiers",
+            "identity/blocked_identifiers.parquet",
+            "cdp resolve",
+            "identifiers shared by too many people to link on",
+        ),
+        Artifact("households", "identity/households.parquet", "cdp resolve", "customer -> household"),
+        Artifact("id_history", "identity/id_history.parquet", "cdp resolve", "merged/split customer ids"),
+        Artifact("snapshots", "features/snapshots.json", "cdp features", "snapshot times and data end"),
+        Artifact("customer_profile", "features/customer_profile.parquet", "cdp features", "the profile view"),
+        Artifact("feast_registry", "feast/registry.db", "cdp features", "Feast registry (feast apply)"),
+        Artifact("churn_scores", "features/churn_scores.parquet", "cdp score", "latest churn scores"),
+        Artifact("demo_summary", "reports/demo_summary.json", "cdp demo", "figures of the last demo run"),
+    )
+}
+
+
+class MissingArtifact(FileNotFoundError):
+    """A stage's input is not in the workspace; the message names it and the command that makes it."""
+
+
+@dataclass(frozen=True)
 class Workspace:
     """Folders of one platform instance. Raw input is read-only; everything else is derived."""
 
@@ -34,7 +77,7 @@ class Workspace:
 
     @property
     def quarantine(self) -> Path:
-        return self.staged / "quarantine.parquet"
+        return self.path("quarantine")
 
     @property
     def identity(self) -> Path:
@@ -57,6 +100,20 @@ class Workspace:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    def path(self, name: str) -> Path:
+        """Where the catalog's artifact `name` lives in this workspace."""
+        return self.root / CATALOG[name].relative
+
+    def require(self, *names: str) -> None:
+        """Check a stage's inputs before it starts: the first missing one says what makes it."""
+        for name in names:
+            artifact = CATALOG[name]
+            if not self.path(name).exists():
+                label = name.replace("_", " ")
+                raise MissingArtifact(
+                    f"no {label} ({artifact.relative}) in {self.root}: run `{artifact.made_by}` first"
+                )
 
     def ensure(self) -> Workspace:
         for folder in (self.raw, self.staged, self.identity, self.features, self.feast, self.reports):

@@ -52,10 +52,10 @@ def _register_staged(spark, ws: Workspace) -> None:
         view(name, ws.staged / f"{table}.parquet", columns)
     view(
         "identity_map",
-        ws.identity / "identity_map.parquet",
+        ws.path("identity_map"),
         {"source_table": "STRING", "source_key": "STRING", "customer_id": "STRING"},
     )
-    view("identifier_map", ws.identity / "identifier_map.parquet", {"node": "STRING", "customer_id": "STRING"})
+    view("identifier_map", ws.path("identifier_map"), {"node": "STRING", "customer_id": "STRING"})
 
 
 def _register_timeline(spark, ws: Workspace) -> list:

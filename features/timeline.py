@@ -75,7 +75,7 @@ def sql_type(column: str) -> str:
 
 
 def load_timeline(ws: Workspace) -> Timeline:
-    identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
+    identity_map = pd.read_parquet(ws.path("identity_map"))
     attached = {
         name: attach_customers(ws, table, key, columns, identity_map)
         for name, (table, key, columns) in ATTACHED.items()

@@ -95,9 +95,7 @@ def truth_frame(ws: Workspace, tables: tuple[str, ...] = DEFAULT_TABLES) -> pd.D
     """(source_table, source_key, true person, predicted customer_id) for every staged record
     of `tables`, matched to truth on (source_table, source_row == row)."""
     truth = pd.read_parquet(ws.truth / "record_persons.parquet", columns=["source_table", "row", "person_id"])
-    identity = pd.read_parquet(
-        ws.identity / "identity_map.parquet", columns=["source_table", "source_key", "customer_id"]
-    )
+    identity = pd.read_parquet(ws.path("identity_map"), columns=["source_table", "source_key", "customer_id"])
     frames = []
     for table in tables:
         path = ws.staged / f"{table}.parquet"

@@ -20,7 +20,7 @@ from cdp.workspace import Workspace
 
 
 def _record(ws: Workspace, key: str) -> dict:
-    frame = pd.read_parquet(ws.identity / "identity_map.parquet", filters=[("source_key", "=", key)])
+    frame = pd.read_parquet(ws.path("identity_map"), filters=[("source_key", "=", key)])
     if frame.empty:
         raise ValueError(f"record '{key}': not in identity/identity_map.parquet (anonymous or unknown)")
     frame["profile"] = frame["source_table"].isin(matching.PROFILE_SOURCES)
@@ -41,8 +41,9 @@ def _nodes(ws: Workspace, table: str, key: str) -> set[str]:
 
 def explain_pair(ws: Workspace, key_a: str, key_b: str) -> dict:
     """Evidence dict for two records (see module docstring)."""
+    ws.require("identity_map", "identifier_map", "blocked_identifiers")
     a, b = _record(ws, key_a), _record(ws, key_b)
-    guards = pd.read_parquet(ws.identity / "blocked_identifiers.parquet").set_index("node")
+    guards = pd.read_parquet(ws.path("blocked_identifiers")).set_index("node")
     common = sorted(_nodes(ws, a["source_table"], key_a) & _nodes(ws, b["source_table"], key_b))
     shared_ids = [
         {
@@ -75,7 +76,7 @@ def explain_pair(ws: Workspace, key_a: str, key_b: str) -> dict:
 
 
 def _score(ws: Workspace, left: str, right: str) -> dict:
-    edges_path = ws.identity / "match_edges.parquet"
+    edges_path = ws.path("match_edges")
     if edges_path.exists():
         edges = pd.read_parquet(edges_path)
         hit = edges[(edges["unique_id_l"] == left) & (edges["unique_id_r"] == right)]
@@ -89,7 +90,7 @@ def _score(ws: Workspace, left: str, right: str) -> dict:
                 "guard": row["guard"] or "none",
                 "source": "resolve run",
             }
-    model_path = ws.identity / "splink_model.json"
+    model_path = ws.path("splink_model")
     if not model_path.exists():
         return {"note": "no probabilistic model in this workspace"}
     records = matching.profile_records(ws)

@@ -86,7 +86,7 @@ def build_households(
     if keys is None:
         keys = all_household_keys(identity_map, profiles, links)
     frame = households(identity_map["customer_id"], shared_keys(keys))
-    write_parquet_atomic(frame, ws.identity / "households.parquet")
+    write_parquet_atomic(frame, ws.path("households"))
     state_dir(ws).mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(keys, state_dir(ws) / "household_keys.parquet")
     return int((frame.groupby("household_id").size() > 1).sum())

@@ -126,9 +126,9 @@ def resolve_incremental(
     identity_map does not hold are read; `use_state=False` (or no state) reads and guards every
     record: the same result, slower."""
     _require_previous(ws)
-    identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
-    identifier_map = pd.read_parquet(ws.identity / "identifier_map.parquet")
-    model_path = ws.identity / "splink_model.json"
+    identity_map = pd.read_parquet(ws.path("identity_map"))
+    identifier_map = pd.read_parquet(ws.path("identifier_map"))
+    model_path = ws.path("splink_model")
     model = json.loads(model_path.read_text()) if model_path.exists() else None
 
     state = load_state(ws) if use_state else None
@@ -140,7 +140,7 @@ def resolve_incremental(
         unknown_links = links[~record_of.isin(known).to_numpy()].reset_index(drop=True)
     else:  # only the records identity_map does not hold (new + earlier unmapped ones)
         links = None
-        unknown_links = record_identifiers(ws, exclude=ws.identity / "identity_map.parquet")
+        unknown_links = record_identifiers(ws, exclude=ws.path("identity_map"))
     new_profile = ~profiles["unique_id"].isin(known).to_numpy()
     new_records = pd.Index(
         pd.unique(
@@ -244,7 +244,7 @@ def resolve_incremental(
     retired = customers[~customers["customer_id"].isin(set(survivor))][["customer_id", "component"]]
     retired = dict(zip(retired["customer_id"], retired["component"].map(survivor)))
 
-    history_path = ws.identity / "id_history.parquet"
+    history_path = ws.path("id_history")
     history = pd.read_parquet(history_path) if history_path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
     taken = set(identity_map["customer_id"]) | set(history["old_id"].dropna()) | set(history["new_id"].dropna())
     records = frame[frame["is_record"]].copy()
@@ -315,13 +315,13 @@ def resolve_incremental(
         ],
         ignore_index=True,
     )
-    write_parquet_atomic(updated, ws.identity / "identity_map.parquet")
-    write_parquet_atomic(identifier_map, ws.identity / "identifier_map.parquet")
+    write_parquet_atomic(updated, ws.path("identity_map"))
+    write_parquet_atomic(identifier_map, ws.path("identifier_map"))
     write_parquet_atomic(
         pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True),
-        ws.identity / "blocked_identifiers.parquet",
+        ws.path("blocked_identifiers"),
     )
-    edges_path = ws.identity / "match_edges.parquet"
+    edges_path = ws.path("match_edges")
     if len(scored):
         previous_edges = pd.read_parquet(edges_path) if edges_path.exists() else None
         write_parquet_atomic(

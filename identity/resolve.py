@@ -174,7 +174,7 @@ def _dob_conflicts(component: pd.Series, profiles: pd.DataFrame) -> set[int]:
 
 
 def _read_previous(ws: Workspace) -> pd.DataFrame | None:
-    path = ws.identity / "identity_map.parquet"
+    path = ws.path("identity_map")
     return pd.read_parquet(path, columns=["source_table", "source_key", "customer_id"]) if path.exists() else None
 
 
@@ -272,16 +272,16 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     nodes["customer_id"] = nodes["component"].map(ids)
 
     ws.identity.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(identity_map, ws.identity / "identity_map.parquet")
-    write_parquet_atomic(nodes[["node", "customer_id"]].reset_index(drop=True), ws.identity / "identifier_map.parquet")
+    write_parquet_atomic(identity_map, ws.path("identity_map"))
+    write_parquet_atomic(nodes[["node", "customer_id"]].reset_index(drop=True), ws.path("identifier_map"))
     write_parquet_atomic(
         pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True),
-        ws.identity / "blocked_identifiers.parquet",
+        ws.path("blocked_identifiers"),
     )
-    write_parquet_atomic(scored, ws.identity / "match_edges.parquet")
+    write_parquet_atomic(scored, ws.path("match_edges"))
     if model:
-        write_text_atomic(ws.identity / "splink_model.json", json.dumps(model, indent=1, default=str))
-    history_path = ws.identity / "id_history.parquet"
+        write_text_atomic(ws.path("splink_model"), json.dumps(model, indent=1, default=str))
+    history_path = ws.path("id_history")
     if history_path.exists():
         history = pd.concat([pd.read_parquet(history_path), history], ignore_index=True)
     write_parquet_atomic(history, history_path)

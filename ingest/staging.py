@@ -117,7 +117,9 @@ def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
         if len(paths) > 1:
             report.warnings.append(f"{name}: both .parquet and .csv found, using .parquet")
         if not paths and name not in OPTIONAL_TABLES:
-            raise ContractError(f"table '{name}' not found in {raw_dir} (expected {name}.parquet or {name}.csv)")
+            raise ContractError(
+                f"table '{name}' not found in {raw_dir} (expected {name}.parquet or {name}.csv; `cdp contract` lists the tables and columns)"
+            )
         if not paths:
             report.warnings.append(f"{name}: no file in {raw_dir}, staged as an empty table")
             continue

@@ -388,6 +388,7 @@ def inactive_customers(ws: Workspace, inactive_days: int, as_of: pd.Timestamp | 
     latest activity in the data, so old extracts are not purged wholesale)."""
     if inactive_days < 1:
         raise ValueError(f"inactive_days: must be >= 1, got {inactive_days}")
+    ws.require("identity_map")
     last = last_activity(ws)
     as_of = as_of if as_of is not None else last.max()
     return sorted(last[last < as_of - pd.Timedelta(days=inactive_days)].index)

@@ -138,7 +138,7 @@ def serve(
     try:
         check_ready(ws)
     except ServiceNotReady as error:
-        console.print(f"[red]cannot serve:[/red] {error}")
+        console.print(f"[red]cannot serve:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     console.print(f"starting bentoml serve on {host}:{port} (ready in ~6 s)")
     serve_forever(ws, port, host, insecure)
@@ -171,7 +171,7 @@ def main() -> None:
         apply_profile()  # CDP_PROFILE=embedded|scale fills engine settings the environment leaves unset
         load_settings()  # every CDP_* value checked before any command starts work
     except (ProfileError, SettingsError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise SystemExit(2) from None
     app()
 

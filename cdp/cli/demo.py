@@ -106,7 +106,7 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         stages["train_clv"] = pipeline.train(ws, "clv", progress=update)
     with console.status("score + push back"):
         stages["score"] = pipeline.score(ws)
-    scored = pd.read_parquet(ws.features / "churn_scores.parquet", columns=["customer_id"])
+    scored = pd.read_parquet(ws.path("churn_scores"), columns=["customer_id"])
     with console.status("serve + call /churn"):
         serve_started = time.perf_counter()
         serving = _call_server(ws, port, scored["customer_id"].head(3).tolist())
@@ -158,7 +158,7 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         "stages": stages,
     }
     ws.reports.mkdir(parents=True, exist_ok=True)
-    (ws.reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (ws.path("demo_summary")).write_text(json.dumps(summary, indent=2, default=str))
     table = Table(title="cdp demo", show_header=False)
     for key in (
         "people_in_truth",

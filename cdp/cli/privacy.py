@@ -70,7 +70,7 @@ def _resume(ws) -> list[dict]:
     try:
         return resume_erasures(ws)
     except ErasureIncomplete as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
@@ -120,7 +120,7 @@ def erase(
         try:
             receipt = run_stage(erase_subjects, ws, [subject])
         except ErasureIncomplete as error:
-            console.print(f"[red]error:[/red] {error}")
+            console.print(f"[red]error:[/red] {error}", soft_wrap=True)
             raise typer.Exit(code=1) from None
     _receipt_table(f"erased 1 customer (receipt {receipt['receipt_id']})", receipt)  # no id left behind
     console.print(f"receipt: [bold]{receipt['receipt_path']}[/bold]")
@@ -149,7 +149,7 @@ def purge(
             moment = pd.Timestamp(as_of)
             moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
         except ValueError:
-            console.print(f"[red]error:[/red] --as-of: not a timestamp '{as_of}'")
+            console.print(f"[red]error:[/red] --as-of: not a timestamp '{as_of}'", soft_wrap=True)
             raise typer.Exit(code=2) from None
     ids = run_stage(inactive_customers, ws, inactive_days, moment)
     if not yes or not ids:
@@ -167,7 +167,7 @@ def purge(
                 try:
                     receipt = run_stage(erase_subjects, ws, subjects_for(ws, chunk).values())
                 except ErasureIncomplete as error:
-                    console.print(f"[red]error:[/red] {error}")
+                    console.print(f"[red]error:[/red] {error}", soft_wrap=True)
                     raise typer.Exit(code=1) from None
             receipts.append(receipt["receipt_path"])
             for store, count in receipt["stores"].items():

@@ -37,6 +37,7 @@ def progress_bar(title: str) -> Iterator:
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
+        transient=not console.is_terminal,  # in logs/pipes the summary that follows says it all
     ) as bar:
         task = bar.add_task(title, total=None)
 
@@ -69,7 +70,7 @@ def writing(ws: Workspace, command: str) -> Iterator[None]:
         lock = workspace_lock(ws.root, command)
         lock.__enter__()
     except WorkspaceBusy as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=3) from None
     try:
         yield
@@ -84,5 +85,5 @@ def run_stage(fn, *args, **kwargs) -> dict:
     try:
         return fn(*args, **kwargs)
     except (ContractError, UserError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None

@@ -152,7 +152,7 @@ def _source_kind(store: FeatureStore) -> str:
 def apply_definitions(ws: Workspace) -> FeatureStore:
     from cdp.atomic import write_parquet_atomic
 
-    scores = ws.features / "churn_scores.parquet"
+    scores = ws.path("churn_scores")
     if not scores.exists():  # the PushSource's batch file needs explicit column types
         write_parquet_atomic(SCORE_SCHEMA.empty_table(), scores)
     store = open_store(ws)
