@@ -51,12 +51,15 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
 def resolve(ws: Workspace, incremental: bool = False) -> dict:
     """Identity resolution into identity/identity_map.parquet. `incremental`: only link the
     staged records not in identity_map yet to the existing customers (needs a previous full run)."""
-    ws.require("staged_orders")
-    if incremental:
+    if incremental:  # needs a previous full run (which needed ingest)
         from cdp.identity.incremental import resolve_incremental
+
+        ws.require("identity_map", "identifier_map", "staged_orders")
 
         return resolve_incremental(ws).to_dict()
     from cdp.identity.resolve import resolve as resolve_identities
+
+    ws.require("staged_orders")
 
     return resolve_identities(ws).to_dict()
 

@@ -119,7 +119,6 @@ SCORE_FAMILIES: dict[str, dict[str, tuple[str, str]]] = {  # family -> field -> 
         "campaign_scored_at": ("string", "Time (as of) the scores describe, ISO-8601."),
     },
 }
-SCORE_FEATURES = {f: d for f, (_, d) in SCORE_FAMILIES["churn_scores"].items()}  # kept for callers of the churn family
 CUSTOMER_VIEWS = ["customer_profile", "purchase_behaviour", "category_mix", "digital_engagement"]
 MODEL_VIEWS = {
     "churn_v1": list(FEATURES),

@@ -249,19 +249,6 @@ def feature_engine() -> str:
     return str(setting("feature_engine"))
 
 
-def first_seen_times(timeline: Timeline) -> pd.Series:
-    """When each customer first appears in any profile record or order."""
-    stamps = pd.concat(
-        [
-            timeline.crm[["customer_id", "created_at"]].rename(columns={"created_at": "ts"}),
-            timeline.loyalty[["customer_id", "enrolled_at"]].rename(columns={"enrolled_at": "ts"}),
-            timeline.accounts[["customer_id", "created_at"]].rename(columns={"created_at": "ts"}),
-            timeline.orders[["customer_id", "ordered_at"]].rename(columns={"ordered_at": "ts"}),
-        ]
-    )
-    return stamps.groupby("customer_id")["ts"].min()
-
-
 def consent_events(ws: Workspace) -> pd.DataFrame:
     """Consent events attached to customers through the identifier they name."""
     path = ws.staged / "consent_events.parquet"

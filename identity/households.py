@@ -44,13 +44,6 @@ def shared_keys(keys: pd.DataFrame, max_household: int = 8) -> pd.DataFrame:
     return keys[(size > 1) & (size <= max_household)].reset_index(drop=True)
 
 
-def household_keys(
-    identity_map: pd.DataFrame, profiles: pd.DataFrame, links: pd.DataFrame, max_household: int = 8
-) -> pd.DataFrame:
-    """(customer_id, key) pairs: 'addr:<address>|<postcode>|<surname>' and 'phone:<e164>'."""
-    return shared_keys(all_household_keys(identity_map, profiles, links), max_household)
-
-
 def households(customers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
     """Connected components of customers linked by shared keys -> (customer_id, household_id)."""
     ids = pd.Index(pd.unique(customers))

@@ -32,6 +32,7 @@ every id ever issued: the same rule as a full run, so it is deterministic.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,11 +44,16 @@ from cdp.atomic import write_parquet_atomic
 from cdp.identity import matching
 from cdp.identity.ids import HISTORY_COLUMNS, fresh_id
 from cdp.identity.links import CUSTOMER_TABLES, ResolveConfig, record_identifiers
-from cdp.identity.resolve import guard_links, guard_scored_edges
+from cdp.identity.resolve import (
+    combine_linked_by,
+    edges_by_record,
+    guard_links,
+    guard_scored_edges,
+    joined_kinds,
+    soft_record_edges,
+)
 from cdp.identity.state import guards_from_state, load_state, save_state, write_state
 from cdp.workspace import Workspace
-
-REQUIRED = ("identity_map.parquet", "identifier_map.parquet")
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,6 @@ class IncrementalSummary:
 
     def to_dict(self) -> dict[str, int]:
         return self.__dict__.copy()
-
-
-def _require_previous(ws: Workspace) -> None:
-    missing = [name for name in REQUIRED if not (ws.identity / name).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"identity/{missing[0]}: not found in {ws.identity}; incremental linking needs a "
-            f"previous full run: run `cdp resolve` first"
-        )
 
 
 def _retire(ids: pd.Series, retired: dict[str, str]) -> pd.Series:
@@ -118,6 +115,33 @@ def _blocks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0], change]), np.concatenate([change, [len(values)]])
 
 
+@dataclass
+class _Previous:
+    """What the last run left in identity/, and the profile records as staged now."""
+
+    identity_map: pd.DataFrame
+    identifier_map: pd.DataFrame
+    model: dict | None
+    state: dict | None
+    profiles: pd.DataFrame
+    known: pd.Index  # "table|key" of every record identity_map holds
+
+
+@dataclass
+class _Guards:
+    """Identifier guards re-evaluated with the new records, and the links they leave usable."""
+
+    blocked: pd.DataFrame
+    shared: pd.DataFrame
+    shared_edges: pd.DataFrame
+    usable: pd.DataFrame
+    guarded_now: set
+    degree_of: Callable[[set], pd.Series]  # node -> how many records carry it (all records)
+    counts: pd.DataFrame | None = None  # full read: node counts for the state
+    state_nodes: pd.DataFrame | None = None  # state read: the updated state tables
+    state_pairs: pd.DataFrame | None = None
+
+
 def resolve_incremental(
     ws: Workspace, config: ResolveConfig = ResolveConfig(), use_state: bool = True
 ) -> IncrementalSummary:
@@ -125,58 +149,112 @@ def resolve_incremental(
     With the state saved by the previous run (identity/incremental_state/) only the records
     identity_map does not hold are read; `use_state=False` (or no state) reads and guards every
     record: the same result, slower."""
-    _require_previous(ws)
-    identity_map = pd.read_parquet(ws.path("identity_map"))
-    identifier_map = pd.read_parquet(ws.path("identifier_map"))
-    model_path = ws.path("splink_model")
-    model = json.loads(model_path.read_text()) if model_path.exists() else None
-
-    state = load_state(ws) if use_state else None
-    profiles = matching.profile_records(ws)
-    known = pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"])
-    if state is None:  # no saved state (or asked not to use it): read and guard every record
-        links = record_identifiers(ws)
-        record_of = links["record"]
-        unknown_links = links[~record_of.isin(known).to_numpy()].reset_index(drop=True)
-    else:  # only the records identity_map does not hold (new + earlier unmapped ones)
-        links = None
-        unknown_links = record_identifiers(ws, exclude=ws.path("identity_map"))
-    new_profile = ~profiles["unique_id"].isin(known).to_numpy()
+    ws.require("identity_map", "identifier_map")  # incremental linking needs a previous full run
+    previous = _load_previous(ws, use_state)
+    links, unknown_links = _unknown_links(ws, previous)
+    new_profile = ~previous.profiles["unique_id"].isin(previous.known).to_numpy()
     new_records = pd.Index(
         pd.unique(
-            np.concatenate([unknown_links["record"].to_numpy(), profiles.loc[new_profile, "unique_id"].to_numpy()])
+            np.concatenate(
+                [unknown_links["record"].to_numpy(), previous.profiles.loc[new_profile, "unique_id"].to_numpy()]
+            )
         )
     )
     if new_records.empty:
-        return IncrementalSummary(0, 0, 0, 0, 0, 0, 0, int(identity_map["customer_id"].nunique()))
+        return IncrementalSummary(0, 0, 0, 0, 0, 0, 0, int(previous.identity_map["customer_id"].nunique()))
+    guards = _guards(ws, previous, links, unknown_links, config)
+    identifier_map = previous.identifier_map
+    node_customer = identifier_map[~identifier_map["node"].isin(guards.guarded_now)].set_index("node")["customer_id"]
+    record_customer = pd.Series(previous.identity_map["customer_id"].to_numpy(), index=previous.known)
+    local = _local_subgraph(guards.usable, new_records, node_customer)
+    scored = _scored_new_pairs(previous, new_profile, config)
+    prob = scored[scored["accepted"].astype(bool)]
+    soft = _soft_edges(guards.shared_edges, prob, new_records)
+    new_profile_ids = previous.profiles.loc[new_profile, "unique_id"].to_numpy()
+    frame = _components(local, soft, node_customer, record_customer, new_profile_ids)
+    history_path = ws.path("id_history")
+    history = pd.read_parquet(history_path) if history_path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
+    records, ids, retired = _assign_ids(frame, previous, history)
+    _add_link_evidence(records, guards, soft, local, node_customer)
+    updated = _write_maps(ws, previous, records, frame, ids, retired, guards, scored, history)
+    _update_households_and_state(ws, previous, updated, records, retired, links, unknown_links, guards)
+    new_mapped = records[records["vertex"].isin(new_records)]
+    existing_ids = set(previous.identity_map["customer_id"])
+    return IncrementalSummary(
+        new_records=len(new_records),
+        linked_to_existing=int(new_mapped["customer_id"].isin(existing_ids).sum()),
+        new_customers=int(new_mapped.loc[~new_mapped["customer_id"].isin(existing_ids), "customer_id"].nunique()),
+        merged_ids=len(retired),
+        probabilistic_links=len(prob),
+        unlinked_new_records=int(len(new_records) - len(new_mapped)),
+        identifiers_now_guarded=int(identifier_map["node"].isin(guards.guarded_now).sum()),
+        customers=int(updated["customer_id"].nunique()),
+    )
 
-    if state is None:
-        blocked, shared, shared_edges, usable, counts = guard_links(links, profiles, config)
-        guarded_now = set(blocked["node"]) | set(shared["node"])
-        usable_all = usable
+
+def _load_previous(ws: Workspace, use_state: bool) -> _Previous:
+    identity_map = pd.read_parquet(ws.path("identity_map"))
+    model_path = ws.path("splink_model")
+    return _Previous(
+        identity_map=identity_map,
+        identifier_map=pd.read_parquet(ws.path("identifier_map")),
+        model=json.loads(model_path.read_text()) if model_path.exists() else None,
+        state=load_state(ws) if use_state else None,
+        profiles=matching.profile_records(ws),
+        known=pd.Index(identity_map["source_table"] + "|" + identity_map["source_key"]),
+    )
+
+
+def _unknown_links(ws: Workspace, previous: _Previous) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """(all record->identifier links or None when the state is used, the links of unknown records)."""
+    if previous.state is None:  # no saved state (or asked not to use it): read and guard every record
+        links = record_identifiers(ws)
+        unknown = links[~links["record"].isin(previous.known).to_numpy()].reset_index(drop=True)
+        return links, unknown
+    # only the records identity_map does not hold (new + earlier unmapped ones)
+    return None, record_identifiers(ws, exclude=ws.path("identity_map"))
+
+
+def _guards(
+    ws: Workspace, previous: _Previous, links: pd.DataFrame | None, unknown_links: pd.DataFrame, config: ResolveConfig
+) -> _Guards:
+    if previous.state is None:
+        assert links is not None
+        blocked, shared, shared_edges, usable, counts = guard_links(links, previous.profiles, config)
 
         def degree_of(nodes: set) -> pd.Series:
-            hit = usable_all[usable_all["node"].isin(nodes).to_numpy()]
+            hit = usable[usable["node"].isin(nodes).to_numpy()]
             return hit.groupby("node")["record"].nunique()
-    else:
-        unseen = ~unknown_links["record"].isin(set(state["unmapped"]["record"])).to_numpy()
-        blocked, shared, shared_edges, state_nodes, state_pairs = guards_from_state(
-            ws, state, unknown_links[unseen], profiles, config
-        )
-        guarded_now = set(blocked["node"]) | set(shared["node"])
-        usable = unknown_links[~unknown_links["node"].isin(guarded_now).to_numpy()].reset_index(drop=True)
-        node_records = state_nodes.set_index("node")["records"]
 
-        def degree_of(nodes: set) -> pd.Series:
-            return node_records.reindex(list(nodes)).dropna()
+        guarded = set(blocked["node"]) | set(shared["node"])
+        return _Guards(blocked, shared, shared_edges, usable, guarded, degree_of, counts=counts)
+    unseen = ~unknown_links["record"].isin(set(previous.state["unmapped"]["record"])).to_numpy()
+    blocked, shared, shared_edges, state_nodes, state_pairs = guards_from_state(
+        ws, previous.state, unknown_links[unseen], previous.profiles, config
+    )
+    guarded = set(blocked["node"]) | set(shared["node"])
+    usable = unknown_links[~unknown_links["node"].isin(guarded).to_numpy()].reset_index(drop=True)
+    node_records = state_nodes.set_index("node")["records"]
 
-    identifiers_now_guarded = int(identifier_map["node"].isin(guarded_now).sum())
-    node_customer = identifier_map[~identifier_map["node"].isin(guarded_now)].set_index("node")["customer_id"]
-    record_customer = pd.Series(identity_map["customer_id"].to_numpy(), index=known)
+    def degree_from_state(nodes: set) -> pd.Series:
+        return node_records.reindex(list(nodes)).dropna()
 
-    # the sub-graph around the new records. Records of the last run that it could not map (e.g.
-    # anonymous web events) are not in identity_map either: only those that reach a customer or a
-    # new customer-table record through their identifiers (two hops) are worth a look
+    return _Guards(
+        blocked,
+        shared,
+        shared_edges,
+        usable,
+        guarded,
+        degree_from_state,
+        state_nodes=state_nodes,
+        state_pairs=state_pairs,
+    )
+
+
+def _local_subgraph(usable: pd.DataFrame, new_records: pd.Index, node_customer: pd.Series) -> pd.DataFrame:
+    """The links around the new records. Records of the last run that it could not map (e.g.
+    anonymous web events) are not in identity_map either: only those that reach a customer or a
+    new customer-table record through their identifiers (two hops) are worth a look."""
     new_links = usable[usable["record"].isin(new_records)]
     customer_rows = new_links["source_table"].isin(CUSTOMER_TABLES).to_numpy()
     reach = set(node_customer.index) | set(new_links.loc[customer_rows, "node"])
@@ -185,46 +263,47 @@ def resolve_incremental(
         hit = ~customer_rows & new_links["node"].isin(reach).to_numpy()
         candidates |= set(new_links.loc[hit, "record"])
         reach |= set(new_links.loc[new_links["record"].isin(candidates).to_numpy(), "node"])
-    local = new_links[new_links["record"].isin(candidates).to_numpy()]
+    return new_links[new_links["record"].isin(candidates).to_numpy()]
 
-    scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
-    if config.probabilistic and model and new_profile.any():
-        scored = guard_scored_edges(
-            matching.predict_new(profiles, new_profile, model, config.score_floor), profiles, config, model
-        )
-    prob = scored[scored["accepted"].astype(bool)]
-    soft = pd.concat(
-        [
-            shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
-            pd.DataFrame(
-                {
-                    "uid_l": prob["unique_id_l"],
-                    "uid_r": prob["unique_id_r"],
-                    "kind": "probabilistic",
-                    "p": prob["match_probability"].astype(float),
-                }
-            ),
-        ],
-        ignore_index=True,
-    )
-    soft = soft[soft["uid_l"].isin(new_records) | soft["uid_r"].isin(new_records)].reset_index(drop=True)
 
-    # vertices: local records, identifier nodes, existing customers ("=" + id, never a node or record)
-    def cust(ids: pd.Series) -> np.ndarray:
-        return ("=" + ids.astype(str)).to_numpy()
+def _scored_new_pairs(previous: _Previous, new_profile: np.ndarray, config: ResolveConfig) -> pd.DataFrame:
+    """New profile records scored against existing and new ones with the saved model, guarded."""
+    if not (config.probabilistic and previous.model and new_profile.any()):
+        return pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
+    predicted = matching.predict_new(previous.profiles, new_profile, previous.model, config.score_floor)
+    return guard_scored_edges(predicted, previous.profiles, config, previous.model)
 
+
+def _soft_edges(shared_edges: pd.DataFrame, prob: pd.DataFrame, new_records: pd.Index) -> pd.DataFrame:
+    """Shared-identifier and probabilistic edges touching a new record: uid_l, uid_r, kind, p."""
+    soft = soft_record_edges(shared_edges, prob)
+    return soft[soft["uid_l"].isin(new_records) | soft["uid_r"].isin(new_records)].reset_index(drop=True)
+
+
+def _as_customer_vertex(ids: pd.Series) -> np.ndarray:
+    return ("=" + ids.astype(str)).to_numpy()  # "=" + id: never a node or a record
+
+
+def _components(
+    local: pd.DataFrame,
+    soft: pd.DataFrame,
+    node_customer: pd.Series,
+    record_customer: pd.Series,
+    new_profile_ids: np.ndarray,
+) -> pd.DataFrame:
+    """Connected components over local records, identifier nodes and existing customers:
+    vertex, component, is_customer, is_record."""
     known_nodes = local["node"].isin(node_customer.index).to_numpy()
     edge_a = [local["record"].to_numpy(), local.loc[known_nodes, "node"].to_numpy()]
-    edge_b = [local["node"].to_numpy(), cust(local.loc[known_nodes, "node"].map(node_customer))]
+    edge_b = [local["node"].to_numpy(), _as_customer_vertex(local.loc[known_nodes, "node"].map(node_customer))]
     for side, other in (("uid_l", "uid_r"), ("uid_r", "uid_l")):
         old = soft[other].isin(record_customer.index).to_numpy()
         edge_a.append(soft.loc[old, side].to_numpy())
-        edge_b.append(cust(soft.loc[old, other].map(record_customer)))
+        edge_b.append(_as_customer_vertex(soft.loc[old, other].map(record_customer)))
     both_new = (~soft["uid_l"].isin(record_customer.index) & ~soft["uid_r"].isin(record_customer.index)).to_numpy()
     edge_a.append(soft.loc[both_new, "uid_l"].to_numpy())
     edge_b.append(soft.loc[both_new, "uid_r"].to_numpy())
     a, b = np.concatenate(edge_a).astype(object), np.concatenate(edge_b).astype(object)
-    new_profile_ids = profiles.loc[new_profile, "unique_id"].to_numpy()
     vertices = pd.Index(pd.unique(np.concatenate([a, b, local["record"].to_numpy(), new_profile_ids])))
     n = len(vertices)
     graph = coo_matrix(
@@ -234,18 +313,23 @@ def resolve_incremental(
     frame = pd.DataFrame({"vertex": vertices, "component": component})
     frame["is_customer"] = frame["vertex"].str.startswith("=")
     frame["is_record"] = frame["vertex"].isin(set(local["record"]) | set(new_profile_ids))
+    return frame
 
-    # ids: existing customers in a component merge into the one with most records (ties: smaller id)
+
+def _assign_ids(
+    frame: pd.DataFrame, previous: _Previous, history: pd.DataFrame
+) -> tuple[pd.DataFrame, dict, dict[str, str]]:
+    """(new records with their customer_id, component -> id, retired id -> survivor). Existing
+    customers in a component merge into the one with most records (ties: smaller id); a component
+    of new records with a customer-table record gets a fresh id."""
+    identity_map = previous.identity_map
     sizes = identity_map["customer_id"].value_counts()
     customers = frame[frame["is_customer"]].assign(customer_id=lambda f: f["vertex"].str[1:])
     customers["n"] = customers["customer_id"].map(sizes).fillna(0).astype(int)
     customers = customers.sort_values(["component", "n", "customer_id"], ascending=[True, False, True])
     survivor = customers.drop_duplicates("component").set_index("component")["customer_id"]
-    retired = customers[~customers["customer_id"].isin(set(survivor))][["customer_id", "component"]]
-    retired = dict(zip(retired["customer_id"], retired["component"].map(survivor)))
-
-    history_path = ws.path("id_history")
-    history = pd.read_parquet(history_path) if history_path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
+    losers = customers[~customers["customer_id"].isin(set(survivor))][["customer_id", "component"]]
+    retired = dict(zip(losers["customer_id"], losers["component"].map(survivor)))
     taken = set(identity_map["customer_id"]) | set(history["old_id"].dropna()) | set(history["new_id"].dropna())
     records = frame[frame["is_record"]].copy()
     split = records["vertex"].str.split("|", n=1, expand=True)
@@ -264,61 +348,56 @@ def resolve_incremental(
         if comp not in ids and has_customer_record.get(comp, False):
             ids[comp] = fresh_id(anchor, taken)
     records["customer_id"] = records["component"].map(ids)
-    records = records[records["customer_id"].notna() & ~records["vertex"].isin(known)]
+    records = records[records["customer_id"].notna() & ~records["vertex"].isin(previous.known)]
+    return records, ids, retired
 
-    # linked_by and match_probability, as a full run writes them
-    kinds = (
-        usable[usable["record"].isin(records["vertex"])]
-        .groupby("record")["kind"]
-        .agg(lambda k: ",".join(sorted(set(k))))
-    )
-    soft_kinds = pd.concat(
-        [
-            soft[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
-            soft[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1),
-        ]
-    )
-    soft_kinds = soft_kinds.groupby("record")["kind"].agg(lambda k: ",".join(sorted(set(k))))
+
+def _add_link_evidence(
+    records: pd.DataFrame, guards: _Guards, soft: pd.DataFrame, local: pd.DataFrame, node_customer: pd.Series
+) -> None:
+    """linked_by and match_probability, as a full run writes them (in place)."""
+    usable = guards.usable
+    kinds = joined_kinds(usable[usable["record"].isin(records["vertex"])])
+    soft_by_record = edges_by_record(soft)
     hard_kinds = records["vertex"].map(kinds).fillna("").astype(str).to_numpy(dtype=object)
-    extra = records["vertex"].map(soft_kinds).fillna("").astype(str).to_numpy(dtype=object)
-    records["linked_by"] = hard_kinds + np.where((hard_kinds != "") & (extra != ""), ",", "").astype(object) + extra
-    degree = degree_of(set(local["node"]))
+    extra = records["vertex"].map(joined_kinds(soft_by_record)).fillna("").astype(str).to_numpy(dtype=object)
+    records["linked_by"] = combine_linked_by(hard_kinds, extra)
+    degree = guards.degree_of(set(local["node"]))
     bound = local["node"].map(degree).gt(1) | local["node"].isin(node_customer.index)
     hard = set(local.loc[bound.to_numpy(), "record"])
-    best = (
-        pd.concat(
-            [
-                soft[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
-                soft[["uid_r", "p"]].set_axis(["record", "p"], axis=1),
-            ]
-        )
-        .groupby("record")["p"]
-        .max()
-    )
+    best = soft_by_record.groupby("record")["p"].max()
     p = records["vertex"].map(best).fillna(1.0).to_numpy(float)
     p[records["vertex"].isin(hard).to_numpy()] = 1.0
     records["match_probability"] = p
 
-    # write: retire merged ids everywhere, append new rows
+
+def _write_maps(
+    ws: Workspace,
+    previous: _Previous,
+    records: pd.DataFrame,
+    frame: pd.DataFrame,
+    ids: dict,
+    retired: dict[str, str],
+    guards: _Guards,
+    scored: pd.DataFrame,
+    history: pd.DataFrame,
+) -> pd.DataFrame:
+    """Retire merged ids everywhere, append the new rows; returns the updated identity map."""
     columns = ["source_table", "source_key", "customer_id", "linked_by", "match_probability"]
-    identity_map["customer_id"] = _retire(identity_map["customer_id"], retired)
+    identity_map = previous.identity_map.assign(customer_id=_retire(previous.identity_map["customer_id"], retired))
     updated = _insert_sorted(identity_map[columns], records[columns])
-    identifier_map["customer_id"] = _retire(identifier_map["customer_id"], retired)
+    identifier_map = previous.identifier_map.assign(
+        customer_id=_retire(previous.identifier_map["customer_id"], retired)
+    )
     node_rows = frame[~frame["is_customer"] & ~frame["is_record"]].assign(customer_id=lambda f: f["component"].map(ids))
     node_rows = node_rows[node_rows["customer_id"].notna() & ~node_rows["vertex"].isin(set(identifier_map["node"]))]
-    identifier_map = pd.concat(
-        [
-            identifier_map,
-            node_rows[["vertex"]]
-            .rename(columns={"vertex": "node"})
-            .assign(customer_id=node_rows["customer_id"].to_numpy()),
-        ],
-        ignore_index=True,
+    new_nodes = pd.DataFrame(
+        {"node": node_rows["vertex"].to_numpy(), "customer_id": node_rows["customer_id"].to_numpy()}
     )
     write_parquet_atomic(updated, ws.path("identity_map"))
-    write_parquet_atomic(identifier_map, ws.path("identifier_map"))
+    write_parquet_atomic(pd.concat([identifier_map, new_nodes], ignore_index=True), ws.path("identifier_map"))
     write_parquet_atomic(
-        pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True),
+        pd.concat([guards.blocked, guards.shared.assign(guard="shared")], ignore_index=True),
         ws.path("blocked_identifiers"),
     )
     edges_path = ws.path("match_edges")
@@ -332,36 +411,34 @@ def resolve_incremental(
         events = pd.DataFrame(
             [("merged", old, new) for old, new in sorted(retired.items())], columns=HISTORY_COLUMNS[:3]
         ).assign(resolved_at=now)
-        write_parquet_atomic(pd.concat([history, events], ignore_index=True) if len(history) else events, history_path)
+        merged = pd.concat([history, events], ignore_index=True) if len(history) else events
+        write_parquet_atomic(merged, ws.path("id_history"))
+    return updated
+
+
+def _update_households_and_state(
+    ws: Workspace,
+    previous: _Previous,
+    updated: pd.DataFrame,
+    records: pd.DataFrame,
+    retired: dict[str, str],
+    links: pd.DataFrame | None,
+    unknown_links: pd.DataFrame,
+    guards: _Guards,
+) -> None:
     from cdp.identity.households import all_household_keys, build_households
 
-    if state is None:
-        build_households(ws, updated, profiles, links)
-        write_state(ws, links, updated, counts)
-    else:  # household keys of the earlier records (ids retired) + those of the newly mapped ones
-        keys = state["household_keys"].assign(customer_id=lambda k: _retire(k["customer_id"], retired))
-        keys = pd.concat(
-            [keys, all_household_keys(records[["source_table", "source_key", "customer_id"]], profiles, unknown_links)],
-            ignore_index=True,
-        ).drop_duplicates()
-        build_households(ws, updated, keys=keys.reset_index(drop=True))
-        mapped = set(records["vertex"])
-        save_state(
-            ws,
-            state_nodes,
-            state_pairs,
-            unknown_links.loc[~unknown_links["record"].isin(mapped).to_numpy(), "record"].to_numpy(),
-        )
-
-    new_mapped = records[records["vertex"].isin(new_records)]
-    existing_ids = set(identity_map["customer_id"])
-    return IncrementalSummary(
-        new_records=len(new_records),
-        linked_to_existing=int(new_mapped["customer_id"].isin(existing_ids).sum()),
-        new_customers=int(new_mapped.loc[~new_mapped["customer_id"].isin(existing_ids), "customer_id"].nunique()),
-        merged_ids=len(retired),
-        probabilistic_links=len(prob),
-        unlinked_new_records=int(len(new_records) - len(new_mapped)),
-        identifiers_now_guarded=identifiers_now_guarded,
-        customers=int(updated["customer_id"].nunique()),
+    if previous.state is None:
+        build_households(ws, updated, previous.profiles, links)
+        write_state(ws, links, updated, guards.counts)
+        return
+    # household keys of the earlier records (ids retired) + those of the newly mapped ones
+    keys = previous.state["household_keys"].assign(customer_id=lambda k: _retire(k["customer_id"], retired))
+    mapped_keys = all_household_keys(
+        records[["source_table", "source_key", "customer_id"]], previous.profiles, unknown_links
     )
+    keys = pd.concat([keys, mapped_keys], ignore_index=True).drop_duplicates()
+    build_households(ws, updated, keys=keys.reset_index(drop=True))
+    mapped = set(records["vertex"])
+    unmapped = unknown_links.loc[~unknown_links["record"].isin(mapped).to_numpy(), "record"].to_numpy()
+    save_state(ws, guards.state_nodes, guards.state_pairs, unmapped)

@@ -182,51 +182,116 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     """Resolve all staged records into customers; previous ids are kept where clusters allow.
     `model`: a trained Splink model to reuse instead of training a new one."""
     links = record_identifiers(ws)
-    previous = _read_previous(ws)
     profiles = matching.profile_records(ws)
     blocked, shared, shared_edges, usable, counts = guard_links(links, profiles, config)
-    con = duckdb.connect()
-    con.register("usable_links", usable)
-
     scored = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_probability", "accepted", "guard"])
-    notes = [
+    notes = _common_value_notes(profiles)
+    if config.probabilistic and len(profiles) > 1:
+        scored, model, match_notes = _probabilistic_edges(profiles, config, model)
+        notes += match_notes
+    record_edges = soft_record_edges(shared_edges, scored[scored["accepted"].astype(bool)])
+    record_keys = np.unique(np.concatenate([usable["record"].to_numpy(), profiles["unique_id"].to_numpy()]))
+    dob_reliable = matching.reliable(model, "dob")  # on noisy DOBs a conflict is evidence, not a split
+    record_edges, record_component, node_component = _split_dob_conflicts(
+        record_keys, usable, record_edges, scored, profiles, config.household_guards and dob_reliable
+    )
+    remaining_conflicts = len(_dob_conflicts(record_component, profiles)) if dob_reliable else 0
+    members, nodes, history = _customers(record_keys, record_component, node_component, _read_previous(ws))
+    members["linked_by"] = _linked_by(members, usable, record_edges)
+    members["match_probability"] = _match_probability(members, usable, record_edges)
+    identity_map = (
+        members[["source_table", "source_key", "customer_id", "linked_by", "match_probability"]]
+        .sort_values(["source_table", "source_key"])
+        .reset_index(drop=True)
+    )
+    history = _write_outputs(ws, identity_map, nodes, blocked, shared, scored, model, history)
+    from cdp.identity.households import build_households
+    from cdp.identity.state import write_state
+
+    build_households(ws, identity_map, profiles, links)
+    write_state(ws, links, identity_map, counts)
+    all_records = links[["source_table", "source_key"]].drop_duplicates()
+    return ResolveSummary(
+        customers=int(members["customer_id"].nunique()),
+        records_linked=len(identity_map),
+        anonymous_records=_count_without_identifiers(ws) + max(len(all_records) - len(identity_map), 0),
+        blocked_identifiers=len(blocked),
+        shared_identifiers=len(shared),
+        probabilistic_links=int(scored["accepted"].sum()) if len(scored) else 0,
+        dob_conflict_clusters=remaining_conflicts,
+        retired_ids=int((history["event"] == "merged").sum()) if len(history) else 0,
+        notes=tuple(notes),
+    )
+
+
+def _common_value_notes(profiles: pd.DataFrame) -> list[str]:
+    return [
         f"{v['column']} '{v['value']}' on {v['records']} profile records ({v['share']:.0%}): "
         "placeholder or near-constant, not used as evidence"
         for v in profiles.attrs.get("common_values", [])
     ]
-    if config.probabilistic and len(profiles) > 1:
-        scored, model, match_notes = _probabilistic_edges(profiles, config, model)
-        notes += match_notes
-    prob = scored[scored["accepted"].astype(bool)]
-    record_edges = pd.concat(
-        [
-            shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0),
-            pd.DataFrame(
-                {
-                    "uid_l": prob["unique_id_l"],
-                    "uid_r": prob["unique_id_r"],
-                    "kind": "probabilistic",
-                    "p": prob["match_probability"].astype(float),
-                }
-            ),
-        ],
-        ignore_index=True,
-    )
-    record_keys = np.unique(np.concatenate([usable["record"].to_numpy(), profiles["unique_id"].to_numpy()]))
-    record_component, node_component = _components(record_keys, usable, record_edges)
-    dob_reliable = matching.reliable(model, "dob")  # on noisy DOBs a conflict is evidence, not a split
-    conflicted = _dob_conflicts(record_component, profiles) if config.household_guards and dob_reliable else set()
-    if conflicted:  # cut the soft edges inside conflicting clusters and re-split
-        soft = record_edges["uid_l"].map(record_component).isin(conflicted)
-        record_edges = record_edges[~soft].reset_index(drop=True)
-        scored.loc[scored["unique_id_l"].map(record_component).isin(conflicted) & scored["accepted"], "guard"] = (
-            "cut: cluster had conflicting dates of birth"
-        )
-        scored["accepted"] = scored["guard"].eq("")
-        record_component, node_component = _components(record_keys, usable, record_edges)
-    remaining_conflicts = len(_dob_conflicts(record_component, profiles)) if dob_reliable else 0
 
-    # records of the graph: every identifying record + every profile record
+
+def soft_record_edges(shared_edges: pd.DataFrame, accepted: pd.DataFrame) -> pd.DataFrame:
+    """Record-to-record edges (uid_l, uid_r, kind, p): name-agreeing pairs on a shared identifier
+    and accepted probabilistic matches (full and incremental runs alike)."""
+    probabilistic = pd.DataFrame(
+        {
+            "uid_l": accepted["unique_id_l"],
+            "uid_r": accepted["unique_id_r"],
+            "kind": "probabilistic",
+            "p": accepted["match_probability"].astype(float),
+        }
+    )
+    shared = shared_edges[["uid_l", "uid_r"]].assign(kind="shared_identifier+name", p=1.0)
+    return pd.concat([shared, probabilistic], ignore_index=True)
+
+
+def edges_by_record(edges: pd.DataFrame) -> pd.DataFrame:
+    """Each soft edge once per end: record, kind, p."""
+    ends = [edges[[side, "kind", "p"]].set_axis(["record", "kind", "p"], axis=1) for side in ("uid_l", "uid_r")]
+    return pd.concat(ends, ignore_index=True)
+
+
+def joined_kinds(frame: pd.DataFrame) -> pd.Series:
+    """record -> its distinct link kinds, sorted and comma-joined."""
+    return frame.groupby("record")["kind"].agg(lambda k: ",".join(sorted(set(k))))
+
+
+def combine_linked_by(hard: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """'hard kinds,soft kinds' per record (either part may be empty)."""
+    return hard + np.where((hard != "") & (soft != ""), ",", "").astype(object) + soft
+
+
+def _split_dob_conflicts(
+    record_keys: np.ndarray,
+    usable: pd.DataFrame,
+    record_edges: pd.DataFrame,
+    scored: pd.DataFrame,
+    profiles: pd.DataFrame,
+    guard: bool,
+) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Components; with the guard on, a cluster holding conflicting dates of birth loses its soft
+    edges (marked in `scored`, in place) and is re-split. Returns (edges, record and node components)."""
+    record_component, node_component = _components(record_keys, usable, record_edges)
+    conflicted = _dob_conflicts(record_component, profiles) if guard else set()
+    if not conflicted:
+        return record_edges, record_component, node_component
+    soft = record_edges["uid_l"].map(record_component).isin(conflicted)
+    record_edges = record_edges[~soft].reset_index(drop=True)
+    scored.loc[scored["unique_id_l"].map(record_component).isin(conflicted) & scored["accepted"], "guard"] = (
+        "cut: cluster had conflicting dates of birth"
+    )
+    scored["accepted"] = scored["guard"].eq("")
+    record_component, node_component = _components(record_keys, usable, record_edges)
+    return record_edges, record_component, node_component
+
+
+def _customers(
+    record_keys: np.ndarray, record_component: pd.Series, node_component: pd.Series, previous: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Components holding a customer-table record become customers (ids kept from `previous` where
+    clusters allow): (member records, identifier nodes -> customer_id, id history events)."""
     members = pd.DataFrame({"record": record_keys, "component": record_component.to_numpy()})
     split = members["record"].str.split("|", n=1, expand=True)
     members["source_table"], members["source_key"] = split[0], split[1]
@@ -243,7 +308,15 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     members["anchor"] = members["component"].map(anchor)
     ids, history = assign_ids(members, previous)
     members["customer_id"] = members["component"].map(ids)
+    nodes = pd.DataFrame({"node": node_component.index, "component": node_component.to_numpy()})
+    nodes = nodes[nodes["component"].isin(set(members["component"]))]
+    nodes["customer_id"] = nodes["component"].map(ids)
+    return members, nodes[["node", "customer_id"]].reset_index(drop=True), history
 
+
+def _linked_by(members: pd.DataFrame, usable: pd.DataFrame, record_edges: pd.DataFrame) -> np.ndarray:
+    con = duckdb.connect()  # string_agg over millions of links: DuckDB, not a Python lambda per group
+    con.register("usable_links", usable)
     kinds = (
         con.execute(
             "SELECT record, string_agg(DISTINCT kind, ',' ORDER BY kind) AS k FROM usable_links GROUP BY record"
@@ -251,29 +324,25 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
         .df()
         .set_index("record")["k"]
     )
-    soft_kinds = pd.concat(
-        [
-            record_edges[["uid_l", "kind"]].set_axis(["record", "kind"], axis=1),
-            record_edges[["uid_r", "kind"]].set_axis(["record", "kind"], axis=1),
-        ]
-    )
-    soft_kinds = soft_kinds.groupby("record")["kind"].agg(lambda k: ",".join(sorted(set(k))))
-    linked_by = pd.Series(members["record"].map(kinds).fillna(""), index=members.index)
-    extra = members["record"].map(soft_kinds).fillna("")
-    members["linked_by"] = (linked_by + np.where((linked_by != "") & (extra != ""), ",", "") + extra).to_numpy()
-    members["match_probability"] = _match_probability(members, usable, record_edges)
-    identity_map = (
-        members[["source_table", "source_key", "customer_id", "linked_by", "match_probability"]]
-        .sort_values(["source_table", "source_key"])
-        .reset_index(drop=True)
-    )
-    nodes = pd.DataFrame({"node": node_component.index, "component": node_component.to_numpy()})
-    nodes = nodes[nodes["component"].isin(set(members["component"]))]
-    nodes["customer_id"] = nodes["component"].map(ids)
+    soft_kinds = joined_kinds(edges_by_record(record_edges))
+    hard = members["record"].map(kinds).fillna("").to_numpy(dtype=object)
+    return combine_linked_by(hard, members["record"].map(soft_kinds).fillna("").to_numpy(dtype=object))
 
+
+def _write_outputs(
+    ws: Workspace,
+    identity_map: pd.DataFrame,
+    nodes: pd.DataFrame,
+    blocked: pd.DataFrame,
+    shared: pd.DataFrame,
+    scored: pd.DataFrame,
+    model: dict | None,
+    history: pd.DataFrame,
+) -> pd.DataFrame:
+    """identity/ files; returns the full id history (earlier events + this run's)."""
     ws.identity.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(identity_map, ws.path("identity_map"))
-    write_parquet_atomic(nodes[["node", "customer_id"]].reset_index(drop=True), ws.path("identifier_map"))
+    write_parquet_atomic(nodes, ws.path("identifier_map"))
     write_parquet_atomic(
         pd.concat([blocked, shared.assign(guard="shared")], ignore_index=True),
         ws.path("blocked_identifiers"),
@@ -285,26 +354,7 @@ def resolve(ws: Workspace, config: ResolveConfig = ResolveConfig(), model: dict 
     if history_path.exists():
         history = pd.concat([pd.read_parquet(history_path), history], ignore_index=True)
     write_parquet_atomic(history, history_path)
-    from cdp.identity.households import build_households
-
-    build_households(ws, identity_map, profiles, links)
-    from cdp.identity.state import write_state
-
-    write_state(ws, links, identity_map, counts)
-
-    all_records = links[["source_table", "source_key"]].drop_duplicates()
-    linked_all = len(identity_map)
-    return ResolveSummary(
-        customers=int(members["customer_id"].nunique()),
-        records_linked=linked_all,
-        anonymous_records=_count_without_identifiers(ws) + max(len(all_records) - linked_all, 0),
-        blocked_identifiers=len(blocked),
-        shared_identifiers=len(shared),
-        probabilistic_links=int(scored["accepted"].sum()) if len(scored) else 0,
-        dob_conflict_clusters=remaining_conflicts,
-        retired_ids=int((history["event"] == "merged").sum()) if len(history) else 0,
-        notes=tuple(notes),
-    )
+    return history
 
 
 def _match_probability(members: pd.DataFrame, usable: pd.DataFrame, record_edges: pd.DataFrame) -> np.ndarray:
@@ -312,16 +362,7 @@ def _match_probability(members: pd.DataFrame, usable: pd.DataFrame, record_edges
     alone); otherwise the best probability of the soft edges that bind it."""
     degree = usable.groupby("node")["record"].nunique()
     hard = set(usable.loc[usable["node"].map(degree) > 1, "record"])
-    best = (
-        pd.concat(
-            [
-                record_edges[["uid_l", "p"]].set_axis(["record", "p"], axis=1),
-                record_edges[["uid_r", "p"]].set_axis(["record", "p"], axis=1),
-            ]
-        )
-        .groupby("record")["p"]
-        .max()
-    )
+    best = edges_by_record(record_edges).groupby("record")["p"].max()
     p = members["record"].map(best).fillna(1.0).to_numpy(float)
     p[members["record"].isin(hard).to_numpy()] = 1.0
     return p

@@ -84,11 +84,6 @@ def iso_dates(days: np.ndarray, valid: np.ndarray | None = None) -> pa.StringArr
     return fixed_width(table[d - d0], valid)
 
 
-def seq_ids(prefix: str, n: int, width: int) -> pa.StringArray:
-    """Sequential ids prefix + zero-padded 1..n ("O00000001", ...)."""
-    return number_ids(prefix, np.arange(1, n + 1, dtype=np.int64), width)
-
-
 def number_ids(prefix: str, numbers: np.ndarray, width: int, base: int = 10) -> pa.StringArray:
     """prefix + zero-padded numbers in base 10 or 16 (lower-case hex)."""
     p = prefix.encode()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdp import pipeline
+from cdp.atomic import write_json_atomic
 from cdp.cli.ui import progress_bar
 from cdp.workspace import Workspace
 
@@ -87,6 +88,15 @@ def _uplift_headline(result: dict) -> dict:
 def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Console) -> dict:
     started = time.perf_counter()
     ws.ensure()
+    stages, serving = _run_stages(ws, customers, seed, port, console)
+    summary = _summary(ws, customers, stages, serving, started)
+    write_json_atomic(ws.path("demo_summary"), summary, indent=2)
+    _print_summary(console, ws, summary)
+    return summary
+
+
+def _run_stages(ws: Workspace, customers: int, seed: int, port: int, console: Console) -> tuple[dict, dict]:
+    """generate -> ingest -> resolve -> features -> train every model -> score -> serve + call."""
     stages: dict[str, dict] = {}
     with progress_bar("generate") as update:
         stages["generate"] = pipeline.generate(ws, customers, seed, progress=update)
@@ -96,14 +106,9 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         stages["resolve"] = pipeline.resolve(ws)
     with progress_bar("features") as update:
         stages["features"] = pipeline.build_features(ws, progress=update)
-    with progress_bar("train churn") as update:
-        stages["train"] = pipeline.train(ws, "churn", progress=update)
-    with progress_bar("train next-best-product") as update:
-        stages["train_next_best_product"] = pipeline.train(ws, "next-best-product", progress=update)
-    with progress_bar("train campaign-response") as update:
-        stages["train_campaign_response"] = pipeline.train(ws, "campaign-response", progress=update)
-    with progress_bar("train clv") as update:
-        stages["train_clv"] = pipeline.train(ws, "clv", progress=update)
+    for stage, model in zip(TRAIN_STAGES, ("churn", "next-best-product", "campaign-response", "clv"), strict=True):
+        with progress_bar(f"train {model}") as update:
+            stages[stage] = pipeline.train(ws, model, progress=update)
     with console.status("score + push back"):
         stages["score"] = pipeline.score(ws)
     scored = pd.read_parquet(ws.path("churn_scores"), columns=["customer_id"])
@@ -111,35 +116,41 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         serve_started = time.perf_counter()
         serving = _call_server(ws, port, scored["customer_id"].head(3).tolist())
         serving["seconds"] = round(time.perf_counter() - serve_started, 2)
+    return stages, serving
 
-    ingest = stages["ingest"]
-    train = stages["train"]
-    summary = {
+
+def _churn_headline(train: dict) -> dict:
+    oracle = train["oracle"]
+    return {
+        "churn_roc_auc": round(train["metrics"]["roc_auc"], 4),
+        "churn_oracle_roc_auc": round(oracle["roc_auc"], 4) if oracle else None,
+        "identity_clean_rows": {  # customer == one whole person: where the oracle is the ceiling
+            "rows": oracle["clean_rows"],
+            "model_roc_auc": round(oracle["model_clean_rows_roc_auc"], 4),
+            "oracle_roc_auc": round(oracle["clean_rows_roc_auc"], 4),
+        }
+        if oracle
+        else None,
+        "churn_pr_auc": round(train["metrics"]["pr_auc"], 4),
+        "churn_brier": round(train["metrics"]["brier"], 4),
+        "churn_lift_top_decile": round(train["metrics"]["lift_top_decile"], 2),
+    }
+
+
+def _summary(ws: Workspace, customers: int, stages: dict, serving: dict, started: float) -> dict:
+    ingest, train, clv = stages["ingest"], stages["train"], stages["train_clv"]
+    return {
         "customers_requested": customers,
         "rows_read": {t: c["read"] for t, c in ingest["tables"].items()},
         "rows_quarantined": {t: c["quarantined"] for t, c in ingest["tables"].items()},
         "people_in_truth": _people_in_truth(ws),
         "customers_found": stages["resolve"]["customers"],
-        "churn_roc_auc": round(train["metrics"]["roc_auc"], 4),
-        "churn_oracle_roc_auc": round(train["oracle"]["roc_auc"], 4) if train["oracle"] else None,
-        "identity_clean_rows": {  # customer == one whole person: where the oracle is the ceiling
-            "rows": train["oracle"]["clean_rows"],
-            "model_roc_auc": round(train["oracle"]["model_clean_rows_roc_auc"], 4),
-            "oracle_roc_auc": round(train["oracle"]["clean_rows_roc_auc"], 4),
-        }
-        if train["oracle"]
-        else None,
-        "churn_pr_auc": round(train["metrics"]["pr_auc"], 4),
-        "churn_brier": round(train["metrics"]["brier"], 4),
-        "churn_lift_top_decile": round(train["metrics"]["lift_top_decile"], 2),
+        **_churn_headline(train),
         "next_best_product": _nbp_headline(stages["train_next_best_product"]),
         "campaign_response": _uplift_headline(stages["train_campaign_response"]),
         "clv_12_months": {
-            "model": {k: round(v, 4) for k, v in stages["train_clv"]["metrics"].items()},
-            **{
-                name: {k: round(v, 4) for k, v in m.items()}
-                for name, m in stages["train_clv"]["extra"]["baselines"].items()
-            },
+            "model": {k: round(v, 4) for k, v in clv["metrics"].items()},
+            **{name: {k: round(v, 4) for k, v in m.items()} for name, m in clv["extra"]["baselines"].items()},
         },
         "mlflow": {
             "tracking_uri": ws.mlflow_uri,
@@ -157,28 +168,31 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
         "total_seconds": round(time.perf_counter() - started, 1),
         "stages": stages,
     }
-    ws.reports.mkdir(parents=True, exist_ok=True)
-    (ws.path("demo_summary")).write_text(json.dumps(summary, indent=2, default=str))
+
+
+HEADLINES = (
+    "people_in_truth",
+    "customers_found",
+    "churn_roc_auc",
+    "churn_oracle_roc_auc",
+    "identity_clean_rows",
+    "churn_pr_auc",
+    "churn_brier",
+    "churn_lift_top_decile",
+    "next_best_product",
+    "campaign_response",
+    "clv_12_months",
+    "customers_scored_and_pushed",
+    "total_seconds",
+)
+
+
+def _print_summary(console: Console, ws: Workspace, summary: dict) -> None:
     table = Table(title="cdp demo", show_header=False)
-    for key in (
-        "people_in_truth",
-        "customers_found",
-        "churn_roc_auc",
-        "churn_oracle_roc_auc",
-        "identity_clean_rows",
-        "churn_pr_auc",
-        "churn_brier",
-        "churn_lift_top_decile",
-        "next_best_product",
-        "campaign_response",
-        "clv_12_months",
-        "customers_scored_and_pushed",
-        "total_seconds",
-    ):
+    for key in HEADLINES:
         table.add_row(key, str(summary[key]))
     table.add_row("quarantined rows", str(sum(summary["rows_quarantined"].values())))
-    table.add_row("served", serving["url"])
-    table.add_row("mlflow", f"{ws.mlflow_uri}  run {train['run_id']}")
+    table.add_row("served", summary["served"]["url"])
+    table.add_row("mlflow", f"{ws.mlflow_uri}  run {summary['mlflow']['run_id']}")
     table.add_row("stage seconds", json.dumps(summary["stage_seconds"]))
     console.print(table)
-    return summary

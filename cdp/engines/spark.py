@@ -46,10 +46,6 @@ def identity_engine() -> str:
     return str(setting("identity_engine", EngineUnavailable))
 
 
-def sql_dialect(engine: str | None = None) -> str:
-    return engine or identity_engine()
-
-
 def _check_spark_available() -> None:
     try:
         import pyspark  # noqa: F401

@@ -15,7 +15,7 @@ CDP = str(Path(sys.executable).with_name("cdp"))
 ON_EMPTY = {
     "ingest": "cdp contract",
     "resolve": "cdp ingest",
-    "resolve --incremental": "cdp ingest",
+    "resolve --incremental": "cdp resolve",
     "features": "cdp ingest",
     "train churn": "cdp features",
     "train next-best-product": "cdp features",
