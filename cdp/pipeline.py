@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -43,7 +44,7 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
     """Validate raw tables, normalize identifiers, quarantine rejected rows with reasons."""
     from cdp.ingest.staging import ingest as ingest_raw
 
-    report = ingest_raw(ws.ensure(), progress=progress).to_dict()
+    report: dict[str, Any] = ingest_raw(ws.ensure(), progress=progress).to_dict()
     return {"tables": {row.pop("table"): row for row in report["tables"]}, "warnings": report["warnings"]}
 
 

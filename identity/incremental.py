@@ -137,7 +137,7 @@ class _Guards:
     usable: pd.DataFrame
     guarded_now: set
     degree_of: Callable[[set], pd.Series]  # node -> how many records carry it (all records)
-    counts: pd.DataFrame | None = None  # full read: node counts for the state
+    counts: tuple[pd.DataFrame, pd.DataFrame] | None = None  # full read: node counts for the state
     state_nodes: pd.DataFrame | None = None  # state read: the updated state tables
     state_pairs: pd.DataFrame | None = None
 
@@ -429,6 +429,7 @@ def _update_households_and_state(
     from cdp.identity.households import all_household_keys, build_households
 
     if previous.state is None:
+        assert links is not None and guards.counts is not None  # a full read has both
         build_households(ws, updated, previous.profiles, links)
         write_state(ws, links, updated, guards.counts)
         return

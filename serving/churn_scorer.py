@@ -10,6 +10,7 @@ feature contributions (TreeSHAP values in log-odds), turned into plain words.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ TOP_REASONS = 3
 
 @dataclass
 class ChurnScorer:
-    model: object  # CalibratedClassifierCV(FrozenEstimator(LGBMClassifier), method="isotonic")
+    model: Any  # CalibratedClassifierCV(FrozenEstimator(LGBMClassifier), method="isotonic")
     version: str
     features: list[str]
     descriptions: dict[str, str]

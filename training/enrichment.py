@@ -98,7 +98,9 @@ def evaluate_enrichment(
     # same column order as churn_v1 (LightGBM's column sampling depends on it): all_vendors
     # then reproduces the production churn model exactly
     variants = {name: data[[c for c in frame.columns if c in data.columns]] for name, data in variants.items()}
-    results, scores, y = {}, {}, None
+    results: dict[str, dict] = {}
+    scores: dict[str, np.ndarray] = {}
+    y = np.empty(0)
     for i, (name, data) in enumerate(variants.items()):
         step(f"fit churn {name}", i + 1, len(variants) + 1)
         train, valid = split_out_of_time(data, spec)

@@ -98,7 +98,7 @@ class OnlineReader:
         return _View(name, features, fields=[_mmh3(f"{versioned}:{f}") for f in features])
 
     def _sqlite(self, view: _View, keys: list[bytes]) -> dict[str, list]:
-        conn = self.store._get_provider().online_store._get_conn(self.config)
+        conn = self.store._get_provider().online_store._get_conn(self.config)  # type: ignore[attr-defined]
         marks = ",".join("?" * len(keys))
         with self._lock:
             rows = conn.execute(
@@ -111,7 +111,7 @@ class OnlineReader:
         """Feast keeps one hash per customer holding every view's fields: one HMGET per customer
         for all views, pipelined (one round trip per call)."""
         # the provider's own store object keeps one client (and connection pool) for the process
-        client = self.store._get_provider().online_store._get_client(self.config.online_store)
+        client = self.store._get_provider().online_store._get_client(self.config.online_store)  # type: ignore[attr-defined]
         project = self.config.project.encode("utf-8")
         fields = [field for view in views for field in view.fields]
         with client.pipeline(transaction=False) as pipe:

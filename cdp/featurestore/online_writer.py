@@ -46,7 +46,8 @@ class Column:
     @property
     def texts(self) -> list[str | None]:
         if self._texts is None:
-            self._texts = [None if not blob else str(v) for blob, v in zip(self.blobs, self._values)]
+            values = self._values if self._values is not None else [0.0] * len(self.blobs)
+            self._texts = [None if not blob else str(v) for blob, v in zip(self.blobs, values, strict=True)]
         return self._texts
 
     def protos(self) -> list:
@@ -187,7 +188,7 @@ def _write_chunks(store: FeatureStore, chunks: list[ViewRows]) -> None:
                 (key, {name: values[i] for name, values in protos.items()}, rows.stamps[i], created)
                 for i, key in enumerate(_entity_keys(rows.ids))
             ]
-            store._get_provider().online_write_batch(config, rows.view, data, progress=None)
+            store._get_provider().online_write_batch(config, rows.view, data, progress=None)  # type: ignore[arg-type]
 
 
 def _sqlite_upsert(store: FeatureStore, rows: ViewRows) -> None:
@@ -197,7 +198,7 @@ def _sqlite_upsert(store: FeatureStore, rows: ViewRows) -> None:
     names = list(columns)
 
     config = store.config
-    conn = store._get_provider().online_store._get_conn(config)
+    conn = store._get_provider().online_store._get_conn(config)  # type: ignore[attr-defined]  # SqliteOnlineStore
     table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
     # Feast stores timestamps as the epoch of the naive-UTC datetime: few distinct values, convert once.
     epochs = {s: adapt_datetime_epoch(s.astimezone(UTC).replace(tzinfo=None)) for s in set(stamps)}

@@ -139,7 +139,8 @@ def _follow_workspace(ws: Workspace, store: FeatureStore) -> None:
         return
     features, spark = ws.features.resolve(), _source_kind(store) == "spark"
     if sources and any(
-        Path(s.path).resolve().parent != features or isinstance(s, FileSource) == spark for s in sources
+        Path(s.path).resolve().parent != features or isinstance(s, FileSource) == spark  # type: ignore[attr-defined]
+        for s in sources
     ):
         store.apply(repo_definitions().definitions(ws.features, _source_kind(store)))
 
