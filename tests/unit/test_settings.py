@@ -58,3 +58,12 @@ def test_cdp_config_shows_sources_and_masks_secrets(clean_env):
     assert "very-secret-key" not in result.output and "hunter2" not in result.output
     assert rows["CDP_ONLINE_STORE"]["source"] == "profile embedded.env"
     assert set(rows) == {f"CDP_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_the_configuration_reference_in_docs_is_the_generated_one():
+    from pathlib import Path
+
+    from cdp.cli.config import reference_markdown
+
+    committed = (Path(__file__).parents[2] / "docs" / "CONFIGURATION.md").read_text()
+    assert committed == reference_markdown(), "regenerate: cdp config --markdown > docs/CONFIGURATION.md"
