@@ -6,14 +6,12 @@ Each returns a small summary dict that the CLI prints and the demo writes to JSO
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from cdp.atomic import write_json_atomic
 from cdp.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -65,18 +63,13 @@ def resolve(ws: Workspace, incremental: bool = False) -> dict:
     return resolve_identities(ws).to_dict()
 
 
-def load_snapshots(ws: Workspace) -> tuple[list[pd.Timestamp], pd.Timestamp]:
-    ws.require("snapshots")
-    meta = json.loads((ws.path("snapshots")).read_text())
-    return [pd.Timestamp(s) for s in meta["snapshots"]], pd.Timestamp(meta["data_end"])
-
-
 @_timed
 def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
     CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
     (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
     from cdp.features.build import build_features as build
+    from cdp.features.build import write_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.features.views import data_end, feature_engine, snapshot_times
     from cdp.featurestore.store import apply_definitions, materialize_latest
@@ -92,9 +85,7 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
         end = data_end(timeline)
     snapshots = snapshot_times(end)
     written = build(ws, timeline, snapshots, progress=progress, engine=engine)
-    write_json_atomic(
-        ws.path("snapshots"), {"snapshots": [s.isoformat() for s in snapshots], "data_end": end.isoformat()}
-    )
+    write_snapshots(ws, snapshots, end)
     started = time.perf_counter()
     if progress:
         progress("feast apply + materialize latest snapshot", len(written), len(written) + 1)
@@ -139,6 +130,8 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
     model = model.replace("_", "-")
     if model not in MODELS:
         raise ValueError(f"model: unknown model '{model}' (available: {', '.join(MODELS)})")
+    from cdp.features.build import load_snapshots
+
     snapshots, end = load_snapshots(ws)
     timeline = load_timeline(ws)
     store = open_store(ws)
@@ -178,6 +171,7 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
 def score(ws: Workspace) -> dict:
     """Batch-score every active customer with each registered champion and push the scores back
     into the profiles (one PushSource per score family). Models without a champion are skipped."""
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.featurestore.store import open_store
     from cdp.serving.batch import score_all

@@ -9,8 +9,11 @@ engine duckdb (default: $CDP_FEATURE_ENGINE): the SQL of features/views.py over 
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
+from cdp.atomic import write_json_atomic
 from cdp.features.timeline import Timeline
 from cdp.features.views import build_features_duckdb, feature_engine
 from cdp.workspace import Workspace
@@ -26,3 +29,17 @@ def build_features(
     if timeline is None:
         raise ValueError("the DuckDB feature engine needs the timeline (load_timeline(ws))")
     return build_features_duckdb(ws, timeline, snapshots, progress=progress)
+
+
+def write_snapshots(ws: Workspace, snapshots: list[pd.Timestamp], data_end: pd.Timestamp) -> None:
+    """features/snapshots.json: the snapshot times the views were built at, and the data end."""
+    write_json_atomic(
+        ws.path("snapshots"), {"snapshots": [s.isoformat() for s in snapshots], "data_end": data_end.isoformat()}
+    )
+
+
+def load_snapshots(ws: Workspace) -> tuple[list[pd.Timestamp], pd.Timestamp]:
+    """(snapshot times, data end) of the last `cdp features`."""
+    ws.require("snapshots")
+    meta = json.loads(ws.path("snapshots").read_text())
+    return [pd.Timestamp(s) for s in meta["snapshots"]], pd.Timestamp(meta["data_end"])

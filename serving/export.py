@@ -18,11 +18,11 @@ CHANNELS = ("email", "sms")
 
 def churn_list(ws: Workspace, top: int, min_probability: float = 0.0) -> pd.DataFrame:
     """The `top` customers by their latest churn score, with reasons and contactability."""
+    from cdp.features.build import load_snapshots
     from cdp.features.consent import contactable
     from cdp.featurestore.latest import latest_service_features
     from cdp.featurestore.store import open_store
     from cdp.models.churn import CHURN
-    from cdp.pipeline import load_snapshots
     from cdp.serving.churn_scorer import ChurnScorer
     from cdp.training.tracking import load_champion
 

@@ -45,8 +45,8 @@ def check_ready(ws: Workspace, store=None) -> None:
 def _check_online_store(ws: Workspace, store) -> None:
     import pandas as pd
 
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import latest_snapshot
-    from cdp.pipeline import load_snapshots
 
     snapshots, _ = load_snapshots(ws)
     sample = latest_snapshot(ws, "customer_profile", snapshots[-1])["customer_id"].head(5).tolist()

@@ -152,10 +152,10 @@ class CustomerScores:
     def __init__(self) -> None:
         import pandas as pd
 
+        from cdp.features.build import load_snapshots
         from cdp.featurestore.online_reader import OnlineReader
         from cdp.featurestore.store import open_store, repo_definitions
         from cdp.models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
-        from cdp.pipeline import load_snapshots
         from cdp.serving.readiness import check_ready, served_models
         from cdp.workspace import Workspace
 

@@ -51,9 +51,9 @@ def _day(value: str) -> pd.Timestamp:
 
 def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]) -> tuple[Evaluator, str]:
     """Rebuild a run's out-of-time rows from the workspace; returns (model -> metrics, description)."""
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.featurestore.store import open_store
-    from cdp.pipeline import load_snapshots
 
     snapshots, data_end = load_snapshots(ws)
     timeline, store = load_timeline(ws), open_store(ws)

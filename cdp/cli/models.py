@@ -79,9 +79,9 @@ def eval_enrichment(
     home: Path | None = HomeOption,
 ) -> None:
     """Churn out-of-time ROC AUC with and without each enrichment vendor's features: lift + 95% interval."""
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.featurestore.store import open_store
-    from cdp.pipeline import load_snapshots
     from cdp.training.enrichment import evaluate_enrichment
 
     ws = workspace(home)

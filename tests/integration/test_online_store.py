@@ -60,8 +60,8 @@ def reader_equals_feast(ws: Workspace, ids: list[str]) -> None:
 
 
 def bulk_equals_feast(ws: Workspace) -> None:
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import latest_snapshot, materialize_latest, open_store
-    from cdp.pipeline import load_snapshots
 
     as_of = load_snapshots(ws)[0][-1]
     ids = [*latest_snapshot(ws, "customer_profile", as_of)["customer_id"].sample(150, random_state=4), "cus_nobody"]
@@ -93,8 +93,8 @@ def test_a_redis_error_reply_fails_the_bulk_write(copy_ws, monkeypatch):
     import redis
     from redis.exceptions import ResponseError
 
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
-    from cdp.pipeline import load_snapshots
 
     with redis_server(free_port(), copy_ws.root) as address:
         monkeypatch.setenv("CDP_ONLINE_STORE", "redis")
@@ -120,8 +120,9 @@ def test_a_wrong_online_store_setting_names_the_variable(monkeypatch, copy_ws):
 def test_erasure_reaches_the_redis_online_store(copy_ws, monkeypatch):
     import redis
 
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
-    from cdp.pipeline import load_snapshots, score
+    from cdp.pipeline import score
     from cdp.privacy.erasure import erase_subjects
     from cdp.privacy.subjects import subject_for
 

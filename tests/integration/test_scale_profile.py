@@ -11,6 +11,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from cdp.features.build import load_snapshots
 from cdp.settings import ProfileError, apply_profile, profile_values
 from cdp.workspace import Workspace
 from tests.conftest import free_port
@@ -51,7 +52,7 @@ def scale_run(pipeline_ws, stage_results, tmp_path_factory):
             os.environ.pop(key, None)
         apply_profile()
         try:
-            materialize_latest(ws, open_store(ws), pipeline.load_snapshots(ws)[0][-1])
+            materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
             trained = pipeline.train(ws, "churn")
             scored = pipeline.score(ws)
             from cdp.serving.service import ChurnRequest, CustomerScores

@@ -100,3 +100,59 @@ def test_no_private_names_imported_across_modules(installed):
                     if a.name.startswith("_")
                 ]
     assert offenders == []
+
+
+# cli -> pipeline -> stages -> workspace/settings: a lower layer never imports a higher one
+LAYERS = (
+    ("cdp.cli",),
+    ("cdp.pipeline",),
+    (
+        "cdp.ingest",
+        "cdp.identity",
+        "cdp.features",
+        "cdp.privacy",
+        "cdp.models",
+        "cdp.training",
+        "cdp.serving",
+        "cdp.featurestore",
+        "cdp.engines",
+        "cdp.synthetic",
+        "cdp.feature_repo",
+    ),
+    ("cdp.workspace", "cdp.settings", "cdp.atomic", "cdp.config"),
+)
+
+
+def _layer_of(module: str) -> int | None:
+    for rank, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return rank
+    return None
+
+
+def _upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, imported in edges.items():
+        own = _layer_of(module)
+        for other in imported:
+            theirs = _layer_of(other)
+            if own is not None and theirs is not None and theirs < own:
+                found.append(f"{module} -> {other}")
+    return sorted(found)
+
+
+def test_dependencies_point_down_the_layers(installed, monkeypatch):
+    monkeypatch.syspath_prepend(str(installed))
+    for name in [m for m in sys.modules if m == "cdp" or m.startswith("cdp.")]:
+        monkeypatch.delitem(sys.modules, name)
+    graph = grimp.build_graph("cdp", include_external_packages=False, cache_dir=None)
+    edges = {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+    unlayered = sorted(m for m in edges if _layer_of(m) is None and m not in ("cdp", "cdp.faults"))
+    assert unlayered == [], "give each module a layer in LAYERS"
+    assert _upward_imports(edges) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert _upward_imports({"cdp.training.promote": {"cdp.pipeline"}, "cdp.pipeline": {"cdp.workspace"}}) == [
+        "cdp.training.promote -> cdp.pipeline"
+    ]
