@@ -118,8 +118,8 @@ def redis(port: int, workdir: Path):
 
 def write_throughput(ws: Workspace) -> dict:
     """Latest snapshot into the online store: Feast's materialize vs the bulk writer (same rows)."""
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store, repo_definitions
-    from cdp.pipeline import load_snapshots
 
     as_of = load_snapshots(ws)[0][-1]
     store = open_store(ws)
@@ -155,8 +155,8 @@ def lean(run):
 
 
 def fill_online_store(ws: Workspace) -> None:
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
-    from cdp.pipeline import load_snapshots
 
     materialize_latest(ws, open_store(ws), load_snapshots(ws)[0][-1])
 
@@ -164,11 +164,11 @@ def fill_online_store(ws: Workspace) -> None:
 def batch_scoring(ws: Workspace) -> dict:
     """Churn scoring of every active customer: the steps (read, predict, write back), then `cdp
     score`'s churn step end to end (consent filter and model load included), vs Feast's PIT join."""
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.featurestore.latest import latest_service_features
     from cdp.featurestore.store import open_store
     from cdp.models.churn import CHURN, scoring_entities
-    from cdp.pipeline import load_snapshots
     from cdp.serving.batch import score_churn, write_back
     from cdp.serving.churn_scorer import ChurnScorer
     from cdp.training.tracking import load_champion

@@ -124,9 +124,9 @@ def test_email_campaign_targets_only_customers_with_a_live_email_grant(service, 
 
 
 def test_batch_campaign_target_list_respects_channel_consent(pipeline_ws, tmp_path):
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.featurestore.store import open_store
-    from cdp.pipeline import load_snapshots
     from cdp.serving.batch import score_campaign_response
 
     shutil.copytree(pipeline_ws.root, tmp_path / "ws")  # scoring writes back: keep the shared workspace as is
@@ -222,8 +222,9 @@ def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
 @pytest.fixture(scope="module")
 def redis_workspace(pipeline_ws, tmp_path_factory):
     """A copy of the session workspace whose online store is a private redis-server."""
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
-    from cdp.pipeline import load_snapshots, score
+    from cdp.pipeline import score
 
     home = tmp_path_factory.mktemp("redis") / "ws"
     shutil.copytree(pipeline_ws.root, home)

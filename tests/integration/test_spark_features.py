@@ -71,10 +71,10 @@ def test_the_yaml_follows_online_and_offline_store_settings():
 def _entities(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Churn's labelled entities (every complete snapshot) plus rows the join must not lose or leak:
     between snapshots (take the earlier snapshot), before the first snapshot (nulls), an unknown id."""
-    from cdp import pipeline
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
 
-    snapshots, end = pipeline.load_snapshots(ws)
+    snapshots, end = load_snapshots(ws)
     churn = labelled_entities(load_timeline(ws).orders, snapshots, end)
     sample = churn.drop_duplicates("customer_id").head(200)
     odd = pd.concat(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cdp.features.build import load_snapshots
 from cdp.features.timeline import load_timeline
 from cdp.featurestore.store import open_store, repo_definitions
 from cdp.models.churn import CHURN, labelled_entities
-from cdp.pipeline import load_snapshots
 from cdp.training.train import build_training_set
 
 

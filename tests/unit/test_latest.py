@@ -15,9 +15,9 @@ from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 
 @pytest.mark.parametrize("spec", [CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE], ids=lambda s: s.name)
 def test_latest_features_equal_feasts_point_in_time_join(pipeline_ws, spec):
+    from cdp.features.build import load_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.featurestore.store import open_store
-    from cdp.pipeline import load_snapshots
     from cdp.training.train import build_training_set
 
     store = open_store(pipeline_ws)

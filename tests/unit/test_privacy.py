@@ -487,8 +487,8 @@ def test_erasure_with_the_online_store_down_suppresses_first_and_resumes_from_th
     """Redis unreachable during erase: exit 1 with one line saying what to run, the suppression and
     the journal are already written, no receipt yet; once Redis answers, `--resume` finishes the
     online store from the journal and writes the receipt."""
+    from cdp.features.build import load_snapshots
     from cdp.featurestore.store import materialize_latest, open_store
-    from cdp.pipeline import load_snapshots
     from cdp.privacy.erasure import journal_dir, load_suppressions, pending_erasures
     from cdp.privacy.subjects import privacy_key, token
     from tests.conftest import free_port
