@@ -61,6 +61,7 @@ def roc_figure(y_true: np.ndarray, score: np.ndarray) -> Figure:
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random (AUC 0.5)")
     ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC (out-of-time)")
     ax.legend()
+    fig.tight_layout()
     return fig
 
 
@@ -72,6 +73,7 @@ def pr_figure(y_true: np.ndarray, score: np.ndarray) -> Figure:
     ax.axhline(np.mean(y_true), ls="--", color="grey", label="base rate")
     ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (out-of-time)")
     ax.legend()
+    fig.tight_layout()
     return fig
 
 
@@ -88,6 +90,7 @@ def calibration_figure(y_true: np.ndarray, score: np.ndarray, what: str = "churn
         title="Does a predicted 30% mean 30%? (out-of-time)",
     )
     ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -122,6 +125,7 @@ def gain_figure(y_true: np.ndarray, score: np.ndarray, who: str = "churners", de
         ylim=(0, 1.02),
     )
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -173,14 +177,17 @@ def qini_figure(
     extra = float(np.interp(share, depths, gains))
     ax.axvline(share, color="C3", lw=1, ls="-.")
     ax.plot([share], [extra], "o", color="C3")
+    right = share > 0.6  # the note goes to the side of the line away from the plot's edge, at the bottom
     ax.annotate(
         f"recommended: contact {share:.0%}\n({contacted:,} of {len(y):,} sends)\nabout {extra:,.0f} extra {what}",
         (share, extra),
-        xytext=(-8, -48) if share > 0.6 else (8, 8),
-        textcoords="offset points",
-        ha="right" if share > 0.6 else "left",
+        xytext=(share - 0.02 if right else share + 0.02, 0.04),
+        textcoords=("data", "axes fraction"),
+        ha="right" if right else "left",
+        va="bottom",
         fontsize=8,
         color="C3",
+        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"},
     )
     ax.set(
         xlabel="Share of customers contacted (highest predicted uplift first)",
@@ -189,6 +196,7 @@ def qini_figure(
         xlim=(0, 1),
     )
     ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
     return fig
 
 

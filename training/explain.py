@@ -148,9 +148,10 @@ def shap_figure(values: np.ndarray, rows: pd.DataFrame, title: str, output: str)
     ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(
         f"{title.capitalize()}: what moves the score\n"
-        "one dot per customer (held-out rows); colour = the customer's value (red high, blue low)",
+        "one dot per customer (held-out rows); colour = the customer's value (red high, blue low, grey unknown)",
         fontsize=9,
     )
+    fig.tight_layout()
     return fig
 
 
@@ -168,6 +169,7 @@ def importance_figure(table: pd.DataFrame, title: str):
         title=f"{title.capitalize()}: top features",
     )
     ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
     return fig
 
 
