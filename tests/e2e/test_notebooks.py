@@ -46,7 +46,8 @@ def test_notebook_runs_top_to_bottom_and_draws_its_figures(path, pipeline_ws, mo
     text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert str(pipeline_ws.root) in text  # it read the workspace it was given, not ./data
     assert "Warning" not in text  # third-party deprecation notes do not reach the reader
-    assert "<Figure size" not in text  # every figure rendered as an image, none as its text repr
+    as_text = [o for o in outputs if "<Figure" in str(o.get("data", {}).get("text/plain", "")) and o not in figures]
+    assert not as_text  # every figure rendered as an image, none only as its text repr
 
 
 def test_committed_notebooks_carry_the_figures_of_a_demo_run():
