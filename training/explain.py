@@ -158,14 +158,15 @@ def shap_figure(values: np.ndarray, rows: pd.DataFrame, title: str, output: str)
 def importance_figure(table: pd.DataFrame, title: str):
     """The top features by share of the model's split gain, labelled in words."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
 
     top = table.sort_values("gain_share", ascending=False).head(TOP).iloc[::-1]
     fig = Figure(figsize=(7.5, 5.5))
     ax = fig.subplots()
     ax.barh(top["label"], top["gain_share"])
-    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set(
-        xlabel="Share of what the model learned from each feature (split gain)",
+        xlabel="Share of the model's learning (split gain)",
         title=f"{title.capitalize()}: top features",
     )
     ax.tick_params(axis="y", labelsize=8)
