@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bento clean
+.PHONY: setup demo test test-fast lint bento notebooks clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ test-fast: setup       ## skip the slow end-to-end tests
 bento: setup           ## the service as a bento (wheel of the package + locked requirements)
 	$(PY) -m pip wheel --quiet --no-deps -w dist .
 	UV_CONSTRAINT=$$PWD/constraints.txt $(VENV)/bin/bentoml build
+
+notebooks: setup       ## re-run the notebooks on a small demo workspace (built once by the cdp commands), outputs saved in place
+	@test -f data/notebooks-demo/.built || { for step in "generate --customers 1500" ingest resolve features \
+	  "train churn" "train next-best-product" "train campaign-response" "train clv" score; do \
+	  $(VENV)/bin/cdp $$step --home data/notebooks-demo || exit 1; done; touch data/notebooks-demo/.built; }
+	CDP_HOME=$(CURDIR)/data/notebooks-demo $(VENV)/bin/jupyter-execute --inplace notebooks/0*.ipynb
 
 clean:
 	rm -rf data .pytest_cache

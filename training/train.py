@@ -22,6 +22,7 @@ from cdp.models.spec import ModelSpec
 from cdp.settings import setting
 from cdp.training.evaluate import binary_metrics, binary_plots
 from cdp.training.explain import explain
+from cdp.training.model_card import churn_card, log_model_card
 from cdp.training.tracking import register_run_model, set_experiment
 from cdp.workspace import Workspace, use_workspace
 
@@ -186,6 +187,7 @@ def train_churn(
                 metrics=metrics,
                 evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)),
             )
+            log_model_card(churn_card(run.info.run_id, version, gate, train, valid, score, metrics, plots))
     step("registered", 4, 4)
     return TrainResult(
         model_name=spec.name,

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.models.campaign_response import CAMPAIGN_RESPONSE, UpliftModel, campaign_features, labelled_sends
+from cdp.models.campaign_response import (
+    CAMPAIGN_RESPONSE,
+    MIN_UPLIFT,
+    UpliftModel,
+    campaign_features,
+    labelled_sends,
+)
+from cdp.training.evaluate import qini_figure, save_figure
 from cdp.training.explain import explain
 from cdp.training.train import TrainResult, build_training_set
 from cdp.workspace import Workspace
@@ -50,25 +57,6 @@ def uplift_metrics(y: np.ndarray, treated: np.ndarray, score: np.ndarray) -> dic
         "uplift_top_30": float(uplift[29]),
         "uplift_all": float(uplift[-1]),
     }
-
-
-def qini_curves(y: np.ndarray, treated: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
-    """One Qini curve per ranking (incremental conversions vs. share targeted) as a PNG."""
-    from cdp.training.evaluate import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, score in scores.items():
-        n_t, n_c, y_t, y_c = _cumulative(y, treated, score)
-        q = y_t - y_c * n_t / np.maximum(n_c, 1)
-        ax.plot(np.arange(1, len(y) + 1) / len(y), q, label=name)
-    ax.plot([0, 1], [0, q[-1]], "--", color="grey")
-    ax.set(
-        xlabel="Share of customers targeted",
-        ylabel="Incremental conversions (Qini)",
-        title="Campaign response: Qini curves (out-of-time campaigns)",
-    )
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
 
 
 def true_tau(ws: Workspace, send_ids: pd.Series) -> np.ndarray | None:
@@ -210,7 +198,7 @@ def train_campaign_response(
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            plot = qini_curves(y, t, rankings, Path(tmp) / "qini.png")
+            plot = save_figure(qini_figure(y, t, rankings, f"{chosen}_learner", MIN_UPLIFT), Path(tmp) / "qini.png")
             plots = [plot, *explain(model, valid[features], Path(tmp), "campaign uplift")]
             sample = valid[features].head(50)
             version, gate = register_run_model(
