@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, PushSource
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
@@ -22,6 +22,12 @@ from cdp.settings import setting
 OFFLINE_STORES = ("duckdb", "spark")
 SNAPSHOT_TTL = timedelta(days=45)  # a snapshot row answers until the next monthly snapshot
 SCORE_TTL = timedelta(days=400)
+
+project = Project(
+    name="cdp",  # the `project:` of feature_repo/feature_store*.yaml
+    description="Customer data platform ML layer: one profile per real person, behavioural signals, scores.",
+    tags={"owner": "cdp-ml", "entity": "customer"},
+)
 
 customer = Entity(
     name="customer",
@@ -163,6 +169,7 @@ def feature_views(features_dir: Path, offline: str | None = None) -> dict[str, F
             source=source,
             online=True,
             schema=[Field(name=f, dtype=Float64, description=d) for f, d in fields.items()],
+            tags={"built_by": "cdp features", "cadence": "monthly snapshots", "pii": "none"},
         )
     return views
 
@@ -203,6 +210,7 @@ def score_view(
         source=push,
         online=True,
         schema=[Field(name=f, dtype=dtypes[t], description=d) for f, (t, d) in SCORE_FAMILIES[family].items()],
+        tags={"built_by": "cdp score", "pii": "none"},
     )
     return push, view
 
@@ -215,7 +223,8 @@ def definitions(features_dir: Path, offline: str | None = None) -> list:
             name=name,
             features=[views[v] for v in view_names],
             description=f"Exactly the features model '{name}' trains and serves on.",
+            tags={"model": name.removesuffix("_v1")},
         )
         for name, view_names in MODEL_VIEWS.items()
     ]
-    return [customer, *views.values(), *pushed, *services]
+    return [project, customer, *views.values(), *pushed, *services]
