@@ -39,6 +39,7 @@ class Settings(BaseSettings):
 
     profile: str = Field("embedded", description="Configuration profile: embedded (nothing to start) or scale")
     home: Path | None = Field(None, description="Workspace folder (default ./data); also --home")
+    debug: bool = Field(False, description="Show the full traceback of an error (also `cdp --debug`)")
     # stores and engines
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store")
     redis: str = Field("localhost:6379", description="Redis host:port when the online store is redis")

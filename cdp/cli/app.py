@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli import config, identity, models, privacy, serving
+from cdp.cli import config, identity, models, privacy, serving, ui
 from cdp.cli.demo import run_demo
 from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
@@ -20,7 +20,16 @@ app = typer.Typer(
     help="Customer data platform ML layer: raw first-party data in, unified profiles and churn scores out.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,  # main() turns an unexpected error into one line (--debug: the traceback)
 )
+
+
+@app.callback()
+def options(
+    debug: bool = typer.Option(False, "--debug", envvar="CDP_DEBUG", help="Show the full traceback of an error."),
+) -> None:
+    """Customer data platform ML layer: raw first-party data in, unified profiles and churn scores out."""
+    ui.DEBUG = debug
 
 
 @app.command()
@@ -173,7 +182,14 @@ def main() -> None:
     except (ProfileError, SettingsError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise SystemExit(2) from None
-    app()
+    try:
+        app()
+    except Exception as error:  # not an expected condition: one line, the traceback with --debug
+        if ui.DEBUG:
+            raise
+        console.print(f"[red]error:[/red] unexpected {type(error).__name__}: {error}", soft_wrap=True)
+        console.print("run again with --debug (after `cdp`) for the traceback, and report it if it persists")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ HomeOption = typer.Option(
 )
 
 
+DEBUG = False  # `cdp --debug`: errors re-raised with their traceback
+
+
 class UserError(Exception):
     """An error whose message is for the user: printed without a traceback."""
 
@@ -85,5 +88,7 @@ def run_stage(fn, *args, **kwargs) -> dict:
     try:
         return fn(*args, **kwargs)
     except (ContractError, UserError, ValueError, FileNotFoundError) as error:
+        if DEBUG:
+            raise
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=2) from None

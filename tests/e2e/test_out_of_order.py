@@ -56,3 +56,17 @@ def test_features_after_ingest_but_before_resolve_points_to_resolve(tmp_path):
     (ws / "staged" / "orders.parquet").touch()  # only its presence matters to the check
     result = run("features", ws)
     assert result.returncode != 0 and "run `cdp resolve` first" in result.stdout, result.stdout
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "features").mkdir(parents=True)
+    (ws / "features" / "snapshots.json").write_text("{}")  # readable JSON, not what `cdp features` writes
+    plain = run("train churn", ws)
+    assert plain.returncode == 1 and "Traceback" not in plain.stdout + plain.stderr
+    assert "unexpected KeyError" in plain.stdout and "--debug" in plain.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
+    debug = subprocess.run(
+        [CDP, "--debug", "train", "churn", "--home", str(ws)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
