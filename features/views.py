@@ -8,6 +8,8 @@ Out: one Parquet file per Feast feature view in `ws.features` (customer_id, even
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import duckdb
 import pandas as pd
 
@@ -52,7 +54,7 @@ def data_end(timeline: Timeline) -> pd.Timestamp:
 DUCKDB_MACROS = ("CREATE OR REPLACE TEMP MACRO datediff(e, s) AS date_diff('day', CAST(s AS DATE), CAST(e AS DATE))",)
 
 
-def _case(column: str, ranks: dict[str, int]) -> str:
+def _case(column: str, ranks: Mapping[str, object]) -> str:
     return f"CASE {column} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in ranks.items()) + " END"
 
 
@@ -337,11 +339,11 @@ def build_features_duckdb(
         con.execute(macro)
     for name, frame in timeline_relations(timeline).items():
         con.register(name, frame)
-    for name, (table, columns) in STAGED_INPUTS.items():
+    for name, (table, typed) in STAGED_INPUTS.items():
         path = ws.staged / f"{table}.parquet"
         con.execute(
             f"CREATE TEMP VIEW {name} AS "
-            + (f"SELECT {', '.join(columns)} FROM read_parquet('{path}')" if path.exists() else empty_relation(columns))
+            + (f"SELECT {', '.join(typed)} FROM read_parquet('{path}')" if path.exists() else empty_relation(typed))
         )
     identifiers = ws.identity / "identifier_map.parquet"
     con.execute(

@@ -65,7 +65,7 @@ def build_schema(spec: TableSpec) -> pa.DataFrameSchema:
         if col in spec.timestamps:
             columns[col] = pa.Column(TIMESTAMP_DTYPE, nullable=nullable)
         elif col in spec.dates:
-            columns[col] = pa.Column(pandas_engine.DateTime(unit="us"), nullable=nullable)
+            columns[col] = pa.Column(pandas_engine.DateTime(unit="us"), nullable=nullable)  # type: ignore[call-arg]
         elif col in spec.numbers:
             check = pa.Check.in_range(*RANGES[col]) if col in RANGES else pa.Check.ge(0)
             columns[col] = pa.Column("float64", check, nullable=nullable)
@@ -163,29 +163,41 @@ def _numbers(text: pd.Series) -> pd.Series:
     return pd.Series(out, index=text.index)
 
 
-def _parse(values: pd.Series, col: str, spec: TableSpec) -> tuple[pd.Series, pd.Series]:
-    """(typed values, mask of present-but-unparseable values) of one typed column."""
-    dtype, native = values.dtype, None
+def _native(values: pd.Series, col: str, spec: TableSpec) -> pd.Series | None:
+    """A column that arrived typed (e.g. from Parquet) in its staged type; None when it is text."""
+    dtype = values.dtype
     if col in spec.timestamps or col in spec.dates:
         if isinstance(dtype, pd.DatetimeTZDtype):
-            native = values.dt.tz_convert("UTC").dt.as_unit("us")
-        elif pd.api.types.is_datetime64_dtype(dtype):
-            native = values.dt.tz_localize("UTC").dt.as_unit("us")
-        text = None if native is not None else clean_text(values)
-        parsed = native if text is None else _timestamps(text)
-        if col in spec.dates:
-            parsed = parsed.dt.tz_localize(None).dt.normalize()
-    elif col in spec.numbers:
+            return values.dt.tz_convert("UTC").dt.as_unit("us")
+        if pd.api.types.is_datetime64_dtype(dtype):
+            return values.dt.tz_localize("UTC").dt.as_unit("us")
+        return None
+    if col in spec.numbers:
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            native = values.astype("float64")
-        text = None if native is not None else clean_text(values)
-        parsed = native.where(np.isfinite(native)) if text is None else _numbers(text)
-    else:  # booleans
-        if pd.api.types.is_bool_dtype(dtype):
-            native = values.astype("boolean")
-        text = None if native is not None else clean_text(values)
-        parsed = native if text is None else map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean")
-    present = values.notna() if text is None else text.notna()
+            numbers = values.astype("float64")
+            return numbers.where(np.isfinite(numbers))
+        return None
+    return values.astype("boolean") if pd.api.types.is_bool_dtype(dtype) else None
+
+
+def _from_text(text: pd.Series, col: str, spec: TableSpec) -> pd.Series:
+    if col in spec.timestamps or col in spec.dates:
+        return _timestamps(text)
+    if col in spec.numbers:
+        return _numbers(text)
+    return map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean")  # booleans
+
+
+def _parse(values: pd.Series, col: str, spec: TableSpec) -> tuple[pd.Series, pd.Series]:
+    """(typed values, mask of present-but-unparseable values) of one typed column."""
+    native = _native(values, col, spec)
+    if native is not None:
+        parsed, present = native, values.notna()
+    else:
+        text = clean_text(values)
+        parsed, present = _from_text(text, col, spec), text.notna()
+    if col in spec.dates:
+        parsed = parsed.dt.tz_localize(None).dt.normalize()
     return parsed, (present & parsed.isna()).astype(bool)
 
 

@@ -326,7 +326,8 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
     suppressed = load_suppressions(ws)
     key = privacy_key(ws) if suppressed else b""  # tokens are only computed when someone was erased
     ws.staged.mkdir(parents=True, exist_ok=True)
-    region, known = default_region(), {}  # known: parent table -> its accepted keys
+    region = default_region()
+    known: dict[str, pd.Series] = {}  # parent table -> its accepted keys
     quarantined: list[pd.DataFrame] = []
     issues: list[pd.DataFrame] = []
     for done, (name, spec) in enumerate(TABLES.items()):
@@ -341,7 +342,7 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
             report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
         entry = TableReport(
             name,
-            found[name].name if found[name] else "missing",
+            path.name if (path := found[name]) else "missing",
             len(raw),
             len(staged),
             len(bad),

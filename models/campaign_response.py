@@ -113,6 +113,11 @@ def _classifier(seed: int) -> LGBMClassifier:
     )
 
 
+def _positive(classifier: LGBMClassifier, X: pd.DataFrame) -> np.ndarray:
+    """P(y = 1 | X) as an array (LightGBM's stubs allow lists and sparse matrices)."""
+    return np.asarray(classifier.predict_proba(X))[:, 1]
+
+
 def _regressor(seed: int) -> LGBMRegressor:
     return LGBMRegressor(
         n_estimators=100,
@@ -151,18 +156,18 @@ class UpliftModel(BaseEstimator):
         self.mu1_ = _classifier(self.seed).fit(X[treated], y[treated])
         self.mu0_ = _classifier(self.seed + 1).fit(X[~treated], y[~treated])
         if self.learner == "x":
-            d1 = y[treated] - self.mu0_.predict_proba(X[treated])[:, 1]
-            d0 = self.mu1_.predict_proba(X[~treated])[:, 1] - y[~treated]
+            d1 = y[treated] - _positive(self.mu0_, X[treated])
+            d0 = _positive(self.mu1_, X[~treated]) - y[~treated]
             self.tau1_ = _regressor(self.seed + 2).fit(X[treated], d1)
             self.tau0_ = _regressor(self.seed + 3).fit(X[~treated], d0)
         return self
 
     def predict_outcomes(self, X: pd.DataFrame) -> pd.DataFrame:
         X = X[list(self.feature_names_in_)]
-        p_t, p_c = self.mu1_.predict_proba(X)[:, 1], self.mu0_.predict_proba(X)[:, 1]
+        p_t, p_c = _positive(self.mu1_, X), _positive(self.mu0_, X)
         uplift = p_t - p_c
         if self.learner == "x":
-            uplift = self.e_ * self.tau0_.predict(X) + (1 - self.e_) * self.tau1_.predict(X)
+            uplift = self.e_ * np.asarray(self.tau0_.predict(X)) + (1 - self.e_) * np.asarray(self.tau1_.predict(X))
         return pd.DataFrame({"p_treated": p_t, "p_control": p_c, "uplift": uplift}, index=X.index)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

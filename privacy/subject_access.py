@@ -47,7 +47,7 @@ def quarantined_records(ws: Workspace, subject: Subject) -> list[dict]:
 
 def identity_links(ws: Workspace, subject: Subject) -> dict[str, list[dict]]:
     cid, keys = subject.customer_id, {n[4:] for n in subject.nodes if n.startswith("key:")}
-    out: dict[str, list[dict]] = {"records": _rows(subject.records), "identifiers": subject.identifier_nodes()}
+    out: dict[str, list] = {"records": _rows(subject.records), "identifiers": subject.identifier_nodes()}
     for name, pick in (
         ("households", lambda f: f["customer_id"] == cid),
         ("id_history", lambda f: (f["old_id"] == cid) | (f["new_id"] == cid)),

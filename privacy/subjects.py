@@ -23,6 +23,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def _node_column(kind: str, values: pd.Series, region: str) -> pd.Series:
     return (kind + ":" + norm.astype("string")).astype("object").where(norm.notna(), None)
 
 
-def staged_rows_carrying(ws: Workspace, nodes: set[str]) -> Iterator[tuple[str, Path, pd.DataFrame, np.ndarray]]:
+def staged_rows_carrying(
+    ws: Workspace, nodes: AbstractSet[str]
+) -> Iterator[tuple[str, Path, pd.DataFrame, np.ndarray]]:
     """For every staged table: (table, path, frame, mask of rows carrying any of `nodes`).
     The one scan that subject access (read) and erasure (delete) both build on."""
     for table in TABLES:
@@ -335,7 +338,8 @@ def runs_trained_on(ws: Workspace, customer_ids: Iterable[str]) -> list[dict]:
     versions: dict[str, list[str]] = {}
     for model in client.search_registered_models():
         for version in client.search_model_versions(f"name='{model.name}'"):
-            versions.setdefault(version.run_id, []).append(f"{model.name}/{version.version}")
+            if version.run_id:  # a version registered from a path has no run
+                versions.setdefault(version.run_id, []).append(f"{model.name}/{version.version}")
     found = []
     for run_id, names in sorted(versions.items()):
         try:

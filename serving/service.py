@@ -34,7 +34,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound
@@ -111,7 +111,7 @@ class Champions:
         self.lock = threading.Lock()
         self.reload()
 
-    def get(self, name: str) -> tuple[object, str]:
+    def get(self, name: str) -> tuple[Any, str]:
         if name not in self.models:
             raise NotFound(f"model '{name}' is not served (CDP_SERVE_MODELS)")
         return self.models[name]
@@ -426,4 +426,4 @@ def _channel_allowed(channel: str, online: dict, i: int) -> bool:
     return not _missing(value) and float(value) == 1.0
 
 
-CustomerScores.add_asgi_middleware(ApiKeyMiddleware)
+CustomerScores.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]  # added by @bentoml.service

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ def feature_label(name: str, labels: dict[str, str] | None = None) -> str:
     return words[:1].upper() + words[1:]
 
 
-def lightgbm_parts(model) -> list[tuple[float, object, str]]:
+def lightgbm_parts(model) -> list[tuple[float, Any, str]]:
     """The LightGBM estimators behind a model as (weight, estimator, output) tuples, so that
     weight-summed SHAP values explain the model's score (`output` names the SHAP scale)."""
     from sklearn.calibration import CalibratedClassifierCV
@@ -113,8 +114,8 @@ def explanation(model, X: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, np
     rows = X.sample(min(MAX_ROWS, len(X)), random_state=seed) if len(X) > MAX_ROWS else X
     features = list(parts[0][1].booster_.feature_name())
     rows = rows[features].astype(float)
-    values = sum(w * _shap_matrix(est, rows) for w, est, _ in parts)
-    gain = sum(w * est.booster_.feature_importance("gain") for w, est, _ in parts)
+    values = np.sum([w * _shap_matrix(est, rows) for w, est, _ in parts], axis=0)
+    gain = np.sum([w * est.booster_.feature_importance("gain") for w, est, _ in parts], axis=0)
     gain = gain / gain.sum() if gain.sum() > 0 else gain
     labels = feature_labels()
     table = pd.DataFrame(

@@ -274,7 +274,9 @@ def register_run_model(
 
     from cdp.privacy.subjects import record_training_population
 
-    record_training_population(ws, mlflow.active_run().info.run_id, population)
+    run = mlflow.active_run()
+    assert run is not None, "log_run_artifacts runs inside an MLflow run"
+    record_training_population(ws, run.info.run_id, population)
     for path in plots:
         mlflow.log_artifact(str(path), artifact_path="plots")
     with tempfile.TemporaryDirectory() as tmp:

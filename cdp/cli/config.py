@@ -56,7 +56,7 @@ KINDS = {str: "text", int: "whole number", float: "number", bool: "1/0, true/fal
 
 def _kind(annotation: object) -> str:
     parts = [a for a in (get_args(annotation) or (annotation,)) if a is not type(None)]
-    return " or ".join(KINDS.get(a, str(a)) for a in parts)  # type: ignore[call-overload]
+    return " or ".join(KINDS.get(a, str(a)) for a in parts)
 
 
 @app.command("config")

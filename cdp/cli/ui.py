@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from cdp.workspace import Workspace
 
+T = TypeVar("T")
 console = Console()
 HomeOption = typer.Option(
     None,
@@ -81,7 +83,7 @@ def writing(ws: Workspace, command: str) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
-def run_stage(fn, *args, **kwargs) -> dict:
+def run_stage(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a stage; known input problems become one red line instead of a traceback."""
     from cdp.ingest.staging import ContractError
 

@@ -113,7 +113,7 @@ class OnlineReader:
         # the provider's own store object keeps one client (and connection pool) for the process
         client = self.store._get_provider().online_store._get_client(self.config.online_store)  # type: ignore[attr-defined]
         project = self.config.project.encode("utf-8")
-        fields = [field for view in views for field in view.fields]
+        fields = [field for view in views for field in (view.fields or [])]
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hmget(key + project, fields)
