@@ -45,7 +45,7 @@ def churn_oracle(ws: Workspace, horizon_days: int = 90) -> Callable[[pd.DataFram
         return None
 
     def evaluate(rows: pd.DataFrame, score: np.ndarray) -> dict[str, float]:
-        from cdp.synthetic.oracle import true_churn_probability
+        from cdp.synthetic.oracle import load_trend_truth, true_churn_probability
 
         persons = pd.read_parquet(ws.truth / "persons.parquet")
         sends_path = ws.truth / "sends_truth.parquet"
@@ -59,7 +59,12 @@ def churn_oracle(ws: Workspace, horizon_days: int = 90) -> Callable[[pd.DataFram
         )
         pairs = keyed.dropna().drop_duplicates(ignore_index=True)  # a split person appears twice
         pairs["p"] = true_churn_probability(
-            persons, pairs["person_id"].to_numpy(), pairs["event_timestamp"], horizon_days, sends=sends
+            persons,
+            pairs["person_id"].to_numpy(),
+            pairs["event_timestamp"],
+            horizon_days,
+            sends=sends,
+            trend=load_trend_truth(ws.truth),
         )
         truth_p = keyed.merge(pairs, on=["person_id", "event_timestamp"], how="left")["p"].to_numpy(float)
         label = rows["label"].to_numpy()
