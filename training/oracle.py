@@ -70,8 +70,15 @@ def churn_oracle(ws: Workspace, horizon_days: int = 90) -> Callable[[pd.DataFram
         label = rows["label"].to_numpy()
         usable = ~np.isnan(truth_p)
         clean = usable & rows["customer_id"].map(mapping["clean"]).fillna(False).to_numpy(bool)
+        from cdp.models.churn import expected_calibration_error
+
         return {
             "roc_auc": float(roc_auc_score(label[usable], truth_p[usable])),
+            "ece": expected_calibration_error(label[usable], truth_p[usable]),
+            "brier": float(np.mean((truth_p[usable] - label[usable]) ** 2)),
+            "model_ece_same_rows": expected_calibration_error(label[usable], score[usable]),
+            "clean_rows_ece": expected_calibration_error(label[clean], truth_p[clean]),
+            "model_clean_rows_ece": expected_calibration_error(label[clean], score[clean]),
             "model_roc_auc_same_rows": float(roc_auc_score(label[usable], score[usable])),
             "clean_rows": int(clean.sum()),
             "clean_rows_roc_auc": float(roc_auc_score(label[clean], truth_p[clean])),
