@@ -117,6 +117,44 @@ def apply_trend(pop: Population, seed: int, start_s: int, stop_s: int) -> PriceP
     return plan
 
 
+def p_no_order_from(
+    pop: Population, plan: PricePlan, person: np.ndarray, at_s: np.ndarray, days: float, rate_mult: np.ndarray | float
+) -> np.ndarray:
+    """P(no order in (at, at + days]) under the trend process for `person` from their state at
+    `at_s` (order rates x `rate_mult` throughout): the campaign truth's p_control / p_treated."""
+    from .oracle import p_no_order_chain
+
+    n = len(person)
+    rise_off = (plan.risen_s[None, :] - at_s[:, None]) / DAY  # (n, R), rises sorted in time
+    edges = np.sort(np.concatenate([np.zeros((n, 1)), np.clip(rise_off, 0, days), np.full((n, 1), days)], axis=1))
+    mid = (edges[:, 1:] + edges[:, :-1]) / 2
+    risen = (rise_off[:, None, :] <= mid[:, :, None]).sum(axis=2)  # rises before each segment
+    steps = rise_log_multiplier(pop.price_sens[person], pop.affinity[person], plan)
+    lam, h = pop.lam[person], pop.hazard[person]
+    state = np.where(pop.churn_s[person] <= at_s, 2, np.where(pop.disengage_s[person] <= at_s, 1, 0))
+    return p_no_order_chain(
+        lam,
+        DISENGAGED_ORDER_SHARE * lam,
+        pop.r_dead[person],
+        h,
+        DISENGAGED_HAZARD_MULT * h,
+        pop.disengage_rate[person],
+        state,
+        edges,
+        np.take_along_axis(steps, risen, axis=1),
+        np.broadcast_to(
+            np.asarray(rate_mult, dtype=float).reshape(-1, 1) if np.ndim(rate_mult) else rate_mult, mid.shape
+        ),
+    )
+
+
+def disengaged_at(pop: Population, person: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    """Whether each person had disengaged by `at_s` (all False without the trend process)."""
+    if pop.disengage_s is None:
+        return np.zeros(len(person), dtype=bool)
+    return pop.disengage_s[person] <= at_s
+
+
 def trend_persons_columns(pop: Population) -> dict[str, pa.Array]:
     """Extra truth/persons columns of the trend process (null disengaged_at = never disengaged)."""
     never = pop.disengage_s >= np.iinfo(np.int64).max // 4

@@ -18,6 +18,7 @@ from cdp.synthetic.generate import GenerationSummary, generate
 from cdp.synthetic.oracle import p_no_order, p_no_order_piecewise, true_churn_probability
 
 CUSTOMERS, SEED = 2000, 11
+TREND_CUSTOMERS = 12_000
 EVENT_TIMES = {
     "orders": "ordered_at",
     "web_events": "occurred_at",
@@ -408,9 +409,11 @@ def test_trend_process_oracle_is_calibrated_and_demo_data_unchanged(tmp_path: Pa
     from cdp.synthetic.oracle import load_trend_truth
 
     root, _, _ = world
-    generate(tmp_path, CUSTOMERS, SEED, trend=True)
+    generate(tmp_path / "same", CUSTOMERS, SEED, trend=True)
     for name in ("crm_contacts", "loyalty_members", "online_accounts"):
-        assert raw(tmp_path, name).equals(raw(root, name)), name
+        assert raw(tmp_path / "same", name).equals(raw(root, name)), name
+    # big enough that the campaign truth of the constant-rate process (|z| > 4 at 20k) is rejected
+    generate(tmp_path, TREND_CUSTOMERS, SEED, trend=True)
     persons, orders = truth(tmp_path, "persons"), truth(tmp_path, "orders_truth")
     rises, trend = truth(tmp_path, "price_rises"), load_trend_truth(tmp_path / "truth")
     assert 0.2 < persons["disengaged_at"].notna().mean() < 0.9
@@ -434,3 +437,20 @@ def test_trend_process_oracle_is_calibrated_and_demo_data_unchanged(tmp_path: Pa
         p = true_churn_probability(persons, known["person_id"], s, 90, sends=sends, trend=trend)
         se = np.sqrt((p * (1 - p)).sum()) / len(p)
         assert abs(label.mean() - p.mean()) < 4 * se
+    # the campaign truth follows the same process: P(order in 14 days | sent) per arm matches the orders
+    window = sends[["send_id", "person_id", "group", "sent_at", "p_respond_treated", "p_respond_control"]].merge(
+        orders[["person_id", "ordered_at"]], on="person_id", how="left"
+    )
+    window["hit"] = (window["ordered_at"] > window["sent_at"]) & (
+        window["ordered_at"] <= window["sent_at"] + pd.Timedelta(days=14)
+    )
+    per_send = window.groupby("send_id").agg(
+        group=("group", "first"),
+        hit=("hit", "any"),
+        p_t=("p_respond_treated", "first"),
+        p_c=("p_respond_control", "first"),
+    )
+    for arm, column in (("control", "p_c"), ("treatment", "p_t")):
+        part = per_send[per_send["group"] == arm]
+        se = np.sqrt((part[column] * (1 - part[column])).sum()) / len(part)
+        assert abs(part["hit"].mean() - part[column].mean()) < 4 * se, arm
