@@ -228,7 +228,8 @@ def _with_trend(
     log_mult = coef[:, None] * (risen * aff[:, None, :]).sum(axis=2)
     inside = (win_lo[:, None, :] <= mid[:, :, None]) & (mid[:, :, None] < win_hi[:, None, :])  # (n, P-1, W)
     rate_mult = np.where(inside, mult[:, None, :], 1.0).prod(axis=2)
-    dis = _seconds(p["disengaged_at"].fillna(pd.Timestamp.max.tz_localize("UTC")), n) <= s
+    dis_at = pd.to_datetime(p["disengaged_at"], utc=True)
+    dis = dis_at.notna().to_numpy() & (_seconds(dis_at.fillna(pd.Timestamp(0, tz="UTC")), n) <= s)
     state = np.where(~alive, 2, np.where(dis, 1, 0))
     base = p_no_order_chain(
         p["order_rate"].to_numpy(float),
