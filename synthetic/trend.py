@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .chain import p_no_order_chain
 from .common import DAY, rng_for
 from .people import Population
 from .reference import CATEGORY_NAMES
@@ -122,8 +123,6 @@ def p_no_order_from(
 ) -> np.ndarray:
     """P(no order in (at, at + days]) under the trend process for `person` from their state at
     `at_s` (order rates x `rate_mult` throughout): the campaign truth's p_control / p_treated."""
-    from .oracle import p_no_order_chain
-
     n = len(person)
     rise_off = (plan.risen_s[None, :] - at_s[:, None]) / DAY  # (n, R), rises sorted in time
     edges = np.sort(np.concatenate([np.zeros((n, 1)), np.clip(rise_off, 0, days), np.full((n, 1), days)], axis=1))

@@ -360,7 +360,7 @@ def test_next_purchase_truth_is_a_distribution(world) -> None:
 def test_chain_oracle_without_trend_is_the_constant_rate_oracle() -> None:
     """The engaged/disengaged/churned chain with no disengagement and no price rise reduces to the
     closed form, with and without a thinning window."""
-    from cdp.synthetic.oracle import p_no_order_chain
+    from cdp.synthetic.chain import p_no_order_chain
 
     lam, h = np.array([1 / 40, 1 / 10, 1 / 200, 1 / 30]), np.array([0.002, 0.02, 0.01, 0.003])
     r, state = 0.03 * lam, np.array([0, 0, 0, 2])
@@ -376,7 +376,7 @@ def test_chain_oracle_without_trend_is_the_constant_rate_oracle() -> None:
 
 def test_chain_oracle_matches_monte_carlo() -> None:
     """Engaged -> disengaged -> churned with a hazard step (a price rise) at day 30."""
-    from cdp.synthetic.oracle import p_no_order_chain
+    from cdp.synthetic.chain import p_no_order_chain
 
     rng = np.random.default_rng(2)
     n, lam, lam_d, rho, h, h_d, step = 400_000, 1 / 20, 0.3 / 20, 1 / 60, 0.004, 0.02, np.log(2.0)
