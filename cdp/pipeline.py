@@ -29,11 +29,11 @@ def _timed(fn):
 
 
 @_timed
-def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None = None) -> dict:
-    """Synthetic first-party data (raw/) and its ground truth (truth/)."""
+def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None = None, trend: bool = False) -> dict:
+    """Synthetic first-party data (raw/) and its ground truth (truth/); `trend`: synthetic/trend.py."""
     from cdp.synthetic.generate import generate as generate_data
 
-    summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress)
+    summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress, trend=trend)
     return {"people": summary.people, "rows": dict(summary.rows)}
 
 

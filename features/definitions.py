@@ -96,6 +96,22 @@ FEATURES: dict[str, dict[str, str]] = {
         "unsubscribed_365d": "Unsubscribed from a campaign in the last 365 days (1/0).",
         "open_rate_365d": "Opened / received (365 days).",
     },
+    "change_signals": {  # change, not level: what churn follows in real retail (issue 17)
+        "orders_prior_3m_monthly": "Orders per month in the three months before the last 30 days (days 30-120).",
+        "orders_30d_vs_prior_3m": "Orders in the last 30 days minus the monthly average of the three months before.",
+        "orders_90d_vs_prior_275d": "Orders in the last 90 days minus the days 90-365 count scaled to 90 days.",
+        "spend_30d": "Order value in the last 30 days.",
+        "spend_prior_3m_monthly": "Order value per month in the three months before the last 30 days.",
+        "spend_30d_vs_prior_3m": "Order value in the last 30 days minus the monthly average of the three before.",
+        "sessions_prior_3m_monthly": "Web/app sessions per month in the three months before the last 30 days.",
+        "sessions_30d_vs_prior_3m": "Sessions in the last 30 days minus the monthly average of the three before.",
+        "sessions_90d_vs_prior_275d": "Sessions in the last 90 days minus the days 90-365 count scaled to 90 days.",
+        "price_paid_vs_list_90d": "Unit prices paid / catalogue list prices over the last 90 days' order lines.",
+        "risen_category_line_share_365d": "Share of the year's order lines in categories whose price rose "
+        "(market paid/list level >= 1.04 in the 30 days before the snapshot).",
+        "risen_category_share_365d": "Share of the categories bought in the year whose price rose.",
+        "days_since_last_complaint": "Days since the last complaint to customer service; null if none.",
+    },
     "consent_state": {
         "consent_email_marketing": "Email marketing consent: 1 granted, 0 withdrawn, null never asked.",
         "consent_sms_marketing": "SMS marketing consent: 1 granted, 0 withdrawn, null never asked.",

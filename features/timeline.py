@@ -82,7 +82,7 @@ def load_timeline(ws: Workspace) -> Timeline:
     }
     orders, sends = attached["orders"], attached["sends"]
     lines = _staged(ws, "order_lines", ["order_id", "product_id", "quantity", "unit_price"])
-    products = _staged(ws, "products", ["product_id", "category"])
+    products = _staged(ws, "products", ["product_id", "category", "price"]).rename(columns={"price": "list_price"})
     lines = (
         lines.astype({"order_id": str, "product_id": str})
         .merge(products.astype({"product_id": str}), on="product_id", how="left")
@@ -115,9 +115,9 @@ def spark_timeline_sql() -> dict[str, str]:
     relations = {name: attached(*spec) for name, spec in ATTACHED.items()}
     relations["order_lines"] = """
         SELECT CAST(l.order_id AS STRING) AS order_id, CAST(l.product_id AS STRING) AS product_id, l.quantity,
-          l.unit_price, p.category, o.customer_id, o.ordered_at
+          l.unit_price, p.category, p.list_price, o.customer_id, o.ordered_at
         FROM staged_order_lines l
-        LEFT JOIN (SELECT CAST(product_id AS STRING) AS product_id, category FROM staged_products) p
+        LEFT JOIN (SELECT CAST(product_id AS STRING) AS product_id, category, price AS list_price FROM staged_products) p
           ON p.product_id = CAST(l.product_id AS STRING)
         JOIN orders o ON o.order_id = CAST(l.order_id AS STRING)"""
     relations["responses"] = """
@@ -130,6 +130,6 @@ def staged_columns() -> dict[str, dict[str, str]]:
     """Staged table -> the columns the timeline reads, with SQL types (for absent optional tables)."""
     tables = {table: {key: "STRING", **{c: sql_type(c) for c in columns}} for table, key, columns in ATTACHED.values()}
     tables["order_lines"] = {"order_id": "STRING", "product_id": "STRING", "quantity": "DOUBLE", "unit_price": "DOUBLE"}
-    tables["products"] = {"product_id": "STRING", "category": "STRING"}
+    tables["products"] = {"product_id": "STRING", "category": "STRING", "price": "DOUBLE"}
     tables["marketing_responses"] = {"send_id": "STRING", "event_type": "STRING", "occurred_at": "TIMESTAMP"}
     return tables

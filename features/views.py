@@ -228,12 +228,87 @@ SQL = {
         FROM sent t LEFT JOIN reacted r
           ON r.customer_id = t.customer_id AND r.event_timestamp = t.event_timestamp AND r.send_id = t.send_id
         GROUP BY t.customer_id, t.event_timestamp""",
+    # Change, not level: this month vs the three before (days 30-120 back, per month), the last 90
+    # days vs the 275 before (scaled to 90 days), price paid vs the catalogue list price, exposure to
+    # categories whose market price level (all customers' lines in the 30 days before the snapshot,
+    # paid / list) is at least RISEN_PRICE_INDEX, and the latest complaint.
+    "change_signals": """
+        WITH ord AS (
+          SELECT s.customer_id, s.event_timestamp,
+            count(*) FILTER (WHERE o.ordered_at >= s.event_timestamp - INTERVAL 30 DAY) AS m0,
+            CAST(count(*) FILTER (WHERE o.ordered_at < s.event_timestamp - INTERVAL 30 DAY
+                                    AND o.ordered_at >= s.event_timestamp - INTERVAL 120 DAY) AS DOUBLE) / 3 AS m3,
+            count(*) FILTER (WHERE o.ordered_at >= s.event_timestamp - INTERVAL 90 DAY) AS q0,
+            CAST(count(*) FILTER (WHERE o.ordered_at < s.event_timestamp - INTERVAL 90 DAY) AS DOUBLE) * 90 / 275 AS q3,
+            coalesce(sum(o.total_amount) FILTER (WHERE o.ordered_at >= s.event_timestamp - INTERVAL 30 DAY), 0) AS s0,
+            coalesce(sum(o.total_amount) FILTER (WHERE o.ordered_at < s.event_timestamp - INTERVAL 30 DAY
+                                                   AND o.ordered_at >= s.event_timestamp - INTERVAL 120 DAY), 0) / 3 AS s3
+          FROM snapshots s JOIN orders o
+            ON o.customer_id = s.customer_id AND o.ordered_at < s.event_timestamp
+           AND o.ordered_at >= s.event_timestamp - INTERVAL 365 DAY
+          GROUP BY s.customer_id, s.event_timestamp),
+        ses AS (
+          SELECT s.customer_id, s.event_timestamp,
+            count(DISTINCT w.session_id) FILTER (WHERE w.occurred_at >= s.event_timestamp - INTERVAL 30 DAY) AS m0,
+            CAST(count(DISTINCT w.session_id) FILTER (WHERE w.occurred_at < s.event_timestamp - INTERVAL 30 DAY
+                                   AND w.occurred_at >= s.event_timestamp - INTERVAL 120 DAY) AS DOUBLE) / 3 AS m3,
+            count(DISTINCT w.session_id) FILTER (WHERE w.occurred_at >= s.event_timestamp - INTERVAL 90 DAY) AS q0,
+            CAST(count(DISTINCT w.session_id) FILTER (WHERE w.occurred_at < s.event_timestamp - INTERVAL 90 DAY)
+              AS DOUBLE) * 90 / 275 AS q3
+          FROM snapshots s JOIN web w
+            ON w.customer_id = s.customer_id AND w.occurred_at < s.event_timestamp
+           AND w.occurred_at >= s.event_timestamp - INTERVAL 365 DAY
+          GROUP BY s.customer_id, s.event_timestamp),
+        market AS (
+          SELECT t.event_timestamp, l.category,
+            sum(l.quantity * l.unit_price) / sum(l.quantity * l.list_price) AS price_index
+          FROM snapshot_times t JOIN order_lines l
+            ON l.ordered_at < t.event_timestamp AND l.ordered_at >= t.event_timestamp - INTERVAL 30 DAY
+          WHERE l.list_price > 0 AND l.category IS NOT NULL
+          GROUP BY t.event_timestamp, l.category),
+        paid AS (
+          SELECT s.customer_id, s.event_timestamp,
+            sum(l.quantity * l.unit_price) FILTER (WHERE l.ordered_at >= s.event_timestamp - INTERVAL 90 DAY)
+              / nullif(sum(l.quantity * l.list_price) FILTER (WHERE l.ordered_at >= s.event_timestamp - INTERVAL 90 DAY), 0)
+              AS price_paid_vs_list_90d,
+            avg(CAST(coalesce(m.price_index, 0) >= {risen_price_index} AS INT)) AS risen_category_line_share_365d,
+            count(DISTINCT l.category) FILTER (WHERE m.price_index >= {risen_price_index})
+              / count(DISTINCT l.category) AS risen_category_share_365d
+          FROM snapshots s JOIN order_lines l
+            ON l.customer_id = s.customer_id AND l.ordered_at < s.event_timestamp
+           AND l.ordered_at >= s.event_timestamp - INTERVAL 365 DAY
+          LEFT JOIN market m ON m.event_timestamp = s.event_timestamp AND m.category = l.category
+          WHERE l.list_price > 0
+          GROUP BY s.customer_id, s.event_timestamp),
+        complaint AS (
+          SELECT s.customer_id, s.event_timestamp, datediff(s.event_timestamp, max(v.occurred_at)) AS days
+          FROM snapshots s JOIN service v
+            ON v.customer_id = s.customer_id AND v.occurred_at < s.event_timestamp AND v.reason = 'complaint'
+          GROUP BY s.customer_id, s.event_timestamp)
+        SELECT s.customer_id, s.event_timestamp,
+          coalesce(o.m3, 0) AS orders_prior_3m_monthly,
+          coalesce(o.m0, 0) - coalesce(o.m3, 0) AS orders_30d_vs_prior_3m,
+          coalesce(o.q0, 0) - coalesce(o.q3, 0) AS orders_90d_vs_prior_275d,
+          coalesce(o.s0, 0) AS spend_30d,
+          coalesce(o.s3, 0) AS spend_prior_3m_monthly,
+          coalesce(o.s0, 0) - coalesce(o.s3, 0) AS spend_30d_vs_prior_3m,
+          coalesce(w.m3, 0) AS sessions_prior_3m_monthly,
+          coalesce(w.m0, 0) - coalesce(w.m3, 0) AS sessions_30d_vs_prior_3m,
+          coalesce(w.q0, 0) - coalesce(w.q3, 0) AS sessions_90d_vs_prior_275d,
+          p.price_paid_vs_list_90d, p.risen_category_line_share_365d, p.risen_category_share_365d,
+          c.days AS days_since_last_complaint
+        FROM snapshots s
+        LEFT JOIN ord o ON o.customer_id = s.customer_id AND o.event_timestamp = s.event_timestamp
+        LEFT JOIN ses w ON w.customer_id = s.customer_id AND w.event_timestamp = s.event_timestamp
+        LEFT JOIN paid p ON p.customer_id = s.customer_id AND p.event_timestamp = s.event_timestamp
+        LEFT JOIN complaint c ON c.customer_id = s.customer_id AND c.event_timestamp = s.event_timestamp""",
 }
+RISEN_PRICE_INDEX = 1.04  # a category's paid/list level this high means its price rose (list-price noise is < 1%)
 
 
 def view_body(name: str) -> str:
     """The view's own SQL (one row per (customer, snapshot) with any events) with its settings filled in."""
-    return SQL[name].format(max_age_days=enrichment_max_age_days())
+    return SQL[name].format(max_age_days=enrichment_max_age_days(), risen_price_index=RISEN_PRICE_INDEX)
 
 
 def view_sql(name: str, columns: list[str]) -> str:

@@ -21,6 +21,7 @@ from .oracle import p_no_order
 from .orders import CAMPAIGN, OrderEvents
 from .people import Population
 from .reference import CAMPAIGN_OBJECTIVES, CATEGORY_NAMES
+from .trend import DISENGAGED_WEB_SHARE, disengaged_at, make_price_plan, p_no_order_from
 
 N_CAMPAIGNS = 16
 CONTROL_SHARE = 0.2
@@ -63,6 +64,7 @@ def run_campaigns(
     pop: Population, ids: Identities, consent: ConsentLog, natural: OrderEvents, seed: int, start_s: int, stop_s: int
 ) -> CampaignResult:
     rng = rng_for(seed, "campaigns")
+    prices = None if pop.disengage_s is None else make_price_plan(seed, start_s, stop_s)
     t0s, channels, objectives, categories, strengths, reaches = _schedule(rng, start_s, stop_s)
     mk_email = np.where(present(ids.crm_email), ids.crm_email, ids.account_email)
     has_email = present(mk_email)
@@ -89,12 +91,13 @@ def run_campaigns(
         thin = np.clip(-2.5 * e, 0, 0.9)
         lam, r, h = pop.lam[person], pop.r_dead[person], pop.hazard[person]
         alive = pop.churn_s[person] > sent
-        p_c = 1 - p_no_order(lam, r, h, RESPONSE_WINDOW_DAYS, alive)
-        p_t = np.where(
-            e >= 0,
-            1 - (1 - p_c) * (1 - q),
-            1 - p_no_order(lam * (1 - thin), r * (1 - thin), h, RESPONSE_WINDOW_DAYS, alive),
-        )
+        if prices is None:
+            p_c = 1 - p_no_order(lam, r, h, RESPONSE_WINDOW_DAYS, alive)
+            p_thinned = 1 - p_no_order(lam * (1 - thin), r * (1 - thin), h, RESPONSE_WINDOW_DAYS, alive)
+        else:  # the trend process: from each person's state at the send (synthetic/trend.py)
+            p_c = 1 - p_no_order_from(pop, prices, person, sent, RESPONSE_WINDOW_DAYS, 1.0)
+            p_thinned = 1 - p_no_order_from(pop, prices, person, sent, RESPONSE_WINDOW_DAYS, 1 - thin)
+        p_t = np.where(e >= 0, 1 - (1 - p_c) * (1 - q), p_thinned)
         # realise: extra orders for positive effects, thinning of natural orders for negative ones
         got_extra = treated & (rng.random(k) < q)
         extra.append(
@@ -138,6 +141,7 @@ def run_campaigns(
         )
         # responses (treatment only) and unsubscribes -> consent withdrawals
         eng, pain = pop.engagement[person], pop.pain[person]
+        eng = np.where(disengaged_at(pop, person, sent), DISENGAGED_WEB_SHARE * eng, eng)  # opens/clicks fall too
         bounced = treated & (rng.random(k) < (0.03 if chan == "email" else 0.01))
         delivered = treated & ~bounced
         opened = delivered & (chan != "sms") & (rng.random(k) < 0.08 + 0.45 * eng)

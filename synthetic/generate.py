@@ -31,6 +31,7 @@ from .orders import ORIGINS, build_orders, natural_orders
 from .people import CHANNELS, Population, make_population
 from .reference import CATEGORY_NAMES
 from .service import make_service
+from .trend import PricePlan, apply_trend, trend_persons_columns
 from .web import make_web_events
 
 Progress = Callable[[str, int, int], None]
@@ -174,9 +175,18 @@ def _finalize(
 
 
 def generate(
-    out_root: Path, customers: int, seed: int, end: str = "2025-12-31", progress: Progress | None = None
+    out_root: Path,
+    customers: int,
+    seed: int,
+    end: str = "2025-12-31",
+    progress: Progress | None = None,
+    trend: bool = False,
 ) -> GenerationSummary:
-    """Write raw/ and truth/ under `out_root`; returns row counts and the elapsed seconds."""
+    """Write raw/ and truth/ under `out_root`; returns row counts and the elapsed seconds.
+
+    `trend`: churn also follows falling engagement and category price rises (synthetic/trend.py;
+    truth/price_rises.parquet and the trend columns of truth/persons). Off by default: the demo's
+    data (and its identity figures) stay as they were."""
     if customers < 1:
         raise ValueError("customers must be at least 1")
     t_start = time.perf_counter()
@@ -197,8 +207,13 @@ def generate(
     raw: dict[str, pa.Table] = {}
     truth: dict[str, pa.Table] = {}
     pop = make_population(customers, seed, start_s, stop_s)
+    prices: PricePlan | None = apply_trend(pop, seed, start_s, stop_s) if trend else None
     step("generate people")
     truth["persons"] = persons_truth(pop)
+    if prices is not None:
+        for name, column in trend_persons_columns(pop).items():
+            truth["persons"] = truth["persons"].append_column(name, column)
+        truth["price_rises"] = prices.table()
     truth["next_purchase"] = next_purchase_truth(pop)
     catalog = make_catalog(seed)
     raw["products"] = catalog.table
@@ -220,7 +235,7 @@ def generate(
     )
     truth["sends_truth"] = _sends_truth(pop, camp.truth)
     raw["orders"], raw["order_lines"], order_truth = build_orders(
-        rng_for(seed, "order_details"), pop, ids, catalog, camp.orders, camp.category
+        rng_for(seed, "order_details"), pop, ids, catalog, camp.orders, camp.category, prices
     )
     truth["orders_truth"] = _orders_truth(pop, order_truth, camp.truth["send_id"])
     step("generate orders")

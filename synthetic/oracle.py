@@ -12,6 +12,11 @@ The order process of a person: alive orders at rate lam until churn, which comes
 after). Churned at s: P0 = exp(-rT). Campaign effects (treated sends only) are exact too:
 a negative send thins natural orders in its 14-day window by a factor (1-k) (piecewise rates),
 a positive send adds one extra order with probability q at a uniform time in its window.
+
+With the trend process (synthetic/trend.py) a person is a Markov chain engaged -> disengaged ->
+churned whose hazards step up at category price rises; P0 is then the product of the segment
+matrices exp((Q - Lambda) L) (piecewise constant rates between rises and send-window edges)
+applied to a vector of ones, read at the person's state at s (`p_no_order_chain`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .chain import p_no_order_chain
 from .common import DAY, RESPONSE_WINDOW_DAYS
+from .trend import TrendTruth
 
 
 def p_no_order(
@@ -73,20 +80,33 @@ def p_no_order_piecewise(
     return np.where(alive, p_alive, np.exp(-r * big_m))
 
 
+def load_trend_truth(truth_dir) -> TrendTruth | None:
+    """The trend process's truth (price rises + affinity) when the data was generated with it."""
+    from pathlib import Path
+
+    rises = Path(truth_dir) / "price_rises.parquet"
+    if not rises.exists():
+        return None
+    mix = pd.read_parquet(Path(truth_dir) / "next_purchase.parquet")
+    return TrendTruth(pd.read_parquet(rises), mix.pivot(index="person_id", columns="category", values="probability"))
+
+
 def true_churn_probability(
     persons: pd.DataFrame,
     person_ids: np.ndarray | pd.Series | list,
     snapshot_ts: str | pd.Timestamp | np.ndarray | pd.Series,
     horizon_days: float = 90,
     sends: pd.DataFrame | None = None,
+    trend: TrendTruth | None = None,
 ) -> np.ndarray:
     """P(no order in (s, s+horizon] | latent state at s) for each person id.
 
     `snapshot_ts` is one timestamp or one per id. NaN for people who signed up after s.
     Pass `sends` (truth/sends_truth.parquet) to include the exact effect of treated campaign
     sends whose response window overlaps the horizon; without it the answer is exact for
-    people with no treated send in the horizon. Orders exist only up to the window end, so
-    use snapshots with s + horizon <= window end.
+    people with no treated send in the horizon. Pass `trend` (`load_trend_truth`) for data
+    generated with the trend process (required then: persons has `disengaged_at`). Orders exist
+    only up to the window end, so use snapshots with s + horizon <= window end.
     """
     ids = pd.Index(persons["person_id"]).get_indexer(pd.Series(person_ids))
     if (ids < 0).any():
@@ -98,11 +118,69 @@ def true_churn_probability(
     churn = _seconds(p["churn_at"], n)
     lam, r, h = (p[c].to_numpy(float) for c in ("order_rate", "dead_order_rate", "churn_hazard"))
     alive = churn > s
-    if sends is None or sends.empty:
+    has_trend = "disengaged_at" in p.columns
+    if has_trend != (trend is not None):
+        raise ValueError(
+            "trend: truth/persons has the trend process's columns but no trend truth was given"
+            if has_trend
+            else "trend: given, but truth/persons has no `disengaged_at` (generated without --trend)"
+        )
+    pid = p["person_id"].to_numpy()
+    if trend is None and (sends is None or sends.empty):
         out = p_no_order(lam, r, h, horizon_days, alive)
+    elif trend is None:
+        win_lo, win_hi, mult, extra = _send_windows(s, horizon_days, pid, sends)
+        out = p_no_order_piecewise(lam, r, h, horizon_days, alive, win_lo, win_hi, mult) * extra
     else:
-        out = _with_sends(lam, r, h, alive, s, horizon_days, p["person_id"].to_numpy(), sends)
+        out = _with_trend(p, s, alive, horizon_days, pid, sends, trend)
     return np.where(signup > s, np.nan, out)
+
+
+def _with_trend(
+    p: pd.DataFrame,
+    s: np.ndarray,
+    alive: np.ndarray,
+    horizon: float,
+    pid: np.ndarray,
+    sends: pd.DataFrame | None,
+    trend: TrendTruth,
+) -> np.ndarray:
+    n = len(pid)
+    if sends is None or sends.empty:
+        win_lo, win_hi, mult, extra = (np.full((n, 1), horizon), np.full((n, 1), horizon), np.ones((n, 1)), 1.0)
+    else:
+        win_lo, win_hi, mult, extra = _send_windows(s, horizon, pid, sends)
+    rises = trend.price_rises
+    rise_at = (_seconds(rises["risen_at"], len(rises))[None, :] - s[:, None]) / DAY  # (n, R) offsets
+    aff = trend.affinity.reindex(index=pid, columns=rises["category"]).to_numpy(float)  # (n, R)
+    edges = np.sort(
+        np.concatenate(
+            [np.zeros((n, 1)), np.full((n, 1), horizon), win_lo, win_hi, np.clip(rise_at, 0, horizon)], axis=1
+        ),
+        axis=1,
+    )
+    mid = (edges[:, 1:] + edges[:, :-1]) / 2  # (n, P-1)
+    risen = rise_at[:, None, :] <= mid[:, :, None]  # (n, P-1, R)
+    coef = p["price_rise_coefficient"].to_numpy(float)
+    log_mult = coef[:, None] * (risen * aff[:, None, :]).sum(axis=2)
+    inside = (win_lo[:, None, :] <= mid[:, :, None]) & (mid[:, :, None] < win_hi[:, None, :])  # (n, P-1, W)
+    rate_mult = np.where(inside, mult[:, None, :], 1.0).prod(axis=2)
+    dis_at = pd.to_datetime(p["disengaged_at"], utc=True)
+    dis = dis_at.notna().to_numpy() & (_seconds(dis_at.fillna(pd.Timestamp(0, tz="UTC")), n) <= s)
+    state = np.where(~alive, 2, np.where(dis, 1, 0))
+    base = p_no_order_chain(
+        p["order_rate"].to_numpy(float),
+        p["disengaged_order_rate"].to_numpy(float),
+        p["dead_order_rate"].to_numpy(float),
+        p["churn_hazard"].to_numpy(float),
+        p["disengaged_hazard"].to_numpy(float),
+        p["disengage_rate"].to_numpy(float),
+        state,
+        edges,
+        log_mult,
+        rate_mult,
+    )
+    return base * extra
 
 
 def _seconds(ts: str | pd.Timestamp | np.ndarray | pd.Series, n: int) -> np.ndarray:
@@ -112,17 +190,12 @@ def _seconds(ts: str | pd.Timestamp | np.ndarray | pd.Series, n: int) -> np.ndar
     return ((values - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
-def _with_sends(
-    lam: np.ndarray,
-    r: np.ndarray,
-    h: np.ndarray,
-    alive: np.ndarray,
-    s: np.ndarray,
-    horizon: float,
-    pid: np.ndarray,
-    sends: pd.DataFrame,
-) -> np.ndarray:
-    """Rows may repeat a person (one row per snapshot): sends are matched to every row."""
+def _send_windows(
+    s: np.ndarray, horizon: float, pid: np.ndarray, sends: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Treated sends' windows per row as offsets in days (win_lo, win_hi, rate multiplier, each
+    (n, W), padded with empty windows at the horizon) and the no-extra-order factor per row.
+    Rows may repeat a person (one row per snapshot): sends are matched to every row."""
     treated = sends.loc[sends["group"] == "treatment", ["person_id", "sent_at", "extra_order_prob", "natural_thinning"]]
     rows = pd.DataFrame({"person_id": pid, "pos": np.arange(len(pid))})
     t = rows.merge(treated, on="person_id", how="inner")
@@ -140,11 +213,8 @@ def _with_sends(
     pos, lo_c, hi_c, k = pos[order], lo_c[order], hi_c[order], k[order]
     rank = np.arange(len(pos)) - np.searchsorted(pos, pos)
     width = int(rank.max()) + 1 if len(pos) else 1
-    win_lo = np.zeros((len(pid), width))
-    win_hi = np.zeros((len(pid), width))
+    win_lo = np.full((len(pid), width), float(horizon))
+    win_hi = np.full((len(pid), width), float(horizon))
     mult = np.ones((len(pid), width))
-    win_lo[:] = horizon
-    win_hi[:] = horizon
     win_lo[pos, rank], win_hi[pos, rank], mult[pos, rank] = lo_c, hi_c, 1 - k
-    base = p_no_order_piecewise(lam, r, h, horizon, alive, win_lo, win_hi, mult)
-    return base * extra
+    return win_lo, win_hi, mult, extra

@@ -18,6 +18,7 @@ from .common import DAY, floats, iso_timestamps, number_ids, present, strings, t
 from .identities import Identities
 from .people import CHANNELS, Population
 from .reference import COUPON_CODES
+from .trend import DISENGAGED_ORDER_SHARE, PricePlan
 from .variants import EMAIL_STYLE_FORM, PHONE_POS, emails_as_written, phones_as_written
 
 ALIVE, RESIDUAL, CAMPAIGN = 0, 1, 2
@@ -45,12 +46,20 @@ def natural_orders(rng: np.random.Generator, pop: Population, start_s: int, stop
     """Order times of the latent process inside [start, stop)."""
     begin = np.maximum(pop.signup_s, start_s)
     end_alive = np.clip(pop.churn_s, begin, stop_s)
-    pa_, ta = _poisson_times(rng, pop.lam, begin, end_alive)
+    # trend process: engaged orders until disengagement, then at a lower rate until churn
+    end_engaged = end_alive if pop.disengage_s is None else np.clip(pop.disengage_s, begin, end_alive)
+    pa_, ta = _poisson_times(rng, pop.lam, begin, end_engaged)
     pd_, td = _poisson_times(rng, pop.r_dead, end_alive, np.full(pop.n, stop_s))
-    person = np.concatenate([pa_, pd_])
+    parts_p, parts_t = [pa_, pd_], [ta, td]
+    origin = [np.full(len(pa_), ALIVE), np.full(len(pd_), RESIDUAL)]
+    if pop.disengage_s is not None:
+        pg, tg = _poisson_times(rng, DISENGAGED_ORDER_SHARE * pop.lam, end_engaged, end_alive)
+        parts_p.append(pg)
+        parts_t.append(tg)
+        origin.append(np.full(len(pg), ALIVE))
+    person = np.concatenate(parts_p)
     k = len(person)
-    origin = np.concatenate([np.full(len(pa_), ALIVE), np.full(len(pd_), RESIDUAL)])
-    return OrderEvents(person, np.concatenate([ta, td]), origin, np.full(k, -1), np.full(k, -1))
+    return OrderEvents(person, np.concatenate(parts_t), np.concatenate(origin), np.full(k, -1), np.full(k, -1))
 
 
 def build_orders(
@@ -60,6 +69,7 @@ def build_orders(
     catalog: Catalog,
     ev: OrderEvents,
     campaign_category: np.ndarray,
+    prices: PricePlan | None = None,
 ) -> tuple[pa.Table, pa.Table, dict]:
     """Render order events as orders + lines; returns (orders, order_lines, truth columns)."""
     order = np.lexsort((ev.person, ev.time_s))
@@ -120,6 +130,8 @@ def build_orders(
     unit = catalog.price[product].copy()
     drift = rng.random(len(unit)) < 0.10
     unit[drift] = np.round(unit[drift] * rng.uniform(0.85, 1.05, drift.sum()), 2)
+    if prices is not None:  # after a category's price rise its lines pay the risen price
+        unit = np.round(unit * prices.unit_factor(catalog.category[product], t[line_order]), 2)
     promo = rng.random(k) < np.clip(0.04 + 0.30 * pop.price_sens[p] + 0.5 * (origin == CAMPAIGN), 0, 0.95)
     pct = rng.choice([0.10, 0.15, 0.20, 0.25], k)
     disc = np.where(promo[line_order], np.round(qty * unit * pct[line_order], 2), 0.0)

@@ -76,6 +76,9 @@ class Population:
     pref_channel: np.ndarray  # index into CHANNELS
     home_store: np.ndarray
     stores: Stores
+    # the trend process (synthetic/trend.py), None when it is off
+    disengage_s: np.ndarray | None = None  # when the person disengaged (far future: never)
+    disengage_rate: np.ndarray | None = None  # per day, while engaged
 
 
 def _weighted(d: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:

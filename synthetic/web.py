@@ -16,6 +16,7 @@ from .common import DAY, iso_timestamps, number_ids, rng_for, take, where_or_non
 from .identities import Identities
 from .people import Population
 from .reference import CATEGORIES, CATEGORY_NAMES
+from .trend import DISENGAGED_WEB_SHARE
 
 EVENT_TYPES = (
     "page_view",
@@ -47,11 +48,19 @@ def make_web_events(
     begin = np.maximum(pop.signup_s, start_s)
     churn = np.clip(pop.churn_s, begin, stop_s)
     rate = 0.007 + 0.058 * pop.engagement
-    n_alive = rng.poisson(rate * (churn - begin) / DAY)
+    # trend process: engaged sessions until disengagement, then fewer until churn
+    engaged = churn if pop.disengage_s is None else np.clip(pop.disengage_s, begin, churn)
+    n_alive = rng.poisson(rate * (engaged - begin) / DAY)
     n_dead = rng.poisson(DEAD_SESSION_SHARE * rate * (stop_s - churn) / DAY)
-    sp = np.concatenate([np.repeat(np.arange(pop.n), n_alive), np.repeat(np.arange(pop.n), n_dead)])
+    idx = np.arange(pop.n)
+    sp = np.concatenate([np.repeat(idx, n_alive), np.repeat(idx, n_dead)])
     lo = np.concatenate([np.repeat(begin, n_alive), np.repeat(churn, n_dead)])
-    hi = np.concatenate([np.repeat(churn, n_alive), np.full(n_dead.sum(), stop_s)])
+    hi = np.concatenate([np.repeat(engaged, n_alive), np.full(n_dead.sum(), stop_s)])
+    if pop.disengage_s is not None:
+        n_dis = rng.poisson(DISENGAGED_WEB_SHARE * rate * (churn - engaged) / DAY)
+        sp = np.concatenate([sp, np.repeat(idx, n_dis)])
+        lo = np.concatenate([lo, np.repeat(engaged, n_dis)])
+        hi = np.concatenate([hi, np.repeat(churn, n_dis)])
     s_start = lo + (rng.random(len(sp)) * (hi - lo)).astype(np.int64)
     order = np.lexsort((sp, s_start))
     sp, s_start = sp[order], s_start[order]

@@ -45,7 +45,7 @@ def churn_oracle(ws: Workspace, horizon_days: int = 90) -> Callable[[pd.DataFram
         return None
 
     def evaluate(rows: pd.DataFrame, score: np.ndarray) -> dict[str, float]:
-        from cdp.synthetic.oracle import true_churn_probability
+        from cdp.synthetic.oracle import load_trend_truth, true_churn_probability
 
         persons = pd.read_parquet(ws.truth / "persons.parquet")
         sends_path = ws.truth / "sends_truth.parquet"
@@ -59,14 +59,26 @@ def churn_oracle(ws: Workspace, horizon_days: int = 90) -> Callable[[pd.DataFram
         )
         pairs = keyed.dropna().drop_duplicates(ignore_index=True)  # a split person appears twice
         pairs["p"] = true_churn_probability(
-            persons, pairs["person_id"].to_numpy(), pairs["event_timestamp"], horizon_days, sends=sends
+            persons,
+            pairs["person_id"].to_numpy(),
+            pairs["event_timestamp"],
+            horizon_days,
+            sends=sends,
+            trend=load_trend_truth(ws.truth),
         )
         truth_p = keyed.merge(pairs, on=["person_id", "event_timestamp"], how="left")["p"].to_numpy(float)
         label = rows["label"].to_numpy()
         usable = ~np.isnan(truth_p)
         clean = usable & rows["customer_id"].map(mapping["clean"]).fillna(False).to_numpy(bool)
+        from cdp.models.churn import expected_calibration_error
+
         return {
             "roc_auc": float(roc_auc_score(label[usable], truth_p[usable])),
+            "ece": expected_calibration_error(label[usable], truth_p[usable]),
+            "brier": float(np.mean((truth_p[usable] - label[usable]) ** 2)),
+            "model_ece_same_rows": expected_calibration_error(label[usable], score[usable]),
+            "clean_rows_ece": expected_calibration_error(label[clean], truth_p[clean]),
+            "model_clean_rows_ece": expected_calibration_error(label[clean], score[clean]),
             "model_roc_auc_same_rows": float(roc_auc_score(label[usable], score[usable])),
             "clean_rows": int(clean.sum()),
             "clean_rows_roc_auc": float(roc_auc_score(label[clean], truth_p[clean])),

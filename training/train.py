@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdp.models.churn import CHURN, fit_calibrated, labelled_entities
+from cdp.models.churn import (
+    CHURN,
+    calibration_report,
+    fit_calibrated,
+    labelled_entities,
+    person_level_customers,
+)
 from cdp.models.spec import ModelSpec
 from cdp.settings import setting
 from cdp.training.evaluate import binary_metrics, binary_plots
@@ -111,18 +117,52 @@ def split_out_of_time(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFram
     return train, valid
 
 
-def fit(spec: ModelSpec, train: pd.DataFrame, seed: int = 0):
-    """Booster on all but the latest training snapshot; calibration on that latest snapshot."""
+def calibration_rows(train: pd.DataFrame, customers: set[str] | None = None) -> pd.DataFrame:
+    """The latest training snapshot (its label window is fully observed before validation), limited
+    to `customers` (person-level customers, not fragments) when given."""
+    rows = train[train["event_timestamp"] == train["event_timestamp"].max()]
+    return rows if customers is None else rows[rows["customer_id"].isin(customers)]
+
+
+def fit(spec: ModelSpec, train: pd.DataFrame, seed: int = 0, calibration_customers: set[str] | None = None):
+    """Booster on all but the latest training snapshot; calibration on that latest snapshot
+    (`calibration_rows`: only `calibration_customers` when given)."""
     latest = train["event_timestamp"].max()
-    fit_part, calibration_part = train[train["event_timestamp"] < latest], train[train["event_timestamp"] == latest]
+    fit_part, calibration_part = (
+        train[train["event_timestamp"] < latest],
+        calibration_rows(train, calibration_customers),
+    )
     if fit_part.empty:
         raise ValueError("need at least two training snapshots (one to fit, one to calibrate)")
+    if calibration_part[spec.label].nunique() < 2:
+        raise ValueError(
+            f"calibration: the latest training snapshot {latest:%Y-%m-%d} has "
+            f"{len(calibration_part)} person-level rows, not both label values"
+        )
     return fit_calibrated(fit_part, calibration_part, feature_columns(train, spec), spec.label, seed)
 
 
 def predict(model, frame: pd.DataFrame) -> np.ndarray:
     """Probabilities with columns in the order the model was fitted on."""
     return model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
+
+
+def _calibration_metrics(
+    spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, score: np.ndarray, persons: set[str]
+) -> dict[str, float]:
+    """ECE and Brier vs a constant (the calibration rows' churn rate) on all validation rows and on
+    the person-level ones (`person_*`, with their ROC AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    constant = float(calibration_rows(train, persons)[spec.label].mean())
+    y = valid[spec.label].to_numpy()
+    person = valid["customer_id"].isin(persons).to_numpy()
+    out = calibration_report(y, score, constant)
+    out.update(calibration_report(y[person], score[person], constant, prefix="person_"))
+    out["person_rows"] = int(person.sum())
+    if len(np.unique(y[person])) == 2:
+        out["person_roc_auc"] = float(roc_auc_score(y[person], score[person]))
+    return out
 
 
 def train_churn(
@@ -145,11 +185,13 @@ def train_churn(
     train, valid = split_out_of_time(frame, spec)
     step("fit LightGBM + calibration", 2, 4)
     started = time.perf_counter()
-    model = fit(spec, train)
+    persons = person_level_customers(pd.read_parquet(ws.identity / "identity_map.parquet"))
+    model = fit(spec, train, calibration_customers=persons)
     fit_seconds = time.perf_counter() - started
     score = predict(model, valid)
     y_valid = valid[spec.label].to_numpy()
     metrics = binary_metrics(y_valid, score)
+    metrics.update(_calibration_metrics(spec, train, valid, score, persons))
     oracle = oracle_fn(valid[ID_COLUMNS].assign(label=y_valid), score) if oracle_fn else {}
     step("log to MLflow", 3, 4)
 
@@ -162,7 +204,7 @@ def train_churn(
                 "feature_service": spec.feature_service,
                 "label": spec.label,
                 "horizon_days": spec.horizon_days,
-                "estimator": "LGBMClassifier + isotonic (out-of-time calibration)",
+                "estimator": "LGBMClassifier + isotonic (out-of-time calibration, person-level customers)",
                 "n_features": len(features),
                 "train_rows": len(train),
                 "valid_rows": len(valid),

@@ -36,6 +36,9 @@ def options(
 def generate(
     customers: int = typer.Option(20_000, min=100, help="How many real people to simulate."),
     seed: int = typer.Option(7, help="Random seed: the same seed gives the same files."),
+    trend: bool = typer.Option(
+        False, "--trend", help="Churn also follows falling engagement and category price rises (off: the demo data)."
+    ),
     home: Path | None = HomeOption,
 ) -> None:
     """Write realistic synthetic first-party data (all contract tables) to raw/ and the truth to truth/."""
@@ -43,7 +46,7 @@ def generate(
 
     ws = workspace(home)
     with writing(ws, "generate"), progress_bar("generate") as update:
-        summary = run_stage(pipeline.generate, ws, customers, seed, progress=update)
+        summary = run_stage(pipeline.generate, ws, customers, seed, progress=update, trend=trend)
     show(f"generated into {ws.raw}", summary)
 
 

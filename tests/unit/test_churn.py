@@ -39,6 +39,12 @@ def test_training_is_out_of_time_and_registered(pipeline_ws, stage_results):
     version = client.get_model_version_by_alias(CHURN.name, CHAMPION)
     run = client.get_run(version.run_id)
     assert run.data.metrics["roc_auc"] == pytest.approx(result["metrics"]["roc_auc"])
+    # calibration is measured and logged: ECE, and a Brier score better than the constant baseline's
+    for name in ("ece", "brier_constant", "brier_skill", "person_ece", "person_brier", "person_brier_constant"):
+        assert run.data.metrics[name] == pytest.approx(result["metrics"][name]), name
+    assert result["metrics"]["brier"] < result["metrics"]["brier_constant"]
+    assert result["metrics"]["person_brier"] < result["metrics"]["person_brier_constant"]
+    assert 0 <= result["metrics"]["ece"] < 0.1
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
     assert {"plots/roc.png", "plots/pr.png", "plots/calibration.png", "plots/gain.png"} <= artifacts
 
@@ -102,3 +108,39 @@ def test_promotion_gate_keeps_the_better_model(tmp_path):
     version = client.create_model_version("gate_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
     gate = promote_if_better("gate_demo", version, "roc_auc", 0.74, score_champion=lambda _: 0.70)
     assert gate["compared_on"] == "logged metric" and not gate["promoted"] and gate["previous_value"] == 0.75
+
+
+def test_calibration_error_and_brier_against_a_constant():
+    import numpy as np
+
+    from cdp.models.churn import calibration_report, expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    score = rng.uniform(0, 1, 200_000)
+    label = rng.uniform(0, 1, score.size) < score  # calibrated by construction
+    assert expected_calibration_error(label, score) < 0.005
+    assert expected_calibration_error(label, np.clip(score + 0.1, 0, 1)) == pytest.approx(0.1, abs=0.01)
+    report = calibration_report(label, score, constant=label.mean())
+    assert report["brier_skill"] > 0.3 and report["brier_constant"] == pytest.approx(0.25, abs=0.005)
+    assert calibration_report(label, np.full(score.size, label.mean()), label.mean())["brier_skill"] == pytest.approx(0)
+    with pytest.raises(ValueError, match="no rows"):
+        expected_calibration_error(np.array([]), np.array([]))
+
+
+def test_calibration_rows_are_person_level_customers_at_the_latest_training_snapshot():
+    from cdp.models.churn import person_level_customers
+    from cdp.training.train import calibration_rows
+
+    identity = pd.DataFrame(
+        {
+            "source_table": ["crm_contacts", "orders", "orders", "web_events", "online_accounts", "orders"],
+            "source_key": ["r1", "o1", "o2", "w1", "a1", "o3"],
+            "customer_id": ["p1", "p1", "f1", "f2", "p2", "p2"],
+        }
+    )
+    persons = person_level_customers(identity)
+    assert persons == {"p1", "p2"}  # f1 (a stray order) and f2 (web events only) are fragments
+    t0, t1 = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-02-01", tz="UTC")
+    train = pd.DataFrame({"customer_id": ["p1", "f1", "p1", "f1", "p2"], "event_timestamp": [t0, t0, t1, t1, t1]})
+    rows = calibration_rows(train, persons)
+    assert rows["customer_id"].tolist() == ["p1", "p2"] and (rows["event_timestamp"] == t1).all()

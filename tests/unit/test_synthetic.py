@@ -18,6 +18,7 @@ from cdp.synthetic.generate import GenerationSummary, generate
 from cdp.synthetic.oracle import p_no_order, p_no_order_piecewise, true_churn_probability
 
 CUSTOMERS, SEED = 2000, 11
+TREND_CUSTOMERS = 12_000
 EVENT_TIMES = {
     "orders": "ordered_at",
     "web_events": "occurred_at",
@@ -354,3 +355,102 @@ def test_next_purchase_truth_is_a_distribution(world) -> None:
     assert np.allclose(prods.groupby("category")["popularity_in_category"].sum(), 1)
     assert set(prods["product_id"]) == set(raw(root, "products")["product_id"])
     assert 300 <= len(prods) <= 500 and prods["category"].nunique() == 8
+
+
+def test_chain_oracle_without_trend_is_the_constant_rate_oracle() -> None:
+    """The engaged/disengaged/churned chain with no disengagement and no price rise reduces to the
+    closed form, with and without a thinning window."""
+    from cdp.synthetic.chain import p_no_order_chain
+
+    lam, h = np.array([1 / 40, 1 / 10, 1 / 200, 1 / 30]), np.array([0.002, 0.02, 0.01, 0.003])
+    r, state = 0.03 * lam, np.array([0, 0, 0, 2])
+    zero = np.zeros(4)
+    edges = np.tile([0.0, 20.0, 34.0, 90.0], (4, 1))
+    chain = p_no_order_chain(lam, lam, r, h, h, zero, state, edges, np.zeros((4, 3)), np.ones((4, 3)))
+    assert np.allclose(chain, p_no_order(lam, r, h, 90.0, state == 0), rtol=1e-10)
+    thinned = np.tile([1.0, 0.3, 1.0], (4, 1))
+    chain = p_no_order_chain(lam, lam, r, h, h, zero, state, edges, np.zeros((4, 3)), thinned)
+    lo, hi, mult = np.full((4, 1), 20.0), np.full((4, 1), 34.0), np.full((4, 1), 0.3)
+    assert np.allclose(chain, p_no_order_piecewise(lam, r, h, 90.0, state == 0, lo, hi, mult), rtol=1e-10)
+
+
+def test_chain_oracle_matches_monte_carlo() -> None:
+    """Engaged -> disengaged -> churned with a hazard step (a price rise) at day 30."""
+    from cdp.synthetic.chain import p_no_order_chain
+
+    rng = np.random.default_rng(2)
+    n, lam, lam_d, rho, h, h_d, step = 400_000, 1 / 20, 0.3 / 20, 1 / 60, 0.004, 0.02, np.log(2.0)
+    r = 0.03 * lam
+
+    def first(rate_before: float, start: np.ndarray) -> np.ndarray:  # hazard x2 from day 30 on
+        e = rng.exponential(1.0, n)
+        cap = rate_before * np.clip(30 - start, 0, None)
+        return np.where(e <= cap, start + e / rate_before, np.maximum(start, 30) + (e - cap) / (2 * rate_before))
+
+    onset, churn_e = rng.exponential(1 / rho, n), first(h, np.zeros(n))
+    dis = onset < churn_e
+    churn = np.where(dis, first(h_d, onset), churn_e)
+    engaged_end = np.minimum(np.where(dis, onset, churn), 90)
+    alive_end = np.minimum(churn, 90)
+    orders = rng.poisson(lam * engaged_end + lam_d * (alive_end - engaged_end) + r * (90 - alive_end))
+    mc = (orders == 0).mean()
+    edges, logm = np.array([[0.0, 30.0, 90.0]]), np.array([[0.0, step]])
+    one = np.ones(1)
+    exact = p_no_order_chain(
+        lam * one, lam_d * one, r * one, h * one, h_d * one, rho * one, np.zeros(1), edges, logm, np.ones((1, 2))
+    )[0]
+    assert abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / n)
+
+
+def test_trend_process_oracle_is_calibrated_and_demo_data_unchanged(tmp_path: Path, world) -> None:
+    """With --trend: disengagement, price rises paid on order lines, and the chain oracle's
+    probabilities match the generated orders. The trend's draws never touch the demo's streams:
+    the identity tables (CRM, loyalty, accounts) are the same as without it."""
+    from cdp.synthetic.oracle import load_trend_truth
+
+    root, _, _ = world
+    generate(tmp_path / "same", CUSTOMERS, SEED, trend=True)
+    for name in ("crm_contacts", "loyalty_members", "online_accounts"):
+        assert raw(tmp_path / "same", name).equals(raw(root, name)), name
+    # big enough that the campaign truth of the constant-rate process (|z| > 4 at 20k) is rejected
+    generate(tmp_path, TREND_CUSTOMERS, SEED, trend=True)
+    persons, orders = truth(tmp_path, "persons"), truth(tmp_path, "orders_truth")
+    rises, trend = truth(tmp_path, "price_rises"), load_trend_truth(tmp_path / "truth")
+    assert 0.2 < persons["disengaged_at"].notna().mean() < 0.9
+    lines = raw(tmp_path, "order_lines").merge(raw(tmp_path, "orders")[["order_id", "ordered_at"]], on="order_id")
+    lines = lines.merge(raw(tmp_path, "products")[["product_id", "category", "price"]], on="product_id")
+    first = rises.iloc[0]
+    cat = lines[lines["category"] == first["category"]].dropna(subset=["ordered_at", "unit_price", "price"])
+    after = pd.to_datetime(cat["ordered_at"], utc=True, errors="coerce") >= first["risen_at"]
+    ratio = cat["unit_price"] / cat["price"]
+    assert ratio[after].median() == pytest.approx(first["price_factor"], abs=0.02)
+    assert ratio[~after].median() == pytest.approx(1.0, abs=0.02)
+    sends = truth(tmp_path, "sends_truth")
+    _, stop = data_window("2025-12-31")
+    with pytest.raises(ValueError, match="trend"):
+        true_churn_probability(persons, persons["person_id"][:2], stop - pd.Timedelta(days=90))
+    for days_before in (90, 300):
+        s = stop - pd.Timedelta(days=days_before)
+        known = persons[persons["signup_at"] <= s]
+        horizon = orders[(orders["ordered_at"] > s) & (orders["ordered_at"] <= s + pd.Timedelta(days=90))]
+        label = ~known["person_id"].isin(horizon["person_id"])
+        p = true_churn_probability(persons, known["person_id"], s, 90, sends=sends, trend=trend)
+        se = np.sqrt((p * (1 - p)).sum()) / len(p)
+        assert abs(label.mean() - p.mean()) < 4 * se
+    # the campaign truth follows the same process: P(order in 14 days | sent) per arm matches the orders
+    window = sends[["send_id", "person_id", "group", "sent_at", "p_respond_treated", "p_respond_control"]].merge(
+        orders[["person_id", "ordered_at"]], on="person_id", how="left"
+    )
+    window["hit"] = (window["ordered_at"] > window["sent_at"]) & (
+        window["ordered_at"] <= window["sent_at"] + pd.Timedelta(days=14)
+    )
+    per_send = window.groupby("send_id").agg(
+        group=("group", "first"),
+        hit=("hit", "any"),
+        p_t=("p_respond_treated", "first"),
+        p_c=("p_respond_control", "first"),
+    )
+    for arm, column in (("control", "p_c"), ("treatment", "p_t")):
+        part = per_send[per_send["group"] == arm]
+        se = np.sqrt((part[column] * (1 - part[column])).sum()) / len(part)
+        assert abs(part["hit"].mean() - part[column].mean()) < 4 * se, arm
