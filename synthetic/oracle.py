@@ -146,6 +146,7 @@ def _with_trend(
     trend: TrendTruth,
 ) -> np.ndarray:
     n = len(pid)
+    extra: np.ndarray | float
     if sends is None or sends.empty:
         win_lo, win_hi, mult, extra = (np.full((n, 1), horizon), np.full((n, 1), horizon), np.ones((n, 1)), 1.0)
     else:

@@ -123,6 +123,7 @@ def p_no_order_from(
 ) -> np.ndarray:
     """P(no order in (at, at + days]) under the trend process for `person` from their state at
     `at_s` (order rates x `rate_mult` throughout): the campaign truth's p_control / p_treated."""
+    assert pop.disengage_s is not None and pop.disengage_rate is not None, "needs the trend process"
     n = len(person)
     rise_off = (plan.risen_s[None, :] - at_s[:, None]) / DAY  # (n, R), rises sorted in time
     edges = np.sort(np.concatenate([np.zeros((n, 1)), np.clip(rise_off, 0, days), np.full((n, 1), days)], axis=1))
@@ -156,6 +157,7 @@ def disengaged_at(pop: Population, person: np.ndarray, at_s: np.ndarray) -> np.n
 
 def trend_persons_columns(pop: Population) -> dict[str, pa.Array]:
     """Extra truth/persons columns of the trend process (null disengaged_at = never disengaged)."""
+    assert pop.disengage_s is not None and pop.disengage_rate is not None, "needs the trend process"
     never = pop.disengage_s >= np.iinfo(np.int64).max // 4
     return {
         "disengaged_at": pa.array(
