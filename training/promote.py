@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -132,7 +133,7 @@ def promote(
         raise PromotionError(f"{spec.name}: no version {version} (registered: {', '.join(map(str, versions))})")
     challenger = client.get_model_version(spec.name, version)
     current = current_champion(client, spec.name)
-    outcome = {
+    outcome: dict[str, Any] = {
         "model": spec.name,
         "challenger_version": version,
         "metric": spec.primary_metric,
@@ -146,7 +147,7 @@ def promote(
             "decision": "already champion",
             "reason": f"v{version} is already the champion",
         }
-    comparison = {
+    comparison: dict[str, Any] = {
         "model": spec.name,
         "champion_version": outcome["champion_version"],
         "rows": [],
@@ -156,8 +157,8 @@ def promote(
     if current is None:
         passed, why = True, "no champion yet"
     else:
-        params = client.get_run(challenger.run_id).data.params
-        champion_params = client.get_run(current.run_id).data.params
+        params = client.get_run(str(challenger.run_id)).data.params
+        champion_params = client.get_run(str(current.run_id)).data.params
         evaluate, rows = out_of_time_evaluator(ws, spec, params)
         mine = evaluate(load_version(spec.name, version, client))
         theirs = evaluate(load_version(spec.name, current.version, client))

@@ -21,6 +21,7 @@ import pandas as pd
 from cdp.models.next_best_product import (
     CANDIDATE_FEATURES,
     NEXT_BEST_PRODUCT,
+    ItemStats,
     candidates,
     fit_ranker,
     item_stats,
@@ -116,7 +117,7 @@ def oracle_recs(ws: Workspace, stats, customers: np.ndarray) -> pd.DataFrame | N
     return top_k(frame, frame["score"].to_numpy(), K)
 
 
-def snapshot_frame(store, lines, products, as_of, customers, label) -> tuple[pd.DataFrame, object]:
+def snapshot_frame(store, lines, products, as_of, customers, label) -> tuple[pd.DataFrame, ItemStats]:
     stats = item_stats(lines, products, as_of)
     frame = candidates(lines, stats, customers)
     frame = label_candidates(frame, purchases_after(lines, as_of, NEXT_BEST_PRODUCT.horizon_days), label)
