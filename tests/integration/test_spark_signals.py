@@ -1,5 +1,5 @@
 """Feature views built on Spark (CDP_FEATURE_ENGINE=spark, local[2]) against the embedded DuckDB
-build on the tests' small synthetic retailer (conftest's TINY_CUSTOMERS, seed 11, generated,
+build on the tests' small synthetic retailer (conftest's TINY_CUSTOMERS, seed 11, trend process on, generated,
 ingested and resolved here without the training stages): every view has the same rows in the same
 order, the same nulls, values within 1e-9 and the same dtypes, written as one Parquet file per view."""
 
@@ -44,7 +44,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("spark_signals")
     base = Workspace(root / "base")
     base.ensure()
-    pipeline.generate(base, TINY_CUSTOMERS, seed=11)
+    pipeline.generate(base, TINY_CUSTOMERS, seed=11, trend=True)  # trend: price rises give change_signals content
     pipeline.ingest(base)
     pipeline.resolve(base)
     spaces, summaries = {}, {}
