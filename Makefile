@@ -20,9 +20,13 @@ demo: setup            ## generate -> ingest -> resolve -> features -> train -> 
 test: setup lint       ## lint, then the whole suite, including the end-to-end test with a real BentoML server
 	$(PY) -m pytest -q
 
-lint: setup            ## ruff lint + format check (configured in pyproject.toml)
+lint: setup            ## ruff lint + format check + mypy (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@# mypy reads the installed layout: the stage folders are cdp.* only through setuptools' package-dir
+	rm -rf build/typecheck
+	$(PY) -m pip install --quiet --no-deps --no-compile --target build/typecheck . 2>/dev/null
+	cd build/typecheck && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p cdp
 
 test-fast: setup       ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
