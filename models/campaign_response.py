@@ -31,6 +31,28 @@ CAMPAIGN_RESPONSE = ModelSpec(
     objective="uplift (T/X-learner on LightGBM)",
     horizon_days=14,
     primary_metric="qini",
+    hyperparameters={
+        "outcome": {  # P(order | contacted) and P(order | not contacted)
+            "n_estimators": 150,
+            "learning_rate": 0.03,
+            "num_leaves": 15,
+            "min_child_samples": 80,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "reg_lambda": 5.0,
+        },
+        "effect": {  # the X-learner's imputed-effect regressors
+            "n_estimators": 100,
+            "learning_rate": 0.03,
+            "num_leaves": 7,
+            "min_child_samples": 80,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "reg_lambda": 5.0,
+        },
+    },
 )
 CHANNELS = ["email", "sms", "push", "paid_display"]
 CAMPAIGN_FEATURES = [
@@ -99,14 +121,7 @@ def labelled_sends(
 
 def _classifier(seed: int) -> LGBMClassifier:
     return LGBMClassifier(
-        n_estimators=150,
-        learning_rate=0.03,
-        num_leaves=15,
-        min_child_samples=80,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        reg_lambda=5.0,
+        **CAMPAIGN_RESPONSE.hyperparameters["outcome"],
         random_state=seed,
         n_jobs=1,
         verbose=-1,
@@ -120,14 +135,7 @@ def _positive(classifier: LGBMClassifier, X: pd.DataFrame) -> np.ndarray:
 
 def _regressor(seed: int) -> LGBMRegressor:
     return LGBMRegressor(
-        n_estimators=100,
-        learning_rate=0.03,
-        num_leaves=7,
-        min_child_samples=80,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        reg_lambda=5.0,
+        **CAMPAIGN_RESPONSE.hyperparameters["effect"],
         random_state=seed,
         n_jobs=1,
         verbose=-1,

@@ -29,6 +29,16 @@ CHURN = ModelSpec(
     objective="binary",
     horizon_days=90,
     primary_metric="roc_auc",
+    hyperparameters={
+        "n_estimators": 300,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 50,
+        "subsample": 0.8,
+        "subsample_freq": 1,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+    },
 )
 ACTIVE_DAYS = 365
 
@@ -84,14 +94,7 @@ MONOTONE = {
 def build_booster(features: list[str], seed: int = 0) -> LGBMClassifier:
     # n_jobs=1: on this shared 2-core machine two LightGBM threads measured several times slower.
     return LGBMClassifier(
-        n_estimators=300,
-        learning_rate=0.05,
-        num_leaves=31,
-        min_child_samples=50,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        reg_lambda=1.0,
+        **CHURN.hyperparameters,
         monotone_constraints=[MONOTONE.get(f, 0) for f in features],
         random_state=seed,
         n_jobs=1,

@@ -30,6 +30,15 @@ NEXT_BEST_PRODUCT = ModelSpec(
     objective="lambdarank",
     horizon_days=30,
     primary_metric="ndcg_at_10",
+    hyperparameters={
+        "objective": "lambdarank",
+        "n_estimators": 150,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 50,
+        "colsample_bytree": 0.8,
+        "lambdarank_truncation_level": 20,
+    },
 )
 HISTORY_DAYS = 365
 NEIGHBOURS = 20  # co-purchase neighbours kept per item
@@ -315,13 +324,7 @@ def label_candidates(frame: pd.DataFrame, bought: pd.DataFrame, label: str) -> p
 def build_ranker(seed: int = 0) -> LGBMRanker:
     # n_jobs=1: on a busy 2-core machine LightGBM's two OpenMP threads were ~6x slower than one.
     return LGBMRanker(
-        objective="lambdarank",
-        n_estimators=150,
-        learning_rate=0.05,
-        num_leaves=31,
-        min_child_samples=50,
-        colsample_bytree=0.8,
-        lambdarank_truncation_level=20,
+        **NEXT_BEST_PRODUCT.hyperparameters,
         random_state=seed,
         n_jobs=1,
         verbose=-1,

@@ -200,6 +200,7 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     """Every family with a champion; returns the summary `cdp score` prints."""
     from cdp.models.campaign_response import CAMPAIGN_RESPONSE
     from cdp.models.next_best_product import NEXT_BEST_PRODUCT
+    from cdp.serving.readiness import no_champion_reason
 
     withdrawn = withdraw_refused_scores(ws, as_of)
     churn = score_churn(ws, store, timeline.orders, as_of)
@@ -215,6 +216,9 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
             "customers_scored": len(nbp),
             "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None,
         }
+    for name in (NEXT_BEST_PRODUCT.name, CAMPAIGN_RESPONSE.name):
+        if not has_champion(ws, name):
+            summary[name] = {"not_scored": no_champion_reason(ws, name)}
     if has_champion(ws, CAMPAIGN_RESPONSE.name):
         camp = score_campaign_response(ws, store, timeline.order_lines, timeline.orders, as_of)
         summary["campaign_response"] = {

@@ -38,8 +38,32 @@ def check_ready(ws: Workspace, store=None) -> None:
     except StoreConfigError as error:
         raise ServiceNotReady(str(error)) from None
     _check_online_store(ws, store)
-    for name in served_models():
-        _check_champion(ws, name)
+    _check_champion(ws, "churn")  # the others may honestly have no champion: their routes say why
+
+
+NO_CHAMPION_ADVICE = {
+    "campaign_response": "no model better than random for this campaign: contact everyone eligible or no one",
+    "next_best_product": "no model better than the popularity baseline: recommend the top sellers",
+}
+
+
+def no_champion_reason(ws: Workspace, name: str) -> str:
+    """Why `name` has no champion (the gate's words from its latest run), for routes and `cdp score`."""
+    from cdp.training.tracking import registry_client
+
+    client = registry_client(ws)
+    versions = client.search_model_versions(f"name='{name}'") if _registered(client, name) else []
+    if not versions:
+        return f"no model trained yet: run `cdp train {name.replace('_', '-')}`"
+    latest = max(versions, key=lambda v: int(v.version))
+    run = client.get_run(latest.run_id) if latest.run_id else None
+    reason = run.data.tags.get("no_champion_reason") if run else None
+    advice = NO_CHAMPION_ADVICE.get(name, "no champion")
+    return f"{advice} ({reason})" if reason else advice
+
+
+def _registered(client, name: str) -> bool:
+    return any(m.name == name for m in client.search_registered_models(f"name='{name}'"))
 
 
 def _check_online_store(ws: Workspace, store) -> None:

@@ -37,7 +37,7 @@ import threading
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument, NotFound
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, Field, StringConstraints
 
 from cdp.serving.auth import ApiKeyMiddleware
@@ -101,6 +101,10 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+class NoChampion(LookupError):
+    """A served model whose training never beat its baseline: the route answers with the advice."""
+
+
 class Champions:
     """The served champion of each model; `reload()` swaps in new versions. Readers take one
     reference per request (`get`), so a swap never changes a model in the middle of a request."""
@@ -108,10 +112,13 @@ class Champions:
     def __init__(self, ws, names: tuple[str, ...]) -> None:
         self.ws, self.names = ws, names
         self.models: dict[str, tuple[object, str]] = {}
+        self.missing: dict[str, str] = {}  # served name -> why it has no champion (the gate refused it)
         self.lock = threading.Lock()
         self.reload()
 
     def get(self, name: str) -> tuple[Any, str]:
+        if name in self.missing:
+            raise NoChampion(self.missing[name])
         if name not in self.models:
             raise NotFound(f"model '{name}' is not served (CDP_SERVE_MODELS)")
         return self.models[name]
@@ -119,11 +126,16 @@ class Champions:
     def reload(self) -> list[str]:
         """Load every champion whose registered version changed; returns the names swapped."""
         from cdp.serving.churn_scorer import ChurnScorer
-        from cdp.training.tracking import CHAMPION, load_version, registry_client
+        from cdp.serving.readiness import no_champion_reason
+        from cdp.training.tracking import CHAMPION, has_champion, load_version, registry_client
 
         with self.lock:  # runs in the reloader thread too: must not touch process-wide MLflow URIs
             client, swapped = registry_client(self.ws), []
             for name in self.names:
+                if name != "churn" and not has_champion(self.ws, name):
+                    self.missing[name] = no_champion_reason(self.ws, name)
+                    continue
+                self.missing.pop(name, None)
                 version = str(client.get_model_version_by_alias(name, CHAMPION).version)
                 if name in self.models and self.models[name][1] == version:
                     continue
@@ -294,7 +306,10 @@ class CustomerScores:
     def _recommend(self, ids: list[str], k: int, exclude_owned: bool) -> tuple[str, list[dict], list[dict]]:
         import numpy as np
 
-        model, version = self.champions.get("next_best_product")
+        try:
+            model, version = self.champions.get("next_best_product")
+        except NoChampion as why:
+            raise ServiceUnavailable(f"next_best_product: {why}") from None
         online = self._online([*self._refs("next_best_product_v1"), "consent_state:consent_profiling"], ids)
         keep, errors = self._gate(ids, online)
         features = {
@@ -330,9 +345,12 @@ class CustomerScores:
 
         from cdp.models.campaign_response import campaign_features, decisions
 
-        model, version = self.champions.get("campaign_response")
         if request.campaign_id not in self.campaigns.index:
             raise InvalidArgument(f"campaign_id: unknown campaign '{request.campaign_id}'")
+        try:
+            model, version = self.champions.get("campaign_response")
+        except NoChampion as why:  # honest: no target flags from a model no better than random
+            return {"campaign_id": request.campaign_id, "model_version": None, "advice": str(why), "scores": []}
         channel = self.campaigns.at[request.campaign_id, "channel"]
         ids = list(dict.fromkeys(request.customer_ids))
         online = self._online([*self._refs("campaign_response_v1"), *self._consent_refs()], ids)

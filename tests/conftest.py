@@ -62,6 +62,25 @@ def pipeline_ws(pipeline_run) -> Workspace:
     return pipeline_run[0]
 
 
+def with_every_champion(source: Workspace, home: Path) -> tuple[Workspace, dict]:
+    """A copy of `source` where every model has a champion, then scored. On the small fixture the
+    honest gate may refuse a model (e.g. campaign response no better than random targeting); the
+    serving tests need one, so the latest version is promoted with the user's explicit override
+    (`cdp promote --force`, tagged promotion_forced=true). Returns (workspace, `cdp score` summary)."""
+    import shutil
+
+    from cdp import pipeline
+    from cdp.training.promote import promote
+    from cdp.training.tracking import has_champion
+
+    shutil.copytree(source.root, home)
+    ws = Workspace(home)
+    for model in ("churn", "next-best-product", "campaign-response", "clv"):
+        if not has_champion(ws, model.replace("-", "_")):
+            promote(ws, model, force=True, reason="serving tests on the small fixture")
+    return ws, pipeline.score(ws)
+
+
 @pytest.fixture(scope="session")
 def stage_results(pipeline_run) -> dict[str, dict]:
     """Each stage's summary dict, keyed by stage name."""

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cdp.models.clv import CLV, FEATURES, CLVModel
+from cdp.training.gate import Reference
 from cdp.training.train import TrainResult, build_training_set
 from cdp.workspace import Workspace
 
@@ -218,6 +219,7 @@ def train_clv(
                 ws=ws,
                 metrics=metrics,
                 evaluate_model=lambda candidate: clv_metrics(actual, candidate.predict(frame[FEATURES])),
+                baseline=Reference("last 12 months' spend", compared["naive_last_12m"][spec.primary_metric]),
             )
     step("registered", 4, 4)
     return TrainResult(

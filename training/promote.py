@@ -19,7 +19,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cdp.models.campaign_response import CAMPAIGN_RESPONSE
@@ -27,6 +26,7 @@ from cdp.models.churn import CHURN
 from cdp.models.clv import CLV
 from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 from cdp.models.spec import ModelSpec
+from cdp.training.gate import Reference, better_direction, decide
 from cdp.workspace import Workspace
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE, CLV)}
@@ -105,6 +105,13 @@ def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]
     ), f"cutoff {cutoff:%Y-%m-%d} ({len(frame)} customers)"
 
 
+def run_baseline(client, run_id: str, spec: ModelSpec) -> Reference | None:
+    """The simple baseline a run measured on its own out-of-time rows (logged by register_run_model)."""
+    run = client.get_run(run_id)
+    value = run.data.metrics.get(f"baseline_{spec.primary_metric}")
+    return None if value is None else Reference(run.data.tags.get("baseline", "baseline"), float(value))
+
+
 def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dict[str, str]) -> bool:
     """Could the champion have trained on the challenger's out-of-time rows?"""
     if spec.name == CAMPAIGN_RESPONSE.name:
@@ -154,16 +161,16 @@ def promote(
         "compared_on": "no champion yet",
         "champion_metrics": {},
     }
-    if current is None:
-        passed, why = True, "no champion yet"
+    if current is None:  # no champion to beat; the challenger's own baseline still has to be beaten
+        logged = client.get_run(str(challenger.run_id)).data.metrics.get(spec.primary_metric, float("nan"))
+        decision = decide(spec.primary_metric, logged, run_baseline(client, str(challenger.run_id), spec), None)
+        passed, why = decision.promoted, decision.reason
     else:
         params = client.get_run(str(challenger.run_id)).data.params
         champion_params = client.get_run(str(current.run_id)).data.params
         evaluate, rows = out_of_time_evaluator(ws, spec, params)
         mine = evaluate(load_version(spec.name, version, client))
         theirs = evaluate(load_version(spec.name, current.version, client))
-        from cdp.training.tracking import better_direction
-
         comparison.update(
             compared_on=f"challenger's out-of-time rows: {rows}",
             champion_metrics=theirs,
@@ -189,16 +196,14 @@ def promote(
                     "have trained on the challenger's out-of-time rows: retrain the challenger on current data"
                 ),
             )
-        elif np.isfinite(a) and a > b:
-            passed, why = True, f"{spec.primary_metric} {a:.4f} > champion v{current.version} {b:.4f} on {rows}"
-        else:
-            passed, why = (
-                False,
-                (
-                    f"{spec.primary_metric} {a:.4f} is not better than champion v{current.version} "
-                    f"{b:.4f} on the challenger's out-of-time rows ({rows})"
-                ),
+        else:  # the one gate: the challenger's same-run baseline, then the champion on the same rows
+            decision = decide(
+                spec.primary_metric,
+                a,
+                run_baseline(client, str(challenger.run_id), spec),
+                Reference(f"champion v{current.version}", b),
             )
+            passed, why = decision.promoted, f"{decision.reason} on {rows}"
     promoted = passed or force
     outcome.update(
         promoted=promoted,

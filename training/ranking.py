@@ -30,6 +30,7 @@ from cdp.models.next_best_product import (
     top_k,
 )
 from cdp.training.explain import explain
+from cdp.training.gate import Reference
 from cdp.training.train import TrainResult, build_training_set
 from cdp.workspace import Workspace
 
@@ -244,6 +245,9 @@ def train_next_best_product(
                 ws=ws,
                 metrics=metrics,
                 evaluate_model=evaluate_ranker,
+                baseline=Reference(
+                    "popularity (top sellers of the last 90 days)", compared["popularity"][spec.primary_metric]
+                ),
             )
     step("registered", 4, 4)
     return TrainResult(

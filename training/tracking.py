@@ -9,6 +9,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
+from cdp.training.gate import Reference, better_direction, decide
 from cdp.workspace import Workspace
 
 # Explicit requirements: MLflow's inference takes 4-6 s per log_model (STACK_NOTES).
@@ -29,7 +30,28 @@ SKOPS_TRUSTED = [
     "cdp.models.clv.CLVModel",
 ]
 CHAMPION = "champion"
-LOWER_IS_BETTER = ("brier", "mae", "rmse", "log_loss", "seconds")  # metric names containing these
+
+
+def git_commit() -> str:
+    """The commit of the package's source checkout (with `-dirty` when modified), or "unknown"
+    (installed from a wheel): which code made a model, next to its hyperparameters."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def set_experiment(ws: Workspace, name: str) -> None:
@@ -90,16 +112,22 @@ def load_champion(ws: Workspace, model_name: str):
     return load_version(model_name, version, client), version
 
 
-def promote_if_better(
-    model_name: str, version: str, metric: str, value: float, score_champion: Callable[[Any], float] | None = None
+def apply_gate(
+    model_name: str,
+    version: str,
+    metric: str,
+    value: float,
+    score_champion: Callable[[Any], float] | None = None,
+    baseline: Reference | None = None,
 ) -> dict:
-    """Point alias `champion` at `version` when it is the first model or beats the champion.
+    """The champion gate (cdp.training.gate.decide) for a registered `version`: alias `champion`
+    moves to it only when it beats its same-run `baseline` and the current champion.
 
     The champion is re-scored on the challenger's own out-of-time rows with `score_champion(model)`
-    (same rows, same metric, higher is better); when that is not given or fails (e.g. the champion
-    reads other features), the champion run's logged `metric` is used instead.
-    Out: {"promoted", "champion_version", "previous_version", "previous_value", "compared_on"}.
-    """
+    (same rows, same metric); when that is not given or fails (e.g. the champion reads other
+    features), the champion run's logged `metric` is used instead.
+    Out: {"promoted", "champion_version", "previous_version", "previous_value", "compared_on",
+    "verdict", "baseline", "baseline_value", "metric", "value"}."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -115,40 +143,24 @@ def promote_if_better(
                 previous_value = None
         if previous_value is None:
             previous_value = client.get_run(current.run_id).data.metrics.get(metric)
-    promoted = current is None or previous_value is None or value > previous_value
-    if promoted:
+    champion = (
+        None if current is None or previous_value is None else Reference(f"champion v{current.version}", previous_value)
+    )
+    decision = decide(metric, value, baseline, champion)
+    if decision.promoted:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
     return {
-        "promoted": bool(promoted),
-        "champion_version": str(version) if promoted else str(current.version),
+        "promoted": decision.promoted,
+        "champion_version": str(version) if decision.promoted else (None if current is None else str(current.version)),
         "previous_version": None if current is None else str(current.version),
         "previous_value": previous_value,
         "metric": metric,
         "value": float(value),
         "compared_on": compared_on,
+        "verdict": decision.reason,
+        "baseline": None if baseline is None else baseline.name,
+        "baseline_value": None if baseline is None else float(baseline.value),
     }
-
-
-def baseline_gate(value: float, baseline: float, baseline_name: str, metric: str) -> dict:
-    """The one rule for every family: a model may become `champion` only when its out-of-time /
-    out-of-fold `metric` beats `baseline` measured on the same rows in the same run (campaign:
-    random targeting's 97.5th percentile; churn: recency; next-best-product: popularity)."""
-    passed = bool(value > baseline)
-    reason = (
-        f"{metric} {value:.4f} beats {baseline_name} {baseline:.4f}"
-        if passed
-        else f"no model better than {baseline_name}: {metric} {value:.4f} <= {baseline:.4f}"
-    )
-    return {"passed": passed, "baseline": baseline_name, "baseline_value": float(baseline), "reason": reason}
-
-
-INFORMATIONAL = ("positive_rate", "uplift_all", "actual_total", "predicted_total", "customers")
-
-
-def better_direction(metric: str) -> str:
-    if metric in INFORMATIONAL:
-        return "n/a"
-    return "lower" if any(word in metric for word in LOWER_IS_BETTER) else "higher"
 
 
 def compare_with_champion(
@@ -257,7 +269,7 @@ def register_run_model(
     ws: Workspace,
     metrics: dict[str, float] | None = None,
     evaluate_model: Callable[[Any], dict[str, float]] | None = None,
-    baseline: tuple[str, float] | None = None,
+    baseline: Reference | None = None,
 ) -> tuple[str, dict]:
     """Inside an active run: log plots + the feature list, the hashed ids of the customers whose
     data trained it (`population`, so erasure can name affected versions), log and register the
@@ -276,6 +288,8 @@ def register_run_model(
 
     run = mlflow.active_run()
     assert run is not None, "log_run_artifacts runs inside an MLflow run"
+    mlflow.log_params(spec.logged_hyperparameters())
+    mlflow.set_tag("git_commit", git_commit())
     record_training_population(ws, run.info.run_id, population)
     for path in plots:
         mlflow.log_artifact(str(path), artifact_path="plots")
@@ -296,15 +310,12 @@ def register_run_model(
         skops_trusted_types=SKOPS_TRUSTED,
     )
     version = str(info.registered_model_version)
-    check = None if baseline is None else baseline_gate(value, baseline[1], baseline[0], spec.primary_metric)
-    if check is not None and not check["passed"]:
-        gate = {"promoted": False, "metric": spec.primary_metric, "value": float(value), "compared_on": "baseline"}
-        gate["verdict"] = check["reason"]
-        mlflow.set_tag("no_champion_reason", check["reason"])
-    else:
-        gate = promote_if_better(spec.name, version, spec.primary_metric, value, score_champion)
-    if check is not None:
-        gate["baseline_gate"] = check
+    if baseline is not None:  # `cdp promote` applies the same gate later: keep the baseline with the run
+        mlflow.log_metric(f"baseline_{spec.primary_metric}", float(baseline.value))
+        mlflow.set_tag("baseline", baseline.name)
+    gate = apply_gate(spec.name, version, spec.primary_metric, value, score_champion, baseline)
+    if not gate["promoted"]:
+        mlflow.set_tag("no_champion_reason", gate["verdict"])
     mlflow.set_tag("promotion", json.dumps(gate))
     log_comparison(comparison, version, gate)
     return version, gate

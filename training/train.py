@@ -28,6 +28,7 @@ from cdp.models.spec import ModelSpec
 from cdp.settings import setting
 from cdp.training.evaluate import binary_metrics, binary_plots
 from cdp.training.explain import explain
+from cdp.training.gate import Reference
 from cdp.training.model_card import churn_card, log_model_card
 from cdp.training.tracking import register_run_model, set_experiment
 from cdp.workspace import Workspace, use_workspace
@@ -165,6 +166,14 @@ def _calibration_metrics(
     return out
 
 
+def recency_baseline(valid: pd.DataFrame, spec: ModelSpec) -> Reference:
+    """The simple rule a churn model must beat: rank by days since the last order (never ordered = riskiest)."""
+    from sklearn.metrics import roc_auc_score
+
+    days = valid["days_since_last_order"].fillna(np.inf).rank(pct=True).to_numpy()
+    return Reference("recency (days since the last order)", float(roc_auc_score(valid[spec.label], days)))
+
+
 def train_churn(
     ws: Workspace,
     store,
@@ -228,6 +237,7 @@ def train_churn(
                 ws=ws,
                 metrics=metrics,
                 evaluate_model=lambda candidate: binary_metrics(y_valid, predict(candidate, valid)),
+                baseline=recency_baseline(valid, spec),
             )
             log_model_card(churn_card(run.info.run_id, version, gate, train, valid, score, metrics, plots))
     step("registered", 4, 4)

@@ -26,6 +26,7 @@ from cdp.models.campaign_response import (
 )
 from cdp.training.evaluate import qini_figure, save_figure
 from cdp.training.explain import explain
+from cdp.training.gate import Reference
 from cdp.training.train import TrainResult, build_training_set
 from cdp.workspace import Workspace
 
@@ -57,6 +58,16 @@ def uplift_metrics(y: np.ndarray, treated: np.ndarray, score: np.ndarray) -> dic
         "uplift_top_30": float(uplift[29]),
         "uplift_all": float(uplift[-1]),
     }
+
+
+def random_targeting(
+    y: np.ndarray, treated: np.ndarray, metric: str = "qini", draws: int = 200, seed: int = 0
+) -> Reference:
+    """Random targeting's 97.5th percentile of `metric` on these rows (random scores, `draws`
+    times): a campaign model must beat it to be trusted over contacting everyone or no one."""
+    rng = np.random.default_rng(seed)
+    null = [uplift_metrics(y, treated, rng.random(len(y)))[metric] for _ in range(draws)]
+    return Reference("random targeting (97.5th percentile)", float(np.quantile(null, 0.975)))
 
 
 def true_tau(ws: Workspace, send_ids: pd.Series) -> np.ndarray | None:
@@ -214,6 +225,7 @@ def train_campaign_response(
                 ws=ws,
                 metrics={k: v for k, v in metrics.items() if not k.startswith("true_")},
                 evaluate_model=lambda candidate: uplift_metrics(y, t, candidate.predict(valid[features])),
+                baseline=random_targeting(y, t, spec.primary_metric),
             )
     step("registered", 4, 4)
     return TrainResult(

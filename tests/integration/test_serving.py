@@ -19,6 +19,14 @@ from tests.services import redis_server
 
 
 @pytest.fixture(scope="module")
+def pipeline_ws(pipeline_ws, tmp_path_factory):
+    """Serving needs every model served: the session workspace with every champion (see conftest)."""
+    from tests.conftest import with_every_champion
+
+    return with_every_champion(pipeline_ws, tmp_path_factory.mktemp("served") / "ws")[0]
+
+
+@pytest.fixture(scope="module")
 def service(pipeline_ws):
     os.environ["CDP_HOME"] = str(pipeline_ws.root)
     os.environ["CDP_MODEL_RELOAD_SECONDS"] = "0"

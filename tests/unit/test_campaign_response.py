@@ -3,8 +3,6 @@ model out of time vs. propensity, random and the oracle, scores pushed back and 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,19 +81,49 @@ def test_trained_out_of_time_by_campaign_and_compared(pipeline_ws, stage_results
     assert result["metrics"] == compared[f"{result['extra']['learner']}_learner"]
     use_workspace(pipeline_ws)
     client = MlflowClient()
-    version = client.get_model_version_by_alias(CAMPAIGN_RESPONSE.name, CHAMPION)
-    assert str(version.version) == result["version"]
-    assert "plots/qini.png" in {a.path for a in client.list_artifacts(version.run_id, "plots")}
+    run = client.get_run(result["run_id"])
+    assert "plots/qini.png" in {a.path for a in client.list_artifacts(result["run_id"], "plots")}
+    # the gate: champion only above random targeting's 97.5th percentile on the same held-out sends
+    gate, baseline = result["extra"]["promotion"], run.data.metrics["baseline_qini"]
+    assert gate["baseline"] == "random targeting (97.5th percentile)" and gate["baseline_value"] == baseline
+    assert gate["promoted"] == (result["metrics"]["qini"] > baseline)
+    if gate["promoted"]:
+        assert str(client.get_model_version_by_alias(CAMPAIGN_RESPONSE.name, CHAMPION).version) == result["version"]
+    else:
+        assert run.data.tags["no_champion_reason"].startswith("no model better than random targeting")
 
 
-def test_scores_pushed_and_served(pipeline_ws, stage_results):
+def test_without_a_champion_scoring_and_the_route_say_so(pipeline_ws, stage_results, monkeypatch):
+    if stage_results["train_campaign_response"]["extra"]["promotion"]["promoted"]:
+        pytest.skip("on this fixture the campaign model beat random targeting")
+    assert stage_results["score"]["campaign_response"]["not_scored"].startswith(
+        "no model better than random for this campaign: contact everyone eligible or no one"
+    )
+    monkeypatch.setenv("CDP_HOME", str(pipeline_ws.root))
+    from cdp.serving.service import CampaignResponseRequest, CustomerScores
+
+    campaign = pd.read_parquet(pipeline_ws.staged / "campaigns.parquet")["campaign_id"].iloc[-1]
+    body = CustomerScores().campaign_response(CampaignResponseRequest(customer_ids=["x"], campaign_id=campaign))
+    assert body["scores"] == [] and body["advice"].startswith("no model better than random")
+
+
+@pytest.fixture(scope="module")
+def campaign_champion_ws(pipeline_ws, stage_results, tmp_path_factory):
+    """The session workspace with a campaign champion (forced when the gate refused it here)."""
+    from tests.conftest import with_every_champion
+
+    return with_every_champion(pipeline_ws, tmp_path_factory.mktemp("campaign") / "ws")
+
+
+def test_scores_pushed_and_served(campaign_champion_ws, monkeypatch):
+    pipeline_ws, score = campaign_champion_ws
     offline = pd.read_parquet(pipeline_ws.features / "campaign_response_scores.parquet")
-    assert len(offline) == stage_results["score"]["campaign_response"]["customers_scored"] > 0
+    assert len(offline) == score["campaign_response"]["customers_scored"] > 0
     assert offline[["campaign_p_treated", "campaign_p_control"]].stack().between(0, 1).all()
     # Targeted = positive uplift AND the campaign channel's consent allows contact (never without it).
     assert not ((offline["campaign_target"] == 1) & (offline["campaign_uplift"] <= 0)).any()
     assert (offline["campaign_target"] == 1).any()
-    os.environ["CDP_HOME"] = str(pipeline_ws.root)
+    monkeypatch.setenv("CDP_HOME", str(pipeline_ws.root))
     from bentoml.exceptions import InvalidArgument
 
     from cdp.serving.service import CampaignResponseRequest, CustomerScores
@@ -140,12 +168,12 @@ def test_sends_with_unobserved_windows_are_counted_not_silently_dropped():
 
 
 def test_gate_refuses_a_model_no_better_than_random_on_noise():
-    from cdp.training.tracking import baseline_gate
+    from cdp.training.gate import decide
+    from cdp.training.uplift import random_targeting
 
     rng = np.random.default_rng(3)
     n = 4000
     treated, y = rng.random(n) < 0.5, (rng.random(n) < 0.1).astype(int)
     value = uplift_metrics(y, treated, rng.random(n))["qini"]
-    null = [uplift_metrics(y, treated, rng.random(n))["qini"] for _ in range(200)]
-    gate = baseline_gate(value, float(np.quantile(null, 0.975)), "random targeting p97.5", "qini")
-    assert not gate["passed"] and gate["reason"].startswith("no model better than random")
+    gate = decide("qini", value, random_targeting(y, treated), None)
+    assert not gate.promoted and gate.reason.startswith("no model better than random targeting")

@@ -88,7 +88,8 @@ def test_more_complaints_do_not_lower_churn_risk(pipeline_ws):
 def test_promotion_gate_keeps_the_better_model(tmp_path):
     import mlflow
 
-    from cdp.training.tracking import promote_if_better
+    from cdp.training.gate import Reference
+    from cdp.training.tracking import apply_gate
     from cdp.workspace import Workspace
 
     use_workspace(Workspace(tmp_path))
@@ -99,15 +100,40 @@ def test_promotion_gate_keeps_the_better_model(tmp_path):
         with mlflow.start_run() as run:
             mlflow.log_metric("roc_auc", auc)
         version = client.create_model_version("gate_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
-        gate = promote_if_better("gate_demo", version, "roc_auc", auc)
+        gate = apply_gate("gate_demo", version, "roc_auc", auc)
         outcomes.append((gate["promoted"], str(client.get_model_version_by_alias("gate_demo", CHAMPION).version)))
     assert outcomes == [(True, "1"), (False, "1"), (True, "3")]
     # the champion cannot be re-scored here (no model files): the gate falls back to its logged metric
     with mlflow.start_run() as run:
         mlflow.log_metric("roc_auc", 0.74)
     version = client.create_model_version("gate_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
-    gate = promote_if_better("gate_demo", version, "roc_auc", 0.74, score_champion=lambda _: 0.70)
+    gate = apply_gate("gate_demo", version, "roc_auc", 0.74, score_champion=lambda _: 0.70)
     assert gate["compared_on"] == "logged metric" and not gate["promoted"] and gate["previous_value"] == 0.75
+    # beating the champion is not enough: the same run's simple baseline must be beaten too
+    with mlflow.start_run() as run:
+        mlflow.log_metric("roc_auc", 0.80)
+    version = client.create_model_version("gate_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
+    gate = apply_gate("gate_demo", version, "roc_auc", 0.80, baseline=Reference("recency", 0.82))
+    assert not gate["promoted"] and gate["verdict"].startswith("no model better than recency")
+    assert str(client.get_model_version_by_alias("gate_demo", CHAMPION).version) == "3"
+
+
+def test_a_first_model_that_loses_to_its_baseline_is_not_champion(tmp_path):
+    import mlflow
+
+    from cdp.training.gate import Reference
+    from cdp.training.tracking import apply_gate
+    from cdp.workspace import Workspace
+
+    use_workspace(Workspace(tmp_path))
+    client = MlflowClient()
+    client.create_registered_model("first_demo")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("roc_auc", 0.60)
+    version = client.create_model_version("first_demo", f"runs:/{run.info.run_id}/model", run.info.run_id).version
+    gate = apply_gate("first_demo", version, "roc_auc", 0.60, baseline=Reference("recency", 0.70))
+    assert not gate["promoted"] and gate["champion_version"] is None
+    assert CHAMPION not in client.get_registered_model("first_demo").aliases
 
 
 def test_calibration_error_and_brier_against_a_constant():
