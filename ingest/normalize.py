@@ -23,7 +23,14 @@ import pyarrow.compute as pc
 
 from cdp.ingest.contract import TableSpec
 
-DEFAULT_REGION = "US"
+DEFAULT_REGION = "US"  # only for callers outside ingest that parse one value with no data to go on
+UNKNOWN_REGION = "ZZ"  # phonenumbers' "no region": only international (+CC) numbers parse
+# regions tried for national-form numbers besides those whose country codes the data carries
+COMMON_REGIONS = (
+    "US", "GB", "CA", "AU", "IE", "NZ", "DE", "FR", "NL", "BE", "ES", "IT", "PT", "CH", "AT",
+    "SE", "DK", "NO", "FI", "PL", "IN", "ZA", "BR", "MX", "JP", "SG",
+)  # fmt: skip
+_SAMPLE = 400
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 
 # email-validator is not installed in the venv: a strict ASCII regex (RFC 5322 dot-atom local
@@ -73,6 +80,72 @@ def email_sha256(raw: Any) -> str | None:
     return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+def region_setting() -> tuple[str, ...] | None:
+    """$CDP_DEFAULT_REGION as regions (e.g. "GB" or "GB,IE"), or None: detect from the data."""
+    value = os.environ.get("CDP_DEFAULT_REGION") or ""
+    regions = tuple(r.strip().upper() for r in value.split(",") if r.strip())
+    for region in regions:
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"CDP_DEFAULT_REGION: '{region}' is not a region code (e.g. US, GB, DE)")
+    return regions or None
+
+
+def _valid_for(key: str, region: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(key, region))  # GB's +44 covers JE, GG, IM
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
+    """The region(s) of national-form phone numbers, from the data itself.
+
+    Candidates: the regions of the country codes that international numbers in the data carry,
+    then `COMMON_REGIONS`. The region under which most sampled national numbers are valid wins
+    (ties: data's own country codes first); a second region is added when it explains at least
+    5% of the sample the first leaves invalid. Returns (regions, how they were chosen)."""
+    keys = pd.Series(pd.unique(values.dropna().map(_phone_key).dropna()), dtype=object)
+    international = keys[keys.str.startswith(("+", "00"))]
+    national = keys[keys.str.fullmatch(r"\d{5,}") & ~keys.str.startswith("00")]
+    codes = pd.to_numeric(
+        international.map(lambda k: _country_code("+" + k[2:] if k.startswith("00") else k)), errors="coerce"
+    ).dropna()
+    own = [r for c in codes.value_counts().index for r in phonenumbers.region_codes_for_country_code(int(c))]
+    candidates = list(dict.fromkeys([*own, *COMMON_REGIONS]))
+    if national.empty:
+        return tuple(own[:1]) or (UNKNOWN_REGION,), "no national-form numbers" + (
+            f"; international ones mostly +{phonenumbers.country_code_for_region(own[0])}" if own else ""
+        )
+    sample = national.sample(min(_SAMPLE, len(national)), random_state=0).tolist()
+    valid = {r: np.array([_valid_for(k, r) for k in sample]) for r in candidates}
+    top = max(valid[r].mean() for r in candidates)
+    # near-ties go to the data's own country codes, then to the order of COMMON_REGIONS: some
+    # numbering plans (IN, DE) accept most digit strings and would otherwise win by a hair
+    best = next(r for r in candidates if valid[r].mean() >= top - 0.02)
+    chosen, left = [best], ~valid[best]
+    if left.any():
+        second = max(candidates, key=lambda r: (valid[r] & left).mean())
+        if (valid[second] & left).mean() >= 0.05:
+            chosen.append(second)
+            left &= ~valid[second]
+    shares = ", ".join(f"{r} {valid[r].mean():.0%}" for r in chosen)
+    taken = {phonenumbers.country_code_for_region(r) for r in chosen}
+    others = [r for r in candidates if phonenumbers.country_code_for_region(r) not in taken]
+    runner = max(others, key=lambda r: valid[r].mean())
+    how = (
+        f"{len(sample):,} sampled national-form numbers valid under {shares} (next: {runner} "
+        f"{valid[runner].mean():.0%}); {left.mean():.0%} valid under none"
+    )
+    return tuple(chosen), how
+
+
+def _country_code(key: str) -> int | None:
+    try:
+        return phonenumbers.parse(key, None).country_code
+    except phonenumbers.NumberParseException:
+        return None
+
+
 def _phone_key(raw: Any) -> str | None:
     """Cheap pre-key: formatting-only characters collapse to digits (keeping a leading "+")."""
     if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool):
@@ -108,10 +181,17 @@ def _e164_key(key: str, region: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def e164_phone(raw: Any, region: str | None = None) -> str | None:
-    """E.164 form of a phone number parsed with a default region; None unless a valid number."""
+def e164_phone(raw: Any, region: str | tuple[str, ...] | None = None) -> str | None:
+    """E.164 form of a phone number parsed with a default region (or the first of several under
+    which it is valid); None unless a valid number."""
     key = _phone_key(raw)
-    return None if key is None else _e164_key(key, (region or default_region()).upper())
+    if key is None:
+        return None
+    regions = (region,) if isinstance(region, str) else region or (default_region(),)
+    for r in regions:
+        if (value := _e164_key(key, r.upper())) is not None:
+            return value
+    return None
 
 
 def mask_email(raw: Any) -> str:
@@ -169,13 +249,13 @@ def hash_emails(series: pd.Series) -> pd.Series:
     return map_text(series, email_sha256)
 
 
-def normalize_phones(series: pd.Series, region: str | None = None) -> pd.Series:
+def normalize_phones(series: pd.Series, region: str | tuple[str, ...] | None = None) -> pd.Series:
     """E.164 form of every phone in `series` (null where invalid or null)."""
-    chosen = (region or default_region()).upper()
+    chosen = (region,) if isinstance(region, str) else region or (default_region(),)
     return map_text(series, lambda raw: e164_phone(raw, chosen))
 
 
-def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str) -> list[pd.Series]:
+def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str | tuple[str, ...]) -> list[pd.Series]:
     """Add `<email>_norm`, `<email>_sha256`, `<phone>_e164` (consent: `identifier_norm`) to
     `staged` in place; return field-issue reasons per row (masked: never a raw identifier)."""
     issues: list[pd.Series] = []
@@ -191,7 +271,12 @@ def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str) -> list[
         e164 = normalize_phones(values, region)
         bad = values.notna() & e164.isna()
         if bad.any():
-            issues.append(f"{col}: invalid phone number (" + map_unique(values[bad], phone_digits_hint) + ")")
+            where = "/".join(region) if isinstance(region, tuple) else region
+            issues.append(
+                f"{col}: not a valid phone number under {where} or as +country code ("
+                + map_unique(values[bad], phone_digits_hint)
+                + ")"
+            )
         return e164
 
     for col in spec.emails:
