@@ -104,7 +104,8 @@ def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
     then `COMMON_REGIONS`. The region under which most sampled national numbers are valid wins
     (ties: data's own country codes first); a second region is added when it explains at least
     5% of the sample the first leaves invalid. Returns (regions, how they were chosen)."""
-    keys = pd.Series(pd.unique(values.dropna().map(_phone_key).dropna()), dtype=object)
+    distinct = pd.Series(pd.unique(values.dropna()), dtype=object)
+    keys = pd.Series(pd.unique(distinct.map(_phone_key).dropna()), dtype=object)
     international = keys[keys.str.startswith(("+", "00"))]
     national = keys[keys.str.fullmatch(r"\d{5,}") & ~keys.str.startswith("00")]
     codes = pd.to_numeric(
