@@ -41,6 +41,7 @@ _DATE = (
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?"
 _ISO_ZONED = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)$"
 _ISO_NAIVE = rf"^{_DATE}(?:[T ]{_TIME})?$"
+_DECIMAL_COMMA = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+),\d{1,2}$"
 _DECIMAL = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 _SCHEMAS: dict[str, pa.DataFrameSchema] = {}
 # non-ISO numeric dates: 26/09/1963, 02.03.2024 19:48, 2024/03/02, 9-24-02 (order decided per column)
@@ -242,6 +243,14 @@ def _numbers(text: pd.Series) -> pd.Series:
     out[where] = values
     todo = text.notna().to_numpy()
     todo[where] = False
+    rest = np.flatnonzero(todo)
+    if len(rest):  # decimal comma of European exports: 10,50 or 1.234,5 (never 1,234: a thousands comma)
+        sub = arr.take(rest)
+        comma = pc.fill_null(pc.match_substring_regex(sub, _DECIMAL_COMMA), False).to_numpy(zero_copy_only=False)
+        if comma.any():
+            fixed = pc.replace_substring(pc.replace_substring(sub.filter(comma), ".", ""), ",", ".")
+            out[rest[comma]] = pc.cast(fixed, arrow.float64()).to_numpy(zero_copy_only=False)
+            todo[rest[comma]] = False
     rest = np.flatnonzero(todo)
     if len(rest):
         out[rest] = pd.to_numeric(pd.Series(arr.take(rest).to_pylist(), dtype=object), errors="coerce").to_numpy(

@@ -416,8 +416,9 @@ def _issue_frame(spec: TableSpec, issues: pd.Series, raw: pd.DataFrame) -> pd.Da
     for col in pd.unique(cols):
         at = cols == col
         if col in raw.columns:
-            shown = show(clean_text(raw[col].take(rows[at])), col).str.slice(1, -1)
-            values[at] = np.where(clean_text(raw[col].take(rows[at])).isna().to_numpy(), None, shown.to_numpy())
+            text = clean_text(raw[col].take(rows[at]))
+            shown = show(text.str.lower() if col in spec.enums else text, col).str.slice(1, -1)  # as kept
+            values[at] = np.where(text.isna().to_numpy(), None, shown.to_numpy())
     return pd.DataFrame(
         {"table": spec.name, "row": rows, "column": cols, "value": values, "reason": issues.to_numpy(dtype=object)}
     )
@@ -481,6 +482,7 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         kept, positions = drop_suppressed(name, raw, suppressed, key)
         result = stage_table(kept, spec, known, regions, order, report.notes)
         staged, bad, field_issues = result.staged, result.quarantine, result.issues
+        report.warnings += _unknown_warnings(name, spec, field_issues, result.columns)
         if len(kept) < len(raw):  # row numbers keep pointing into the raw file
             for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
                 frame[column] = positions[frame[column].to_numpy(dtype="int64")]
@@ -512,6 +514,19 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
         write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
     return report
+
+
+def _unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:
+    """One line per enumeration column with values outside the usual set (kept as given)."""
+    out = []
+    for col in spec.enums:
+        if columns.get(col, {}).get("unknown"):
+            values = issues.loc[(issues["column"] == col) & issues["reason"].str.contains(" kept, "), "value"]
+            top = ", ".join(f"'{v}' ({n:,})" for v, n in values.value_counts().head(8).items())
+            out.append(
+                f"{name}.{col}: {len(values):,} value(s) outside ({', '.join(spec.enums[col])}) kept as given: {top}"
+            )
+    return out
 
 
 def _frame(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
