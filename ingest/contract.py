@@ -28,6 +28,9 @@ class TableSpec:
     # beyond the primary key: columns a row cannot mean anything without (an event's time, an
     # order's amount). A bad value there quarantines the row; anywhere else it is a field issue.
     essential: tuple[str, ...] = ()
+    # enumerations whose values are the meaning of the row (a send's randomized arm): an unknown
+    # value quarantines the row; every other enumeration is open (unknown values kept)
+    closed: tuple[str, ...] = ()
 
     @property
     def row_keys(self) -> frozenset[str]:
@@ -190,6 +193,7 @@ TABLES: dict[str, TableSpec] = {
             required=("send_id", "campaign_id", "sent_at", "group"),
             primary_key=("send_id",),
             essential=("campaign_id", "sent_at", "group"),
+            closed=("group",),
             timestamps=("sent_at",),
             enums={"group": ("treatment", "control")},
             emails=("email",),

@@ -335,7 +335,8 @@ def _unknown_values(typed: pd.DataFrame, spec: TableSpec) -> list[pd.Series]:
         values = typed[col]
         unknown = values.notna() & ~values.isin(domain).fillna(False).astype(bool)
         if unknown.any():
-            out.append(f"{col}: value " + show(values[unknown], col) + f" kept, not one of ({', '.join(domain)})")
+            verb = "not one of" if col in spec.closed else "kept, not one of"
+            out.append(f"{col}: value " + show(values[unknown], col) + f" {verb} ({', '.join(domain)})")
     return out
 
 
@@ -353,6 +354,8 @@ def stage_table(
     typed, reasons, unparseable = type_columns(raw, spec, order, notes)
     reasons += schema_reasons(typed, raw, spec, unparseable)
     reasons += _reference_reasons(typed, spec, known)
+    unknown = _unknown_values(typed, spec)
+    reasons += [u for u in unknown if str(_column_of(u.iloc[:1]).iloc[0]) in spec.closed]
     flat = pd.concat(reasons) if reasons else pd.Series(dtype=object)
     essential = _column_of(flat).isin(spec.row_keys).to_numpy() if len(flat) else np.zeros(0, dtype=bool)
     rejected = pd.Index(flat.index[essential].unique())
@@ -376,7 +379,7 @@ def stage_table(
         if col in typed:  # the bad value is nulled; the row keeps the rest
             typed.loc[nulled, col] = None
         columns[str(col)] = {"present": present(str(col)), "nulled": len(nulled.unique()), "unknown": 0}
-    unknown = [u[~u.index.isin(rejected)] for u in _unknown_values(typed, spec)]
+    unknown = [u[~u.index.isin(rejected)] for u in unknown if str(_column_of(u.iloc[:1]).iloc[0]) not in spec.closed]
     for u in unknown:
         if len(u):
             col = str(_column_of(u.iloc[:1]).iloc[0])

@@ -215,3 +215,16 @@ def test_check_writes_nothing(tmp_path: Path) -> None:
     ws, out, code = run(tmp_path, tables, "--check")
     assert code == 0 and "--check: nothing written" in out and "phone region GB" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_unknown_send_arm_is_quarantined(tmp_path: Path) -> None:
+    """A send's randomized arm is what the row means: 'holdout' is neither arm, so uplift cannot use it."""
+    tables = base()
+    tables["marketing_sends"] = pd.DataFrame(
+        {"send_id": ["S1", "S2"], "campaign_id": "K1", "sent_at": "2024-03-01", "group": ["Control", "holdout"]}
+    )
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    quarantine = pd.read_parquet(ws.quarantine)
+    assert quarantine["reason"].tolist() == ["group: value 'holdout' not one of (treatment, control)"]
+    assert pd.read_parquet(ws.staged / "marketing_sends.parquet")["group"].tolist() == ["control"]
