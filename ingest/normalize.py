@@ -9,10 +9,12 @@ masked identifiers only (`mask_email`, `phone_digits_hint`), never the raw value
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,9 +45,20 @@ _NON_DIGIT_RE = re.compile(r"\D")
 _NANP_RE = re.compile(r"(?:\+?1)?([2-9]\d{9})")
 
 
+REGIONS_FILE = "phone_regions.json"  # in staged/: the region(s) the last ingest used
+
+
 def default_region() -> str:
-    """Default phone region: $CDP_DEFAULT_REGION, else "US"."""
-    return (os.environ.get("CDP_DEFAULT_REGION") or DEFAULT_REGION).upper()
+    """Phone region for one value outside ingest (e.g. a subject lookup): $CDP_DEFAULT_REGION,
+    else the first region the last `cdp ingest` of $CDP_HOME used, else "US"."""
+    if os.environ.get("CDP_DEFAULT_REGION"):
+        return os.environ["CDP_DEFAULT_REGION"].split(",")[0].strip().upper()
+    saved = Path(os.environ.get("CDP_HOME") or "data") / "staged" / REGIONS_FILE
+    try:
+        regions = json.loads(saved.read_text())["regions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_REGION
+    return regions[0] if regions and regions[0] != UNKNOWN_REGION else DEFAULT_REGION
 
 
 def _clean_email(raw: Any) -> str | None:

@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from cdp.atomic import write_parquet_atomic
+from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
-from cdp.ingest.normalize import UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
+from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
 from cdp.ingest.schemas import TEXT, clean_text, date_order_setting, schema_reasons, show, to_arrow, type_columns
 from cdp.workspace import Workspace
 
@@ -514,6 +514,7 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         if progress:
             progress(name, done + 1, len(TABLES))
     if write:
+        write_json_atomic(ws.staged / REGIONS_FILE, {"regions": list(regions)})
         write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
         write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
     return report

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from cdp.cli.app import app
 from cdp.ingest.contract import TABLES
+from cdp.ingest.normalize import default_region, e164_phone
 from cdp.workspace import Workspace
 
 N = 12
@@ -106,7 +107,7 @@ def assert_nothing_lost(ws: Workspace, tables: dict[str, pd.DataFrame]) -> None:
                 assert staged[f"{col}_norm"].notna().sum() == raw[col].notna().sum(), (name, col)
 
 
-def test_national_phones_of_another_country(tmp_path: Path) -> None:
+def test_national_phones_of_another_country(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tables = base(GB_PHONES)
     ws, out, code = run(tmp_path, tables)
     assert code == 0, out
@@ -114,6 +115,9 @@ def test_national_phones_of_another_country(tmp_path: Path) -> None:
     assert_nothing_lost(ws, tables)
     crm = pd.read_parquet(ws.staged / "crm_contacts.parquet")
     assert crm["phone_e164"].iloc[0] == "+447911123400"
+    monkeypatch.delenv("CDP_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("CDP_HOME", str(tmp_path))  # later lookups (cdp privacy) parse alike
+    assert default_region() == "GB" and e164_phone("07911 123400") == "+447911123400"
 
 
 def test_region_override_and_invalid_numbers_are_field_issues(tmp_path: Path) -> None:
