@@ -110,13 +110,28 @@ def _valid_for(key: str, region: str) -> bool:
         return False
 
 
+def _null_keys(sample: list[str]) -> list[str]:
+    """Random digit strings shaped like `sample` (same length, same trunk '0'): how often a
+    region's plan accepts *any* such string is the base rate its validity must beat."""
+    rng = np.random.default_rng(0)
+    out = []
+    for key in sample:
+        trunk = "0" if key.startswith("0") else ""
+        body = rng.integers(0, 10, len(key) - len(trunk))
+        body[0] = rng.integers(1, 10)
+        out.append(trunk + "".join(map(str, body)))
+    return out
+
+
 def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
     """The region(s) of national-form phone numbers, from the data itself.
 
     Candidates: the regions of the country codes that international numbers in the data carry,
-    then `COMMON_REGIONS`. The region under which most sampled national numbers are valid wins
-    (ties: data's own country codes first); a second region is added when it explains at least
-    5% of the sample the first leaves invalid. Returns (regions, how they were chosen)."""
+    then `COMMON_REGIONS`. Each is scored by the share of sampled national numbers valid under
+    it minus the share of random digit strings of the same shape valid under it (permissive plans
+    such as DE or IN accept most strings, so validity alone is weak evidence). Near-ties go to the
+    data's own country codes, then to the order of `COMMON_REGIONS`. A second region is added when
+    it explains at least 5% of the sample that the first leaves invalid. Returns (regions, how)."""
     distinct = pd.Series(pd.unique(values.dropna()), dtype=object)
     keys = pd.Series(pd.unique(distinct.map(_phone_key).dropna()), dtype=object)
     international = keys[keys.str.startswith(("+", "00"))]
@@ -124,31 +139,47 @@ def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
     codes = pd.to_numeric(
         international.map(lambda k: _country_code("+" + k[2:] if k.startswith("00") else k)), errors="coerce"
     ).dropna()
-    own = [r for c in codes.value_counts().index for r in phonenumbers.region_codes_for_country_code(int(c))]
+    own = [phonenumbers.region_code_for_country_code(int(c)) for c in codes.value_counts().index]
+    own = [r for r in own if r != UNKNOWN_REGION]
     candidates = list(dict.fromkeys([*own, *COMMON_REGIONS]))
     if national.empty:
         return tuple(own[:1]) or (UNKNOWN_REGION,), "no national-form numbers" + (
             f"; international ones mostly +{phonenumbers.country_code_for_region(own[0])}" if own else ""
         )
     sample = national.sample(min(_SAMPLE, len(national)), random_state=0).tolist()
-    valid = {r: np.array([_valid_for(k, r) for k in sample]) for r in candidates}
-    top = max(valid[r].mean() for r in candidates)
-    # near-ties go to the data's own country codes, then to the order of COMMON_REGIONS: some
-    # numbering plans (IN, DE) accept most digit strings and would otherwise win by a hair
-    best = next(r for r in candidates if valid[r].mean() >= top - 0.02)
+    null = _null_keys(sample[:100])
+    base = {r: np.mean([_valid_for(k, r) for k in null]) for r in candidates}
+    # screen every candidate on a few numbers, then score the strongest on the whole sample
+    screen = {r: np.mean([_valid_for(k, r) for k in sample[:40]]) - base[r] for r in candidates}
+    cut = sorted(screen.values(), reverse=True)[min(5, len(candidates)) - 1]
+    valid = {r: np.array([_valid_for(k, r) for k in sample]) for r in candidates if screen[r] >= cut}
+    lift = {r: v.mean() - base[r] for r, v in valid.items()}
+    top = max(lift.values())
+    slack = max(0.05, 2 / np.sqrt(len(sample)))  # what counts as a near-tie shrinks with the sample
+    best = next(r for r in candidates if r in lift and lift[r] >= top - slack)
     chosen, left = [best], ~valid[best]
-    if left.any():
-        second = max(candidates, key=lambda r: (valid[r] & left).mean())
-        if (valid[second] & left).mean() >= 0.05:
+    if left.any():  # a second region is searched among all candidates, on what the first leaves
+        rest = [k for k, bad in zip(sample, left) if bad]
+        gain = {r: np.mean([_valid_for(k, r) for k in rest]) - base[r] for r in candidates if r != best}
+        best_gain = max(gain.values())  # near-ties again to the data's own codes, then the usual order
+        second = next(r for r in candidates if r in gain and gain[r] >= best_gain - 0.15)
+        explained = np.array([_valid_for(k, second) for k in sample]) & left
+        if gain[second] > 0.3 and explained.mean() >= 0.05:
             chosen.append(second)
-            left &= ~valid[second]
-    shares = ", ".join(f"{r} {valid[r].mean():.0%}" for r in chosen)
+            left &= ~explained
+    shares = ", ".join(f"{r} {valid[r].mean() if r in valid else 1 - left.mean():.0%}" for r in chosen[:1])
     taken = {phonenumbers.country_code_for_region(r) for r in chosen}
-    others = [r for r in candidates if phonenumbers.country_code_for_region(r) not in taken]
-    runner = max(others, key=lambda r: valid[r].mean())
+    others = [r for r in lift if phonenumbers.country_code_for_region(r) not in taken]
+    runner = max(others, key=lambda r: lift[r]) if others else None
     how = (
-        f"{len(sample):,} sampled national-form numbers valid under {shares} (next: {runner} "
-        f"{valid[runner].mean():.0%}); {left.mean():.0%} valid under none"
+        f"{len(sample):,} sampled national-form numbers: {shares} valid"
+        + (f", {chosen[1]} for the rest" if len(chosen) > 1 else "")
+        + f"; {left.mean():.0%} valid under none"
+        + (
+            f"; next best {runner} ({valid[runner].mean():.0%} valid, {base[runner]:.0%} of random ones)"
+            if runner
+            else ""
+        )
     )
     return tuple(chosen), how
 

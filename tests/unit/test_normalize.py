@@ -89,3 +89,13 @@ def test_phone_regions_are_detected_from_the_data(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CDP_DEFAULT_REGION", "XX")
     with pytest.raises(ValueError, match="XX"):
         region_setting()
+
+
+def test_a_second_phone_region_is_added_when_the_data_needs_it() -> None:
+    from cdp.ingest.normalize import detect_regions
+
+    gb = [f"07911 1234{i:02d}" for i in range(40)]
+    ie = [f"085 123 45{i:02d}" for i in range(10)]  # Irish mobiles, national form
+    regions, _ = detect_regions(pd.Series(gb + ie + ["+353 85 123 4599"]))
+    assert regions[0] in ("GB", "IE") and set(regions) == {"GB", "IE"}
+    assert e164_phone("085 123 4501", regions) == "+353851234501"
