@@ -38,12 +38,17 @@ def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None
 
 
 @_timed
-def ingest(ws: Workspace, progress: Progress | None = None) -> dict:
-    """Validate raw tables, normalize identifiers, quarantine rejected rows with reasons."""
+def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) -> dict:
+    """Validate raw tables, normalize identifiers, quarantine rejected rows with reasons.
+    `write=False`: validate and report only, nothing written to the workspace."""
     from cdp.ingest.staging import ingest as ingest_raw
 
-    report: dict[str, Any] = ingest_raw(ws.ensure(), progress=progress).to_dict()
-    return {"tables": {row.pop("table"): row for row in report["tables"]}, "warnings": report["warnings"]}
+    report: dict[str, Any] = ingest_raw(ws.ensure() if write else ws, progress=progress, write=write).to_dict()
+    return {
+        "tables": {row.pop("table"): row for row in report["tables"]},
+        "warnings": report["warnings"],
+        "notes": report["notes"],
+    }
 
 
 @_timed

@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     )
     spark_staging: Path | None = Field(None, description="Folder for training-set staging files on Spark")
     # ingest, features, privacy
-    default_region: str | None = Field(None, description="Phone region (ISO 3166) for national-form numbers")
+    default_region: str | None = Field(
+        None, description="Phone region(s) for national-form numbers, e.g. GB or GB,IE (default: detected by ingest)"
+    )
+    date_order: Literal["ymd", "dmy", "mdy"] | None = Field(
+        None, description="Order of non-ISO dates such as 02/03/2024 (default: detected per column by ingest)"
+    )
     enrichment_max_age_days: int = Field(730, ge=1, description="Vendor facts older than this many days age out")
     privacy_key: SecretStr | None = Field(None, description="Key of suppression tokens (default: privacy/token.key)")
     # serving
@@ -80,7 +85,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
 
     @field_validator(
-        "online_store", "offline_store", "feature_engine", "identity_engine", "materialize_engine", mode="before"
+        "online_store",
+        "offline_store",
+        "feature_engine",
+        "identity_engine",
+        "materialize_engine",
+        "date_order",
+        mode="before",
     )
     @classmethod
     def _case_insensitive(cls, value: Any) -> Any:

@@ -3,6 +3,8 @@
 One place that names every raw table, its columns, which of them are required, identifiers,
 timestamps, enumerations and primary keys. Ingest validates against it; the synthetic
 generator writes exactly these columns. Extra columns in raw files are allowed and kept.
+`required` columns must be present in a file; only `row_keys` (primary key + `essential`)
+decide whether a row is quarantined. Enumerations are the usual values, not a closed list.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ class TableSpec:
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
     emails: tuple[str, ...] = ()
     phones: tuple[str, ...] = ()
+    # beyond the primary key: columns a row cannot mean anything without (an event's time, an
+    # order's amount). A bad value there quarantines the row; anywhere else it is a field issue.
+    essential: tuple[str, ...] = ()
+    # enumerations whose values are the meaning of the row (a send's randomized arm): an unknown
+    # value quarantines the row; every other enumeration is open (unknown values kept)
+    closed: tuple[str, ...] = ()
+
+    @property
+    def row_keys(self) -> frozenset[str]:
+        """Columns whose missing or bad value quarantines the row (key + essential)."""
+        return frozenset(self.primary_key) | frozenset(self.essential)
 
 
 TABLES: dict[str, TableSpec] = {
@@ -86,6 +99,7 @@ TABLES: dict[str, TableSpec] = {
             ),
             required=("order_id", "channel", "ordered_at", "total_amount"),
             primary_key=("order_id",),
+            essential=("ordered_at", "total_amount"),
             timestamps=("ordered_at",),
             numbers=("total_amount", "discount_amount"),
             enums={"channel": ("store", "online", "app")},
@@ -97,6 +111,7 @@ TABLES: dict[str, TableSpec] = {
             ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount"),
             required=("order_id", "line_no", "product_id", "quantity", "unit_price"),
             primary_key=("order_id", "line_no"),
+            essential=("order_id", "quantity", "unit_price"),
             numbers=("line_no", "quantity", "unit_price", "discount"),
         ),
         TableSpec(
@@ -121,6 +136,7 @@ TABLES: dict[str, TableSpec] = {
             ),
             required=("event_id", "occurred_at", "event_type"),
             primary_key=("event_id",),
+            essential=("occurred_at", "event_type"),
             timestamps=("occurred_at",),
             enums={
                 "event_type": (
@@ -151,6 +167,7 @@ TABLES: dict[str, TableSpec] = {
             ),
             required=("interaction_id", "occurred_at", "channel", "reason"),
             primary_key=("interaction_id",),
+            essential=("occurred_at",),
             timestamps=("occurred_at",),
             numbers=("sentiment", "handle_seconds"),
             booleans=("resolved",),
@@ -166,6 +183,7 @@ TABLES: dict[str, TableSpec] = {
             ("campaign_id", "name", "channel", "start_at", "end_at", "objective", "target_category"),
             required=("campaign_id", "channel", "start_at", "end_at"),
             primary_key=("campaign_id",),
+            essential=("start_at", "end_at"),
             timestamps=("start_at", "end_at"),
             enums={"channel": ("email", "sms", "push", "paid_display")},
         ),
@@ -174,6 +192,8 @@ TABLES: dict[str, TableSpec] = {
             ("send_id", "campaign_id", "sent_at", "group", "email", "account_id", "device_id"),
             required=("send_id", "campaign_id", "sent_at", "group"),
             primary_key=("send_id",),
+            essential=("campaign_id", "sent_at", "group"),
+            closed=("group",),
             timestamps=("sent_at",),
             enums={"group": ("treatment", "control")},
             emails=("email",),
@@ -183,6 +203,7 @@ TABLES: dict[str, TableSpec] = {
             ("send_id", "event_type", "occurred_at"),
             required=("send_id", "event_type", "occurred_at"),
             primary_key=(),
+            essential=("send_id", "event_type", "occurred_at"),
             timestamps=("occurred_at",),
             enums={"event_type": ("delivered", "opened", "clicked", "unsubscribed", "bounced")},
         ),
@@ -201,6 +222,7 @@ TABLES: dict[str, TableSpec] = {
             ),
             required=("vendor", "as_of", "email_sha256"),
             primary_key=(),
+            essential=("as_of", "email_sha256"),
             timestamps=("as_of",),
             numbers=("household_size",),
             booleans=("home_owner", "car_owner"),
@@ -210,6 +232,7 @@ TABLES: dict[str, TableSpec] = {
             ("event_id", "occurred_at", "identifier", "identifier_type", "purpose", "granted", "source"),
             required=("event_id", "occurred_at", "identifier", "identifier_type", "purpose", "granted"),
             primary_key=("event_id",),
+            essential=("occurred_at", "identifier", "identifier_type", "purpose", "granted"),
             timestamps=("occurred_at",),
             booleans=("granted",),
             enums={
@@ -219,5 +242,10 @@ TABLES: dict[str, TableSpec] = {
         ),
     )
 }
+
+# values that identify or describe a person: field issues show their shape only ('99/99/9999')
+PERSONAL_COLUMNS = frozenset(
+    {"first_name", "last_name", "email", "phone", "date_of_birth", "address_line", "city", "postcode", "identifier"}
+)
 
 CONSENT_PURPOSES = TABLES["consent_events"].enums["purpose"]

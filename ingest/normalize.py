@@ -9,10 +9,11 @@ masked identifiers only (`mask_email`, `phone_digits_hint`), never the raw value
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdp.ingest.contract import TableSpec
+from cdp.settings import setting
 
-DEFAULT_REGION = "US"
+DEFAULT_REGION = "US"  # only for callers outside ingest that parse one value with no data to go on
+UNKNOWN_REGION = "ZZ"  # phonenumbers' "no region": only international (+CC) numbers parse
+# regions tried for national-form numbers besides those whose country codes the data carries
+COMMON_REGIONS = (
+    "US", "GB", "CA", "AU", "IE", "NZ", "DE", "FR", "NL", "BE", "ES", "IT", "PT", "CH", "AT",
+    "SE", "DK", "NO", "FI", "PL", "IN", "ZA", "BR", "MX", "JP", "SG",
+)  # fmt: skip
+_SAMPLE = 400
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 
 # email-validator is not installed in the venv: a strict ASCII regex (RFC 5322 dot-atom local
@@ -36,9 +45,21 @@ _NON_DIGIT_RE = re.compile(r"\D")
 _NANP_RE = re.compile(r"(?:\+?1)?([2-9]\d{9})")
 
 
+REGIONS_FILE = "phone_regions.json"  # in staged/: the region(s) the last ingest used
+
+
 def default_region() -> str:
-    """Default phone region: $CDP_DEFAULT_REGION, else "US"."""
-    return (os.environ.get("CDP_DEFAULT_REGION") or DEFAULT_REGION).upper()
+    """Phone region for one value outside ingest (e.g. a subject lookup): $CDP_DEFAULT_REGION,
+    else the first region the last `cdp ingest` of $CDP_HOME used, else "US"."""
+    configured = region_setting()
+    if configured:
+        return configured[0]
+    saved = Path(setting("home") or "data") / "staged" / REGIONS_FILE
+    try:
+        regions = json.loads(saved.read_text())["regions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_REGION
+    return regions[0] if regions and regions[0] != UNKNOWN_REGION else DEFAULT_REGION
 
 
 def _clean_email(raw: Any) -> str | None:
@@ -71,6 +92,104 @@ def email_sha256(raw: Any) -> str | None:
     """SHA-256 hex of the trimmed, lower-cased email (enrichment join key); None if malformed."""
     value = _clean_email(raw)
     return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def region_setting() -> tuple[str, ...] | None:
+    """$CDP_DEFAULT_REGION as regions (e.g. "GB" or "GB,IE"), or None: detect from the data."""
+    value = setting("default_region") or ""
+    regions = tuple(r.strip().upper() for r in value.split(",") if r.strip())
+    for region in regions:
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"CDP_DEFAULT_REGION: '{region}' is not a region code (e.g. US, GB, DE)")
+    return regions or None
+
+
+def _valid_for(key: str, region: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(key, region))  # GB's +44 covers JE, GG, IM
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _null_keys(sample: list[str]) -> list[str]:
+    """Random digit strings shaped like `sample` (same length, same trunk '0'): how often a
+    region's plan accepts *any* such string is the base rate its validity must beat."""
+    rng = np.random.default_rng(0)
+    out = []
+    for key in sample:
+        trunk = "0" if key.startswith("0") else ""
+        body = rng.integers(0, 10, len(key) - len(trunk))
+        body[0] = rng.integers(1, 10)
+        out.append(trunk + "".join(map(str, body)))
+    return out
+
+
+def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
+    """The region(s) of national-form phone numbers, from the data itself.
+
+    Candidates: the regions of the country codes that international numbers in the data carry,
+    then `COMMON_REGIONS`. Each is scored by the share of sampled national numbers valid under
+    it minus the share of random digit strings of the same shape valid under it (permissive plans
+    such as DE or IN accept most strings, so validity alone is weak evidence). Near-ties go to the
+    data's own country codes, then to the order of `COMMON_REGIONS`. A second region is added when
+    it explains at least 5% of the sample that the first leaves invalid. Returns (regions, how)."""
+    distinct = pd.Series(pd.unique(values.dropna()), dtype=object)
+    keys = pd.Series(pd.unique(distinct.map(_phone_key).dropna()), dtype=object)
+    international = keys[keys.str.startswith(("+", "00"))]
+    national = keys[keys.str.fullmatch(r"\d{5,}") & ~keys.str.startswith("00")]
+    codes = pd.to_numeric(
+        international.map(lambda k: _country_code("+" + k[2:] if k.startswith("00") else k)), errors="coerce"
+    ).dropna()
+    own = [phonenumbers.region_code_for_country_code(int(c)) for c in codes.value_counts().index]
+    own = [r for r in own if r != UNKNOWN_REGION]
+    candidates = list(dict.fromkeys([*own, *COMMON_REGIONS]))
+    if national.empty:
+        return tuple(own[:1]) or (UNKNOWN_REGION,), "no national-form numbers" + (
+            f"; international ones mostly +{phonenumbers.country_code_for_region(own[0])}" if own else ""
+        )
+    sample = national.sample(min(_SAMPLE, len(national)), random_state=0).tolist()
+    null = _null_keys(sample[:100])
+    base = {r: np.mean([_valid_for(k, r) for k in null]) for r in candidates}
+    # screen every candidate on a few numbers, then score the strongest on the whole sample
+    screen = {r: np.mean([_valid_for(k, r) for k in sample[:40]]) - base[r] for r in candidates}
+    cut = sorted(screen.values(), reverse=True)[min(5, len(candidates)) - 1]
+    valid = {r: np.array([_valid_for(k, r) for k in sample]) for r in candidates if screen[r] >= cut}
+    lift = {r: v.mean() - base[r] for r, v in valid.items()}
+    top = max(lift.values())
+    slack = max(0.05, 2 / np.sqrt(len(sample)))  # what counts as a near-tie shrinks with the sample
+    best = next(r for r in candidates if r in lift and lift[r] >= top - slack)
+    chosen, left = [best], ~valid[best]
+    if left.any():  # a second region is searched among all candidates, on what the first leaves
+        rest = [k for k, bad in zip(sample, left) if bad]
+        gain = {r: np.mean([_valid_for(k, r) for k in rest]) - base[r] for r in candidates if r != best}
+        best_gain = max(gain.values())  # near-ties again to the data's own codes, then the usual order
+        second = next(r for r in candidates if r in gain and gain[r] >= best_gain - 0.15)
+        explained = np.array([_valid_for(k, second) for k in sample]) & left
+        if gain[second] > 0.3 and explained.mean() >= 0.05:
+            chosen.append(second)
+            left &= ~explained
+    shares = ", ".join(f"{r} {valid[r].mean() if r in valid else 1 - left.mean():.0%}" for r in chosen[:1])
+    taken = {phonenumbers.country_code_for_region(r) for r in chosen}
+    others = [r for r in lift if phonenumbers.country_code_for_region(r) not in taken]
+    runner = max(others, key=lambda r: lift[r]) if others else None
+    how = (
+        f"{len(sample):,} sampled national-form numbers: {shares} valid"
+        + (f", {chosen[1]} for the rest" if len(chosen) > 1 else "")
+        + f"; {left.mean():.0%} valid under none"
+        + (
+            f"; next best {runner} ({valid[runner].mean():.0%} valid, {base[runner]:.0%} of random ones)"
+            if runner
+            else ""
+        )
+    )
+    return tuple(chosen), how
+
+
+def _country_code(key: str) -> int | None:
+    try:
+        return phonenumbers.parse(key, None).country_code
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def _phone_key(raw: Any) -> str | None:
@@ -108,10 +227,17 @@ def _e164_key(key: str, region: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def e164_phone(raw: Any, region: str | None = None) -> str | None:
-    """E.164 form of a phone number parsed with a default region; None unless a valid number."""
+def e164_phone(raw: Any, region: str | tuple[str, ...] | None = None) -> str | None:
+    """E.164 form of a phone number parsed with a default region (or the first of several under
+    which it is valid); None unless a valid number."""
     key = _phone_key(raw)
-    return None if key is None else _e164_key(key, (region or default_region()).upper())
+    if key is None:
+        return None
+    regions = (region,) if isinstance(region, str) else region or (default_region(),)
+    for r in regions:
+        if (value := _e164_key(key, r.upper())) is not None:
+            return value
+    return None
 
 
 def mask_email(raw: Any) -> str:
@@ -169,13 +295,13 @@ def hash_emails(series: pd.Series) -> pd.Series:
     return map_text(series, email_sha256)
 
 
-def normalize_phones(series: pd.Series, region: str | None = None) -> pd.Series:
+def normalize_phones(series: pd.Series, region: str | tuple[str, ...] | None = None) -> pd.Series:
     """E.164 form of every phone in `series` (null where invalid or null)."""
-    chosen = (region or default_region()).upper()
+    chosen = (region,) if isinstance(region, str) else region or (default_region(),)
     return map_text(series, lambda raw: e164_phone(raw, chosen))
 
 
-def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str) -> list[pd.Series]:
+def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str | tuple[str, ...]) -> list[pd.Series]:
     """Add `<email>_norm`, `<email>_sha256`, `<phone>_e164` (consent: `identifier_norm`) to
     `staged` in place; return field-issue reasons per row (masked: never a raw identifier)."""
     issues: list[pd.Series] = []
@@ -191,7 +317,12 @@ def add_identifiers(staged: pd.DataFrame, spec: TableSpec, region: str) -> list[
         e164 = normalize_phones(values, region)
         bad = values.notna() & e164.isna()
         if bad.any():
-            issues.append(f"{col}: invalid phone number (" + map_unique(values[bad], phone_digits_hint) + ")")
+            where = "/".join(region) if isinstance(region, tuple) else region
+            issues.append(
+                f"{col}: not a valid phone number under {where} or as +country code ("
+                + map_unique(values[bad], phone_digits_hint)
+                + ")"
+            )
         return e164
 
     for col in spec.emails:

@@ -11,6 +11,8 @@ run lazily so every failure of every row is reported.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
@@ -18,8 +20,9 @@ import pyarrow as arrow
 import pyarrow.compute as pc
 from pandera.engines import pandas_engine
 
-from cdp.ingest.contract import TableSpec
+from cdp.ingest.contract import PERSONAL_COLUMNS, TableSpec
 from cdp.ingest.normalize import TEXT, map_text, map_unique
+from cdp.settings import setting
 
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 RANGES: dict[str, tuple[float, float]] = {"sentiment": (-1.0, 1.0)}  # other numbers are >= 0
@@ -38,15 +41,35 @@ _DATE = (
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?"
 _ISO_ZONED = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)$"
 _ISO_NAIVE = rf"^{_DATE}(?:[T ]{_TIME})?$"
+_DECIMAL_COMMA = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+),\d{1,2}$"
 _DECIMAL = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 _SCHEMAS: dict[str, pa.DataFrameSchema] = {}
+# non-ISO numeric dates: 26/09/1963, 02.03.2024 19:48, 2024/03/02, 9-24-02 (order decided per column)
+_NUMERIC_DATE = (
+    r"^(\d{1,4})[/.-](\d{1,2})[/.-](\d{1,4})(?:[ T,]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,6})?)?)?\s*(?:Z|UTC)?$"
+)
+DATE_ORDERS = ("ymd", "dmy", "mdy")
+_DIGIT_RE = re.compile(r"\d")
+_LETTER_RE = re.compile(r"[^\W\d_]")
 
 
-def show(values: pd.Series) -> pd.Series:
-    """Values quoted for a reason, e.g. 'not a date' (truncated); an object Series."""
+def shape(value: str) -> str:
+    """A personal value's shape only: digits as 9, letters as x ('26/09/1963' -> '99/99/9999')."""
+    return _LETTER_RE.sub("x", _DIGIT_RE.sub("9", value))
+
+
+def show(values: pd.Series, col: str | None = None) -> pd.Series:
+    """Values quoted for a reason, e.g. 'not a date' (truncated; personal columns as their shape)."""
     text = values.astype(object).astype(str)
+    if col in PERSONAL_COLUMNS:
+        text = text.map(shape)
     text = text.where(text.str.len() <= _SHOW_MAX, text.str.slice(0, _SHOW_MAX) + "...")
     return "'" + text + "'"
+
+
+def date_order_setting() -> str | None:
+    """$CDP_DATE_ORDER (ymd|dmy|mdy) or None (detect per column)."""
+    return setting("date_order")
 
 
 def text_columns(spec: TableSpec) -> tuple[str, ...]:
@@ -71,8 +94,6 @@ def build_schema(spec: TableSpec) -> pa.DataFrameSchema:
             columns[col] = pa.Column("float64", check, nullable=nullable)
         elif col in spec.booleans:
             columns[col] = pa.Column("boolean", nullable=nullable)
-        elif col in spec.enums:
-            columns[col] = pa.Column(TEXT, pa.Check.isin(spec.enums[col]), nullable=nullable)
         elif col in HEX_COLUMNS:
             columns[col] = pa.Column(TEXT, pa.Check.str_matches(r"^[0-9a-f]{64}$"), nullable=nullable)
         else:
@@ -124,8 +145,61 @@ def _cast_matching(arr: arrow.Array, pattern: str, target: arrow.DataType) -> tu
     return where, cast.to_numpy(zero_copy_only=False)
 
 
-def _timestamps(text: pd.Series) -> pd.Series:
-    """ISO-8601 strings to UTC microseconds: Arrow casts the usual shapes, pandas the rest."""
+def _full_year(year: pd.Series) -> pd.Series:
+    """Two-digit years: the latest year not after this one (70 -> 1970, 24 -> 2024)."""
+    this = pd.Timestamp.now().year
+    century = (this // 100) * 100
+    two = year < 100
+    guess = century + year
+    return year.where(~two, guess.where(guess <= this, guess - 100))
+
+
+def _numeric_dates(text: pd.Series, order: str | None) -> tuple[pd.Series, str | None]:
+    """Non-ISO numeric dates as naive datetimes (NaT where none/impossible) and the order used.
+
+    The order is `order` if given, else from the unambiguous values (a first part > 12 is a day:
+    dmy; a second part > 12 is a day: mdy); with none, or both, the majority (dmy on a tie)."""
+    parts = text.str.extract(_NUMERIC_DATE)
+    hit = parts[0].notna()
+    if not hit.any():
+        return pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]"), None
+    p = parts[hit].astype("float64")
+    first, second, third = p[0], p[1], p[2]
+    year_first = parts.loc[hit, 0].str.len() == 4
+    dmy_votes = int(((first > 12) & ~year_first).sum())
+    mdy_votes = int(((second > 12) & ~year_first).sum())
+    chosen = order or ("mdy" if mdy_votes > dmy_votes else "dmy")
+    ymd = year_first | (chosen == "ymd")
+    day, month = (first, second) if chosen == "dmy" else (second, first)
+    frame = pd.DataFrame(
+        {
+            "year": _full_year(first.where(ymd, third)),
+            "month": second.where(ymd, month),
+            "day": third.where(ymd, day),
+            "hour": p[3].fillna(0),
+            "minute": p[4].fillna(0),
+            "second": p[5].fillna(0),
+        }
+    )
+    parsed = pd.to_datetime(frame, errors="coerce").dt.as_unit("us")
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
+    out[hit] = parsed
+    if year_first.all():  # 2024/03/02 needs no order
+        return out, None
+    if order:
+        how = f"{chosen} (CDP_DATE_ORDER)"
+    elif dmy_votes and mdy_votes:
+        how = f"{chosen}: values disagree ({dmy_votes} day-first, {mdy_votes} month-first); set CDP_DATE_ORDER"
+    elif dmy_votes or mdy_votes:
+        how = f"{chosen} (detected from {max(dmy_votes, mdy_votes):,} unambiguous values)"
+    else:
+        how = f"{chosen} (assumed: no value shows the order; set CDP_DATE_ORDER if wrong)"
+    return out, f"{int((~year_first).sum()):,} day/month value(s) read as {how}"
+
+
+def _timestamps(text: pd.Series, order: str | None = None) -> tuple[pd.Series, str | None]:
+    """ISO-8601 strings to UTC microseconds: Arrow casts the usual shapes, then numeric
+    day/month dates in the column's order, pandas the rest. Also returns how non-ISO dates were read."""
     arr = to_arrow(text)
     out = np.full(len(arr), np.datetime64("NaT"), dtype="datetime64[us]")
     todo = text.notna().to_numpy()
@@ -137,13 +211,25 @@ def _timestamps(text: pd.Series) -> pd.Series:
         sub = arr if len(rest) == len(arr) else arr.take(rest)
         where, values = _cast_matching(sub, pattern, target)
         out[rest[where]], todo[rest[where]] = values, False
+    note = None
+    rest = np.flatnonzero(todo)
+    if len(rest):
+        numeric, note = _numeric_dates(pd.Series(arr.take(rest).to_pylist(), dtype=object).astype(str), order)
+        found = numeric.notna().to_numpy()
+        out[rest[found]], todo[rest[found]] = numeric.to_numpy()[found], False
+        if note:  # shapes that matched but are impossible stay unparseable
+            todo[rest[numeric.isna().to_numpy() & _matches(arr.take(rest))]] = False
     rest = np.flatnonzero(todo)
     if len(rest):
         slow = pd.to_datetime(
             pd.Series(arr.take(rest).to_pylist(), dtype=object), format="ISO8601", utc=True, errors="coerce"
         )
         out[rest] = slow.dt.tz_localize(None).dt.as_unit("us").to_numpy()
-    return pd.Series(out, index=text.index).dt.tz_localize("UTC")
+    return pd.Series(out, index=text.index).dt.tz_localize("UTC"), note
+
+
+def _matches(arr: arrow.Array) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(arr, _NUMERIC_DATE), False).to_numpy(zero_copy_only=False)
 
 
 def _numbers(text: pd.Series) -> pd.Series:
@@ -154,6 +240,14 @@ def _numbers(text: pd.Series) -> pd.Series:
     out[where] = values
     todo = text.notna().to_numpy()
     todo[where] = False
+    rest = np.flatnonzero(todo)
+    if len(rest):  # decimal comma of European exports: 10,50 or 1.234,5 (never 1,234: a thousands comma)
+        sub = arr.take(rest)
+        comma = pc.fill_null(pc.match_substring_regex(sub, _DECIMAL_COMMA), False).to_numpy(zero_copy_only=False)
+        if comma.any():
+            fixed = pc.replace_substring(pc.replace_substring(sub.filter(comma), ".", ""), ",", ".")
+            out[rest[comma]] = pc.cast(fixed, arrow.float64()).to_numpy(zero_copy_only=False)
+            todo[rest[comma]] = False
     rest = np.flatnonzero(todo)
     if len(rest):
         out[rest] = pd.to_numeric(pd.Series(arr.take(rest).to_pylist(), dtype=object), errors="coerce").to_numpy(
@@ -180,29 +274,36 @@ def _native(values: pd.Series, col: str, spec: TableSpec) -> pd.Series | None:
     return values.astype("boolean") if pd.api.types.is_bool_dtype(dtype) else None
 
 
-def _from_text(text: pd.Series, col: str, spec: TableSpec) -> pd.Series:
+def _from_text(text: pd.Series, col: str, spec: TableSpec, order: str | None) -> tuple[pd.Series, str | None]:
+    """(typed values, how non-ISO dates were read) of a text column."""
     if col in spec.timestamps or col in spec.dates:
-        return _timestamps(text)
+        return _timestamps(text, order)
     if col in spec.numbers:
-        return _numbers(text)
-    return map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean")  # booleans
+        return _numbers(text), None
+    return map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean"), None  # booleans
 
 
-def _parse(values: pd.Series, col: str, spec: TableSpec) -> tuple[pd.Series, pd.Series]:
-    """(typed values, mask of present-but-unparseable values) of one typed column."""
+def _parse(
+    values: pd.Series, col: str, spec: TableSpec, order: str | None = None
+) -> tuple[pd.Series, pd.Series, str | None]:
+    """(typed values, mask of present-but-unparseable values, how dates were read) of one column."""
     native = _native(values, col, spec)
+    note = None
     if native is not None:
         parsed, present = native, values.notna()
     else:
         text = clean_text(values)
-        parsed, present = _from_text(text, col, spec), text.notna()
+        (parsed, note), present = _from_text(text, col, spec, order), text.notna()
     if col in spec.dates:
         parsed = parsed.dt.tz_localize(None).dt.normalize()
-    return parsed, (present & parsed.isna()).astype(bool)
+    return parsed, (present & parsed.isna()).astype(bool), note
 
 
-def type_columns(raw: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list[pd.Series], dict[str, pd.Index]]:
-    """Typed copy of `raw` (contract columns), reasons for unparseable values, and their rows."""
+def type_columns(
+    raw: pd.DataFrame, spec: TableSpec, order: str | None = None, notes: list[str] | None = None
+) -> tuple[pd.DataFrame, list[pd.Series], dict[str, pd.Index]]:
+    """Typed copy of `raw` (contract columns), reasons for unparseable values, and their rows.
+    How each column's non-ISO dates were read is appended to `notes`."""
     typed: dict[str, pd.Series] = {}
     reasons: list[pd.Series] = []
     unparseable: dict[str, pd.Index] = {}
@@ -214,7 +315,9 @@ def type_columns(raw: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list
                 parsed = parsed.str.lower()
             typed[col] = parsed
             continue
-        typed[col], bad = _parse(values, col, spec)
+        typed[col], bad, note = _parse(values, col, spec, order)
+        if note and notes is not None:
+            notes.append(f"{spec.name}.{col}: {note}")
         if bad.any():
             kind = (
                 "timestamp"
@@ -225,7 +328,7 @@ def type_columns(raw: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list
                 if col in spec.numbers
                 else "boolean"
             )
-            reasons.append(f"{col}: unparseable {kind} " + show(clean_text(values[bad])))
+            reasons.append(f"{col}: unparseable {kind} " + show(clean_text(values[bad]), col))
             unparseable[col] = values.index[bad.to_numpy()]
     return pd.DataFrame(typed, index=raw.index), reasons, unparseable
 
@@ -233,15 +336,13 @@ def type_columns(raw: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, list
 def _describe(col: str, check: str, shown: pd.Series, spec: TableSpec) -> pd.Series:
     if check == "not_nullable":
         return pd.Series(f"{col}: required value missing", index=shown.index)
-    if check.startswith("isin"):
-        return f"{col}: " + show(shown) + f" not in ({', '.join(spec.enums[col])})"
     if check.startswith("greater_than_or_equal_to"):
-        return f"{col}: negative value " + show(shown)
+        return f"{col}: negative value " + show(shown, col)
     if check.startswith("in_range"):
         low, high = RANGES[col]
-        return f"{col}: value " + show(shown) + f" outside [{low:g}, {high:g}]"
+        return f"{col}: value " + show(shown, col) + f" outside [{low:g}, {high:g}]"
     if check.startswith("str_matches"):
-        return f"{col}: not a SHA-256 hex digest " + show(shown)
+        return f"{col}: not a SHA-256 hex digest " + show(shown, col)
     raise RuntimeError(f"{spec.name}.{col}: unexpected schema failure {check!r} (ingest bug)")
 
 

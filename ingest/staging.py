@@ -3,7 +3,10 @@
 In: `ws.raw/<table>.parquet|csv` for every table of `cdp.ingest.contract.TABLES`.
 Out: `ws.staged/<table>.parquet` (accepted rows, typed, with `source_row` and normalized
 identifier columns), `ws.quarantine` (table, row, reason, record) and
-`ws.staged/field_issues.parquet` (table, row, field, reason; PII masked). Every read row is
+`ws.staged/field_issues.parquet` (table, row, column, value, reason; personal values by
+their shape only, e.g. '99/99/9999'). A row is quarantined only for a bad key or essential
+field (`TableSpec.row_keys`); other bad values are nulled (or, for enumerations, kept) as field
+issues. Every read row is
 either accepted or quarantined, never dropped silently; `IngestReport` holds the counts.
 Rows of people erased with `cdp privacy erase` (tokens in `privacy/suppressions.parquet`)
 are counted as `suppressed` and neither staged nor quarantined:
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from cdp.atomic import write_parquet_atomic
+from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
-from cdp.ingest.normalize import add_identifiers, default_region
-from cdp.ingest.schemas import TEXT, clean_text, schema_reasons, show, to_arrow, type_columns
+from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
+from cdp.ingest.schemas import TEXT, clean_text, date_order_setting, schema_reasons, show, to_arrow, type_columns
 from cdp.workspace import Workspace
 
 OPTIONAL_TABLES = frozenset(
@@ -49,7 +53,7 @@ REFERENCES: dict[str, tuple[str, str]] = {
     "marketing_responses": ("send_id", "marketing_sends"),
 }
 QUARANTINE_COLUMNS = ("table", "row", "reason", "record")
-ISSUE_COLUMNS = ("table", "row", "field", "reason")
+ISSUE_COLUMNS = ("table", "row", "column", "value", "reason")
 Progress = Callable[[str, int, int], None]
 
 
@@ -66,12 +70,15 @@ class TableReport:
     quarantined: int = 0
     field_issues: int = 0
     suppressed: int = 0  # rows of erased people (privacy/suppressions.parquet)
+    # column -> {"present": non-null values read, "nulled": of those set to null, "unknown": kept unknown}
+    columns: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
 class IngestReport:
     tables: list[TableReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # choices made from the data (date order, region)
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "table",
         "source",
@@ -98,14 +105,41 @@ class IngestReport:
         ]
 
     def to_dict(self) -> dict[str, object]:
-        return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings)}
+        return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings), "notes": list(self.notes)}
 
 
-def _header(path: Path) -> list[str]:
+def sniff_delimiter(path: Path) -> str:
+    """The CSV delimiter (',', ';', tab or '|') sniffed from the file's first lines; ',' if unclear."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        sample = "".join(line for _, line in zip(range(20), handle))
+    try:
+        return csv.Sniffer().sniff(sample, ",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _header(path: Path, delimiter: str = ",") -> list[str]:
     if path.suffix == ".parquet":
         return list(pq.read_schema(path).names)
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        return next(csv.reader(handle), [])
+        return next(csv.reader(handle, delimiter=delimiter), [])
+
+
+def canonical_name(name: str) -> str:
+    """Header names compared case- and whitespace-insensitively (' Date of Birth' = date_of_birth)."""
+    return re.sub(r"\s+", "_", str(name).strip().lower())
+
+
+def header_renames(header: list[str], spec: TableSpec) -> dict[str, str]:
+    """Raw header name -> contract column, for names that match only up to case and spaces."""
+    exact = set(header)
+    wanted = {c: c for c in spec.columns if c not in exact}
+    renames: dict[str, str] = {}
+    for name in header:
+        target = wanted.get(canonical_name(name))
+        if target is not None and target not in renames.values():
+            renames[name] = target
+    return renames
 
 
 def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
@@ -124,9 +158,17 @@ def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
             report.warnings.append(f"{name}: no file in {raw_dir}, staged as an empty table")
             continue
         try:
-            header = _header(paths[0])
+            delimiter = "," if paths[0].suffix == ".parquet" else sniff_delimiter(paths[0])
+            header = _header(paths[0], delimiter)
         except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
             raise ContractError(f"table '{name}': cannot read {paths[0]}: {err}") from err
+        if delimiter != ",":
+            report.notes.append(f"{name}: {paths[0].name} read with delimiter {delimiter!r} (sniffed)")
+        renames = header_renames(header, spec)
+        if renames:
+            shown = ", ".join(f"{old!r} as {new}" for old, new in renames.items())
+            report.warnings.append(f"{name}: header name(s) matched ignoring case/spaces: {shown}")
+        header = [renames.get(c, c) for c in header]
         missing = [c for c in spec.required if c not in header]
         if missing:
             raise ContractError(f"table '{name}' ({paths[0]}) is missing required column(s): {', '.join(missing)}")
@@ -140,41 +182,48 @@ def _text_types(kind: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
     return TEXT if kind in (pa.string(), pa.large_string()) else None
 
 
-def read_raw(path: Path | None, spec: TableSpec) -> pd.DataFrame:
-    """The raw table as read (CSV: all strings), with absent contract columns as nulls."""
+def read_raw(path: Path | None, spec: TableSpec, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The raw table as read (CSV: all strings), header names matched to the contract, absent
+    contract columns as nulls. `columns`: read only these contract columns (a cheap pre-pass)."""
     if path is None:
-        frame = pd.DataFrame({c: pd.Series(dtype=TEXT) for c in spec.columns})
+        frame = pd.DataFrame({c: pd.Series(dtype=TEXT) for c in columns or spec.columns})
     else:
         try:
-            frame = _read_file(path)
+            frame = _read_file(path, spec, columns)
         except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
             raise ContractError(
                 f"table '{spec.name}': cannot read {path} (Parquet, or UTF-8 CSV with a header row): {err}"
             ) from err
-    for col in spec.columns:
+    for col in columns or spec.columns:
         if col not in frame.columns:
             frame[col] = pd.Series(None, index=frame.index, dtype=TEXT)
     return frame.reset_index(drop=True)
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _read_file(path: Path, spec: TableSpec, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    delimiter = "," if path.suffix == ".parquet" else sniff_delimiter(path)
+    names = _header(path, delimiter)
+    renames = header_renames(names, spec)
+    keep = None if columns is None else [n for n in names if renames.get(n, n) in columns]
     if path.suffix == ".parquet":
-        table = pq.read_table(path)
+        table = pq.read_table(path, columns=keep)
         for i, fld in enumerate(table.schema):
             if pa.types.is_decimal(fld.type):
                 table = table.set_column(i, fld.name, table.column(i).cast(pa.float64()))
-        return table.to_pandas(date_as_object=False, types_mapper=_text_types)
-    names = _header(path)
-    return pacsv.read_csv(
-        path,
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in names},
-            strings_can_be_null=True,
-            null_values=[""],
-            quoted_strings_can_be_null=True,
-        ),
-    ).to_pandas(types_mapper=_text_types)
+        frame = table.to_pandas(date_as_object=False, types_mapper=_text_types)
+    else:
+        frame = pacsv.read_csv(
+            path,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in names},
+                include_columns=keep,
+                strings_can_be_null=True,
+                null_values=[""],
+                quoted_strings_can_be_null=True,
+            ),
+        ).to_pandas(types_mapper=_text_types)
+    return frame.rename(columns=renames) if renames else frame
 
 
 def _reference_reasons(typed: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series]) -> list[pd.Series]:
@@ -267,16 +316,76 @@ def _filter(values: pd.Series, keep: np.ndarray) -> pd.Series:
     return values[keep].reset_index(drop=True)
 
 
+@dataclass
+class Staged:
+    """One validated table: accepted rows, quarantine rows, field issues, per-column counts."""
+
+    staged: pd.DataFrame
+    quarantine: pd.DataFrame
+    issues: pd.DataFrame
+    columns: dict[str, dict[str, int]]
+
+
+def _column_of(reasons: pd.Series) -> pd.Series:
+    return reasons.str.split(":", n=1).str[0]
+
+
+def _unknown_values(typed: pd.DataFrame, spec: TableSpec) -> list[pd.Series]:
+    """Enumerations are open: values outside the usual set are kept, each one a field issue."""
+    out = []
+    for col, domain in spec.enums.items():
+        values = typed[col]
+        unknown = values.notna() & ~values.isin(domain).fillna(False).astype(bool)
+        if unknown.any():
+            verb = "not one of" if col in spec.closed else "kept, not one of"
+            out.append(f"{col}: value " + show(values[unknown], col) + f" {verb} ({', '.join(domain)})")
+    return out
+
+
 def stage_table(
-    raw: pd.DataFrame, spec: TableSpec, known: dict[str, pd.Series], region: str
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Validate one raw table: (staged accepted rows, quarantine rows, field issues)."""
-    typed, reasons, unparseable = type_columns(raw, spec)
+    raw: pd.DataFrame,
+    spec: TableSpec,
+    known: dict[str, pd.Series],
+    regions: tuple[str, ...] | str,
+    order: str | None = None,
+    notes: list[str] | None = None,
+) -> Staged:
+    """Validate one raw table. A row is quarantined only for a problem in one of its `row_keys`
+    (or a duplicate key, or an unknown parent); any other bad value is nulled, kept as a field
+    issue (table, row, column, value, reason) and the row goes on."""
+    typed, reasons, unparseable = type_columns(raw, spec, order, notes)
     reasons += schema_reasons(typed, raw, spec, unparseable)
     reasons += _reference_reasons(typed, spec, known)
-    rejected = pd.Index(pd.concat(reasons).index.unique()) if reasons else pd.Index([])
-    reasons += _duplicate_reasons(typed, raw, spec, rejected)
-    joined = _join(reasons, spec)
+    unknown = _unknown_values(typed, spec)
+    reasons += [u for u in unknown if str(_column_of(u.iloc[:1]).iloc[0]) in spec.closed]
+    flat = pd.concat(reasons) if reasons else pd.Series(dtype=object)
+    essential = _column_of(flat).isin(spec.row_keys).to_numpy() if len(flat) else np.zeros(0, dtype=bool)
+    rejected = pd.Index(flat.index[essential].unique())
+    dup = _duplicate_reasons(typed, raw, spec, rejected)
+    rejected = rejected.union(pd.Index(pd.concat(dup).index.unique()) if dup else pd.Index([]))
+    # a rejected row's quarantine reason lists all its problems; accepted rows keep theirs as issues
+    on_rejected = flat.index.isin(rejected)
+    joined = _join([flat[on_rejected], *dup], spec)
+    soft = flat[~on_rejected]
+    counted: dict[str, int] = {}
+
+    def present(col: str) -> int:  # non-null values as read
+        if col not in counted:
+            counted[col] = int(clean_text(raw[col]).notna().sum()) if col in raw else 0
+        return counted[col]
+
+    columns: dict[str, dict[str, int]] = {}
+    for col, rows in soft.groupby(_column_of(soft)).groups.items() if len(soft) else ():
+        was_present = raw[col].loc[rows].notna() & clean_text(raw[col].loc[rows]).notna()
+        nulled = pd.Index(rows)[was_present.to_numpy()]
+        if col in typed:  # the bad value is nulled; the row keeps the rest
+            typed.loc[nulled, col] = None
+        columns[str(col)] = {"present": present(str(col)), "nulled": len(nulled.unique()), "unknown": 0}
+    unknown = [u[~u.index.isin(rejected)] for u in unknown if str(_column_of(u.iloc[:1]).iloc[0]) not in spec.closed]
+    for u in unknown:
+        if len(u):
+            col = str(_column_of(u.iloc[:1]).iloc[0])
+            columns.setdefault(col, {"present": present(col), "nulled": 0, "unknown": 0})["unknown"] = len(u)
     rejected_rows = joined.index.to_numpy(dtype="int64")
     quarantine = pd.DataFrame(
         {
@@ -290,17 +399,34 @@ def stage_table(
     keep[rejected_rows] = False
     staged = pd.DataFrame({c: _filter(typed[c] if c in typed else raw[c], keep) for c in raw.columns})
     staged["source_row"] = np.flatnonzero(keep).astype("int64")
-    issue_reasons = add_identifiers(staged, spec, region)
-    issues = pd.concat(issue_reasons) if issue_reasons else pd.Series(dtype=object)
-    field_issues = pd.DataFrame(
-        {
-            "table": spec.name,
-            "row": staged["source_row"].loc[issues.index].to_numpy(),
-            "field": issues.str.split(":", n=1).str[0].to_numpy(),
-            "reason": issues.to_numpy(dtype=object),
-        }
+    identifier_issues = add_identifiers(staged, spec, regions)
+    for reasons_of in identifier_issues:  # identifiers are counted against the raw values present
+        if len(reasons_of):
+            col = str(_column_of(reasons_of.iloc[:1]).iloc[0])
+            entry = columns.setdefault(col, {"present": present(col), "nulled": 0, "unknown": 0})
+            entry["nulled"] += len(reasons_of)
+    by_source = [r.set_axis(staged["source_row"].loc[r.index].to_numpy()) for r in identifier_issues]
+    issues = pd.concat([soft, *unknown, *by_source]) if len(soft) or unknown or by_source else flat[:0]
+    issues = issues.sort_index(kind="stable") if len(issues) else issues
+    field_issues = _issue_frame(spec, issues, raw)
+    return Staged(staged, quarantine, field_issues, columns)
+
+
+def _issue_frame(spec: TableSpec, issues: pd.Series, raw: pd.DataFrame) -> pd.DataFrame:
+    """Field issues as (table, row, column, value, reason); the value of a personal column only
+    by its shape (emails and phones as their masked hint already in the reason)."""
+    rows = issues.index.to_numpy(dtype="int64")
+    cols = _column_of(issues).to_numpy(dtype=object) if len(issues) else np.array([], dtype=object)
+    values = np.empty(len(rows), dtype=object)
+    for col in pd.unique(cols):
+        at = cols == col
+        if col in raw.columns:
+            text = clean_text(raw[col].take(rows[at]))
+            shown = show(text.str.lower() if col in spec.enums else text, col).str.slice(1, -1)  # as kept
+            values[at] = np.where(text.isna().to_numpy(), None, shown.to_numpy())
+    return pd.DataFrame(
+        {"table": spec.name, "row": rows, "column": cols, "value": values, "reason": issues.to_numpy(dtype=object)}
     )
-    return staged, quarantine, field_issues
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -316,8 +442,31 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     write_parquet_atomic(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path)
 
 
-def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
-    """Validate, type and normalize every raw table into `ws.staged` (see module docstring)."""
+def phone_regions(found: dict[str, Path | None], report: IngestReport) -> tuple[str, ...]:
+    """The phone region(s) for national-form numbers: $CDP_DEFAULT_REGION, else detected from
+    the phone columns of all tables (one choice, so a number normalizes alike everywhere)."""
+    setting = region_setting()
+    if setting:
+        report.notes.append(f"phone region {'/'.join(setting)} (CDP_DEFAULT_REGION)")
+        return setting
+    parts = [
+        read_raw(found[name], spec, spec.phones)[list(spec.phones)].stack(future_stack=True)
+        for name, spec in TABLES.items()
+        if spec.phones and found[name] is not None
+    ]
+    values = pd.concat(parts, ignore_index=True) if parts else pd.Series(dtype=object)
+    if values.notna().sum() == 0:
+        return (UNKNOWN_REGION,)
+    regions, how = detect_regions(values)
+    report.notes.append(
+        f"phone region {'/'.join(regions)} detected from the data ({how}); set CDP_DEFAULT_REGION to override"
+    )
+    return regions
+
+
+def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) -> IngestReport:
+    """Validate, type and normalize every raw table into `ws.staged` (see module docstring).
+    `write=False` (`cdp ingest --check`): the same validation and report, nothing written."""
     from cdp.privacy.erasure import drop_suppressed, load_suppressions
     from cdp.privacy.subjects import privacy_key
 
@@ -325,8 +474,10 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
     found = locate(ws.raw, report)
     suppressed = load_suppressions(ws)
     key = privacy_key(ws) if suppressed else b""  # tokens are only computed when someone was erased
-    ws.staged.mkdir(parents=True, exist_ok=True)
-    region = default_region()
+    if write:
+        ws.staged.mkdir(parents=True, exist_ok=True)
+    order = date_order_setting()
+    regions = phone_regions(found, report)
     known: dict[str, pd.Series] = {}  # parent table -> its accepted keys
     quarantined: list[pd.DataFrame] = []
     issues: list[pd.DataFrame] = []
@@ -335,7 +486,9 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
             progress(name, done, len(TABLES))
         raw = read_raw(found[name], spec)
         kept, positions = drop_suppressed(name, raw, suppressed, key)
-        staged, bad, field_issues = stage_table(kept, spec, known, region)
+        result = stage_table(kept, spec, known, regions, order, report.notes)
+        staged, bad, field_issues = result.staged, result.quarantine, result.issues
+        report.warnings += _unknown_warnings(name, spec, field_issues, result.columns)
         if len(kept) < len(raw):  # row numbers keep pointing into the raw file
             for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
                 frame[column] = positions[frame[column].to_numpy(dtype="int64")]
@@ -348,6 +501,7 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
             len(bad),
             len(field_issues),
             len(raw) - len(kept),
+            result.columns,
         )
         if entry.accepted + entry.quarantined + entry.suppressed != entry.read:
             raise RuntimeError(
@@ -355,15 +509,31 @@ def ingest(ws: Workspace, progress: Progress | None = None) -> IngestReport:
                 f"{entry.quarantined} + suppressed {entry.suppressed} != read {entry.read}"
             )
         known.update({parent: staged[col] for col, parent in REFERENCES.values() if parent == name})
-        write_parquet(staged, ws.staged / f"{name}.parquet")
+        if write:
+            write_parquet(staged, ws.staged / f"{name}.parquet")
         quarantined.append(bad)
         issues.append(field_issues)
         report.tables.append(entry)
         if progress:
             progress(name, done + 1, len(TABLES))
-    write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
-    write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
+    if write:
+        write_json_atomic(ws.staged / REGIONS_FILE, {"regions": list(regions)})
+        write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
+        write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
     return report
+
+
+def _unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:
+    """One line per enumeration column with values outside the usual set (kept as given)."""
+    out = []
+    for col in spec.enums:
+        if columns.get(col, {}).get("unknown"):
+            values = issues.loc[(issues["column"] == col) & issues["reason"].str.contains(" kept, "), "value"]
+            top = ", ".join(f"'{v}' ({n:,})" for v, n in values.value_counts().head(8).items())
+            out.append(
+                f"{name}.{col}: {len(values):,} value(s) outside ({', '.join(spec.enums[col])}) kept as given: {top}"
+            )
+    return out
 
 
 def _frame(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:

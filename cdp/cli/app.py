@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from cdp.cli import config, identity, models, privacy, serving, ui
 from cdp.cli.demo import run_demo
@@ -51,20 +50,38 @@ def generate(
 
 
 @app.command()
-def ingest(home: Path | None = HomeOption) -> None:
-    """Validate raw/ against the data contract; accepted rows to staged/, rejected to quarantine."""
+def ingest(
+    check: bool = typer.Option(False, "--check", help="Validate raw/ and print the report; write nothing."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 if a table loses >5% of its rows or a column >5% of its values."
+    ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="Accept a table whose every row was quarantined (otherwise exit 1)."
+    ),
+    home: Path | None = HomeOption,
+) -> None:
+    """Validate raw/ against the data contract; accepted rows to staged/, rejected to quarantine.
+
+    Env: CDP_DATE_ORDER=ymd|dmy|mdy for non-ISO dates (default: detected per column),
+    CDP_DEFAULT_REGION=GB (or GB,IE) for national-form phones (default: detected from the data)."""
     from cdp import pipeline
+    from cdp.cli.ingest_report import problems, render
 
     ws = workspace(home)
-    with writing(ws, "ingest"), progress_bar("ingest") as update:
-        summary = run_stage(pipeline.ingest, ws, progress=update)
-    counted = ("read", "accepted", "quarantined", "suppressed", "field_issues")
-    table = Table(title="ingest: accepted + quarantined + suppressed (erased people) = read")
-    for column in ("table", *counted):
-        table.add_column(column, justify="left" if column == "table" else "right")
-    for name, counts in summary["tables"].items():
-        table.add_row(name, *(str(counts.get(c, 0)) for c in counted))
-    console.print(table)
+    title = "ingest: accepted + quarantined + suppressed (erased people) = read"
+    if check:
+        with progress_bar("ingest --check") as update:
+            summary = run_stage(pipeline.ingest, ws, progress=update, write=False)
+        render(summary, console, title + " (--check: nothing written)", written=False)
+    else:
+        with writing(ws, "ingest"), progress_bar("ingest") as update:
+            summary = run_stage(pipeline.ingest, ws, progress=update)
+        render(summary, console, title)
+    losses, empty = problems(summary, allow_empty)
+    for line in empty + losses:
+        console.print(f"[red]{'error' if line in empty or strict else 'loss'}:[/red] {line}")
+    if empty or (strict and losses):
+        raise typer.Exit(code=1)
 
 
 @app.command()

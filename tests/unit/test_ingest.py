@@ -159,13 +159,9 @@ def _reasons(ws: Workspace, table: str) -> dict[int, str]:
 @pytest.mark.parametrize(
     ("table", "row", "reason"),
     [
-        ("crm_contacts", 2, "created_at: unparseable timestamp 'not a date'"),
         ("crm_contacts", 3, "record_id: required value missing"),
-        ("crm_contacts", 4, "date_of_birth: unparseable date '31/02/1980'"),
         ("loyalty_members", 1, "duplicate row"),
         ("loyalty_members", 2, "duplicate card_id 'C1'"),
-        ("loyalty_members", 3, "tier: 'diamond' not in (bronze, silver, gold, platinum)"),
-        ("orders", 1, "channel: 'kiosk' not in (store, online, app)"),
         (
             "orders",
             2,
@@ -175,12 +171,10 @@ def _reasons(ws: Workspace, table: str) -> dict[int, str]:
         ),
         ("orders", 3, "total_amount: required value missing"),
         ("orders", 4, "order_id: required value missing; ordered_at: unparseable timestamp '2024-02-30T10:00:00Z'"),
-        ("loyalty_members", 4, "enrolled_at: unparseable timestamp 'yesterday'; duplicate card_id 'C3'"),
+        ("loyalty_members", 5, "duplicate card_id 'C3'"),  # C3's first row is kept (bad enrolled_at nulled)
         ("enrichment", 1, "email_sha256: not a SHA-256 hex digest 'abc123'; household_size: unparseable number 'x'"),
-        ("order_lines", 1, "order_id: unknown order_id 'O2'"),
         ("order_lines", 2, "quantity: negative value '-1'"),
         ("marketing_responses", 1, "send_id: unknown send_id 'S9'"),
-        ("service_interactions", 1, "resolved: unparseable boolean 'maybe'; sentiment: value '3' outside [-1, 1]"),
         ("consent_events", 3, "granted: required value missing"),
     ],
 )
@@ -198,9 +192,10 @@ def test_counts_add_up_and_match_files(ingested) -> None:
         assert len(staged) == entry.accepted
         assert (quarantine["table"] == entry.table).sum() == entry.quarantined
     counts = {t.table: (t.read, t.accepted, t.quarantined) for t in report.tables}
-    assert counts["crm_contacts"] == (5, 2, 3)
-    assert counts["orders"] == (5, 1, 4)
-    assert counts["loyalty_members"] == (6, 2, 4)
+    assert counts["crm_contacts"] == (5, 4, 1)  # only the row without a record_id
+    assert counts["orders"] == (5, 2, 3)  # channel 'kiosk' is kept
+    assert counts["loyalty_members"] == (6, 3, 3)
+    assert counts["order_lines"] == (3, 2, 1)  # O2 is an accepted order now
     assert counts["web_events"] == (0, 0, 0)
     assert report.to_dict()["tables"][0]["table"] == "crm_contacts"
     assert len(report.as_rows()) == len(TABLES)
@@ -209,8 +204,8 @@ def test_counts_add_up_and_match_files(ingested) -> None:
 def test_quarantine_record_is_the_raw_row(ingested) -> None:
     ws, _ = ingested
     quarantine = pd.read_parquet(ws.quarantine)
-    record = json.loads(quarantine.query("table == 'orders' and row == 1")["record"].iloc[0])
-    assert record["order_id"] == "O2" and record["channel"] == "kiosk"
+    record = json.loads(quarantine.query("table == 'orders' and row == 2")["record"].iloc[0])
+    assert record["order_id"] == "O3" and record["total_amount"] == "-3"
 
 
 def test_staged_types_extras_and_identifiers(ingested) -> None:
@@ -231,14 +226,20 @@ def test_staged_types_extras_and_identifiers(ingested) -> None:
     accounts = pd.read_parquet(ws.staged / "online_accounts.parquet")
     assert accounts["created_at"].iloc[0] == pd.Timestamp("2024-03-01 08:00", tz="UTC")
     loyalty = pd.read_parquet(ws.staged / "loyalty_members.parquet")
-    assert loyalty["tier"].tolist() == ["gold", "gold"]  # lower-cased enum
-    assert loyalty["source_row"].tolist() == [0, 5]  # C3: the first *valid* row is kept
+    assert loyalty["tier"].tolist() == ["gold", "diamond", "gold"]  # lower-cased, unknown kept
+    assert loyalty["source_row"].tolist() == [0, 3, 4]  # C3: its first row, bad enrolled_at nulled
+    assert loyalty["enrolled_at"].isna().tolist() == [False, False, True]
     enrichment = pd.read_parquet(ws.staged / "enrichment.parquet")
     assert enrichment["email_sha256"].tolist() == [HASH]
     assert enrichment["home_owner"].tolist() == [True] and enrichment["car_owner"].isna().all()
     assert enrichment["household_size"].tolist() == [3.0]
     service = pd.read_parquet(ws.staged / "service_interactions.parquet")
-    assert service["resolved"].tolist() == [True] and service["sentiment"].tolist() == [0.5]
+    assert (
+        service["resolved"].iloc[0] and pd.isna(service["resolved"].iloc[1]) and service["sentiment"].tolist()[0] == 0.5
+    )
+    assert pd.isna(service["sentiment"].iloc[1])  # '3' outside [-1, 1]: nulled, the row kept
+    dob = crm.set_index("record_id")["date_of_birth"]
+    assert pd.isna(dob["R4"]) and dob["R1"] == pd.Timestamp("1980-05-17")
 
 
 def test_malformed_identifiers_are_field_issues_without_pii(ingested) -> None:
@@ -247,9 +248,23 @@ def test_malformed_identifiers_are_field_issues_without_pii(ingested) -> None:
     assert pd.isna(crm.loc["R2", "email_norm"]) and pd.isna(crm.loc["R2", "phone_e164"])
     issues = pd.read_parquet(ws.staged / "field_issues.parquet")
     r2 = issues[(issues["table"] == "crm_contacts") & (issues["row"] == 1)]
-    assert set(r2["field"]) == {"email", "phone"}
-    assert not issues["reason"].str.contains("not-an-email|call me").any()
-    assert next(t for t in report.tables if t.table == "crm_contacts").field_issues == 2
+    assert set(r2["column"]) == {"email", "phone"}
+    assert not issues["reason"].str.contains("not-an-email|call me|31/02/1980").any()
+    assert not issues["value"].astype(str).str.contains("not-an-email|call me|31/02/1980").any()
+    r4 = issues[(issues["table"] == "crm_contacts") & (issues["row"] == 4)].iloc[0]
+    assert (r4["column"], r4["value"]) == ("date_of_birth", "99/99/9999")  # its shape only
+    crm = next(t for t in report.tables if t.table == "crm_contacts")
+    assert crm.field_issues == 4  # email, phone, created_at 'not a date', date_of_birth
+    assert crm.columns["date_of_birth"] == {"present": 2, "nulled": 1, "unknown": 0}
+
+
+def test_unknown_category_is_kept_as_a_field_issue(ingested) -> None:
+    ws, report = ingested
+    issues = pd.read_parquet(ws.staged / "field_issues.parquet").query("table == 'orders'")
+    assert issues[["row", "column", "value"]].values.tolist() == [[1, "channel", "kiosk"]]
+    orders = pd.read_parquet(ws.staged / "orders.parquet").set_index("order_id")
+    assert orders.loc["O2", "channel"] == "kiosk"
+    assert next(t for t in report.tables if t.table == "orders").columns["channel"]["unknown"] == 1
 
 
 def test_consent_identifier_norm_by_type(ingested) -> None:

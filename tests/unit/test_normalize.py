@@ -73,3 +73,29 @@ def test_series_helpers_keep_index_and_nulls() -> None:
     assert norm.isna().tolist() == [False, True, True, False]
     assert e164.tolist()[0] == e164.tolist()[3] == "+12127341234"
     assert e164.isna().tolist() == [False, True, True, False]
+
+
+def test_phone_regions_are_detected_from_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdp.ingest.normalize import detect_regions, region_setting
+
+    gb = pd.Series(["07911 123456", "020 7123 4567", "07400 123456", "0161 496 0000", None, "+44 7400 654321"])
+    regions, how = detect_regions(gb)
+    assert regions == ("GB",) and "GB 100%" in how
+    assert e164_phone("07911 123456", regions) == "+447911123456"
+    us = pd.Series(["(212) 734-1234", "212.734.1235", "+1 415 555 2671", "2125550199"])
+    assert detect_regions(us)[0] == ("US",)
+    monkeypatch.setenv("CDP_DEFAULT_REGION", "gb, ie")
+    assert region_setting() == ("GB", "IE")
+    monkeypatch.setenv("CDP_DEFAULT_REGION", "XX")
+    with pytest.raises(ValueError, match="XX"):
+        region_setting()
+
+
+def test_a_second_phone_region_is_added_when_the_data_needs_it() -> None:
+    from cdp.ingest.normalize import detect_regions
+
+    gb = [f"07911 1234{i:02d}" for i in range(40)]
+    ie = [f"085 123 45{i:02d}" for i in range(10)]  # Irish mobiles, national form
+    regions, _ = detect_regions(pd.Series(gb + ie + ["+353 85 123 4599"]))
+    assert regions[0] in ("GB", "IE") and set(regions) == {"GB", "IE"}
+    assert e164_phone("085 123 4501", regions) == "+353851234501"

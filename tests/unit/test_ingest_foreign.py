@@ -1,0 +1,234 @@
+"""Foreign data through `cdp ingest` (issue 15): one small fixture per variation of real exports.
+
+Every fixture row is clean except for the variation, so each test asserts through the CLI that
+no row is quarantined for a non-key field, accepted + quarantined = read, no identifier is lost
+silently, and the choice or warning is printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cdp.cli.app import app
+from cdp.ingest.contract import TABLES
+from cdp.ingest.normalize import default_region, e164_phone
+from cdp.workspace import Workspace
+
+N = 12
+GB_PHONES = [f"07911 1234{i:02d}" for i in range(N)]  # valid UK mobiles, national form
+US_PHONES = [f"(212) 734-12{i:02d}" for i in range(N)]
+
+
+def base(phones: list[str] = US_PHONES, created: list[str] | None = None, dob: list[str] | None = None) -> dict:
+    """The smallest clean contract: the required tables, N people, ISO dates unless given."""
+    ids = range(N)
+    created = created or [f"2024-03-{i + 1:02d}T10:00:00Z" for i in ids]
+    crm = pd.DataFrame(
+        {
+            "record_id": [f"R{i}" for i in ids],
+            "first_name": [f"Ann{i}" for i in ids],
+            "last_name": "Smith",
+            "email": [f"ann{i}@example.com" for i in ids],
+            "phone": phones,
+            "date_of_birth": dob or [f"19{60 + i}-0{1 + i % 9}-1{i % 10}" for i in ids],
+            "postcode": "SW1A 1AA",
+            "created_at": created,
+        }
+    )
+    loyalty = pd.DataFrame(
+        {
+            "card_id": [f"C{i}" for i in ids],
+            "email": crm["email"],
+            "phone": phones,
+            "enrolled_at": created,
+            "tier": "gold",
+            "status": ["active", "inactive", "closed"] * (N // 3),
+        }
+    )
+    accounts = pd.DataFrame({"account_id": [f"A{i}" for i in ids], "email": crm["email"], "created_at": created})
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"O{i}" for i in ids],
+            "channel": "store",
+            "ordered_at": created,
+            "card_id": loyalty["card_id"],
+            "phone": phones,
+            "total_amount": "10.50",
+        }
+    )
+    lines = pd.DataFrame({"order_id": orders["order_id"], "line_no": "1", "product_id": "P1", "quantity": "1"})
+    lines["unit_price"] = "10.50"
+    products = pd.DataFrame({"product_id": ["P1"], "category": ["food"], "price": ["10.50"]})
+    return {
+        "crm_contacts": crm,
+        "loyalty_members": loyalty,
+        "online_accounts": accounts,
+        "orders": orders,
+        "order_lines": lines,
+        "products": products,
+    }
+
+
+def run(
+    tmp_path: Path,
+    tables: dict[str, pd.DataFrame],
+    *args: str,
+    sep: str = ",",
+    rename: Callable[[str], str] = str,
+    env: dict[str, str] | None = None,
+) -> tuple[Workspace, str, int]:
+    """Write the tables as CSV, run `cdp ingest`; (workspace, output with whitespace collapsed, exit code)."""
+    ws = Workspace(tmp_path)
+    ws.raw.mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.rename(columns=rename).to_csv(ws.raw / f"{name}.csv", index=False, sep=sep)
+    result = CliRunner().invoke(app, ["ingest", "--home", str(tmp_path), *args], env=env or {})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return ws, " ".join(result.output.split()), result.exit_code
+
+
+def assert_nothing_lost(ws: Workspace, tables: dict[str, pd.DataFrame]) -> None:
+    """No row quarantined, every row staged, every raw email/phone normalized to a key."""
+    quarantine = pd.read_parquet(ws.quarantine)
+    assert quarantine.empty, quarantine[["table", "row", "reason"]].to_string()
+    for name, raw in tables.items():
+        staged = pd.read_parquet(ws.staged / f"{name}.parquet")
+        assert len(staged) == len(raw), name  # accepted + quarantined (0) = read
+        for col in TABLES[name].phones:
+            if col in raw:
+                assert staged[f"{col}_e164"].notna().sum() == raw[col].notna().sum(), (name, col)
+        for col in TABLES[name].emails:
+            if col in raw:
+                assert staged[f"{col}_norm"].notna().sum() == raw[col].notna().sum(), (name, col)
+
+
+def test_national_phones_of_another_country(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = base(GB_PHONES)
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    assert "phone region GB detected from the data" in out
+    assert_nothing_lost(ws, tables)
+    crm = pd.read_parquet(ws.staged / "crm_contacts.parquet")
+    assert crm["phone_e164"].iloc[0] == "+447911123400"
+    monkeypatch.delenv("CDP_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("CDP_HOME", str(tmp_path))  # later lookups (cdp privacy) parse alike
+    assert default_region() == "GB" and e164_phone("07911 123400") == "+447911123400"
+
+
+def test_region_override_and_invalid_numbers_are_field_issues(tmp_path: Path) -> None:
+    tables = base(GB_PHONES)
+    ws, out, code = run(tmp_path, tables, env={"CDP_DEFAULT_REGION": "US"})
+    assert code == 0 and "phone region US (CDP_DEFAULT_REGION)" in out
+    assert pd.read_parquet(ws.quarantine).empty  # rows kept
+    issues = pd.read_parquet(ws.staged / "field_issues.parquet")
+    phone = issues[issues["column"] == "phone"]
+    assert len(phone) == 3 * N  # crm, loyalty, orders: each number reported, none silently nulled
+    assert not phone["reason"].str.contains("07911").any() and not phone["value"].str.contains("07911").any()
+    assert "crm_contacts.phone" in out and "100.0%" in out  # the nulled share, in the column summary
+
+
+@pytest.mark.parametrize(
+    ("order", "created", "dob", "first_day"),
+    [
+        ("dmy", [f"{13 + i}/03/2024 19:48" for i in range(N)], [f"{13 + i}/09/1963" for i in range(N)], 13),
+        ("mdy", [f"03/{13 + i}/2024 19:48" for i in range(N)], [f"09/{13 + i}/1963" for i in range(N)], 13),
+    ],
+)
+def test_day_first_and_month_first_dates(tmp_path: Path, order: str, created, dob, first_day: int) -> None:
+    tables = base(created=created, dob=dob)
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    assert f"orders.ordered_at: {N} day/month value(s) read as {order} (detected" in out
+    assert f"crm_contacts.date_of_birth: {N} day/month value(s) read as {order}" in out
+    assert_nothing_lost(ws, tables)
+    crm = pd.read_parquet(ws.staged / "crm_contacts.parquet")
+    assert crm["created_at"].iloc[0] == pd.Timestamp(f"2024-03-{first_day} 19:48", tz="UTC")
+    assert crm["date_of_birth"].iloc[0] == pd.Timestamp(f"1963-09-{first_day}")
+
+
+def test_ambiguous_dates_follow_cdp_date_order(tmp_path: Path) -> None:
+    created = [f"02/03/2024 1{i % 10}:00" for i in range(N)]  # 2 March or 3 February?
+    tables = base(created=created)
+    ws, out, code = run(tmp_path, tables, env={"CDP_DATE_ORDER": "mdy"})
+    assert code == 0 and "read as mdy (CDP_DATE_ORDER)" in out
+    orders = pd.read_parquet(ws.staged / "orders.parquet")
+    assert orders["ordered_at"].dt.month.eq(2).all() and orders["ordered_at"].dt.day.eq(3).all()
+    ws, out, code = run(tmp_path / "detect", tables)
+    assert code == 0 and "assumed: no value shows the order; set CDP_DATE_ORDER" in out
+
+
+def test_semicolon_csv(tmp_path: Path) -> None:
+    tables = base()
+    tables["orders"]["total_amount"] = "10,50"  # decimal comma rides along with ';' exports
+    ws, out, code = run(tmp_path, tables, sep=";")
+    assert code == 0, out
+    assert "crm_contacts: crm_contacts.csv read with delimiter ';' (sniffed)" in out
+    assert_nothing_lost(ws, tables)
+    assert pd.read_parquet(ws.staged / "orders.parquet")["total_amount"].eq(10.5).all()
+
+
+def test_title_case_headers(tmp_path: Path) -> None:
+    tables = base()
+    ws, out, code = run(tmp_path, tables, rename=lambda c: " " + c if c == "phone" else c.title())
+    assert code == 0, out
+    assert "header name(s) matched ignoring case/spaces" in out and "'Email' as email" in out
+    assert_nothing_lost(ws, tables)
+
+
+def test_unknown_category_values_are_kept(tmp_path: Path) -> None:
+    tables = base()
+    tables["loyalty_members"]["status"] = ["active", "Lapsed", "lapsed"] * (N // 3)
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    assert "loyalty_members.status: 8 value(s) outside (active, inactive, closed) kept as given: 'lapsed' (8)" in out
+    assert_nothing_lost(ws, tables)
+    loyalty = pd.read_parquet(ws.staged / "loyalty_members.parquet")
+    assert loyalty["status"].value_counts().to_dict() == {"lapsed": 8, "active": 4}
+
+
+def test_non_iso_date_of_birth_keeps_the_row(tmp_path: Path) -> None:
+    dob = ["26/09/1963", "O9/24/2002"] + [f"1{i}/01/1970" for i in range(N - 2)]  # a letter O typo
+    tables = base(dob=dob)
+    ws, out, code = run(tmp_path, tables, "--strict")
+    assert code == 1  # 1 of 12 values nulled (8.3%) is above 5%: --strict makes it an error
+    assert "crm_contacts.date_of_birth: 1 of 12 values nulled (8.3%)" in out
+    assert_nothing_lost(ws, tables)  # the row with the bad DOB keeps its name, email, phone
+    crm = pd.read_parquet(ws.staged / "crm_contacts.parquet").set_index("record_id")
+    assert pd.isna(crm.loc["R1", "date_of_birth"]) and crm.loc["R1", "email_norm"] == "ann1@example.com"
+    assert crm.loc["R0", "date_of_birth"] == pd.Timestamp("1963-09-26")
+    issue = pd.read_parquet(ws.staged / "field_issues.parquet").query("column == 'date_of_birth'")
+    assert issue["row"].tolist() == [1] and issue["value"].tolist() == ["x9/99/9999"]  # shape, not the DOB
+
+
+def test_fully_quarantined_table_is_an_error_unless_allowed(tmp_path: Path) -> None:
+    tables = base()
+    tables["orders"]["ordered_at"] = "yesterday"
+    ws, out, code = run(tmp_path, tables)
+    assert code == 1 and f"error: orders: all {N:,} rows quarantined" in out
+    _, out, code = run(tmp_path / "allowed", tables, "--allow-empty")
+    assert code == 0, out
+
+
+def test_check_writes_nothing(tmp_path: Path) -> None:
+    tables = base(GB_PHONES)
+    ws, out, code = run(tmp_path, tables, "--check")
+    assert code == 0 and "--check: nothing written" in out and "phone region GB" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_unknown_send_arm_is_quarantined(tmp_path: Path) -> None:
+    """A send's randomized arm is what the row means: 'holdout' is neither arm, so uplift cannot use it."""
+    tables = base()
+    tables["marketing_sends"] = pd.DataFrame(
+        {"send_id": ["S1", "S2"], "campaign_id": "K1", "sent_at": "2024-03-01", "group": ["Control", "holdout"]}
+    )
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    quarantine = pd.read_parquet(ws.quarantine)
+    assert quarantine["reason"].tolist() == ["group: value 'holdout' not one of (treatment, control)"]
+    assert pd.read_parquet(ws.staged / "marketing_sends.parquet")["group"].tolist() == ["control"]
