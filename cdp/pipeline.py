@@ -110,66 +110,15 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     }
 
 
-MODELS = ("churn", "next-best-product", "campaign-response", "clv")
-
-
-def _with_service(ws: Workspace, store, service: str):
-    """The store, re-applying the definitions once if a FeatureService added since `cdp features`
-    (e.g. clv_v1 in an older workspace) is not in the registry yet."""
-    from cdp.featurestore.store import apply_definitions
-
-    try:
-        store.get_feature_service(service)
-        return store
-    except Exception:
-        return apply_definitions(ws)
-
-
 @_timed
 def train(ws: Workspace, model: str = "churn", progress: Progress | None = None) -> dict:
     """Point-in-time training set from the model's FeatureService -> fit -> out-of-time evaluation
-    -> MLflow run -> registry alias `champion` when it beats the current champion."""
-    from cdp.features.timeline import load_timeline
-    from cdp.featurestore.store import open_store
+    -> MLflow run -> registry alias `champion` when it beats its baseline and the current champion
+    (cdp.training.gate). `model`: any registered family (cdp.training.registry), dashed or not."""
+    from cdp.training.registry import family, training_context
 
-    model = model.replace("_", "-")
-    if model not in MODELS:
-        raise ValueError(f"model: unknown model '{model}' (available: {', '.join(MODELS)})")
-    from cdp.features.build import load_snapshots
-
-    snapshots, end = load_snapshots(ws)
-    timeline = load_timeline(ws)
-    store = open_store(ws)
-    if model == "churn":
-        from cdp.training.oracle import churn_oracle
-        from cdp.training.train import train_churn
-
-        result = train_churn(ws, store, timeline.orders, snapshots, end, oracle_fn=churn_oracle(ws), progress=progress)
-    elif model == "next-best-product":
-        from cdp.models.next_best_product import catalogue
-        from cdp.training.ranking import train_next_best_product
-
-        result = train_next_best_product(
-            ws, store, timeline.order_lines, catalogue(ws), snapshots, end, progress=progress
-        )
-    elif model == "clv":
-        from cdp.training.clv import train_clv
-
-        result = train_clv(ws, _with_service(ws, store, "clv_v1"), timeline.orders, snapshots, end, progress=progress)
-    else:
-        from cdp.training.uplift import train_campaign_response
-
-        result = train_campaign_response(
-            ws,
-            store,
-            timeline.sends,
-            pd.read_parquet(ws.staged / "campaigns.parquet"),
-            timeline.orders,
-            timeline.order_lines,
-            snapshots,
-            progress=progress,
-        )
-    return result.to_dict()
+    chosen = family(model)
+    return chosen.train(training_context(ws), progress).to_dict()
 
 
 @_timed

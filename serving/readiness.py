@@ -6,11 +6,11 @@ service checks it again in its constructor (so `bentoml serve` alone refuses to 
 
 from __future__ import annotations
 
-import os
-
+from cdp.settings import setting
+from cdp.training.registry import SERVED
 from cdp.workspace import Workspace
 
-SERVED_MODELS = ("churn", "next_best_product", "campaign_response")
+SERVED_MODELS = SERVED  # the registered families the service loads (cdp.training.registry)
 
 
 class ServiceNotReady(RuntimeError):
@@ -18,8 +18,8 @@ class ServiceNotReady(RuntimeError):
 
 
 def served_models() -> tuple[str, ...]:
-    """Models the service loads: CDP_SERVE_MODELS (comma-separated), default all three."""
-    raw = os.environ.get("CDP_SERVE_MODELS", ",".join(SERVED_MODELS))
+    """Models the service loads: CDP_SERVE_MODELS (comma-separated), default every served family."""
+    raw = setting("serve_models")
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
     unknown = [n for n in names if n not in SERVED_MODELS]
     if unknown or "churn" not in names:

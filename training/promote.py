@@ -16,21 +16,13 @@ Out: the gate outcome dict; reports/promotion_<model>_v<version>.{json,md} in th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
-
 from cdp.models.campaign_response import CAMPAIGN_RESPONSE
-from cdp.models.churn import CHURN
-from cdp.models.clv import CLV
-from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 from cdp.models.spec import ModelSpec
 from cdp.training.gate import Reference, better_direction, decide
+from cdp.training.registry import Evaluator, UnknownModel, family, snapshot_day, training_context
 from cdp.workspace import Workspace
-
-SPECS: dict[str, ModelSpec] = {s.name: s for s in (CHURN, NEXT_BEST_PRODUCT, CAMPAIGN_RESPONSE, CLV)}
-Evaluator = Callable[[object], dict[str, float]]
 
 
 class PromotionError(ValueError):
@@ -38,71 +30,15 @@ class PromotionError(ValueError):
 
 
 def spec_for(model: str) -> ModelSpec:
-    name = model.replace("-", "_")
-    if name not in SPECS:
-        raise PromotionError(
-            f"model: unknown model '{model}' (available: {', '.join(s.replace('_', '-') for s in SPECS)})"
-        )
-    return SPECS[name]
-
-
-def _day(value: str) -> pd.Timestamp:
-    return pd.Timestamp(value.split(",")[0]).tz_localize("UTC")
+    try:
+        return family(model).spec
+    except UnknownModel as error:
+        raise PromotionError(str(error)) from None
 
 
 def out_of_time_evaluator(ws: Workspace, spec: ModelSpec, params: dict[str, str]) -> tuple[Evaluator, str]:
     """Rebuild a run's out-of-time rows from the workspace; returns (model -> metrics, description)."""
-    from cdp.features.build import load_snapshots
-    from cdp.features.timeline import load_timeline
-    from cdp.featurestore.store import open_store
-
-    snapshots, data_end = load_snapshots(ws)
-    timeline, store = load_timeline(ws), open_store(ws)
-    if spec.name == CHURN.name:
-        from cdp.models.churn import labelled_entities
-        from cdp.training.evaluate import binary_metrics
-        from cdp.training.train import build_training_set, predict
-
-        valid_at = _day(params["valid_snapshot"])
-        frame = build_training_set(store, spec, labelled_entities(timeline.orders, [valid_at], data_end, spec))
-        y = frame[spec.label].to_numpy()
-        return (
-            lambda model: binary_metrics(y, predict(model, frame))
-        ), f"snapshot {valid_at:%Y-%m-%d} ({len(frame)} rows)"
-    if spec.name == NEXT_BEST_PRODUCT.name:
-        from cdp.models.next_best_product import catalogue, purchases_after, top_k
-        from cdp.training.ranking import MAX_VALID_CUSTOMERS, K, eligible_customers, rank_metrics, snapshot_frame
-
-        valid_at, lines = _day(params["valid_snapshot"]), timeline.order_lines
-        customers = eligible_customers(lines, valid_at, MAX_VALID_CUSTOMERS, 99)  # training's seed + 99 (seed 0)
-        valid, stats = snapshot_frame(store, lines, catalogue(ws), valid_at, customers, spec.label)
-        bought = purchases_after(lines, valid_at, spec.horizon_days)
-        bought = bought[bought["customer_id"].isin(customers)]
-        n_items = len(stats.items)
-        return (
-            lambda ranker: rank_metrics(
-                top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K), bought, n_items
-            )
-        ), f"snapshot {valid_at:%Y-%m-%d} ({len(customers)} customers)"
-    if spec.name == CAMPAIGN_RESPONSE.name:
-        from cdp.training.uplift import build_send_set, uplift_metrics
-
-        campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
-        frame = build_send_set(store, timeline.sends, campaigns, timeline.orders, timeline.order_lines, snapshots[0])
-        held_out = params["valid_campaigns"].split(",")
-        valid = frame[frame["campaign_id"].isin(held_out)]
-        y, t = valid[spec.label].to_numpy(), valid["treated"].to_numpy()
-        return (
-            lambda model: uplift_metrics(y, t, model.predict(valid))
-        ), f"campaigns {','.join(held_out)} ({len(valid)} sends)"
-    from cdp.training.clv import clv_metrics, evaluation_set
-
-    cutoff = _day(params["valid_snapshot"])
-    frame = evaluation_set(store, timeline.orders, cutoff, spec.horizon_days)
-    actual = frame[spec.label].to_numpy(float)
-    return (
-        lambda model: clv_metrics(actual, model.predict(frame))
-    ), f"cutoff {cutoff:%Y-%m-%d} ({len(frame)} customers)"
+    return family(spec.name).evaluator(training_context(ws), params)
 
 
 def run_baseline(client, run_id: str, spec: ModelSpec) -> Reference | None:
@@ -116,7 +52,7 @@ def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dic
     """Could the champion have trained on the challenger's out-of-time rows?"""
     if spec.name == CAMPAIGN_RESPONSE.name:
         return bool(set(champion.get("train_campaigns", "").split(",")) & set(challenger["valid_campaigns"].split(",")))
-    return _day(champion["valid_snapshot"]) > _day(challenger["valid_snapshot"])
+    return snapshot_day(champion["valid_snapshot"]) > snapshot_day(challenger["valid_snapshot"])
 
 
 def promote(
