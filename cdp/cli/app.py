@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from cdp.cli import config, identity, models, privacy, serving, ui
+from cdp.cli import config, contract, identity, models, privacy, serving, ui
 from cdp.cli.demo import run_demo
 from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
@@ -187,7 +187,7 @@ def demo(
 
 
 # Command groups live in their own modules, each on its own Typer; merged here (no name = top level).
-for _group in (identity, privacy, models, serving, config):
+for _group in (identity, privacy, models, serving, config, contract):
     app.add_typer(_group.app)
 
 
