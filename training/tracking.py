@@ -4,8 +4,11 @@ promotion gate (a new version becomes `champion` only when it beats the current 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -256,6 +259,23 @@ def log_comparison(comparison: dict, challenger_version: str, gate: dict | None)
         mlflow.log_artifacts(tmp, artifact_path="reports")
 
 
+REGISTRY_CHATTER = ("Successfully registered model", "Registered model", "Created version")
+
+
+@contextlib.contextmanager
+def _registry_chatter_dropped() -> Iterator[None]:
+    """MLflow prints "Registered model 'x' already exists..." and "Created version 'n'" to stderr
+    on every registration; the CLI reports the version itself. Anything else is passed through."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        rest = [line for line in captured.getvalue().splitlines() if not line.startswith(REGISTRY_CHATTER)]
+        if rest:
+            sys.stderr.write("\n".join(rest) + "\n")
+
+
 def register_run_model(
     spec,
     model,
@@ -301,14 +321,15 @@ def register_run_model(
     if rescored and spec.primary_metric in comparison["champion_metrics"]:
         champion_value = comparison["champion_metrics"][spec.primary_metric]
         score_champion = lambda _champion: champion_value
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        pip_requirements=PIP_REQUIREMENTS,
-        registered_model_name=spec.name,
-        signature=infer_signature(signature_input, signature_output),
-        skops_trusted_types=SKOPS_TRUSTED,
-    )
+    with _registry_chatter_dropped():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=spec.name,
+            signature=infer_signature(signature_input, signature_output),
+            skops_trusted_types=SKOPS_TRUSTED,
+        )
     version = str(info.registered_model_version)
     if baseline is not None:  # `cdp promote` applies the same gate later: keep the baseline with the run
         mlflow.log_metric(f"baseline_{spec.primary_metric}", float(baseline.value))

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from cdp.cli import config, contract, identity, models, privacy, serving, ui
 from cdp.cli.demo import run_demo
@@ -127,7 +128,26 @@ def train(
     ws = workspace(home)
     with writing(ws, f"train {model}"), progress_bar(f"train {model}") as update:
         summary = run_stage(pipeline.train, ws, model, progress=update)
-    show(f"trained {model}", summary)
+    show_training(model, summary, ws.mlflow_uri)
+
+
+def show_training(model: str, summary: dict, mlflow_uri: str) -> None:
+    """The result in four lines: metric vs its baseline vs the champion, the decision, where to look."""
+    gate = summary.get("extra", {}).get("promotion") or {}
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
+    table = Table(title=f"trained {model} v{summary['version']} (out-of-time, {summary['valid_rows']} rows)")
+    for column in ("metric", "this model", gate.get("baseline") or "baseline", "champion before"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    table.add_row(
+        gate.get("metric", "?"),
+        fmt(gate.get("value")),
+        fmt(gate.get("baseline_value")),
+        fmt(gate.get("previous_value")),
+    )
+    console.print(table)
+    verdict = "champion" if gate.get("promoted") else "not champion"
+    console.print(f"[bold]{verdict}[/bold]: {gate.get('verdict', '')}", soft_wrap=True)
+    console.print(f"MLflow run {summary['run_id']}: `mlflow ui --backend-store-uri {mlflow_uri}`", soft_wrap=True)
 
 
 @app.command()
@@ -191,9 +211,31 @@ for _group in (identity, privacy, models, serving, config, contract):
     app.add_typer(_group.app)
 
 
+def quiet_third_parties() -> None:
+    """MLflow's "Registered model ... already exists" / "Created version" lines and artifact download
+    bars, and Feast/BentoML info logs, are for their own CLIs; ours prints its own summary."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Feast's import puts a "once" DeprecationWarning filter in front of ours: drop third-party
+    # deprecation notices where they are shown instead (our own warnings still show).
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DeprecationWarning) and "site-packages" in str(filename):
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    for name in ("mlflow", "feast", "bentoml", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> None:
     # Third-party deprecation notices (ibis, SQLAlchemy) are for us, not for the user's terminal.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    quiet_third_parties()
     from cdp.settings import ProfileError, SettingsError, apply_profile, load_settings
 
     try:
