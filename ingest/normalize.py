@@ -137,6 +137,7 @@ def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
     keys = pd.Series(pd.unique(distinct.map(_phone_key).dropna()), dtype=object)
     international = keys[keys.str.startswith(("+", "00"))]
     national = keys[keys.str.fullmatch(r"\d{5,}") & ~keys.str.startswith("00")]
+    international = international.sample(min(_SAMPLE, len(international)), random_state=0)
     codes = pd.to_numeric(
         international.map(lambda k: _country_code("+" + k[2:] if k.startswith("00") else k)), errors="coerce"
     ).dropna()
@@ -148,7 +149,7 @@ def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
             f"; international ones mostly +{phonenumbers.country_code_for_region(own[0])}" if own else ""
         )
     sample = national.sample(min(_SAMPLE, len(national)), random_state=0).tolist()
-    null = _null_keys(sample[:100])
+    null = _null_keys(sample[:60])
     base = {r: np.mean([_valid_for(k, r) for k in null]) for r in candidates}
     # screen every candidate on a few numbers, then score the strongest on the whole sample
     screen = {r: np.mean([_valid_for(k, r) for k in sample[:40]]) - base[r] for r in candidates}

@@ -450,9 +450,11 @@ def phone_regions(found: dict[str, Path | None], report: IngestReport) -> tuple[
         report.notes.append(f"phone region {'/'.join(setting)} (CDP_DEFAULT_REGION)")
         return setting
     parts = [
-        read_raw(found[name], spec, spec.phones)[list(spec.phones)].stack(future_stack=True)
+        frame[col].dropna()
         for name, spec in TABLES.items()
         if spec.phones and found[name] is not None
+        for frame in [read_raw(found[name], spec, spec.phones)]
+        for col in spec.phones
     ]
     values = pd.concat(parts, ignore_index=True) if parts else pd.Series(dtype=object)
     if values.notna().sum() == 0:

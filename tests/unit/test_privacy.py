@@ -412,7 +412,8 @@ def test_bad_identifiers_are_clear_errors_without_pii(pipeline_ws, erased, stage
     outputs += [json.dumps([r.data.params, r.data.tags, list(r.data.metrics)]) for r in runs]
     outputs.append(mlflow_text(mlflow_files(pipeline_ws)))
     text = "\n".join(outputs)
-    leaked = sorted(p for p in pii if p in text)
+    # a digits-only phone must stand alone: inside a model file's float (7.6544776465743762) it is chance
+    leaked = sorted(p for p in pii if (re.search(rf"(?<![\d.]){p}(?!\d)", text) if p.isdigit() else p in text))
     assert not leaked, f"{len(leaked)} raw identifiers/names in logs or MLflow"
 
 
