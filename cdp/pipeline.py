@@ -118,6 +118,8 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
     from cdp.training.registry import family, training_context
 
     chosen = family(model)
+    ws.require("snapshots")
+    chosen.check_inputs(ws)  # CapabilityOff: an optional table it needs was not provided
     return chosen.train(training_context(ws), progress).to_dict()
 
 

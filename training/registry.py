@@ -38,12 +38,30 @@ class TrainingContext:
     data_end: pd.Timestamp
 
 
+class CapabilityOff(RuntimeError):
+    """A model whose optional input tables are absent or empty: it is skipped, the message says why."""
+
+
 @dataclass(frozen=True)
 class Family:
     spec: ModelSpec
     train: Callable[[TrainingContext, Progress | None], Any]  # -> TrainResult
     evaluator: Callable[[TrainingContext, dict[str, str]], tuple[Evaluator, str]]  # a run's out-of-time rows
     served: bool  # loaded by the BentoML service
+    needs: tuple[str, ...] = ()  # optional contract tables this model cannot train without
+
+    def check_inputs(self, ws: Workspace) -> None:
+        """Raise CapabilityOff when a table this model needs was not provided (or has no rows)."""
+        import pyarrow.parquet as pq
+
+        for table in self.needs:
+            path = ws.staged / f"{table}.parquet"
+            if not path.exists() or pq.read_metadata(path).num_rows == 0:
+                raise CapabilityOff(
+                    f"{self.command}: no {table} rows in {ws.staged} (raw/{table} absent or empty), so "
+                    f"{self.command.replace('-', ' ')} is off: it needs {' and '.join(self.needs)} "
+                    "(see `cdp contract`)"
+                )
 
     @property
     def name(self) -> str:
@@ -181,7 +199,13 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family(CHURN, _train_churn, _evaluate_churn, served=True),
         Family(NEXT_BEST_PRODUCT, _train_next_best_product, _evaluate_next_best_product, served=True),
-        Family(CAMPAIGN_RESPONSE, _train_campaign_response, _evaluate_campaign_response, served=True),
+        Family(
+            CAMPAIGN_RESPONSE,
+            _train_campaign_response,
+            _evaluate_campaign_response,
+            served=True,
+            needs=("campaigns", "marketing_sends"),
+        ),
         Family(CLV, _train_clv, _evaluate_clv, served=False),
     )
 }

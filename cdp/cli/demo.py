@@ -55,6 +55,8 @@ TRAIN_STAGES = ("train", "train_next_best_product", "train_campaign_response", "
 
 def _nbp_headline(result: dict) -> dict:
     """NDCG@10 of the ranker, each baseline and the oracle on the same out-of-time customers."""
+    if "skipped" in result:
+        return {"skipped": result["skipped"]}
     ndcg = {
         "model": result["metrics"]["ndcg_at_10"],
         **{name: m["ndcg_at_10"] for name, m in result["extra"]["baselines"].items()},
@@ -71,6 +73,8 @@ def _nbp_headline(result: dict) -> dict:
 
 def _uplift_headline(result: dict) -> dict:
     """Qini and the true uplift of the top 30% for the model, propensity, random and oracle targeting."""
+    if "skipped" in result:
+        return {"skipped": result["skipped"]}
     rankings = {
         "model": result["metrics"],
         "propensity": result["extra"]["compared"]["propensity"],
@@ -100,6 +104,8 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
 
 def _run_stages(ws: Workspace, customers: int, seed: int, port: int, console: Console) -> tuple[dict, dict]:
     """generate -> ingest -> resolve -> features -> train every model -> score -> serve + call."""
+    from cdp.training.registry import CapabilityOff
+
     stages: dict[str, dict] = {}
     with progress_bar("generate") as update:
         stages["generate"] = pipeline.generate(ws, customers, seed, progress=update)
@@ -111,7 +117,11 @@ def _run_stages(ws: Workspace, customers: int, seed: int, port: int, console: Co
         stages["features"] = pipeline.build_features(ws, progress=update)
     for stage, model in zip(TRAIN_STAGES, ("churn", "next-best-product", "campaign-response", "clv"), strict=True):
         with progress_bar(f"train {model}") as update:
-            stages[stage] = pipeline.train(ws, model, progress=update)
+            try:
+                stages[stage] = pipeline.train(ws, model, progress=update)
+            except CapabilityOff as off:  # e.g. no campaigns in the data: that model is skipped, not fatal
+                console.print(f"[yellow]skipped:[/yellow] {off}", soft_wrap=True)
+                stages[stage] = {"skipped": str(off), "seconds": 0.0}
     with console.status("score + push back"):
         stages["score"] = pipeline.score(ws)
     scored = pd.read_parquet(ws.path("churn_scores"), columns=["customer_id"])

@@ -86,9 +86,15 @@ def writing(ws: Workspace, command: str) -> Iterator[None]:
 def run_stage(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a stage; known input problems become one red line instead of a traceback."""
     from cdp.ingest.staging import ContractError
+    from cdp.training.registry import CapabilityOff
 
     try:
         return fn(*args, **kwargs)
+    except CapabilityOff as off:  # not an error in the data: a capability the tables do not support
+        if DEBUG:
+            raise
+        console.print(f"[yellow]skipped:[/yellow] {off}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
     except (ContractError, UserError, ValueError, FileNotFoundError) as error:
         if DEBUG:
             raise

@@ -70,3 +70,18 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path)
         [CDP, "--debug", "train", "churn", "--home", str(ws)], capture_output=True, text=True, env=env, timeout=300
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_model_whose_optional_tables_are_absent_is_skipped_with_the_reason(tmp_path):
+    import pandas as pd
+
+    ws = tmp_path / "ws"
+    (ws / "features").mkdir(parents=True)
+    (ws / "features" / "snapshots.json").write_text(
+        '{"snapshots": ["2025-01-01T00:00:00+00:00"], "data_end": "2025-01-02"}'
+    )
+    (ws / "staged").mkdir()
+    pd.DataFrame({"campaign_id": pd.Series(dtype="string")}).to_parquet(ws / "staged" / "campaigns.parquet")
+    result = run("train campaign-response", ws)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert "skipped:" in result.stdout and "campaigns" in result.stdout and "cdp contract" in result.stdout
