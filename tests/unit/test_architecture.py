@@ -74,12 +74,22 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_import_cycles(installed, monkeypatch):
-    monkeypatch.syspath_prepend(str(installed))
-    for name in [m for m in sys.modules if m == "cdp" or m.startswith("cdp.")]:
-        monkeypatch.delitem(sys.modules, name)
-    graph = grimp.build_graph("cdp", include_external_packages=False, cache_dir=None)
-    edges = {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+@pytest.fixture(scope="module")
+def edges(installed) -> dict[str, set[str]]:
+    """module -> the cdp modules it imports (lazy imports included), from the installed package."""
+    saved = {m: sys.modules.pop(m) for m in [m for m in sys.modules if m == "cdp" or m.startswith("cdp.")]}
+    sys.path.insert(0, str(installed))
+    try:
+        graph = grimp.build_graph("cdp", include_external_packages=False, cache_dir=None)
+        return {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+    finally:
+        sys.path.remove(str(installed))
+        for name in [m for m in sys.modules if m == "cdp" or m.startswith("cdp.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def test_no_import_cycles(edges):
     assert {"cdp.ingest.staging", "cdp.identity.resolve", "cdp.features.views", "cdp.serving.service"} <= set(edges)
     assert _cycles(edges) == []
 
@@ -141,12 +151,7 @@ def _upward_imports(edges: dict[str, set[str]]) -> list[str]:
     return sorted(found)
 
 
-def test_dependencies_point_down_the_layers(installed, monkeypatch):
-    monkeypatch.syspath_prepend(str(installed))
-    for name in [m for m in sys.modules if m == "cdp" or m.startswith("cdp.")]:
-        monkeypatch.delitem(sys.modules, name)
-    graph = grimp.build_graph("cdp", include_external_packages=False, cache_dir=None)
-    edges = {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+def test_dependencies_point_down_the_layers(edges):
     unlayered = sorted(m for m in edges if _layer_of(m) is None and m not in ("cdp", "cdp.faults"))
     assert unlayered == [], "give each module a layer in LAYERS"
     assert _upward_imports(edges) == []
