@@ -23,7 +23,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cdp.features.views import enrichment_max_age_days
 from cdp.features.views import vendor_facts as signal_vendor_facts
-from cdp.models.churn import CHURN, labelled_entities
+from cdp.models.churn import CHURN, labelled_entities, person_level_customers
 from cdp.training.train import build_training_set, fit, predict, split_out_of_time
 from cdp.workspace import Workspace
 
@@ -85,6 +85,7 @@ def evaluate_enrichment(
     progress=None,
 ) -> dict:
     spec, step = CHURN, progress or (lambda *_: None)
+    persons = person_level_customers(pd.read_parquet(ws.path("identity_map")))  # calibrated as train_churn does
     facts = vendor_facts(ws, timeline)
     vendors = sorted(facts["vendor"].dropna().unique())
     step("point-in-time training set", 0, len(vendors) + 2)
@@ -104,7 +105,7 @@ def evaluate_enrichment(
     for i, (name, data) in enumerate(variants.items()):
         step(f"fit churn {name}", i + 1, len(variants) + 1)
         train, valid = split_out_of_time(data, spec)
-        scores[name] = predict(fit(spec, train, seed), valid)
+        scores[name] = predict(fit(spec, train, seed, calibration_customers=persons), valid)
         y = valid[spec.label].to_numpy()
         coverage = float(valid["enrichment_age_days"].notna().mean()) if "enrichment_age_days" in valid else 0.0
         results[name] = {

@@ -108,6 +108,20 @@ def has_champion(ws: Workspace, model_name: str) -> bool:
     return champion_version(ws, model_name) is not None
 
 
+def load_latest(ws: Workspace, model_name: str) -> tuple[Any, str, bool]:
+    """(model, version, is champion): the champion, else the latest registered version, e.g. to
+    inspect a model the gate refused. Raises LookupError when nothing is registered."""
+    client = registry_client(ws)
+    if has_champion(ws, model_name):
+        model, version = load_champion(ws, model_name)
+        return model, version, True
+    versions = client.search_model_versions(f"name='{model_name}'")
+    if not versions:
+        raise LookupError(f"no '{model_name}' model registered: run `cdp train {model_name.replace('_', '-')}`")
+    version = str(max(int(v.version) for v in versions))
+    return load_version(model_name, version, client), version, False
+
+
 def load_champion(ws: Workspace, model_name: str):
     """The champion sklearn model and its registered version (raises if none is registered)."""
     client = registry_client(ws)

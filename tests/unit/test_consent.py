@@ -144,13 +144,12 @@ def test_withdrawn_profiling_is_neither_scored_nor_served(pipeline_ws):
 def test_next_score_replaces_latest_scores_and_removes_a_withdrawn_persons_scores(pipeline_ws, tmp_path):
     """Re-scoring the same snapshot replaces, never appends; after a profiling withdrawal the next
     `cdp score` deletes that person's stored scores offline (every *_scores table) and online."""
-    import shutil
-
     from cdp import pipeline
     from cdp.featurestore.store import open_store
+    from tests.conftest import with_every_champion
 
-    shutil.copytree(pipeline_ws.root, tmp_path / "ws")  # scoring writes back: keep the shared workspace as is
-    ws = Workspace(tmp_path / "ws")
+    # a copy (scoring writes back) where every family is scored, so every *_scores table holds people
+    ws, _ = with_every_champion(pipeline_ws, tmp_path / "ws")
     before = {p.name: len(pd.read_parquet(p)) for p in ws.features.glob("*_scores.parquet")}
     assert before["churn_scores.parquet"] > 0
     pipeline.score(ws)

@@ -76,7 +76,7 @@ def test_eval_enrichment_reports_lift_per_vendor(pipeline_ws, stage_results):
     )
     assert result.exit_code == 0, result.output
     report = json.loads((pipeline_ws.reports / "enrichment_eval.json").read_text())
-    vendors = sorted(pd.read_parquet(pipeline_ws.staged / "enrichment.parquet")["vendor"].unique())
+    vendors = sorted(pd.read_parquet(pipeline_ws.staged / "enrichment.parquet")["vendor"].dropna().unique())
     assert report["vendors"] == vendors and set(report["results"]) == {"without", *vendors, "all_vendors"}
     results = report["results"]
     # all vendors = exactly the churn_v1 features: the production model's out-of-time AUC again
