@@ -58,22 +58,17 @@ def champion_saw_rows(spec: ModelSpec, champion: dict[str, str], challenger: dic
 def promote(
     ws: Workspace, model: str, version: str | None = None, force: bool = False, reason: str | None = None
 ) -> dict:
+    """`cdp promote`: the one gate (same-run baseline, then the champion re-scored on the
+    challenger's out-of-time rows) decides; `force` overrides it, tagged and reported."""
     from mlflow import MlflowClient
 
-    from cdp.training.tracking import CHAMPION, comparison_markdown, current_champion, load_version
+    from cdp.training.tracking import current_champion
     from cdp.workspace import use_workspace
 
     spec = spec_for(model)
     use_workspace(ws)
     client = MlflowClient()
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{spec.name}'"))
-    if not versions:
-        raise PromotionError(
-            f"{spec.name}: no registered versions (run `cdp train {spec.name.replace('_', '-')}` first)"
-        )
-    version = str(version or versions[-1])
-    if int(version) not in versions:
-        raise PromotionError(f"{spec.name}: no version {version} (registered: {', '.join(map(str, versions))})")
+    version = _chosen_version(client, spec, version)
     challenger = client.get_model_version(spec.name, version)
     current = current_champion(client, spec.name)
     outcome: dict[str, Any] = {
@@ -90,65 +85,97 @@ def promote(
             "decision": "already champion",
             "reason": f"v{version} is already the champion",
         }
-    comparison: dict[str, Any] = {
-        "model": spec.name,
-        "champion_version": outcome["champion_version"],
-        "rows": [],
-        "compared_on": "no champion yet",
-        "champion_metrics": {},
-    }
     if current is None:  # no champion to beat; the challenger's own baseline still has to be beaten
+        comparison = _comparison(spec, None, "no champion yet", {}, {})
         logged = client.get_run(str(challenger.run_id)).data.metrics.get(spec.primary_metric, float("nan"))
         decision = decide(spec.primary_metric, logged, run_baseline(client, str(challenger.run_id), spec), None)
         passed, why = decision.promoted, decision.reason
     else:
-        params = client.get_run(str(challenger.run_id)).data.params
-        champion_params = client.get_run(str(current.run_id)).data.params
-        evaluate, rows = out_of_time_evaluator(ws, spec, params)
-        mine = evaluate(load_version(spec.name, version, client))
-        theirs = evaluate(load_version(spec.name, current.version, client))
-        comparison.update(
-            compared_on=f"challenger's out-of-time rows: {rows}",
-            champion_metrics=theirs,
-            rows=[
-                {
-                    "metric": k,
-                    "challenger": v,
-                    "champion": theirs.get(k),
-                    "delta": None if theirs.get(k) is None else v - theirs[k],
-                    "better": better_direction(k),
-                }
-                for k, v in mine.items()
-            ],
-        )
-        a, b = mine[spec.primary_metric], theirs[spec.primary_metric]
-        outcome.update(challenger_value=a, champion_value=b, compared_on=rows)
-        if champion_saw_rows(spec, champion_params, params):
-            passed, why = (
-                False,
-                (
-                    f"champion v{current.version} was validated after the challenger "
-                    f"({champion_params.get('valid_snapshot')} > {params.get('valid_snapshot')}) and may "
-                    "have trained on the challenger's out-of-time rows: retrain the challenger on current data"
-                ),
-            )
-        else:  # the one gate: the challenger's same-run baseline, then the champion on the same rows
-            decision = decide(
-                spec.primary_metric,
-                a,
-                run_baseline(client, str(challenger.run_id), spec),
-                Reference(f"champion v{current.version}", b),
-            )
-            passed, why = decision.promoted, f"{decision.reason} on {rows}"
-    promoted = passed or force
+        passed, why, comparison = _against_champion(ws, client, spec, challenger, current, outcome)
     outcome.update(
-        promoted=promoted,
+        promoted=passed or force,
         passed_gate=passed,
         reason=why,
         forced=bool(force and not passed),
         decision="promoted" if passed else ("forced" if force else "refused"),
     )
-    if promoted:
+    _record(ws, client, spec, version, outcome, comparison, reason)
+    return outcome
+
+
+def _chosen_version(client, spec: ModelSpec, version: str | None) -> str:
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{spec.name}'"))
+    if not versions:
+        raise PromotionError(
+            f"{spec.name}: no registered versions (run `cdp train {spec.name.replace('_', '-')}` first)"
+        )
+    chosen = str(version or versions[-1])
+    if int(chosen) not in versions:
+        raise PromotionError(f"{spec.name}: no version {chosen} (registered: {', '.join(map(str, versions))})")
+    return chosen
+
+
+def _comparison(spec: ModelSpec, champion: str | None, compared_on: str, mine: dict, theirs: dict) -> dict[str, Any]:
+    rows = [
+        {
+            "metric": k,
+            "challenger": v,
+            "champion": theirs.get(k),
+            "delta": None if theirs.get(k) is None else v - theirs[k],
+            "better": better_direction(k),
+        }
+        for k, v in mine.items()
+    ]
+    return {
+        "model": spec.name,
+        "champion_version": champion,
+        "rows": rows,
+        "compared_on": compared_on,
+        "champion_metrics": theirs,
+    }
+
+
+def _against_champion(
+    ws: Workspace, client, spec: ModelSpec, challenger, current, outcome: dict
+) -> tuple[bool, str, dict]:
+    """Both versions re-scored on the challenger's out-of-time rows, then the gate."""
+    from cdp.training.tracking import load_version
+
+    params = client.get_run(str(challenger.run_id)).data.params
+    champion_params = client.get_run(str(current.run_id)).data.params
+    evaluate, rows = out_of_time_evaluator(ws, spec, params)
+    mine = evaluate(load_version(spec.name, challenger.version, client))
+    theirs = evaluate(load_version(spec.name, current.version, client))
+    comparison = _comparison(spec, str(current.version), f"challenger's out-of-time rows: {rows}", mine, theirs)
+    a, b = mine[spec.primary_metric], theirs[spec.primary_metric]
+    outcome.update(challenger_value=a, champion_value=b, compared_on=rows)
+    if champion_saw_rows(spec, champion_params, params):
+        why = (
+            f"champion v{current.version} was validated after the challenger "
+            f"({champion_params.get('valid_snapshot')} > {params.get('valid_snapshot')}) and may "
+            "have trained on the challenger's out-of-time rows: retrain the challenger on current data"
+        )
+        return False, why, comparison
+    # the one gate: the challenger's same-run baseline, then the champion on the same rows
+    champion = Reference(f"champion v{current.version}", b)
+    decision = decide(spec.primary_metric, a, run_baseline(client, str(challenger.run_id), spec), champion)
+    return decision.promoted, f"{decision.reason} on {rows}", comparison
+
+
+VERDICTS = {
+    "promoted": "passed: promoted to champion",
+    "refused": "refused: champion kept",
+    "forced": "refused, but promoted with --force (tagged promotion_forced=true)",
+}
+
+
+def _record(
+    ws: Workspace, client, spec: ModelSpec, version: str, outcome: dict, comparison: dict, reason: str | None
+) -> None:
+    """Move the alias when promoted; tag the version; reports/promotion_<model>_v<n>.{json,md}."""
+    from cdp.training.tracking import CHAMPION, comparison_markdown
+
+    if outcome["promoted"]:
         client.set_registered_model_alias(spec.name, CHAMPION, version)
     tags = {"promotion": json.dumps(outcome, default=str)[:5000]}
     if outcome["forced"]:
@@ -159,16 +186,11 @@ def promote(
     stem = ws.reports / f"promotion_{spec.name}_v{version}"
     stem.with_suffix(".json").write_text(json.dumps({**outcome, "comparison": comparison}, indent=1, default=str))
     gate = {
-        "promoted": promoted,
+        "promoted": outcome["promoted"],
         "metric": spec.primary_metric,
         "compared_on": comparison["compared_on"],
-        "verdict": {
-            "promoted": "passed: promoted to champion",
-            "refused": "refused: champion kept",
-            "forced": "refused, but promoted with --force (tagged promotion_forced=true)",
-        }[outcome["decision"]],
+        "verdict": VERDICTS[outcome["decision"]],
     }
     stem.with_suffix(".md").write_text(
-        comparison_markdown(comparison, version, gate) + f"\nDecision: {outcome['decision']} ({why}).\n"
+        comparison_markdown(comparison, version, gate) + f"\nDecision: {outcome['decision']} ({outcome['reason']}).\n"
     )
-    return outcome

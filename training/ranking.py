@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,21 @@ def customer_feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in skip]
 
 
+@dataclass
+class Holdout:
+    """The out-of-time snapshot: candidate rows, item stats, customers and what they bought next."""
+
+    at: pd.Timestamp
+    valid: pd.DataFrame
+    stats: ItemStats
+    customers: np.ndarray
+    bought: pd.DataFrame
+
+    def evaluate(self, ranker) -> dict[str, float]:
+        scores = ranker.predict(self.valid[list(ranker.feature_name_)])
+        return rank_metrics(top_k(self.valid, scores, K), self.bought, len(self.stats.items))
+
+
 def train_next_best_product(
     ws: Workspace,
     store,
@@ -155,57 +171,105 @@ def train_next_best_product(
     progress=None,
     seed: int = 0,
 ) -> TrainResult:
+    """Candidates + LGBMRanker trained on earlier snapshots, evaluated on the latest complete one
+    against popularity, own-most-bought, item-item and (synthetic data) the oracle; gated, registered."""
+    spec, step = NEXT_BEST_PRODUCT, progress or (lambda *_: None)
+    train_at, valid_at = _snapshots(snapshots, data_end)
+    step("candidates + point-in-time features", 1, 4)
+    train = _training_rows(store, lines, products, train_at, seed)
+    holdout = _holdout(store, lines, products, valid_at, seed)
+    features = CANDIDATE_FEATURES + customer_feature_columns(holdout.valid)
+    step("fit LGBMRanker (lambdarank)", 2, 4)
+    started = time.perf_counter()
+    model = fit_ranker(train, features, spec.label, seed)
+    fit_seconds = time.perf_counter() - started
+    metrics = holdout.evaluate(model)
+    compared = _compared(ws, lines, holdout)
+    candidate_recall = float(holdout.valid[spec.label].sum() / len(holdout.bought))
+    step("log to MLflow", 3, 4)
+    run_id, version, gate = _log_and_register(
+        ws, model, train, holdout, features, train_at, metrics, compared, candidate_recall, fit_seconds
+    )
+    step("registered", 4, 4)
+    return TrainResult(
+        model_name=spec.name,
+        version=version,
+        run_id=run_id,
+        metrics=metrics,
+        train_rows=len(train),
+        valid_rows=len(holdout.valid),
+        train_snapshots=[f"{t:%Y-%m-%d}" for t in train_at],
+        valid_snapshot=f"{valid_at:%Y-%m-%d}",
+        oracle=compared.pop("oracle", {}),
+        extra={"baselines": compared, "candidate_recall": candidate_recall, "promotion": gate},
+    )
+
+
+def _snapshots(snapshots: list[pd.Timestamp], data_end: pd.Timestamp) -> tuple[list[pd.Timestamp], pd.Timestamp]:
+    """(training snapshots, the held-out one): the latest snapshot whose 30-day window is observed."""
+    horizon = pd.Timedelta(days=NEXT_BEST_PRODUCT.horizon_days)
+    complete = [s for s in snapshots if s + horizon <= data_end]
+    if len(complete) < 2:
+        raise ValueError("next_best_product: need two snapshots with a complete 30-day window")
+    valid_at = complete[-1]
+    return [s for s in complete if s + horizon <= valid_at][-TRAIN_SNAPSHOTS:], valid_at
+
+
+def _training_rows(store, lines, products, train_at: list[pd.Timestamp], seed: int) -> pd.DataFrame:
+    """Candidate rows per training snapshot; only customers with a bought candidate (a ranking needs one)."""
+    label = NEXT_BEST_PRODUCT.label
+    parts = []
+    for i, as_of in enumerate(train_at):
+        customers = eligible_customers(lines, as_of, MAX_TRAIN_CUSTOMERS, seed + i)
+        frame, _ = snapshot_frame(store, lines, products, as_of, customers, label)
+        parts.append(frame.assign(event_timestamp=as_of))
+    train = pd.concat(parts, ignore_index=True)
+    return train[train.groupby(["event_timestamp", "customer_id"])[label].transform("max") > 0]
+
+
+def _holdout(store, lines, products, valid_at: pd.Timestamp, seed: int) -> Holdout:
+    spec = NEXT_BEST_PRODUCT
+    customers = eligible_customers(lines, valid_at, MAX_VALID_CUSTOMERS, seed + 99)
+    valid, stats = snapshot_frame(store, lines, products, valid_at, customers, spec.label)
+    bought = purchases_after(lines, valid_at, spec.horizon_days)
+    return Holdout(valid_at, valid, stats, customers, bought[bought["customer_id"].isin(customers)])
+
+
+def _compared(ws: Workspace, lines: pd.DataFrame, holdout: Holdout) -> dict[str, dict[str, float]]:
+    """The simple rankings (and the oracle on synthetic data) on the same customers."""
+    n_items = len(holdout.stats.items)
+    compared = {
+        name: rank_metrics(recs, holdout.bought, n_items)
+        for name, recs in baselines(lines, holdout.stats, holdout.customers, holdout.at).items()
+    }
+    oracle = oracle_recs(ws, holdout.stats, holdout.customers)
+    if oracle is not None:
+        compared["oracle"] = rank_metrics(oracle, holdout.bought, n_items)
+    return compared
+
+
+def _log_and_register(
+    ws: Workspace,
+    model,
+    train: pd.DataFrame,
+    holdout: Holdout,
+    features: list[str],
+    train_at: list[pd.Timestamp],
+    metrics: dict[str, float],
+    compared: dict[str, dict[str, float]],
+    candidate_recall: float,
+    fit_seconds: float,
+) -> tuple[str, str, dict]:
+    """The MLflow run: params, metrics vs baselines, plots, then the gate. -> (run id, version, gate)."""
     import mlflow
 
     from cdp.training.tracking import register_run_model, set_experiment
     from cdp.workspace import use_workspace
 
-    spec, step = NEXT_BEST_PRODUCT, progress or (lambda *_: None)
-    horizon = pd.Timedelta(days=spec.horizon_days)
-    complete = [s for s in snapshots if s + horizon <= data_end]
-    if len(complete) < 2:
-        raise ValueError("next_best_product: need two snapshots with a complete 30-day window")
-    valid_at = complete[-1]
-    train_at = [s for s in complete if s + horizon <= valid_at][-TRAIN_SNAPSHOTS:]
-    step("candidates + point-in-time features", 1, 4)
-    parts = []
-    for i, as_of in enumerate(train_at):
-        frame, _ = snapshot_frame(
-            store, lines, products, as_of, eligible_customers(lines, as_of, MAX_TRAIN_CUSTOMERS, seed + i), spec.label
-        )
-        parts.append(frame.assign(event_timestamp=as_of))
-    train = pd.concat(parts, ignore_index=True)
-    positive_groups = train.groupby(["event_timestamp", "customer_id"])[spec.label].transform("max") > 0
-    train = train[positive_groups]
-    valid_customers = eligible_customers(lines, valid_at, MAX_VALID_CUSTOMERS, seed + 99)
-    valid, valid_stats = snapshot_frame(store, lines, products, valid_at, valid_customers, spec.label)
-    features = CANDIDATE_FEATURES + customer_feature_columns(valid)
-
-    step("fit LGBMRanker (lambdarank)", 2, 4)
-    started = time.perf_counter()
-    model = fit_ranker(train, features, spec.label, seed)
-    fit_seconds = time.perf_counter() - started
-    bought = purchases_after(lines, valid_at, spec.horizon_days)
-    bought = bought[bought["customer_id"].isin(valid_customers)]
-    n_items = len(valid_stats.items)
-
-    def evaluate_ranker(ranker) -> dict[str, float]:
-        return rank_metrics(top_k(valid, ranker.predict(valid[list(ranker.feature_name_)]), K), bought, n_items)
-
-    metrics = evaluate_ranker(model)
-    compared = {
-        name: rank_metrics(recs, bought, n_items)
-        for name, recs in baselines(lines, valid_stats, valid_customers, valid_at).items()
-    }
-    oracle = oracle_recs(ws, valid_stats, valid_customers)
-    if oracle is not None:
-        compared["oracle"] = rank_metrics(oracle, bought, n_items)
-    candidate_recall = float(valid[spec.label].sum() / len(bought))
-    step("log to MLflow", 3, 4)
-
+    spec, valid = NEXT_BEST_PRODUCT, holdout.valid
     use_workspace(ws)
     set_experiment(ws, spec.name)
-    with mlflow.start_run(run_name=f"{spec.name}-{valid_at:%Y%m%d}") as run:
+    with mlflow.start_run(run_name=f"{spec.name}-{holdout.at:%Y%m%d}") as run:
         mlflow.log_params(
             {
                 "feature_service": spec.feature_service,
@@ -216,8 +280,8 @@ def train_next_best_product(
                 "train_rows": len(train),
                 "valid_rows": len(valid),
                 "train_snapshots": ",".join(f"{t:%Y-%m-%d}" for t in train_at),
-                "valid_snapshot": f"{valid_at:%Y-%m-%d}",
-                "valid_customers": len(valid_customers),
+                "valid_snapshot": f"{holdout.at:%Y-%m-%d}",
+                "valid_customers": len(holdout.customers),
             }
         )
         mlflow.log_metrics(
@@ -240,28 +304,16 @@ def train_next_best_product(
                 plots,
                 sample,
                 model.predict(sample),
-                lambda champion: evaluate_ranker(champion)[spec.primary_metric],
+                lambda champion: holdout.evaluate(champion)[spec.primary_metric],
                 train["customer_id"],
                 ws=ws,
                 metrics=metrics,
-                evaluate_model=evaluate_ranker,
+                evaluate_model=holdout.evaluate,
                 baseline=Reference(
                     "popularity (top sellers of the last 90 days)", compared["popularity"][spec.primary_metric]
                 ),
             )
-    step("registered", 4, 4)
-    return TrainResult(
-        model_name=spec.name,
-        version=version,
-        run_id=run.info.run_id,
-        metrics=metrics,
-        train_rows=len(train),
-        valid_rows=len(valid),
-        train_snapshots=[f"{t:%Y-%m-%d}" for t in train_at],
-        valid_snapshot=f"{valid_at:%Y-%m-%d}",
-        oracle=compared.pop("oracle", {}),
-        extra={"baselines": compared, "candidate_recall": candidate_recall, "promotion": gate},
-    )
+    return run.info.run_id, version, gate
 
 
 def _comparison_plot(results: dict[str, dict[str, float]], path: Path) -> Path:
