@@ -315,15 +315,18 @@ def _customers(
 
 
 def _linked_by(members: pd.DataFrame, usable: pd.DataFrame, record_edges: pd.DataFrame) -> np.ndarray:
-    con = duckdb.connect()  # string_agg over millions of links: DuckDB, not a Python lambda per group
-    con.register("usable_links", usable)
-    kinds = (
-        con.execute(
-            "SELECT record, string_agg(DISTINCT kind, ',' ORDER BY kind) AS k FROM usable_links GROUP BY record"
+    # string_agg over millions of links: DuckDB, not a Python lambda per group. Closed here, not left
+    # to interpreter exit (a `cdp resolve` once aborted at exit under load: "terminate called without
+    # an active exception"; the cause is not pinned down)
+    with duckdb.connect() as con:
+        con.register("usable_links", usable)
+        kinds = (
+            con.execute(
+                "SELECT record, string_agg(DISTINCT kind, ',' ORDER BY kind) AS k FROM usable_links GROUP BY record"
+            )
+            .df()
+            .set_index("record")["k"]
         )
-        .df()
-        .set_index("record")["k"]
-    )
     soft_kinds = joined_kinds(edges_by_record(record_edges))
     hard = members["record"].map(kinds).fillna("").to_numpy(dtype=object)
     return combine_linked_by(hard, members["record"].map(soft_kinds).fillna("").to_numpy(dtype=object))
