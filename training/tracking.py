@@ -78,14 +78,64 @@ def registry_client(ws: Workspace):
     return MlflowClient(tracking_uri=ws.mlflow_uri, registry_uri=ws.mlflow_uri)
 
 
+class UnsafeModel(ValueError):
+    """A model artifact that is not a skops-serialized sklearn model of allow-listed types."""
+
+
+def load_model_uri(uri: str):
+    """The sklearn model at `uri`, loaded only when it is safe to load.
+
+    MLflow would unpickle whatever `MLmodel` names (`pickle`/`cloudpickle` run code on load) and
+    for skops it trusts the `skops_trusted_types` written into that same artifact, so a tampered
+    artifact can run its payload. Here the flavour and format are checked first, the payload is
+    never unpickled, and skops loads with the allow-list held in code (`SKOPS_TRUSTED`)."""
+    from pathlib import Path
+
+    import mlflow
+    import skops.io
+    from mlflow.models import Model
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    mlmodel = local / "MLmodel"
+    if not mlmodel.is_file():
+        raise UnsafeModel(f"model at {uri}: no MLmodel file; refusing to load it")
+    try:
+        flavors = Model.load(str(mlmodel)).flavors or {}
+    except Exception as exc:  # malformed YAML or fields: not a model we wrote
+        raise UnsafeModel(f"model at {uri}: MLmodel cannot be read ({exc}); refusing to load it") from None
+    sklearn = flavors.get("sklearn")
+    if not isinstance(sklearn, dict):
+        raise UnsafeModel(
+            f"model at {uri}: flavour(s) {sorted(flavors)} are not loaded; only sklearn models saved "
+            "with serialization_format: skops are (retrain it with `cdp train`)"
+        )
+    fmt = sklearn.get("serialization_format")
+    if fmt != "skops":
+        raise UnsafeModel(
+            f"model at {uri}: serialization_format {fmt!r} can run code when loaded; only 'skops' is "
+            "loaded (retrain it with `cdp train`)"
+        )
+    name = str(sklearn.get("pickled_model") or "")
+    path = (local / name).resolve()
+    if not name or local.resolve() not in path.parents or not path.is_file():
+        raise UnsafeModel(f"model at {uri}: pickled_model {name!r} is not a file inside the model folder")
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED))
+    if untrusted:
+        raise UnsafeModel(
+            f"model at {uri}: types {untrusted} are not in the allow-list held in code "
+            "(cdp.training.tracking.SKOPS_TRUSTED); refusing to load it"
+        )
+    return skops.io.load(path, trusted=SKOPS_TRUSTED)
+
+
 def load_version(model_name: str, version: str, client=None):
     """The sklearn model of one registered version, read from its storage location (so the
-    version is pinned: an alias that moves meanwhile cannot swap in another model)."""
-    import mlflow
+    version is pinned: an alias that moves meanwhile cannot swap in another model), loaded by
+    `load_model_uri` (skops with the allow-list held in code; anything else refused)."""
     from mlflow import MlflowClient
 
     client = client or MlflowClient()
-    return mlflow.sklearn.load_model(client.get_model_version_download_uri(model_name, str(version)))
+    return load_model_uri(client.get_model_version_download_uri(model_name, str(version)))
 
 
 def current_champion(client, model_name: str):
