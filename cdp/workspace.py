@@ -118,7 +118,19 @@ class Workspace:
     def ensure(self) -> Workspace:
         for folder in (self.raw, self.staged, self.identity, self.features, self.feast, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
+        private(self.root)
         return self
+
+
+PRIVATE_UMASK = 0o077
+
+
+def private(root: Path) -> None:
+    """Personal data stays the owner's: the workspace folder is 0700 (also one made by an earlier
+    version), and files and folders the process creates from now on are 0600 / 0700."""
+    os.umask(PRIVATE_UMASK)
+    if root.exists() and root.stat().st_mode & 0o077:
+        root.chmod(0o700)
 
 
 def use_workspace(ws: Workspace) -> None:

@@ -169,9 +169,10 @@ class CustomerScores:
         from cdp.featurestore.store import open_store, repo_definitions
         from cdp.models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
         from cdp.serving.readiness import check_ready, served_models
-        from cdp.workspace import Workspace
+        from cdp.workspace import Workspace, private
 
         ws = Workspace.from_env()
+        private(ws.root)  # files the service writes (logs, SQLite journals) are the owner's only
         self.store = open_store(ws)
         self.reader = OnlineReader(self.store)
         check_ready(ws, self.store)  # refuses to start, saying what to run

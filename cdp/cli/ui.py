@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cdp.workspace import Workspace
+from cdp.workspace import Workspace, private
 
 T = TypeVar("T")
 console = Console()
@@ -54,6 +54,7 @@ def progress_bar(title: str) -> Iterator:
 
 def workspace(home: Path | None) -> Workspace:
     ws = Workspace.from_env(home)
+    private(ws.root)
     os.environ["CDP_HOME"] = str(ws.root)
     return ws
 

@@ -58,5 +58,8 @@ def test_demo_end_to_end(tmp_path):
     assert 0.8 * 800 <= summary["customers_found"] <= 1.5 * 800
     assert summary["churn_roc_auc"] > 0.6
     assert summary["served"]["scored"] == 3
+    # personal data is the owner's only: every file 0600-or-stricter, every folder 0700
+    readable = [p for p in tmp_path.rglob("*") if p.stat().st_mode & 0o077]
+    assert not readable, [f"{p.relative_to(tmp_path)} {oct(p.stat().st_mode)}" for p in readable[:5]]
     assert summary["served"]["errors"][0]["customer_id"] == "cus_does_not_exist"
     assert set(summary["stage_seconds"]) == {"generate", "ingest", "resolve", "features", "train", "score", "serve"}
