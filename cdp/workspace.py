@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +134,51 @@ def private(root: Path) -> None:
         root.chmod(0o700)
 
 
+# Where MLflow stores absolute artifact URIs (a run's, a logged model's, an experiment's, a version's).
+MLFLOW_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
+def relocate_mlflow(ws: Workspace) -> int:
+    """Make a copied or moved workspace use its own models: MLflow records artifact locations as
+    absolute URIs, so a copy would read (and write) the original's `mlartifacts/`. When the
+    workspace's own SQLite database points at another folder's `mlartifacts`, those URIs are
+    rewritten to this one's. A configured CDP_MLFLOW_URI (e.g. PostgreSQL) is left alone.
+    Returns the number of locations rewritten."""
+    import sqlite3
+
+    database = ws.root / "mlflow.db"
+    if setting("mlflow_uri") or not database.exists():
+        return 0
+    here = (ws.root / "mlartifacts").as_uri()
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
+        try:
+            locations = [row[0] for row in db.execute("SELECT artifact_location FROM experiments")]
+        except sqlite3.OperationalError:  # not initialized by MLflow yet
+            return 0
+        elsewhere = {loc.split("/mlartifacts/")[0] + "/mlartifacts" for loc in locations if "/mlartifacts/" in loc}
+        elsewhere.discard(here)
+        rewritten = 0
+        with db:
+            for old in elsewhere:
+                for table, column in MLFLOW_LOCATION_COLUMNS:
+                    rewritten += db.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                        (here, len(old) + 1, len(old) + 1, old + "/"),
+                    ).rowcount
+        return rewritten
+
+
 def use_workspace(ws: Workspace) -> None:
-    """Point MLflow tracking and the registry at this workspace's database (every stage that logs or loads)."""
+    """Point MLflow tracking and the registry at this workspace's database (every stage that logs
+    or loads), with its artifact locations inside this workspace (`relocate_mlflow`)."""
     import mlflow
+
+    relocate_mlflow(ws)
 
     mlflow.set_tracking_uri(ws.mlflow_uri)
     mlflow.set_registry_uri(ws.mlflow_uri)

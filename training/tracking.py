@@ -75,6 +75,9 @@ def registry_client(ws: Workspace):
     read the registry without re-pointing whatever else the process is doing at its workspace."""
     from mlflow import MlflowClient
 
+    from cdp.workspace import relocate_mlflow
+
+    relocate_mlflow(ws)
     return MlflowClient(tracking_uri=ws.mlflow_uri, registry_uri=ws.mlflow_uri)
 
 
