@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from cdp.faults import checkpoint
+
 TMP_MARK = ".tmp-"  # temporary names: `.<name>.tmp-<hex>`, hidden and never matching `*.parquet`
 
 
@@ -55,8 +57,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {path}: nothing was written to the temporary file")
         _fsync_file(tmp)
+        checkpoint("before")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        checkpoint("after")
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -101,10 +105,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             if file.is_file():
                 _fsync_file(file)
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
+        checkpoint("before")
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        checkpoint("after")
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from cdp.generations import check_inputs, writing_stage
 from cdp.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -43,7 +44,11 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
     `write=False`: validate and report only, nothing written to the workspace."""
     from cdp.ingest.staging import ingest as ingest_raw
 
-    report: dict[str, Any] = ingest_raw(ws.ensure() if write else ws, progress=progress, write=write).to_dict()
+    if write:
+        with writing_stage(ws.ensure(), "ingest"):
+            report: dict[str, Any] = ingest_raw(ws, progress=progress, write=True).to_dict()
+    else:
+        report = ingest_raw(ws, progress=progress, write=False).to_dict()
     return {
         "tables": {row.pop("table"): row for row in report["tables"]},
         "warnings": report["warnings"],
@@ -59,13 +64,13 @@ def resolve(ws: Workspace, incremental: bool = False) -> dict:
         from cdp.identity.incremental import resolve_incremental
 
         ws.require("identity_map", "identifier_map", "staged_orders")
-
-        return resolve_incremental(ws).to_dict()
+        with writing_stage(ws, "resolve"):
+            return resolve_incremental(ws).to_dict()
     from cdp.identity.resolve import resolve as resolve_identities
 
     ws.require("staged_orders")
-
-    return resolve_identities(ws).to_dict()
+    with writing_stage(ws, "resolve"):
+        return resolve_identities(ws).to_dict()
 
 
 @_timed
@@ -73,13 +78,18 @@ def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
     """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
     CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
     (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
+    ws.require("staged_orders", "identity_map")
+    with writing_stage(ws, "features"):
+        return _build_features(ws, progress)
+
+
+def _build_features(ws: Workspace, progress: Progress | None) -> dict:
     from cdp.features.build import build_features as build
     from cdp.features.build import write_snapshots
     from cdp.features.timeline import load_timeline
     from cdp.features.views import data_end, feature_engine, snapshot_times
     from cdp.featurestore.store import apply_definitions, materialize_latest
 
-    ws.require("staged_orders", "identity_map")
     engine = feature_engine()
     if engine == "spark":  # the driver never loads the event tables
         from cdp.features.spark import spark_data_end
@@ -119,6 +129,7 @@ def train(ws: Workspace, model: str = "churn", progress: Progress | None = None)
 
     chosen = family(model)
     ws.require("snapshots")
+    check_inputs(ws, "train")
     chosen.check_inputs(ws)  # CapabilityOff: an optional table it needs was not provided
     return chosen.train(training_context(ws), progress).to_dict()
 
@@ -133,4 +144,5 @@ def score(ws: Workspace) -> dict:
     from cdp.serving.batch import score_all
 
     snapshots, _ = load_snapshots(ws)
-    return score_all(ws, open_store(ws), load_timeline(ws), snapshots[-1])
+    with writing_stage(ws, "score"):
+        return score_all(ws, open_store(ws), load_timeline(ws), snapshots[-1])

@@ -469,13 +469,13 @@ def phone_regions(found: dict[str, Path | None], report: IngestReport) -> tuple[
 def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) -> IngestReport:
     """Validate, type and normalize every raw table into `ws.staged` (see module docstring).
     `write=False` (`cdp ingest --check`): the same validation and report, nothing written."""
-    from cdp.privacy.erasure import drop_suppressed, load_suppressions
-    from cdp.privacy.subjects import privacy_key
+    from cdp.privacy.erasure import drop_suppressed, load_suppressions, suppression_key
 
     report = IngestReport()
     found = locate(ws.raw, report)
     suppressed = load_suppressions(ws)
-    key = privacy_key(ws) if suppressed else b""  # tokens are only computed when someone was erased
+    # tokens are only computed when someone was erased; a lost or changed key stops ingest (exit 1)
+    key = suppression_key(ws) if suppressed else b""
     if write:
         ws.staged.mkdir(parents=True, exist_ok=True)
     order = date_order_setting()

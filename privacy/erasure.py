@@ -31,7 +31,15 @@ import pyarrow.parquet as pq
 from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
-from cdp.privacy.subjects import Subject, privacy_key, record_nodes, runs_trained_on, staged_rows_carrying, token
+from cdp.privacy.subjects import (
+    PrivacyKeyMismatch,
+    Subject,
+    privacy_key,
+    record_nodes,
+    runs_trained_on,
+    staged_rows_carrying,
+    token,
+)
 from cdp.workspace import Workspace
 
 SUPPRESSION_COLUMNS = ("token", "kind", "erased_at", "receipt_id")
@@ -49,6 +57,37 @@ def load_suppressions(ws: Workspace) -> set[str]:
     """Every suppressed token (empty when nobody was erased)."""
     path = suppressions_path(ws)
     return set(pd.read_parquet(path, columns=["token"])["token"]) if path.exists() else set()
+
+
+# A token of this fixed node under the key is stored with the suppressions: it tells whether the
+# key at hand is the one they were made with, without storing the key.
+KEY_CHECK_NODE = "key-check:cdp-suppressions"
+
+
+def suppression_key(ws: Workspace) -> bytes:
+    """The privacy key, checked against the suppression list: PrivacyKeyMismatch when the list was
+    made with another key (every suppression would silently stop matching)."""
+    key = privacy_key(ws)
+    path = suppressions_path(ws)
+    if path.exists():
+        rows = pd.read_parquet(path, columns=["token", "kind"])
+        checks = set(rows.loc[rows["kind"] == "key-check", "token"])
+        if checks and token(KEY_CHECK_NODE, key) not in checks:
+            raise PrivacyKeyMismatch(
+                "privacy key changed: privacy/suppressions.parquet was made with another key, so erased "
+                "people's records would be let back in; restore the old key (privacy/token.key or "
+                "CDP_PRIVACY_KEY), or re-tokenize with `cdp privacy rekey --old-key-file FILE`"
+            )
+    return key
+
+
+def suppressed_customer_tokens(ws: Workspace) -> set[str]:
+    """Tokens of erased customer ids (what serving checks before answering)."""
+    path = suppressions_path(ws)
+    if not path.exists():
+        return set()
+    rows = pd.read_parquet(path, columns=["token", "kind"])
+    return set(rows.loc[rows["kind"] == "customer", "token"])
 
 
 def _filter_parquet(path: Path, drop: np.ndarray) -> int:
@@ -205,9 +244,12 @@ def _kind(node: str) -> str:
     return node.split(":", 1)[0]
 
 
-def _suppress(ws: Workspace, nodes: set[str], receipt: dict) -> None:
-    key = privacy_key(ws)
-    rows = pd.DataFrame({"token": [token(n, key) for n in sorted(nodes)], "kind": [_kind(n) for n in sorted(nodes)]})
+def _suppress(ws: Workspace, nodes: set[str], receipt: dict, customer_ids: Iterable[str] = ()) -> None:
+    """Tokens of every node (identifiers and record keys), of the customer ids (serving refuses
+    them before the online store is cleaned) and the key check."""
+    key = suppression_key(ws)
+    named = sorted(nodes) + [f"customer:{c}" for c in sorted(customer_ids)] + [KEY_CHECK_NODE]
+    rows = pd.DataFrame({"token": [token(n, key) for n in named], "kind": [_kind(n) for n in named]})
     rows["erased_at"] = pd.Timestamp.now(tz="UTC").floor("s")
     rows["receipt_id"] = receipt["receipt_id"]
     path = suppressions_path(ws)
@@ -265,7 +307,7 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     }
     if not ids:
         return receipt
-    _suppress(ws, nodes, receipt)  # first: a crash from here on never lets ingest bring them back
+    _suppress(ws, nodes, receipt, ids)  # first: a crash from here on never lets ingest bring them back
     journal = {"receipt": receipt, "ids": sorted(ids), "nodes": sorted(nodes), "done": [], "models": models}
     _write_journal(ws, journal)
     return _run_journal(ws, journal)

@@ -70,6 +70,10 @@ class SubjectNotFound(ValueError):
 PRIVACY_KEY_ENV = "CDP_PRIVACY_KEY"
 
 
+class PrivacyKeyMismatch(RuntimeError):
+    """The key at hand is not the one the suppression list was made with: suppression would fail."""
+
+
 def privacy_key(ws: Workspace) -> bytes:
     """The secret tokens are keyed with: $CDP_PRIVACY_KEY (e.g. from a secrets manager), else
     `privacy/token.key` in the workspace, created once (owner-only) on first use. Losing it makes
@@ -79,6 +83,12 @@ def privacy_key(ws: Workspace) -> bytes:
         return configured.get_secret_value().encode("utf-8")
     path = ws.root / "privacy" / "token.key"
     if not path.exists():
+        if (ws.root / "privacy" / "suppressions.parquet").exists():  # a new key would unsuppress everyone
+            raise PrivacyKeyMismatch(
+                f"privacy key lost: {path} is missing but people were erased (privacy/suppressions.parquet), "
+                "and a new key would let their records back in; restore the key file (or set CDP_PRIVACY_KEY "
+                "to it), or re-tokenize with `cdp privacy rekey --old-key-file FILE`"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:

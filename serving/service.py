@@ -168,12 +168,14 @@ class CustomerScores:
         from cdp.featurestore.online_reader import OnlineReader
         from cdp.featurestore.store import open_store, repo_definitions
         from cdp.models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
+        from cdp.serving.erased import ErasedCustomers
         from cdp.serving.readiness import check_ready, served_models
         from cdp.workspace import Workspace, private
 
         ws = Workspace.from_env()
         private(ws.root)  # files the service writes (logs, SQLite journals) are the owner's only
         self.store = open_store(ws)
+        self.erased = ErasedCustomers(ws)  # answered as unknown from the moment erasure starts
         self.reader = OnlineReader(self.store)
         check_ready(ws, self.store)  # refuses to start, saying what to run
         definitions = repo_definitions()
@@ -227,7 +229,7 @@ class CustomerScores:
 
         keep, errors = [], []
         for i, customer_id in enumerate(ids):
-            if _missing(online["tenure_days"][i]):  # every profiled customer has a tenure
+            if customer_id in self.erased or _missing(online["tenure_days"][i]):  # every profiled customer has a tenure
                 errors.append(_unknown(customer_id))
             elif (refusal := profiling_refusal(online["consent_profiling"][i])) is not None:
                 errors.append({"customer_id": customer_id, "error": refusal})
@@ -397,7 +399,7 @@ class CustomerScores:
             features=refs, entity_rows=[{"customer_id": request.customer_id}], full_feature_names=True
         ).to_dict()
         values = {ref: online[ref.replace(":", "__")][0] for ref in refs}
-        if _missing(values["customer_profile:tenure_days"]):
+        if request.customer_id in self.erased or _missing(values["customer_profile:tenure_days"]):
             raise NotFound(f"customer_id: unknown customer '{request.customer_id}' (no profile in the online store)")
         clean = {ref: None if _missing(v) else v for ref, v in values.items()}
         grouped = {view: {f: clean[f"{view}:{f}"] for f in fields} for view, fields in self.views.items()}

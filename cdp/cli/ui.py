@@ -87,10 +87,16 @@ def writing(ws: Workspace, command: str) -> Iterator[None]:
 def run_stage(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a stage; known input problems become one red line instead of a traceback."""
     from cdp.ingest.staging import ContractError
+    from cdp.privacy.subjects import PrivacyKeyMismatch
     from cdp.training.registry import CapabilityOff
 
     try:
         return fn(*args, **kwargs)
+    except PrivacyKeyMismatch as mismatch:  # would let erased people back in: loud, not a data error
+        if DEBUG:
+            raise
+        console.print(f"[red]error:[/red] {mismatch}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
     except CapabilityOff as off:  # not an error in the data: a capability the tables do not support
         if DEBUG:
             raise

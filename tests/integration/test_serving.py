@@ -224,6 +224,40 @@ def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
         check_ready(Workspace(emptied))
 
 
+def test_an_erased_person_is_not_served_before_the_online_store_is_cleaned(service, pipeline_ws, tmp_path, monkeypatch):
+    """`cdp privacy erase` killed right after its first write (the suppression list): the person's
+    rows are all still in the online store, yet every route answers as for an unknown customer."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, module = service
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    monkeypatch.setenv("CDP_HOME", str(home))
+    scores_service = module.CustomerScores()
+    scored = pd.read_parquet(home / "features" / "churn_scores.parquet")["customer_id"]
+    erased, kept = scored.iloc[3], scored.iloc[4]
+    assert scores_service.churn(module.ChurnRequest(customer_ids=[erased]))["scores"]
+    cdp = str(Path(sys.executable).with_name("cdp"))
+    killed = subprocess.run(
+        [cdp, "privacy", "erase", f"customer:{erased}", "--yes", "--home", str(home)],
+        env={**os.environ, "CDPTEST_KILL_AT": "after:1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    body = scores_service.churn(module.ChurnRequest(customer_ids=[erased, kept]))
+    assert [s["customer_id"] for s in body["scores"]] == [kept]
+    assert [e["customer_id"] for e in body["errors"]] == [erased]
+    nbp = scores_service.next_best_product(module.NextBestProductRequest(customer_id=erased))
+    assert nbp["products"] == [] and "unknown customer_id" in nbp["errors"][0]["error"]
+    with pytest.raises(Exception, match="unknown customer"):
+        scores_service.profile(module.ProfileRequest(customer_id=erased))
+    assert scores_service.profile(module.ProfileRequest(customer_id=kept))["customer_id"] == kept
+
+
 # ---- the real HTTP server, over SQLite and over Redis ----------------------------------------
 
 

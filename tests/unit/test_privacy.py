@@ -337,6 +337,27 @@ def test_reingest_keeps_the_erased_person_out(erased):
     assert not string_hits(pd.read_parquet(ws.quarantine), person["needles"])
 
 
+def test_a_lost_or_changed_privacy_key_stops_ingest(erased, tmp_path, monkeypatch):
+    """Suppression tokens are keyed: with another key every erased person would silently come
+    back. Ingest refuses (exit 1, one line) until the original key is back."""
+    home = tmp_path / "ws"
+    shutil.copytree(erased["ws"].root, home, ignore=shutil.ignore_patterns("mlartifacts", "features"))
+    key_file = home / "privacy" / "token.key"
+    original = key_file.read_bytes()
+    key_file.unlink()
+    lost = cdp("ingest", home=home)
+    assert lost.returncode == 1 and "privacy key lost" in lost.stdout, lost.stdout[-2000:] + lost.stderr[-2000:]
+    assert not key_file.exists()  # no new key made behind the user's back
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "a-different-key")
+    changed = cdp("ingest", home=home)
+    assert changed.returncode == 1 and "privacy key changed" in changed.stdout, changed.stdout[-2000:]
+    assert "Traceback" not in lost.stdout + lost.stderr + changed.stdout + changed.stderr
+    monkeypatch.setenv("CDP_PRIVACY_KEY", original.decode().strip())  # the same key, from a secrets manager
+    restored = cdp("ingest", home=home)
+    assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr[-2000:]
+    assert "suppressed" in restored.stdout
+
+
 # ---- subject access -------------------------------------------------------------------------
 
 
