@@ -128,9 +128,11 @@ def recover_dir(path: str | Path) -> None:
 
 
 def clean_temporaries(folder: str | Path) -> int:
-    """Remove temporary files a killed writer left in `folder` (not recursive); how many."""
+    """Remove temporary files and folders a killed writer left in `folder` and below; how many."""
     removed = 0
-    for tmp in Path(folder).glob(f".*{TMP_MARK}*"):
+    for tmp in sorted(Path(folder).rglob(f".*{TMP_MARK}*"), key=lambda p: len(p.parts)):
+        if not tmp.exists():  # inside a temporary folder removed a moment ago
+            continue
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:

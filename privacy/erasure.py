@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cdp.atomic import write_json_atomic, write_parquet_atomic
+from cdp.atomic import clean_temporaries, write_json_atomic, write_parquet_atomic
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
 from cdp.privacy.subjects import (
@@ -76,7 +76,7 @@ def suppression_key(ws: Workspace) -> bytes:
             raise PrivacyKeyMismatch(
                 "privacy key changed: privacy/suppressions.parquet was made with another key, so erased "
                 "people's records would be let back in; restore the old key (privacy/token.key or "
-                "CDP_PRIVACY_KEY), or re-tokenize with `cdp privacy rekey --old-key-file FILE`"
+                "CDP_PRIVACY_KEY)"
             )
     return key
 
@@ -118,21 +118,29 @@ def _staged(ws: Workspace, nodes: set[str], receipt: dict) -> dict[str, set[int]
     return removed
 
 
-def quarantined_rows(ws: Workspace, nodes: set[str]) -> np.ndarray:
-    """Mask of quarantine rows whose raw record carries any of `nodes`."""
+def quarantine_matches(ws: Workspace, nodes: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the person's rows, conflicting rows) of the quarantine. A quarantined row often reuses a
+    key of someone else's record (a duplicate card or order id); when a row matching `nodes` also
+    carries an identifier that identity resolution gave to another customer, it is a conflict:
+    neither exported to nor erased for this person, only counted."""
     if not ws.quarantine.exists():
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     quarantine = pd.read_parquet(ws.quarantine, columns=["table", "record"])
-    drop = np.zeros(len(quarantine), dtype=bool)
+    others = set(pd.read_parquet(ws.identity / "identifier_map.parquet", columns=["node"])["node"]) - set(nodes)
+    mine = np.zeros(len(quarantine), dtype=bool)
+    conflict = np.zeros(len(quarantine), dtype=bool)
     for table, group in quarantine.groupby("table"):
         records = pd.DataFrame([json.loads(r) for r in group["record"]])
         for column in TABLES[table].columns if table in TABLES else ():
             if column not in records:
                 records[column] = None
         hit = record_nodes(table, records)
-        rows = hit.loc[hit["node"].isin(nodes), "row"].to_numpy()
-        drop[group.index.to_numpy()[rows]] = True
-    return drop
+        ours = np.unique(hit.loc[hit["node"].isin(nodes), "row"].to_numpy())
+        theirs = np.unique(hit.loc[hit["node"].isin(others), "row"].to_numpy())
+        positions = group.index.to_numpy()
+        mine[positions[np.setdiff1d(ours, theirs)]] = True
+        conflict[positions[np.intersect1d(ours, theirs)]] = True
+    return mine, conflict
 
 
 def _identity(ws: Workspace, ids: set[str], keys: set[str], receipt: dict) -> None:
@@ -264,7 +272,7 @@ def journal_dir(ws: Workspace) -> Path:
     return privacy_dir(ws) / "journal"
 
 
-STEPS = ("staged", "quarantine", "field_issues", "identity", "features", "online")
+STEPS = ("suppress", "staged", "quarantine", "field_issues", "identity", "features", "online")
 
 
 class ErasureIncomplete(RuntimeError):
@@ -307,7 +315,8 @@ def erase_subjects(ws: Workspace, subjects: Iterable[Subject], models: bool = Tr
     }
     if not ids:
         return receipt
-    _suppress(ws, nodes, receipt, ids)  # first: a crash from here on never lets ingest bring them back
+    # The journal first, then its first step, the suppression: a crash after either one is finished
+    # by `--resume`, and from the suppression on ingest and serving never bring the person back.
     journal = {"receipt": receipt, "ids": sorted(ids), "nodes": sorted(nodes), "done": [], "models": models}
     _write_journal(ws, journal)
     return _run_journal(ws, journal)
@@ -321,6 +330,9 @@ def resume_erasures(ws: Workspace) -> list[dict]:
 
 def _run_journal(ws: Workspace, journal: dict) -> dict:
     receipt, ids, nodes = journal["receipt"], set(journal["ids"]), set(journal["nodes"])
+    for folder in (ws.staged, ws.identity, ws.features, privacy_dir(ws)):
+        if folder.exists():
+            clean_temporaries(folder)  # half-written files of a killed earlier attempt
     keys = {n[4:] for n in nodes if n.startswith("key:")}
     for step in STEPS:
         if step in journal["done"]:
@@ -354,13 +366,16 @@ def _run_journal(ws: Workspace, journal: dict) -> dict:
 
 def _erase_step(ws: Workspace, step: str, ids: set[str], nodes: set[str], keys: set[str], journal: dict) -> None:
     receipt = journal["receipt"]
-    if step == "staged":
+    if step == "suppress":
+        _suppress(ws, nodes, receipt, ids)
+    elif step == "staged":
         removed = _staged(ws, nodes, receipt)
         journal["removed_source_rows"] = {t: sorted(int(r) for r in rows) for t, rows in removed.items()}
     elif step == "quarantine":
-        receipt["stores"]["staged/quarantine.parquet"] = (
-            _filter_parquet(ws.quarantine, quarantined_rows(ws, nodes)) if ws.quarantine.exists() else 0
-        )
+        mine, conflicts = quarantine_matches(ws, nodes)
+        receipt["stores"]["staged/quarantine.parquet"] = _filter_parquet(ws.quarantine, mine) if mine.any() else 0
+        if conflicts.any():  # someone else's row reusing one of the person's keys: kept, reported
+            receipt["quarantine_conflicts_kept"] = int(conflicts.sum())
     elif step == "field_issues":
         issues = ws.staged / "field_issues.parquet"
         removed = {t: set(rows) for t, rows in journal.get("removed_source_rows", {}).items()}

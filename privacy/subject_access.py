@@ -31,17 +31,29 @@ def source_records(ws: Workspace, subject: Subject) -> dict[str, list[dict]]:
     return out
 
 
-def quarantined_records(ws: Workspace, subject: Subject) -> list[dict]:
-    from cdp.privacy.erasure import quarantined_rows
+def quarantined_records(ws: Workspace, subject: Subject) -> tuple[list[dict], list[dict]]:
+    """(the person's quarantined raw records, conflicts): a conflict is a quarantined row that
+    reuses one of the person's keys but carries another customer's identifiers; only its table,
+    row and reason are listed, never its content (cdp.privacy.erasure.quarantine_matches)."""
+    from cdp.privacy.erasure import quarantine_matches
 
     if not ws.quarantine.exists():
-        return []
+        return [], []
     quarantine = pd.read_parquet(ws.quarantine)
-    mask = quarantined_rows(ws, set(subject.nodes))
-    chosen = quarantine[mask]
-    return [
+    mine, conflicts = quarantine_matches(ws, set(subject.nodes))
+    chosen, other = quarantine[mine], quarantine[conflicts]
+    records = [
         {"table": t, "row": int(r), "reason": why, "record": json.loads(rec)}
         for t, r, why, rec in zip(chosen["table"], chosen["row"], chosen["reason"], chosen["record"])
+    ]
+    return records, [
+        {
+            "table": t,
+            "row": int(r),
+            "reason": why,
+            "note": "reuses one of this person's keys; another customer's record",
+        }
+        for t, r, why in zip(other["table"], other["row"], other["reason"])
     ]
 
 
@@ -86,11 +98,13 @@ def export_subject(ws: Workspace, subject: Subject, online: bool = True, models:
     from cdp.features.consent import consent_history, current_consent
 
     history = consent_history(ws, [subject.customer_id])
+    quarantined, conflicts = quarantined_records(ws, subject)
     report = {
         "customer_id": subject.customer_id,
         "exported_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "source_records": source_records(ws, subject),
-        "quarantined_records": quarantined_records(ws, subject),
+        "quarantined_records": quarantined,
+        "quarantine_conflicts": conflicts,
         "identity": identity_links(ws, subject),
         "features_offline": features(ws, subject),
         "consent": {

@@ -87,7 +87,7 @@ def privacy_key(ws: Workspace) -> bytes:
             raise PrivacyKeyMismatch(
                 f"privacy key lost: {path} is missing but people were erased (privacy/suppressions.parquet), "
                 "and a new key would let their records back in; restore the key file (or set CDP_PRIVACY_KEY "
-                "to it), or re-tokenize with `cdp privacy rekey --old-key-file FILE`"
+                "to it)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -225,7 +225,7 @@ def test_service_refuses_to_start_and_says_what_to_run(pipeline_ws, tmp_path):
 
 
 def test_an_erased_person_is_not_served_before_the_online_store_is_cleaned(service, pipeline_ws, tmp_path, monkeypatch):
-    """`cdp privacy erase` killed right after its first write (the suppression list): the person's
+    """`cdp privacy erase` killed right after its journal and the suppression list are written: the person's
     rows are all still in the online store, yet every route answers as for an unknown customer."""
     import subprocess
     import sys
@@ -242,7 +242,7 @@ def test_an_erased_person_is_not_served_before_the_online_store_is_cleaned(servi
     cdp = str(Path(sys.executable).with_name("cdp"))
     killed = subprocess.run(
         [cdp, "privacy", "erase", f"customer:{erased}", "--yes", "--home", str(home)],
-        env={**os.environ, "CDPTEST_KILL_AT": "after:1"},
+        env={**os.environ, "CDPTEST_KILL_AT": "after:2"},
         capture_output=True,
         text=True,
         timeout=300,

@@ -361,6 +361,38 @@ def test_a_lost_or_changed_privacy_key_stops_ingest(erased, tmp_path, monkeypatc
 # ---- subject access -------------------------------------------------------------------------
 
 
+def test_a_quarantined_row_reusing_the_persons_card_with_another_persons_email_is_a_conflict(pipeline_ws, tmp_path):
+    """A duplicate-id row (someone else's loyalty record reusing this person's card id) is neither
+    exported to nor erased for this person: it is reported as a conflict and kept."""
+    from cdp.privacy.erasure import erase_subjects
+    from cdp.privacy.subject_access import export_subject
+    from cdp.privacy.subjects import subject_for
+
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    nodes = pd.read_parquet(ws.identity / "identifier_map.parquet")
+    cards = nodes[nodes["node"].str.startswith("card:")]
+    person, card = cards["customer_id"].iloc[0], cards["node"].iloc[0].removeprefix("card:")
+    emails = nodes[nodes["node"].str.startswith("email:") & (nodes["customer_id"] != person)]
+    other_email = emails["node"].iloc[0].removeprefix("email:")
+    quarantine = pd.read_parquet(ws.quarantine)
+    planted = {"card_id": card, "first_name": "Other", "last_name": "Person", "email": other_email}
+    row = pd.DataFrame(
+        [{"table": "loyalty_members", "row": 999_999, "reason": "duplicate row", "record": json.dumps(planted)}]
+    )
+    pd.concat([quarantine, row], ignore_index=True).to_parquet(ws.quarantine, index=False)
+
+    report = export_subject(ws, subject_for(ws, person), online=False, models=False)
+    assert 999_999 not in [r["row"] for r in report["quarantined_records"]]
+    assert [(c["table"], c["row"]) for c in report["quarantine_conflicts"]] == [("loyalty_members", 999_999)]
+    assert other_email not in json.dumps(report)  # nothing of the other person is shown
+
+    receipt = erase_subjects(ws, [subject_for(ws, person)], models=False)
+    assert receipt["quarantine_conflicts_kept"] == 1
+    assert 999_999 in set(pd.read_parquet(ws.quarantine)["row"])
+
+
 def test_export_holds_everything_about_the_person(pipeline_ws):
     """In-process (the CLI path is the same two calls; its error paths are tested below)."""
     from cdp.privacy.subject_access import export_subject
