@@ -32,6 +32,7 @@ from cdp.atomic import clean_temporaries, write_json_atomic, write_parquet_atomi
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
 from cdp.privacy.subjects import (
+    TABLE_NODES,
     PrivacyKeyMismatch,
     Subject,
     privacy_key,
@@ -248,6 +249,44 @@ def _online_redis(store, keys: list[bytes], only_view: str | None) -> int:
     return int(sum(counts))
 
 
+def shared_identifiers(ws: Workspace, nodes: set[str]) -> dict:
+    """What erasure keeps on purpose: identifiers on the person's records that identity resolution
+    blocked as shared (a household phone), and the records nobody is linked through that carry
+    them. Those records are as likely another sharer's (on our generator 41% were the erased
+    person's), so they are neither erased nor suppressed; the receipt counts them for review."""
+    blocked_path = ws.identity / "blocked_identifiers.parquet"
+    if not blocked_path.exists():
+        return {"identifiers": 0, "unlinked_records_carrying_them": {}}
+    blocked = set(pd.read_parquet(blocked_path, columns=["node"])["node"])
+    shared: set[str] = set()
+    carrying: list[tuple[str, pd.DataFrame, np.ndarray]] = []
+    for table, _, frame, mine in staged_rows_carrying(ws, nodes):
+        long = record_nodes(table, frame)
+        theirs = long[long["row"].isin(np.flatnonzero(mine)) & long["node"].isin(blocked)]
+        shared.update(theirs["node"])
+        carrying.append((table, frame, mine))
+    linked_through = set(
+        pd.read_parquet(ws.identity / "identifier_map.parquet", columns=["customer_id"])["customer_id"]
+    )
+    records = pd.read_parquet(
+        ws.identity / "identity_map.parquet", columns=["source_table", "source_key", "customer_id"]
+    )
+    unlinked: dict[str, int] = {}
+    for table, frame, mine in carrying:
+        long = record_nodes(table, frame)
+        rows = np.setdiff1d(long.loc[long["node"].isin(shared), "row"].unique(), np.flatnonzero(mine))
+        key = TABLE_NODES[table][0] if table in TABLE_NODES else None
+        if not len(rows) or key is None:
+            continue
+        keys = frame[key].iloc[rows].astype(str)
+        mapped = records[records["source_table"] == table]
+        owners = pd.Series(mapped["customer_id"].to_numpy(), index=mapped["source_key"].astype(str).to_numpy())
+        floating = ~keys.map(owners).isin(linked_through)
+        if floating.any():
+            unlinked[table] = int(floating.sum())
+    return {"identifiers": len(shared), "unlinked_records_carrying_them": unlinked}
+
+
 def _kind(node: str) -> str:
     return node.split(":", 1)[0]
 
@@ -368,6 +407,12 @@ def _erase_step(ws: Workspace, step: str, ids: set[str], nodes: set[str], keys: 
     receipt = journal["receipt"]
     if step == "suppress":
         _suppress(ws, nodes, receipt, ids)
+        shared = receipt["shared_identifiers_kept"] = shared_identifiers(ws, nodes)
+        if shared["unlinked_records_carrying_them"]:
+            receipt["not_erased"].append(
+                "records linked to nobody that carry an identifier this person shares with others (counted in "
+                "shared_identifiers_kept): kept, as they may be the other sharer's; review them"
+            )
     elif step == "staged":
         removed = _staged(ws, nodes, receipt)
         journal["removed_source_rows"] = {t: sorted(int(r) for r in rows) for t, rows in removed.items()}

@@ -393,6 +393,44 @@ def test_a_quarantined_row_reusing_the_persons_card_with_another_persons_email_i
     assert 999_999 in set(pd.read_parquet(ws.quarantine)["row"])
 
 
+def test_a_shared_phone_is_reported_and_other_sharers_records_are_kept(pipeline_ws, tmp_path):
+    """A person whose phone is shared (blocked by identity resolution): their own records go, every
+    other record carrying the phone stays (another person's, or nobody's: counted for review), and
+    the phone is not suppressed (it would drop the other sharer's future records at ingest)."""
+    from cdp.privacy.erasure import erase_subjects, load_suppressions
+    from cdp.privacy.subjects import TABLE_NODES, privacy_key, staged_rows_carrying, subject_for, token
+
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    blocked = pd.read_parquet(ws.identity / "blocked_identifiers.parquet")
+    phones = set(blocked.loc[blocked["node"].str.startswith("phone:"), "node"])
+    identity = pd.read_parquet(ws.identity / "identity_map.parquet")
+    crm = pd.read_parquet(ws.staged / "crm_contacts.parquet")
+    carriers = crm[("phone:" + crm["phone"].astype(str)).isin(phones)]
+    assert len(carriers), "the synthetic data should contain shared phones"
+    record = str(carriers["record_id"].iloc[0])
+    phone = "phone:" + str(carriers["phone"].iloc[0])
+    person = identity.loc[
+        (identity["source_table"] == "crm_contacts") & (identity["source_key"].astype(str) == record), "customer_id"
+    ].iloc[0]
+    before = {t: frame[mask] for t, _, frame, mask in staged_rows_carrying(ws, {phone})}
+    theirs = {k: set(v) for k, v in subject_for(ws, person).records.groupby("source_table")["source_key"]}
+
+    receipt = erase_subjects(ws, [subject_for(ws, person)], models=False)
+    assert receipt["shared_identifiers_kept"]["identifiers"] >= 1
+    kept = 0
+    for table, _, frame, mask in staged_rows_carrying(ws, {phone}):
+        key = TABLE_NODES[table][0] if table in TABLE_NODES else None
+        if key is None or table not in before:
+            continue
+        others = before[table][~before[table][key].astype(str).isin(theirs.get(table, set()))]
+        assert set(frame.loc[mask, key].astype(str)) == set(others[key].astype(str)), table  # none of theirs left
+        kept += len(others)
+    assert kept > 0  # the other sharer's records are all still there
+    assert token(phone, privacy_key(ws)) not in load_suppressions(ws)
+
+
 def test_export_holds_everything_about_the_person(pipeline_ws):
     """In-process (the CLI path is the same two calls; its error paths are tested below)."""
     from cdp.privacy.subject_access import export_subject
