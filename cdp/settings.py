@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     monitor_null_jump: float = Field(
         0.1, gt=0, le=1, description="Largest rise of a feature's null share over training before it alerts"
     )
+    monitor_ignore_features: str = Field(
+        "days_since_first_order,tenure_days",
+        description="Features whose drift never alerts (comma-separated): tenure grows with the calendar by definition",
+    )
     monitor_metric_drop: float = Field(
         0.05, gt=0, description="Largest drop of the realized metric below the validation metric before it alerts"
     )

@@ -38,6 +38,7 @@ REFERENCE_SNAPSHOTS = 6  # the latest training snapshots profiled (older ones ad
 REFERENCE_ROWS = 20_000  # customers sampled per snapshot for the profile
 ID_COLUMNS = ("customer_id", "event_timestamp")
 CHURN_PROMISED = "roc_auc"
+MIN_PSI_ROWS = 200  # non-null values on each side for a feature's PSI to alert
 
 
 class ReferenceUnavailable(ValueError):
@@ -149,16 +150,22 @@ def reference_profile(ws: Workspace, store, timeline, name: str, version: str) -
     return reference
 
 
-def feature_drift(reference: dict[str, Any], current: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per reference feature: PSI, null share now and in training, and the rise of the null share."""
+def feature_drift(reference: dict[str, Any], current: pd.DataFrame, ignored: set[str]) -> list[dict[str, Any]]:
+    """Per reference feature: PSI, null share now and in training, the rise of the null share, and
+    whether its PSI may alert: not for `ignored` features (CDP_MONITOR_IGNORE_FEATURES) nor with
+    fewer than MIN_PSI_ROWS non-null values on either side (PSI's own sampling noise, about
+    bins/rows, would cross the threshold by chance)."""
     rows = []
     for feature, ref in reference["features"].items():
         values = current[feature] if feature in current else pd.Series(dtype=float)
         now = null_share(values) if feature in current else 1.0
+        counted = min(int(values.notna().sum()), round(ref["rows"] * (1 - ref["null_share"])))
         rows.append(
             {
                 "feature": feature,
                 "psi": psi_against(ref, values),
+                "psi_rows": counted,
+                "psi_alerts": feature not in ignored and counted >= MIN_PSI_ROWS,
                 "null_share": now,
                 "null_share_training": ref["null_share"],
                 "null_jump": now - ref["null_share"],
@@ -249,9 +256,17 @@ def monitor_family(ws: Workspace, store, timeline, name: str, version: str, as_o
     current = service_features(
         ws, store, family(name).spec.feature_service, population(ws, timeline.orders, as_of), as_of
     )
-    rows = feature_drift(reference, current)
+    from cdp.settings import setting
+
+    ignored = {f.strip() for f in setting("monitor_ignore_features").split(",") if f.strip()}
+    rows = feature_drift(reference, current, ignored)
     outcome: dict[str, Any] = {"features": rows, "rows_scored": float(len(scores))}
-    outcome["max_psi_feature"], outcome["max_psi"] = _largest(rows, "psi")
+    outcome["max_psi_feature"], outcome["max_psi"] = _largest([r for r in rows if r["psi_alerts"]], "psi")
+    outcome["psi_not_alerting"] = ", ".join(
+        f"{r['feature']} ({'ignored' if r['feature'] in ignored else str(r['psi_rows']) + ' rows'}: {r['psi']:.3f})"
+        for r in rows
+        if not r["psi_alerts"] and pd.notna(r["psi"])
+    )[:4000]  # an MLflow tag; drift.json has every feature
     outcome["max_null_jump_feature"], outcome["max_null_jump"] = _largest(rows, "null_jump")
     if reference.get("score"):
         outcome["score_psi"] = psi_against(reference["score"], scores)
