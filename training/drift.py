@@ -38,6 +38,7 @@ REFERENCE_SNAPSHOTS = 6  # the latest training snapshots profiled (older ones ad
 REFERENCE_ROWS = 20_000  # customers sampled per snapshot for the profile
 ID_COLUMNS = ("customer_id", "event_timestamp")
 CHURN_PROMISED = "roc_auc"
+TOP_PSI = 8  # features named in the run's top_psi tag (every PSI is in its metrics and drift.json)
 MIN_PSI_ROWS = 200  # non-null values on each side for a feature's PSI to alert
 
 
@@ -261,7 +262,9 @@ def monitor_family(ws: Workspace, store, timeline, name: str, version: str, as_o
     ignored = {f.strip() for f in setting("monitor_ignore_features").split(",") if f.strip()}
     rows = feature_drift(reference, current, ignored)
     outcome: dict[str, Any] = {"features": rows, "rows_scored": float(len(scores))}
-    outcome["max_psi_feature"], outcome["max_psi"] = _largest([r for r in rows if r["psi_alerts"]], "psi")
+    alerting = sorted((r for r in rows if r["psi_alerts"] and pd.notna(r["psi"])), key=lambda r: -r["psi"])
+    outcome["max_psi_feature"], outcome["max_psi"] = _largest(alerting, "psi")
+    outcome["top_psi"] = ", ".join(f"{r['feature']}={r['psi']:.4f}" for r in alerting[:TOP_PSI])
     outcome["psi_not_alerting"] = ", ".join(
         f"{r['feature']} ({'ignored' if r['feature'] in ignored else str(r['psi_rows']) + ' rows'}: {r['psi']:.3f})"
         for r in rows

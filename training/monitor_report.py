@@ -20,6 +20,7 @@ COLUMNS = {
     "metrics.rows_scored": "rows_scored",
     "metrics.max_psi": "max_psi",
     "tags.max_psi_feature": "max_psi_feature",
+    "tags.top_psi": "top_psi",
     "metrics.max_null_jump": "max_null_jump",
     "tags.max_null_jump_feature": "max_null_jump_feature",
     "metrics.score_psi": "score_psi",
@@ -66,16 +67,22 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby("model", sort=True).tail(1).reset_index(drop=True)
 
 
+def _ranked(top: object, feature: object, value: float) -> list[tuple[str, float]]:
+    """(feature, PSI) pairs of the run's top_psi tag ("a=0.31, b=0.22"), else its single largest."""
+    if isinstance(top, str) and top:
+        pairs = [item.rsplit("=", 1) for item in top.split(", ")]
+        return [(name, float(psi)) for name, psi in pairs]
+    return [(str(feature), float(value))] if pd.notna(value) else []
+
+
 def alerts(latest_runs: pd.DataFrame, limits: Thresholds) -> list[str]:
     """One sentence per threshold crossed in each family's latest run, naming feature and value."""
     out = []
     for row in latest_runs.itertuples(index=False):
         who = f"{row.model} v{row.version} (scored {row.scored_at:%Y-%m-%d})"
-        if pd.notna(row.max_psi) and row.max_psi > limits.psi_max:
-            out.append(
-                f"{who}: feature {row.max_psi_feature} drifted, PSI {row.max_psi:.3f} > "
-                f"CDP_MONITOR_PSI_MAX={limits.psi_max}"
-            )
+        for feature, value in _ranked(row.top_psi, row.max_psi_feature, row.max_psi):
+            if value > limits.psi_max:
+                out.append(f"{who}: feature {feature} drifted, PSI {value:.3f} > CDP_MONITOR_PSI_MAX={limits.psi_max}")
         if pd.notna(row.max_null_jump) and row.max_null_jump > limits.null_jump:
             out.append(
                 f"{who}: feature {row.max_null_jump_feature} null share up {row.max_null_jump:.3f} over "
@@ -122,7 +129,7 @@ def plot_history(ws: Workspace, frame: pd.DataFrame, limits: Thresholds) -> list
             ax.legend(loc="upper left", fontsize=8)
         axes[2].plot(x, runs["realized_value"].astype(float), marker="o", label="realized")
         axes[2].plot(x, runs["promised_value"].astype(float), marker="s", linestyle=":", label="validation")
-        axes[2].set_title(f"realized vs validation {runs['realized_metric'].dropna().iloc[-1:].tolist() or ''}")
+        axes[2].set_title(f"realized vs validation {' '.join(runs['realized_metric'].dropna().iloc[-1:])}")
         axes[2].legend(loc="lower left", fontsize=8)
         for ax in axes:
             ax.set_xticks(list(x), labels, fontsize=7)
