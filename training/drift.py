@@ -5,9 +5,11 @@ scored family, tagged with the champion's name and version; runs of one `cdp sco
 - feature drift of the scored population vs the champion's training set: PSI and null share per
   feature of the model's FeatureService (cdp.training.monitoring);
 - score drift: PSI of the served scores vs the champion's validation scores (churn);
-- the realized metric once labels mature: churn scores served at a snapshot S with S + 90 days
-  observed are compared with the churn labels seen now (`labelled_entities`, training's own label
-  definition): realized ROC AUC vs the validation ROC AUC of the version that served them.
+- the realized metric once labels mature: scores served at a snapshot S whose horizon is observed
+  now are compared with the labels seen now, defined as training defines them: churn (90 days,
+  `labelled_entities`) realized ROC AUC, next best product (30 days, `purchases_after`) realized
+  NDCG@10, each vs the validation value of the version that served them. Campaign response
+  (uplift needs the campaign's treated and control groups) is not measured yet.
 
 The reference is a compact profile (bin edges and shares, category shares, null shares; never
 rows), built from the Feast offline store at the champion's training snapshots the first time a
@@ -175,41 +177,81 @@ def feature_drift(reference: dict[str, Any], current: pd.DataFrame, ignored: set
     return rows
 
 
-def realized_churn(ws: Workspace, orders: pd.DataFrame, data_end: pd.Timestamp) -> dict[str, Any] | None:
-    """Realized ROC AUC of the latest stored churn scores whose 90-day window is observed now, vs
-    the validation ROC AUC of the version that served them. None before any scores mature."""
-    from sklearn.metrics import roc_auc_score
-
-    from cdp.models.churn import CHURN, labelled_entities
-    from cdp.training.tracking import registry_client
-
-    path = ws.path("churn_scores")
+def _matured(ws: Workspace, table: str, prefix: str, horizon_days: int, data_end: pd.Timestamp, columns: list[str]):
+    """(S, the scores stored at S) for the latest scoring snapshot S of `table` (features/<table>
+    .parquet, history kept by batch scoring) whose horizon is observed by `data_end`; else None."""
+    path = ws.features / f"{table}.parquet"
     if not path.exists():
         return None
-    served = pd.read_parquet(
-        path, columns=["customer_id", "churn_probability", "churn_model_version", "churn_scored_at"]
-    )
-    at = pd.to_datetime(served["churn_scored_at"], utc=True)
-    matured = at[at + pd.Timedelta(days=CHURN.horizon_days) <= data_end]
+    served = pd.read_parquet(path, columns=["customer_id", *columns, f"{prefix}_model_version", f"{prefix}_scored_at"])
+    at = pd.to_datetime(served[f"{prefix}_scored_at"], utc=True)
+    matured = at[at + pd.Timedelta(days=horizon_days) <= data_end]
     if matured.empty:
         return None
     snapshot = matured.max()
-    served = served[at == snapshot]
-    labels = labelled_entities(orders, [snapshot], data_end, CHURN)
-    joined = served.merge(labels[["customer_id", CHURN.label]], on="customer_id", how="inner")
-    if joined[CHURN.label].nunique() < 2:
-        return None
-    version = str(joined["churn_model_version"].mode().iloc[0])
+    return snapshot, served[at == snapshot].rename(columns={f"{prefix}_model_version": "model_version"})
+
+
+def _outcome(ws: Workspace, name: str, metric: str, snapshot, served: pd.DataFrame, rows: int, value: float) -> dict:
+    """The realized value beside the validation value of the version that served most rows."""
+    from cdp.training.tracking import registry_client
+
+    version = str(served["model_version"].mode().iloc[0])
     client = registry_client(ws)
-    promised = client.get_run(client.get_model_version(CHURN.name, version).run_id).data.metrics.get(CHURN_PROMISED)
+    promised = client.get_run(client.get_model_version(name, version).run_id).data.metrics.get(metric)
     return {
         "snapshot": f"{snapshot:%Y-%m-%d}",
         "model_version": version,
-        "rows": len(joined),
-        "realized": float(roc_auc_score(joined[CHURN.label], joined["churn_probability"])),
+        "rows": rows,
+        "realized": float(value),
         "promised": None if promised is None else float(promised),
-        "metric": CHURN_PROMISED,
+        "metric": metric,
     }
+
+
+def realized_churn(ws: Workspace, timeline, data_end: pd.Timestamp) -> dict[str, Any] | None:
+    """Realized ROC AUC of the latest stored churn scores whose 90-day window is observed now
+    (labels: `labelled_entities`, training's definition), vs the validation ROC AUC of the version
+    that served them. None before any scores mature."""
+    from sklearn.metrics import roc_auc_score
+
+    from cdp.models.churn import CHURN, labelled_entities
+
+    found = _matured(ws, "churn_scores", "churn", CHURN.horizon_days, data_end, ["churn_probability"])
+    if found is None:
+        return None
+    snapshot, served = found
+    labels = labelled_entities(timeline.orders, [snapshot], data_end, CHURN)
+    joined = served.merge(labels[["customer_id", CHURN.label]], on="customer_id", how="inner")
+    if joined[CHURN.label].nunique() < 2:
+        return None
+    value = roc_auc_score(joined[CHURN.label], joined["churn_probability"])
+    return _outcome(ws, CHURN.name, CHURN.primary_metric, snapshot, joined, len(joined), value)
+
+
+def realized_next_best_product(ws: Workspace, timeline, data_end: pd.Timestamp) -> dict[str, Any] | None:
+    """Realized NDCG@10 of the latest stored top-10 lists whose 30-day window is observed now: the
+    products each scored customer bought in [S, S + 30 days) (`purchases_after`, training's truth),
+    ranked as validation ranks them (`rank_metrics`, over customers who bought), vs validation."""
+    from cdp.models.next_best_product import NEXT_BEST_PRODUCT, catalogue, purchases_after
+    from cdp.training.ranking import rank_metrics
+
+    spec = NEXT_BEST_PRODUCT
+    found = _matured(ws, "next_best_product_scores", "nbp", spec.horizon_days, data_end, ["nbp_top_products"])
+    if found is None:
+        return None
+    snapshot, served = found
+    recs = served.assign(product_id=served["nbp_top_products"].str.split(",")).explode("product_id")
+    recs["rank"] = recs.groupby("customer_id").cumcount() + 1
+    bought = purchases_after(timeline.order_lines, snapshot, spec.horizon_days)
+    bought = bought[bought["customer_id"].isin(served["customer_id"])]
+    if bought.empty:
+        return None
+    value = rank_metrics(recs[["customer_id", "product_id", "rank"]], bought, len(catalogue(ws)))[spec.primary_metric]
+    return _outcome(ws, spec.name, spec.primary_metric, snapshot, served, bought["customer_id"].nunique(), value)
+
+
+REALIZED = {"churn": realized_churn, "next_best_product": realized_next_best_product}
 
 
 def _key(prefix: str, feature: str) -> str:
@@ -249,7 +291,7 @@ def log_monitoring_run(
 
 
 def monitor_family(ws: Workspace, store, timeline, name: str, version: str, as_of, scores: pd.Series) -> dict:
-    """Drift (and for churn the realized metric) of one family's scoring run, not yet logged."""
+    """Drift (and, once labels mature, the realized metric) of one family's scoring run, not yet logged."""
     from cdp.features.build import load_snapshots
     from cdp.training.registry import family
 
@@ -273,17 +315,16 @@ def monitor_family(ws: Workspace, store, timeline, name: str, version: str, as_o
     outcome["max_null_jump_feature"], outcome["max_null_jump"] = _largest(rows, "null_jump")
     if reference.get("score"):
         outcome["score_psi"] = psi_against(reference["score"], scores)
-    if name == "churn":
-        realized = realized_churn(ws, timeline.orders, load_snapshots(ws)[1])
-        if realized is not None:
-            outcome |= {
-                "realized_metric": realized["metric"],
-                "realized_snapshot": realized["snapshot"],
-                "realized_model_version": realized["model_version"],
-                "realized_rows": float(realized["rows"]),
-                "realized_value": realized["realized"],
-                "promised_value": realized["promised"],
-            }
+    realized = REALIZED[name](ws, timeline, load_snapshots(ws)[1]) if name in REALIZED else None
+    if realized is not None:
+        outcome |= {
+            "realized_metric": realized["metric"],
+            "realized_snapshot": realized["snapshot"],
+            "realized_model_version": realized["model_version"],
+            "realized_rows": float(realized["rows"]),
+            "realized_value": realized["realized"],
+            "promised_value": realized["promised"],
+        }
     return {k: v for k, v in outcome.items() if v is not None}
 
 

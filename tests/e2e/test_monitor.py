@@ -57,6 +57,9 @@ def test_unshifted_run_passes_and_reports_the_realized_auc(monitored):
     print("realized", churn["realized_value"], "promised", churn["promised_value"])
     assert churn["max_psi"] < 0.2 and churn["score_psi"] < 0.2
     assert churn["promised_value"] - churn["realized_value"] < 0.05  # an honest model keeps its promise
+    nbp = latest(history(monitored)).set_index("model").loc["next_best_product"]
+    print("next best product: max PSI", nbp["max_psi"], "realized", nbp["realized_value"], nbp["promised_value"])
+    assert nbp["realized_metric"] == "ndcg_at_10" and nbp["realized_value"] > 0
     assert (monitored.reports / "monitoring_churn.png").exists()
 
 
