@@ -17,7 +17,20 @@ def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
-@app.command()
+HELP = (
+    "Drift and decay of each served champion, per its latest scoring run; exit 1 past a threshold.\n\n"
+    "Every `cdp score` logs one MLflow run per scored model (experiment `monitoring`): PSI and null share of "
+    "each feature of the scored population vs the champion's training snapshots, PSI of the churn scores vs "
+    "its validation scores and, once labels mature, the realized metric of the scores served back then vs "
+    "what validation promised (churn ROC AUC after 90 days, next best product NDCG@10 after 30).\n\n"
+    "Prints each model's latest run, writes reports/monitoring_<model>.png (history; also logged to the run) "
+    "and exits 1 with one alert line per threshold crossed, naming the feature and value; 0 when all is "
+    "within the thresholds; 2 when nothing has been scored yet. Features in CDP_MONITOR_IGNORE_FEATURES, "
+    "or with fewer than 200 non-null values, never alert on PSI."
+)
+
+
+@app.command(help=HELP)
 def monitor(
     psi_max: float | None = typer.Option(
         None,
@@ -37,15 +50,7 @@ def monitor(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots over time (reports/, MLflow)."),
     home: Path | None = HomeOption,
 ) -> None:
-    """Drift and decay of each served champion, per its latest scoring run; exit 1 past a threshold.
-
-    Every `cdp score` logs one MLflow run per scored family (experiment `monitoring`): PSI and null
-    share of each feature of the scored population vs the champion's training snapshots, PSI of the
-    scores vs its validation scores, and for churn the realized ROC AUC of the scores served 90+ days
-    ago vs the ROC AUC validation promised. This prints the latest run of each family, writes
-    reports/monitoring_<model>.png (also logged to that run) and exits 1 naming the feature and value
-    of each alert, 0 when all is within the thresholds, 2 when nothing has been scored yet.
-    Features in CDP_MONITOR_IGNORE_FEATURES, or with fewer than 200 non-null values, never alert."""
+    """Drift and decay of each served champion, per its latest scoring run; exit 1 past a threshold."""
     from dataclasses import replace
 
     from cdp.training.monitor_report import Thresholds, alerts, history, latest, plot_history
@@ -61,19 +66,19 @@ def monitor(
     last = latest(runs)
     table = Table(title=f"monitoring: latest scoring run per model ({len(runs)} runs in MLflow '{'monitoring'}')")
     for column in ("model", "scored at", "max feature PSI", "null share jump", "score PSI", "realized vs validation"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in last.itertuples(index=False):
         realized = (
             "-"
             if row.realized_value != row.realized_value
-            else f"{row.realized_metric} {_fmt(row.realized_value)} vs {_fmt(row.promised_value)} "
-            f"(served {row.realized_snapshot}, v{row.realized_model_version})"
+            else f"{row.realized_metric} {_fmt(row.realized_value)} vs {_fmt(row.promised_value)}\n"
+            f"(v{row.realized_model_version} served {row.realized_snapshot})"
         )
         table.add_row(
             f"{row.model} v{row.version}",
             f"{row.scored_at:%Y-%m-%d}",
-            f"{_fmt(row.max_psi)} {row.max_psi_feature if isinstance(row.max_psi_feature, str) else ''}",
-            f"{_fmt(row.max_null_jump)} {row.max_null_jump_feature if isinstance(row.max_null_jump_feature, str) else ''}",
+            f"{_fmt(row.max_psi)}\n{row.max_psi_feature if isinstance(row.max_psi_feature, str) else ''}",
+            f"{_fmt(row.max_null_jump)}\n{row.max_null_jump_feature if isinstance(row.max_null_jump_feature, str) else ''}",
             _fmt(row.score_psi),
             realized,
         )

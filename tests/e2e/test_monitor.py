@@ -39,6 +39,13 @@ def _alerts(stdout: str) -> list[str]:
     return [line for line in " ".join(stdout.split()).split("alert: ")[1:]]
 
 
+def test_help_explains_exit_codes_and_thresholds():
+    result = run("monitor", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "--psi-max" in text and "CDP_MONITOR_PSI_MAX" in text and "exits 1" in text
+
+
 def test_no_scoring_run_yet_is_one_clear_line(tmp_path):
     result = run("monitor", home=tmp_path)
     assert result.returncode == 2
@@ -73,7 +80,8 @@ def test_decayed_model_is_flagged(monitored, tmp_path):
     past = scores["churn_scored_at"] != scores["churn_scored_at"].max()
     scores.loc[past, "churn_probability"] = 1 - scores.loc[past, "churn_probability"]
     scores.to_parquet(ws.path("churn_scores"), index=False)
-    pipeline.score(ws)
+    summary = pipeline.score(ws)
+    print("decayed: realized", summary["monitoring"]["churn"].get("realized_value"))
     result = run("monitor", "--no-plots", home=home)
     assert result.returncode == 1, result.stdout
     decayed = [a for a in _alerts(result.stdout) if "realized roc_auc" in a]
