@@ -64,3 +64,19 @@ def test_alerts_name_every_feature_over_the_threshold():
     assert len(found) == 3
     quiet = alerts(pd.DataFrame([{**run, "top_psi": "a=0.1", "realized_value": 0.83}]), Thresholds(0.2, 0.1, 0.05))
     assert quiet == []
+
+
+def test_training_snapshots_from_the_champions_run(tmp_path):
+    import pytest
+
+    from cdp.training.drift import REFERENCE_SNAPSHOTS, ReferenceUnavailable, training_snapshots
+    from cdp.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    months = list(pd.date_range("2024-01-01", periods=18, freq="MS", tz="UTC"))
+    churn = training_snapshots(ws, {"valid_snapshot": "2025-03-01", "train_snapshots": "9"}, 90, months)
+    assert churn[-1] == pd.Timestamp("2024-12-01", tz="UTC") and len(churn) == REFERENCE_SNAPSHOTS
+    listed = training_snapshots(ws, {"train_snapshots": "2024-05-01,2024-06-01"}, 30, months)
+    assert listed == [pd.Timestamp("2024-05-01", tz="UTC"), pd.Timestamp("2024-06-01", tz="UTC")]
+    with pytest.raises(ReferenceUnavailable, match="neither"):
+        training_snapshots(ws, {}, 90, months)
