@@ -53,9 +53,12 @@ def history(ws: Workspace) -> pd.DataFrame:
 
     from cdp.workspace import use_workspace
 
+    empty = pd.DataFrame(columns=list(COLUMNS.values()))
+    if ws.mlflow_uri.startswith("sqlite:///") and not Path(ws.mlflow_uri.removeprefix("sqlite:///")).exists():
+        return empty  # nothing trained or scored here: do not create an MLflow database just to look
     use_workspace(ws)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        return pd.DataFrame(columns=list(COLUMNS.values()))
+        return empty
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], order_by=["attributes.start_time ASC"])
     frame = runs.reindex(columns=list(COLUMNS)).rename(columns=COLUMNS)
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)

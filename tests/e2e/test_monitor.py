@@ -51,6 +51,7 @@ def test_no_scoring_run_yet_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "no monitoring runs" in result.stdout and "cdp score" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # looking creates nothing
 
 
 def test_unshifted_run_passes_and_reports_the_realized_auc(monitored):
