@@ -131,11 +131,14 @@ def plot_history(ws: Workspace, frame: pd.DataFrame, limits: Thresholds) -> list
             ax.set_title(title)
             ax.legend(loc="upper left", fontsize=8)
         axes[2].plot(x, runs["realized_value"].astype(float), marker="o", label="realized")
-        axes[2].plot(x, runs["promised_value"].astype(float), marker="s", linestyle=":", label="validation")
+        promised = runs["promised_value"].astype(float)
+        axes[2].plot(x, promised, marker="s", linestyle=":", label="validation")
+        axes[2].plot(x, promised - limits.metric_drop, color="red", linestyle="--", label="alert below")
         axes[2].set_title(f"realized vs validation {' '.join(runs['realized_metric'].dropna().iloc[-1:])}")
         axes[2].legend(loc="lower left", fontsize=8)
+        every = max(1, len(runs) // 10)  # a year of daily runs: about ten labelled ticks
         for ax in axes:
-            ax.set_xticks(list(x), labels, fontsize=7)
+            ax.set_xticks(list(x)[::every], labels[::every], fontsize=7)
             ax.set_xlabel("scoring run (scored at, champion)")
         fig.suptitle(f"{model}: monitoring over {len(runs)} scoring runs")
         path = save_figure(fig, ws.reports / f"monitoring_{model}.png")
