@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="Bearer key required by the service")
     insecure: bool = Field(False, description="Allow a non-loopback bind without a key")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
+    # monitoring (`cdp monitor` exits 1 past these)
+    monitor_psi_max: float = Field(
+        0.2, gt=0, description="Largest PSI of a feature or of the score distribution before `cdp monitor` alerts"
+    )
+    monitor_null_jump: float = Field(
+        0.1, gt=0, le=1, description="Largest rise of a feature's null share over training before it alerts"
+    )
+    monitor_ignore_features: str = Field(
+        "days_since_first_order,tenure_days",
+        description="Features whose drift never alerts (comma-separated): tenure grows with the calendar by definition",
+    )
+    monitor_metric_drop: float = Field(
+        0.05, gt=0, description="Largest drop of the realized metric below the validation metric before it alerts"
+    )
 
     @field_validator(
         "online_store",

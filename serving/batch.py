@@ -201,6 +201,7 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
     from cdp.models.campaign_response import CAMPAIGN_RESPONSE
     from cdp.models.next_best_product import NEXT_BEST_PRODUCT
     from cdp.serving.readiness import no_champion_reason
+    from cdp.training.drift import monitor_scoring
 
     withdrawn = withdraw_refused_scores(ws, as_of)
     churn = score_churn(ws, store, timeline.orders, as_of)
@@ -210,8 +211,10 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
         "model_version": churn["churn_model_version"].iloc[0] if len(churn) else None,
     }
     summary["scores_removed_consent_withdrawn"] = withdrawn
+    served = {CHURN.name: (churn, "churn_probability", "churn_model_version")}  # for monitoring
     if has_champion(ws, NEXT_BEST_PRODUCT.name):
         nbp = score_next_best_product(ws, store, timeline.order_lines, timeline.orders, as_of)
+        served[NEXT_BEST_PRODUCT.name] = (nbp, "nbp_top_score", "nbp_model_version")
         summary["next_best_product"] = {
             "customers_scored": len(nbp),
             "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None,
@@ -221,6 +224,7 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
             summary[name] = {"not_scored": no_champion_reason(ws, name)}
     if has_champion(ws, CAMPAIGN_RESPONSE.name):
         camp = score_campaign_response(ws, store, timeline.order_lines, timeline.orders, as_of)
+        served[CAMPAIGN_RESPONSE.name] = (camp, "campaign_uplift", "campaign_model_version")
         summary["campaign_response"] = {
             "customers_scored": len(camp),
             "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,
@@ -231,4 +235,6 @@ def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
             ),
             "model_version": camp["campaign_model_version"].iloc[0] if len(camp) else None,
         }
+    scored = {name: (str(f[v].iloc[0]), f[score]) for name, (f, score, v) in served.items() if len(f)}
+    summary["monitoring"] = monitor_scoring(ws, store, timeline, as_of, scored)  # drift + realized metric, MLflow
     return summary

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli import config, contract, identity, models, privacy, serving, ui
+from cdp.cli import config, contract, identity, models, monitor, privacy, serving, ui
 from cdp.cli.demo import run_demo
 from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
@@ -207,7 +207,7 @@ def demo(
 
 
 # Command groups live in their own modules, each on its own Typer; merged here (no name = top level).
-for _group in (identity, privacy, models, serving, config, contract):
+for _group in (identity, privacy, models, serving, config, contract, monitor):
     app.add_typer(_group.app)
 
 
