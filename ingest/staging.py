@@ -45,6 +45,9 @@ OPTIONAL_TABLES = frozenset(
         "web_events",
         "campaigns",
         "marketing_sends",
+        "loyalty_members",
+        "online_accounts",
+        "crm_contacts",
     }
 )
 # child table -> (column, parent table): rows whose key is not an accepted parent are rejected

@@ -11,6 +11,9 @@ Out: pushed frames: churn (churn_scores), next best products (next_best_product_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pandas as pd
 
 from cdp.features.consent import contactable, filter_profiling_consent
@@ -196,45 +199,92 @@ def withdraw_refused_scores(ws: Workspace, as_of: pd.Timestamp) -> dict:
     return {"customers": len(refused), "rows": {k: v for k, v in rows.items() if v}}
 
 
-def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
-    """Every family with a champion; returns the summary `cdp score` prints."""
-    from cdp.models.campaign_response import CAMPAIGN_RESPONSE
-    from cdp.models.next_best_product import NEXT_BEST_PRODUCT
-    from cdp.serving.readiness import no_champion_reason
-    from cdp.training.drift import monitor_scoring
-
-    withdrawn = withdraw_refused_scores(ws, as_of)
-    churn = score_churn(ws, store, timeline.orders, as_of)
-    summary: dict = {
+def _churn_summary(churn: pd.DataFrame) -> dict:
+    return {
         "customers_scored": len(churn),
         "mean_churn_probability": round(float(churn["churn_probability"].mean()), 4) if len(churn) else None,
         "model_version": churn["churn_model_version"].iloc[0] if len(churn) else None,
     }
-    summary["scores_removed_consent_withdrawn"] = withdrawn
-    served = {CHURN.name: (churn, "churn_probability", "churn_model_version")}  # for monitoring
-    if has_champion(ws, NEXT_BEST_PRODUCT.name):
-        nbp = score_next_best_product(ws, store, timeline.order_lines, timeline.orders, as_of)
-        served[NEXT_BEST_PRODUCT.name] = (nbp, "nbp_top_score", "nbp_model_version")
-        summary["next_best_product"] = {
-            "customers_scored": len(nbp),
-            "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None,
-        }
-    for name in (NEXT_BEST_PRODUCT.name, CAMPAIGN_RESPONSE.name):
-        if not has_champion(ws, name):
+
+
+def _nbp_summary(nbp: pd.DataFrame) -> dict:
+    return {
+        "customers_scored": len(nbp),
+        "model_version": nbp["nbp_model_version"].iloc[0] if len(nbp) else None,
+    }
+
+
+def _campaign_summary(camp: pd.DataFrame) -> dict:
+    return {
+        "customers_scored": len(camp),
+        "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,
+        "targeted": int(camp["campaign_target"].sum()),
+        "not_contactable_by_consent": int((~camp["campaign_contactable"]).sum()),
+        "expected_incremental_conversions": round(
+            float(camp.loc[camp["campaign_target"] > 0, "campaign_uplift"].sum()), 2
+        ),
+        "model_version": camp["campaign_model_version"].iloc[0] if len(camp) else None,
+    }
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How one served family is batch-scored: scores(ws, store, timeline, as_of) -> frame, the
+    frame's score and version columns (for monitoring) and its line in the `cdp score` summary."""
+
+    scores: Callable[..., pd.DataFrame]
+    score_column: str
+    version_column: str
+    summary: Callable[[pd.DataFrame], dict]
+
+
+SCORERS: dict[str, Scorer] = {
+    "churn": Scorer(
+        lambda ws, store, t, as_of: score_churn(ws, store, t.orders, as_of),
+        "churn_probability",
+        "churn_model_version",
+        _churn_summary,
+    ),
+    "next_best_product": Scorer(
+        lambda ws, store, t, as_of: score_next_best_product(ws, store, t.order_lines, t.orders, as_of),
+        "nbp_top_score",
+        "nbp_model_version",
+        _nbp_summary,
+    ),
+    "campaign_response": Scorer(
+        lambda ws, store, t, as_of: score_campaign_response(ws, store, t.order_lines, t.orders, as_of),
+        "campaign_uplift",
+        "campaign_model_version",
+        _campaign_summary,
+    ),
+}
+
+
+def score_all(ws: Workspace, store, timeline, as_of: pd.Timestamp) -> dict:
+    """Every family with a champion (SCORERS); returns the summary `cdp score` prints: churn's
+    figures at the top level, each other family's under its name, and why a family was not scored."""
+    from cdp.serving.readiness import no_champion_reason
+    from cdp.training.drift import monitor_scoring
+
+    withdrawn = withdraw_refused_scores(ws, as_of)
+    chosen = [name for name in SCORERS if has_champion(ws, name)]
+    if not chosen:
+        raise ValueError(
+            "no model has a champion to score with: run `cdp train churn` first (`cdp train --help` lists the models)"
+        )
+    summary: dict = {"customers_scored": 0, "scores_removed_consent_withdrawn": withdrawn}
+    scored = {}
+    for name, scorer in SCORERS.items():
+        if name not in chosen:
             summary[name] = {"not_scored": no_champion_reason(ws, name)}
-    if has_champion(ws, CAMPAIGN_RESPONSE.name):
-        camp = score_campaign_response(ws, store, timeline.order_lines, timeline.orders, as_of)
-        served[CAMPAIGN_RESPONSE.name] = (camp, "campaign_uplift", "campaign_model_version")
-        summary["campaign_response"] = {
-            "customers_scored": len(camp),
-            "campaign_id": camp["campaign_id"].iloc[0] if len(camp) else None,
-            "targeted": int(camp["campaign_target"].sum()),
-            "not_contactable_by_consent": int((~camp["campaign_contactable"]).sum()),
-            "expected_incremental_conversions": round(
-                float(camp.loc[camp["campaign_target"] > 0, "campaign_uplift"].sum()), 2
-            ),
-            "model_version": camp["campaign_model_version"].iloc[0] if len(camp) else None,
-        }
-    scored = {name: (str(f[v].iloc[0]), f[score]) for name, (f, score, v) in served.items() if len(f)}
+            continue
+        frame = scorer.scores(ws, store, timeline, as_of)
+        line = scorer.summary(frame)
+        if name == CHURN.name:
+            summary.update(line)
+        else:
+            summary[name] = line
+        if len(frame):
+            scored[name] = (str(frame[scorer.version_column].iloc[0]), frame[scorer.score_column])
     summary["monitoring"] = monitor_scoring(ws, store, timeline, as_of, scored)  # drift + realized metric, MLflow
     return summary

@@ -7,7 +7,7 @@ service checks it again in its constructor (so `bentoml serve` alone refuses to 
 from __future__ import annotations
 
 from cdp.settings import setting
-from cdp.training.registry import SERVED
+from cdp.training.registry import SERVED, CapabilityOff, family
 from cdp.workspace import Workspace
 
 SERVED_MODELS = SERVED  # the registered families the service loads (cdp.training.registry)
@@ -54,6 +54,10 @@ def no_champion_reason(ws: Workspace, name: str) -> str:
     client = registry_client(ws)
     versions = client.search_model_versions(f"name='{name}'") if _registered(client, name) else []
     if not versions:
+        try:
+            family(name).check_inputs(ws)
+        except CapabilityOff as off:  # the tables it needs were not provided: not a step to run
+            return str(off)
         return f"no model trained yet: run `cdp train {name.replace('_', '-')}`"
     latest = max(versions, key=lambda v: int(v.version))
     run = client.get_run(latest.run_id) if latest.run_id else None

@@ -135,10 +135,13 @@ def fit(spec: ModelSpec, train: pd.DataFrame, seed: int = 0, calibration_custome
     )
     if fit_part.empty:
         raise ValueError("need at least two training snapshots (one to fit, one to calibrate)")
+    if calibration_customers is not None and calibration_part[spec.label].nunique() < 2:
+        # no profile tables (orders-only data): no customer is person-level, calibrate on everyone
+        calibration_part = calibration_rows(train)
     if calibration_part[spec.label].nunique() < 2:
         raise ValueError(
             f"calibration: the latest training snapshot {latest:%Y-%m-%d} has "
-            f"{len(calibration_part)} person-level rows, not both label values"
+            f"{len(calibration_part)} rows, not both label values"
         )
     return fit_calibrated(fit_part, calibration_part, feature_columns(train, spec), spec.label, seed)
 
@@ -194,7 +197,8 @@ def train_churn(
     train, valid = split_out_of_time(frame, spec)
     step("fit LightGBM + calibration", 2, 4)
     started = time.perf_counter()
-    persons = person_level_customers(pd.read_parquet(ws.identity / "identity_map.parquet"))
+    # without profile tables (orders-only data) nobody is person-level: everyone counts as a person
+    persons = person_level_customers(pd.read_parquet(ws.identity / "identity_map.parquet")) or set(frame["customer_id"])
     model = fit(spec, train, calibration_customers=persons)
     fit_seconds = time.perf_counter() - started
     score = predict(model, valid)

@@ -15,6 +15,9 @@ app = typer.Typer()  # merged into the main `cdp` app by cdp.cli.app
 
 # What each optional table switches on; without it the capability is off, nothing else breaks.
 CAPABILITY = {
+    "crm_contacts": "a profile source: names, address and date of birth for identity, tenure for churn",
+    "loyalty_members": "a profile source: card links for identity, tier and enrolment features",
+    "online_accounts": "a profile source: account links for identity (orders, web, sends)",
     "web_events": "digital engagement features (sessions, views, cart adds) and device links for identity",
     "service_interactions": "service signals (contacts, complaints, sentiment) for churn and campaign models",
     "campaigns": "campaign response (uplift) training and targeting, with marketing_sends",

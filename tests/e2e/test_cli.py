@@ -33,7 +33,7 @@ def test_every_command_has_help(command):
 def test_ingest_without_raw_data_is_a_clear_error(tmp_path):
     result = run("ingest", home=tmp_path)
     assert result.returncode == 2
-    assert "error:" in result.stdout and "crm_contacts" in result.stdout
+    assert "error:" in result.stdout and "orders" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
