@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="Allow a non-loopback bind without a key")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
     # monitoring (`cdp monitor` exits 1 past these)
+    campaign_outcome: Literal["order", "web_visit"] = Field(
+        "order",
+        description="What campaign response models: any order (default) or any web/app event in the response window",
+    )
+    campaign_contact_cost: float = Field(
+        0.0,
+        ge=0,
+        description="Cost of one contact as a share of one conversion's value: sets the recommended campaign depth",
+    )
     monitor_psi_max: float = Field(
         0.2, gt=0, description="Largest PSI of a feature or of the score distribution before `cdp monitor` alerts"
     )

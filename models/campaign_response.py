@@ -11,7 +11,7 @@ Features at sent_at: customer features from Feast (FeatureService campaign_respo
      strictly before sent_at (channel, whether the campaign targets a category, the customer's
      share of lines in that category over the past 365 days).
 Out: `UpliftModel`: P(order | contacted), P(order | not contacted) and the uplift (T- or
-     X-learner on LightGBM), a targeting decision and expected incremental conversions.
+     X-learner on LightGBM, logistic T-learner, transformed outcome), a targeting decision and expected incremental conversions.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import numpy as np
 import pandas as pd
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.base import BaseEstimator
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from cdp.models.spec import ModelSpec
 
@@ -28,7 +32,7 @@ CAMPAIGN_RESPONSE = ModelSpec(
     name="campaign_response",
     feature_service="campaign_response_v1",
     label="ordered_14d",
-    objective="uplift (T/X-learner on LightGBM)",
+    objective="uplift (T/X-learners on LightGBM, logistic T-learner, transformed outcome; chosen by held-out Qini)",
     horizon_days=14,
     primary_metric="qini",
     hyperparameters={
@@ -42,7 +46,8 @@ CAMPAIGN_RESPONSE = ModelSpec(
             "colsample_bytree": 0.8,
             "reg_lambda": 5.0,
         },
-        "effect": {  # the X-learner's imputed-effect regressors
+        "logistic": {"C": 0.1, "max_iter": 2000},  # the logistic T-learner's outcome models (standardized)
+        "effect": {  # the X-learner's imputed-effect regressors and the transformed-outcome regressor
             "n_estimators": 100,
             "learning_rate": 0.03,
             "num_leaves": 7,
@@ -128,7 +133,7 @@ def _classifier(seed: int) -> LGBMClassifier:
     )
 
 
-def _positive(classifier: LGBMClassifier, X: pd.DataFrame) -> np.ndarray:
+def _positive(classifier: LGBMClassifier | Pipeline, X: pd.DataFrame) -> np.ndarray:
     """P(y = 1 | X) as an array (LightGBM's stubs allow lists and sparse matrices)."""
     return np.asarray(classifier.predict_proba(X))[:, 1]
 
@@ -142,13 +147,33 @@ def _regressor(seed: int) -> LGBMRegressor:
     )
 
 
-class UpliftModel(BaseEstimator):
-    """T-learner (learner="t") or X-learner (learner="x") on LightGBM.
+def _logistic() -> Pipeline:
+    """A well-regularized logistic outcome model: what a practitioner fits first on a randomized
+    experiment (median-imputed, standardized features)."""
+    return make_pipeline(
+        SimpleImputer(strategy="median"),
+        StandardScaler(),
+        LogisticRegression(**CAMPAIGN_RESPONSE.hyperparameters["logistic"]),
+    )
 
-    fit(X, treated, y): mu1_ = P(y | X, contacted), mu0_ = P(y | X, not contacted); the X-learner
-    also fits tau1_ on y - mu0_(X) (treated rows) and tau0_ on mu1_(X) - y (control rows) and
-    blends them with the randomized treatment share e_: uplift = e_ * tau0 + (1 - e_) * tau1.
-    predict(X) -> uplift; predict_outcomes(X) -> DataFrame p_treated, p_control, uplift.
+
+LEARNERS = {
+    "t": "T-learner on LightGBM",
+    "x": "X-learner on LightGBM",
+    "logistic_t": "T-learner on regularized logistic regression",
+    "transformed_outcome": "transformed-outcome (class transformation) regression on LightGBM",
+}
+
+
+class UpliftModel(BaseEstimator):
+    """An uplift learner (`LEARNERS`); fit(X, treated, y), predict(X) -> uplift,
+    predict_outcomes(X) -> DataFrame p_treated, p_control, uplift.
+
+    Every learner fits mu1_ = P(y | X, contacted) and mu0_ = P(y | X, not contacted) (LightGBM, or
+    logistic regression for "logistic_t"); "t"/"logistic_t": uplift = mu1 - mu0. "x" also fits
+    tau1_ on y - mu0_(X) (treated rows) and tau0_ on mu1_(X) - y (control rows), blended with the
+    randomized treatment share e_: uplift = e_ * tau0 + (1 - e_) * tau1. "transformed_outcome"
+    regresses z = y (t - e) / (e (1 - e)), whose expectation given X is the uplift.
     """
 
     def __init__(self, learner: str = "x", seed: int = 0) -> None:
@@ -156,18 +181,24 @@ class UpliftModel(BaseEstimator):
         self.seed = seed
 
     def fit(self, X: pd.DataFrame, treated: np.ndarray, y: np.ndarray) -> UpliftModel:
+        if self.learner not in LEARNERS:
+            raise ValueError(f"learner: unknown '{self.learner}' (choose one of {', '.join(LEARNERS)})")
         treated, y = np.asarray(treated).astype(bool), np.asarray(y).astype(int)
         if y[treated].min() == y[treated].max() or y[~treated].min() == y[~treated].max():
             raise ValueError("uplift: both groups need both outcomes")
         self.feature_names_in_ = np.array(list(X.columns), dtype=object)
         self.e_ = float(treated.mean())
-        self.mu1_ = _classifier(self.seed).fit(X[treated], y[treated])
-        self.mu0_ = _classifier(self.seed + 1).fit(X[~treated], y[~treated])
+        outcome = _logistic if self.learner == "logistic_t" else None
+        self.mu1_ = (outcome() if outcome else _classifier(self.seed)).fit(X[treated], y[treated])
+        self.mu0_ = (outcome() if outcome else _classifier(self.seed + 1)).fit(X[~treated], y[~treated])
         if self.learner == "x":
             d1 = y[treated] - _positive(self.mu0_, X[treated])
             d0 = _positive(self.mu1_, X[~treated]) - y[~treated]
             self.tau1_ = _regressor(self.seed + 2).fit(X[treated], d1)
             self.tau0_ = _regressor(self.seed + 3).fit(X[~treated], d0)
+        if self.learner == "transformed_outcome":
+            z = y * (treated - self.e_) / (self.e_ * (1 - self.e_))
+            self.tau_ = _regressor(self.seed + 4).fit(X, z)
         return self
 
     def predict_outcomes(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -176,6 +207,8 @@ class UpliftModel(BaseEstimator):
         uplift = p_t - p_c
         if self.learner == "x":
             uplift = self.e_ * np.asarray(self.tau0_.predict(X)) + (1 - self.e_) * np.asarray(self.tau1_.predict(X))
+        elif self.learner == "transformed_outcome":
+            uplift = np.asarray(self.tau_.predict(X))
         return pd.DataFrame({"p_treated": p_t, "p_control": p_c, "uplift": uplift}, index=X.index)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

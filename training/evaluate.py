@@ -31,6 +31,8 @@ QINI_POINTS = 50  # depths at which a Qini curve is drawn: smooth, not one step 
 RANKING_LABELS = {  # ranking keys used by training -> the names people read in a legend
     "t_learner": "Two-model (T-learner)",
     "x_learner": "Cross-learner (X-learner)",
+    "logistic_t_learner": "Two-model, logistic (T-learner)",
+    "transformed_outcome_learner": "Transformed outcome",
     "propensity": "Likely buyers (response propensity)",
     "random": "Random targeting",
     "oracle": "True effect (synthetic truth)",

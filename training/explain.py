@@ -74,8 +74,13 @@ def lightgbm_parts(model) -> list[tuple[float, Any, str]]:
         inner = model.calibrated_classifiers_[0].estimator
         return [(1.0, getattr(inner, "estimator", inner), "churn log-odds (before isotonic calibration)")]
     if hasattr(model, "mu1_"):  # UpliftModel
-        if getattr(model, "learner", "t") == "x":
+        learner = getattr(model, "learner", "t")
+        if learner == "x":
             return [(model.e_, model.tau0_, "uplift"), (1 - model.e_, model.tau1_, "uplift")]
+        if learner == "transformed_outcome":
+            return [(1.0, model.tau_, "uplift")]
+        if learner == "logistic_t":  # no trees to explain (its coefficients are in the pipeline)
+            return []
         return [(1.0, model.mu1_, "response log-odds if contacted (T-learner treated arm)")]
     if hasattr(model, "booster_"):  # plain LightGBM sklearn model (ranker, regressor, classifier)
         return [(1.0, model, "ranking score" if type(model).__name__ == "LGBMRanker" else "model output")]

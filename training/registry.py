@@ -21,6 +21,7 @@ from cdp.models.churn import CHURN
 from cdp.models.clv import CLV
 from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 from cdp.models.spec import ModelSpec
+from cdp.settings import setting
 from cdp.workspace import Workspace
 
 Evaluator = Callable[[Any], dict[str, float]]
@@ -138,21 +139,39 @@ def _evaluate_next_best_product(ctx: TrainingContext, params: dict[str, str]) ->
 
 
 def _train_campaign_response(ctx: TrainingContext, progress: Progress | None):
-    from cdp.training.uplift import train_campaign_response
+    from cdp.training.uplift import latest_event, outcome_events, train_campaign_response
 
     t = ctx.timeline
     campaigns = pd.read_parquet(ctx.ws.staged / "campaigns.parquet")
+    outcome = str(setting("campaign_outcome"))
     return train_campaign_response(
-        ctx.ws, ctx.store, t.sends, campaigns, t.orders, t.order_lines, ctx.snapshots, progress=progress
+        ctx.ws,
+        ctx.store,
+        t.sends,
+        campaigns,
+        outcome_events(t, outcome),
+        t.order_lines,
+        ctx.snapshots,
+        progress=progress,
+        data_end=latest_event(t),
+        outcome=outcome,
     )
 
 
 def _evaluate_campaign_response(ctx: TrainingContext, params: dict[str, str]) -> tuple[Evaluator, str]:
-    from cdp.training.uplift import build_send_set, uplift_metrics
+    from cdp.training.promote import PromotionError
+    from cdp.training.uplift import build_send_set, latest_event, outcome_events, uplift_metrics
 
+    if params.get("split", "").startswith("cross-fitted"):  # no rows the kept model has not seen
+        raise PromotionError(
+            "campaign-response: this version was cross-fitted (one experiment, no later campaign to test on); "
+            "its out-of-fold Qini was gated when it was trained: retrain with `cdp train campaign-response`, "
+            "or promote it with --force"
+        )
     t, spec = ctx.timeline, CAMPAIGN_RESPONSE
     campaigns = pd.read_parquet(ctx.ws.staged / "campaigns.parquet")
-    frame = build_send_set(ctx.store, t.sends, campaigns, t.orders, t.order_lines, ctx.snapshots[0])
+    events = outcome_events(t, params.get("outcome", "order"))  # what the version was trained to predict
+    frame = build_send_set(ctx.store, t.sends, campaigns, events, t.order_lines, ctx.snapshots[0], latest_event(t))
     held_out = params["valid_campaigns"].split(",")
     valid = frame[frame["campaign_id"].isin(held_out)]
     y, treated = valid[spec.label].to_numpy(), valid["treated"].to_numpy()

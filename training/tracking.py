@@ -30,6 +30,11 @@ SKOPS_TRUSTED = [
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.frozen._frozen.FrozenEstimator",
     "cdp.models.campaign_response.UpliftModel",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "numpy.dtype",
     "cdp.models.clv.CLVModel",
 ]
 CHAMPION = "champion"
