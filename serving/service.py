@@ -176,7 +176,7 @@ class DocumentedService(bentoml.Service[Any]):
     `info.description` from its own readme template."""
 
     @property
-    def openapi_spec(self):  # type: ignore[override]
+    def openapi_spec(self):
         from importlib.metadata import version
 
         import attr
