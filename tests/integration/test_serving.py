@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from importlib.metadata import version
 
 import httpx
 import numpy as np
@@ -381,6 +382,16 @@ def test_real_http_server_on_redis(redis_workspace, tmp_path):
     with running_server(ws, free_port(), log_path=tmp_path / "bentoml.log") as url:
         assert httpx.post(f"{url}/healthz", json={}, timeout=30).json()["online_store"] == "redis"
         http_checks(ws, url, {})
+        # The OpenAPI page BentoML serves: this package's version, every route described with an example.
+        spec = httpx.get(f"{url}/docs.json", timeout=30).json()
+        assert spec["info"]["version"] == version("cdp-ml") != "None"
+        routes = {
+            path: item["post"] for path, item in spec["paths"].items() if "x-bentoml-name" in item.get("post", {})
+        }
+        assert {"/churn", "/profile", "/healthz"} <= set(routes)
+        assert [path for path, op in routes.items() if "Example body" not in op["description"]] == []
+        churn = routes["/churn"]
+        assert churn["requestBody"]["content"]["application/json"]["schema"]["example"]["customer_ids"]
 
 
 def test_redis_and_sqlite_serve_the_same_scores(redis_workspace, service):

