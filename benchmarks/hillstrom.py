@@ -17,7 +17,9 @@ installed) and written as contract tables:
   apart (the product trains on wave 1 and is evaluated out of time on wave 2); `same-date`: one
   send date (the product cross-fits by customer).
 Then the product path with default settings: `cdp ingest`, `cdp resolve`, `cdp features`,
-`cdp train campaign-response` (`--outcome visit` sets CDP_CAMPAIGN_OUTCOME=web_visit). In the same
+`cdp train campaign-response`, telling it when the data ends (CDP_DATA_END: two weeks after the
+last send, when the experiment's outcomes stop) and, for `--outcome visit`,
+CDP_CAMPAIGN_OUTCOME=web_visit. In the same
 run, on the same evaluation sends, two baselines on the raw Hillstrom columns: a logistic
 T-learner and a transformed-outcome regression (fitted on wave 1, or cross-fitted the same way).
 Printed: Qini with bootstrap 95% intervals, random targeting's 97.5th percentile, and the gate.
@@ -257,6 +259,8 @@ def main() -> None:
     for name, frame in tables.items():
         frame.to_parquet(home / "raw" / f"{name}.parquet", index=False)
     env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
+    # the outcomes were recorded for two weeks after the last send: that is when the data ends
+    env["CDP_DATA_END"] = (tables["marketing_sends"]["sent_at"].max() + pd.Timedelta(days=14, hours=1)).isoformat()
     if args.outcome == "visit":
         env["CDP_CAMPAIGN_OUTCOME"] = "web_visit"
     for step in (["ingest"], ["resolve"], ["features"], ["train", "campaign-response"]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="Allow a non-loopback bind without a key")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
     # monitoring (`cdp monitor` exits 1 past these)
+    data_end: datetime | None = Field(
+        None,
+        description="When the data was extracted (ISO-8601): campaign response windows ending by then count as "
+        "observed (default: the latest event in any table)",
+    )
     campaign_outcome: Literal["order", "web_visit"] = Field(
         "order",
         description="What campaign response models: any order (default) or any web/app event in the response window",

@@ -144,14 +144,20 @@ def outcome_events(timeline, outcome: str | None = None) -> pd.DataFrame:
 
 def latest_event(timeline) -> pd.Timestamp:
     """The data's end for response windows: the latest event in any table (an experiment's
-    export may end with its last send or web visit, not with an order)."""
+    export may end with its last send or web visit, not with an order), or CDP_DATA_END (when
+    the data was extracted) if later."""
     columns = (("orders", "ordered_at"), ("sends", "sent_at"), ("responses", "occurred_at"), ("web", "occurred_at"))
     stamps = [
         pd.Timestamp(getattr(timeline, table)[column].max())
         for table, column in columns
         if column in getattr(timeline, table) and getattr(timeline, table)[column].notna().any()
     ]
-    return max(s if s.tzinfo else s.tz_localize("UTC") for s in stamps)
+    latest = max(s if s.tzinfo else s.tz_localize("UTC") for s in stamps)
+    declared = setting("data_end")  # the extract's date, when the user gives it (CDP_DATA_END)
+    if declared is None:
+        return latest
+    declared = pd.Timestamp(declared)
+    return max(latest, declared if declared.tzinfo else declared.tz_localize("UTC"))
 
 
 def split_by_campaign(frame: pd.DataFrame, campaigns: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list, list]:
