@@ -12,8 +12,8 @@ installed) and written as contract tables:
   `history` (spend), `mens`/`womens` (what was bought), `channel`; plus, for `conversion = 1`, an
   order of `spend` inside the two weeks after the send;
 - web_events: for `visit = 1`, a page view inside the two weeks;
-- campaigns + marketing_sends: one e-mail campaign, treatment = either e-mail, control = no
-  e-mail. `--design waves` (default): customers split at random into two waves sent 30 days
+- campaigns + marketing_sends: one campaign per e-mail (target category mens / womens), its
+  treatment = that e-mail's customers, its control = half of the no-e-mail customers (at random). `--design waves` (default): customers split at random into two waves sent 30 days
   apart (the product trains on wave 1 and is evaluated out of time on wave 2); `same-date`: one
   send date (the product cross-fits by customer).
 Then the product path with default settings: `cdp ingest`, `cdp resolve`, `cdp features`,
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CDP = str(Path(sys.executable).with_name("cdp"))
 SEND_DAY = pd.Timestamp("2024-06-03 09:00", tz="UTC")
 WAVE_GAP = pd.Timedelta(days=30)
-RAW_COLUMNS = ["recency", "history", "mens", "womens", "newbie", "urban", "suburban", "web", "phone"]
+RAW_COLUMNS = ["recency", "history", "mens", "womens", "newbie"]
 
 
 def hillstrom(cache: Path) -> pd.DataFrame:
@@ -134,19 +134,32 @@ def contract_tables(data: pd.DataFrame, design: str, seed: int) -> tuple[dict[st
             "event_type": "page_view",
         }
     )
+    # one campaign per e-mail (its target category) and wave; the no-e-mail controls are split at
+    # random between the two e-mails, as their shared randomized holdout
+    kind_of_mail = np.where(
+        data["segment"].eq("Mens E-Mail"),
+        "mens",
+        np.where(data["segment"].eq("Womens E-Mail"), "womens", rng.choice(["mens", "womens"], n)),
+    )
+    waves = sorted(set(wave))
     campaigns = pd.DataFrame(
-        {
-            "campaign_id": [f"email_wave{w + 1}" for w in sorted(set(wave))],
-            "name": [f"Spring e-mail, wave {w + 1}" for w in sorted(set(wave))],
-            "channel": "email",
-            "start_at": [SEND_DAY + w * WAVE_GAP for w in sorted(set(wave))],
-            "end_at": [SEND_DAY + w * WAVE_GAP + pd.Timedelta(days=15) for w in sorted(set(wave))],
-        }
+        [
+            {
+                "campaign_id": f"{mail}_email_wave{w + 1}",
+                "name": f"{mail.title()} e-mail, wave {w + 1}",
+                "channel": "email",
+                "start_at": SEND_DAY + w * WAVE_GAP,
+                "end_at": SEND_DAY + w * WAVE_GAP + pd.Timedelta(days=15),
+                "target_category": mail,
+            }
+            for w in waves
+            for mail in ("mens", "womens")
+        ]
     )
     sends = pd.DataFrame(
         {
             "send_id": [f"E{i:05d}" for i in range(n)],
-            "campaign_id": [f"email_wave{w + 1}" for w in wave],
+            "campaign_id": [f"{mail}_email_wave{w + 1}" for mail, w in zip(kind_of_mail, wave)],
             "sent_at": sent,
             "group": np.where(treated, "treatment", "control"),
             "account_id": ids,
@@ -172,13 +185,18 @@ def contract_tables(data: pd.DataFrame, design: str, seed: int) -> tuple[dict[st
         "marketing_sends": sends,
         "consent_events": consent,
     }
-    truth = pd.DataFrame({"send_id": sends["send_id"], "wave": wave, "treated": treated.astype(int)})
-    return tables, pd.concat([truth, data[["visit", "conversion", *RAW_COLUMNS[:5]]].reset_index(drop=True)], axis=1)
+    truth = pd.DataFrame(
+        {"send_id": sends["send_id"], "wave": wave, "treated": treated.astype(int), "mens_mail": kind_of_mail == "mens"}
+    )
+    return tables, pd.concat([truth, data[["visit", "conversion", *RAW_COLUMNS]].reset_index(drop=True)], axis=1)
 
 
-def raw_features(data: pd.DataFrame) -> pd.DataFrame:
+def raw_features(data: pd.DataFrame, mens_mail: np.ndarray) -> pd.DataFrame:
+    """The raw Hillstrom columns, the e-mail a send is about, and whether it matches past purchases."""
     return pd.DataFrame(
         {
+            "mens_mail": mens_mail.astype(int),
+            "mail_matches_history": np.where(mens_mail, data["mens"], data["womens"]),
             "recency": data["recency"],
             "history": np.log1p(data["history"]),
             "mens": data["mens"],
@@ -269,7 +287,7 @@ def main() -> None:
 
     y_all, t_all = truth[args.outcome].to_numpy(), truth["treated"].to_numpy()
     wave1 = np.flatnonzero(truth["wave"].to_numpy() == 0) if args.design == "waves" else np.array([], dtype=int)
-    found = baselines(raw_features(data), t_all, y_all, wave1, folds=5, seed=args.seed)
+    found = baselines(raw_features(data, truth["mens_mail"].to_numpy()), t_all, y_all, wave1, folds=5, seed=args.seed)
     rows = found.pop("rows")
     y, t = y_all[rows], t_all[rows]
     table = []

@@ -165,12 +165,12 @@ def split_by_campaign(frame: pd.DataFrame, campaigns: pd.DataFrame) -> tuple[pd.
     starts = campaigns.set_index("campaign_id")["start_at"]
     used = starts[starts.index.isin(frame["campaign_id"].unique())].sort_values()
     n_valid = max(1, round(len(used) * VALID_SHARE))
-    valid_ids = list(used.index[-n_valid:])
     cutoff = used.iloc[-n_valid]
+    valid_ids = list(used.index[used >= cutoff])  # campaigns starting with the held-out one are held out too
     horizon = pd.Timedelta(days=CAMPAIGN_RESPONSE.horizon_days + 1)
     train_ids = [
         c
-        for c in used.index[:-n_valid]
+        for c in used.index[used < cutoff]
         if frame.loc[frame["campaign_id"] == c, "event_timestamp"].max() + horizon <= cutoff
     ]
     if not train_ids:
@@ -216,7 +216,13 @@ def held_out_predictions(frame: pd.DataFrame, campaigns: pd.DataFrame, features:
         return _cross_fitted(frame, features, seed)
     models = {name: UpliftModel(name, seed).fit(train[features], train["treated"], train[label]) for name in LEARNERS}
     scores = {name: m.predict(valid[features]) for name, m in models.items()}
-    split = {"split": "out of time", "train_campaigns": ",".join(train_ids), "valid_campaigns": ",".join(valid_ids)}
+    left_out = sorted(set(frame["campaign_id"]) - set(train_ids) - set(valid_ids))  # windows overlap the held-out
+    split = {
+        "split": "out of time",
+        "train_campaigns": ",".join(train_ids),
+        "valid_campaigns": ",".join(valid_ids),
+        "campaigns_left_out": ",".join(left_out) or "none",
+    }
     return HeldOut(valid, scores, models, split | {"train_rows": str(len(train))}, train["customer_id"])
 
 
