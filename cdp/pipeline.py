@@ -29,12 +29,25 @@ def _timed(fn):
 
 
 @_timed
-def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None = None, trend: bool = False) -> dict:
-    """Synthetic first-party data (raw/) and its ground truth (truth/); `trend`: synthetic/trend.py."""
+def generate(
+    ws: Workspace,
+    customers: int,
+    seed: int,
+    progress: Progress | None = None,
+    trend: bool = False,
+    daily_drops: int = 0,
+) -> dict:
+    """Synthetic first-party data (raw/) and its ground truth (truth/); `trend`: synthetic/trend.py.
+    `daily_drops` N: the last N days become raw/<table>/<date>.parquet drops (synthetic/drops.py)."""
+    from cdp.synthetic.drops import write_daily_drops
     from cdp.synthetic.generate import generate as generate_data
 
     summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress, trend=trend)
-    return {"people": summary.people, "rows": dict(summary.rows)}
+    out: dict = {"people": summary.people, "rows": dict(summary.rows)}
+    if daily_drops:
+        drops = write_daily_drops(ws, daily_drops, seed)
+        out["daily_drops"] = {"days": daily_drops, "files": len(drops), "rows": sum(drops.values())}
+    return out
 
 
 @_timed
