@@ -12,6 +12,7 @@ responses are not) simply append.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -72,3 +73,18 @@ def supersede(frames: list[pd.DataFrame], names: list[str], spec: TableSpec) -> 
     history["source_file"] = [names[i] for i in file_no[old]]
     history["superseded_by"] = [names[int(i)] for i in latest[old]]
     return table[~old].reset_index(drop=True), history.reset_index(drop=True)
+
+
+MANIFEST = "ingested_files.json"  # in staged/: {raw-relative name: sha256} of the files the last ingest read
+
+
+def file_digests(raw_dir: Path, paths: list[Path]) -> dict[str, str]:
+    """{name relative to raw/: sha256 of its bytes}: a file counts as seen by name and content."""
+    out = {}
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        out[path.relative_to(raw_dir).as_posix()] = digest.hexdigest()
+    return out

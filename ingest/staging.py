@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
-from cdp.ingest.drops import DROP_NAME, drop_files, history_name, supersede
+from cdp.ingest.drops import DROP_NAME, MANIFEST, drop_files, file_digests, history_name, supersede
 from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
 from cdp.ingest.schemas import TEXT, clean_text, date_order_setting, schema_reasons, show, to_arrow, type_columns
 from cdp.workspace import Workspace
@@ -548,6 +548,8 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         write_json_atomic(ws.staged / REGIONS_FILE, {"regions": list(regions)})
         write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
         write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
+        read = [p for paths in found.values() for p in paths]
+        write_json_atomic(ws.staged / MANIFEST, file_digests(ws.raw, read))  # what `cdp refresh` has seen
     return report
 
 

@@ -171,6 +171,21 @@ def score(home: Path | None = HomeOption) -> None:
 
 
 @app.command()
+def refresh(home: Path | None = HomeOption) -> None:
+    """The daily run: ingest raw files not seen yet (e.g. raw/<table>/<date>.parquet drops), link new
+    records (resolve --incremental), rebuild features + materialize, score and push. Nothing new: exit 0."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with writing(ws, "refresh"), progress_bar("refresh") as update:
+        summary = run_stage(pipeline.refresh, ws, progress=update)
+    if summary.get("nothing_new"):
+        console.print("nothing new: every raw file was already refreshed (name and content unchanged)")
+        return
+    show("refresh", summary)
+
+
+@app.command()
 def serve(
     port: int = typer.Option(3000, help="HTTP port."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (default loopback only; 0.0.0.0 = every interface)."),
