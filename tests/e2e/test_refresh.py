@@ -116,5 +116,5 @@ def test_feature_views_equal_the_full_run(workspaces, view):
 
 
 def test_refresh_before_a_full_run_names_what_is_missing(tmp_path):
-    with pytest.raises(Exception, match="identity_map|cdp resolve"):
+    with pytest.raises(Exception, match=r"identity_map|cdp resolve"):
         pipeline.refresh(Workspace(Path(tmp_path)))
