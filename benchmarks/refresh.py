@@ -24,7 +24,7 @@ from pathlib import Path
 TARGET = 0.10
 
 
-def run(cmd: list[str], home: Path) -> float:
+def run(cmd: list[str], home: Path, echo: bool = False) -> float:
     started = time.perf_counter()
     print("$", " ".join(cmd), "--home", home, flush=True)
     env = {**os.environ, "CDP_HOME": str(home)}
@@ -33,6 +33,8 @@ def run(cmd: list[str], home: Path) -> float:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     if "nothing new" in result.stdout:
         print("  nothing new")
+    elif echo:  # the stage summary (per-stage seconds)
+        print(result.stdout[result.stdout.find("refresh") :], end="")
     return time.perf_counter() - started
 
 
@@ -72,7 +74,7 @@ def main() -> None:
         for file in held.glob(f"*/{day}"):
             (daily / "raw" / file.parent.name).mkdir(exist_ok=True)
             shutil.copy2(file, daily / "raw" / file.parent.name / day)
-        refreshes.append(run([*cdp, "refresh"], daily))
+        refreshes.append(run([*cdp, "refresh"], daily, echo=True))
         print(f"  refresh {day}: {refreshes[-1]:.1f} s")
     again = run([*cdp, "refresh"], daily)
     stages = ["ingest", "resolve", "features"]
