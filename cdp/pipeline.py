@@ -6,6 +6,7 @@ Each returns a small summary dict that the CLI prints and the demo writes to JSO
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,12 +31,25 @@ def _timed(fn):
 
 
 @_timed
-def generate(ws: Workspace, customers: int, seed: int, progress: Progress | None = None, trend: bool = False) -> dict:
-    """Synthetic first-party data (raw/) and its ground truth (truth/); `trend`: synthetic/trend.py."""
+def generate(
+    ws: Workspace,
+    customers: int,
+    seed: int,
+    progress: Progress | None = None,
+    trend: bool = False,
+    daily_drops: int = 0,
+) -> dict:
+    """Synthetic first-party data (raw/) and its ground truth (truth/); `trend`: synthetic/trend.py.
+    `daily_drops` N: the last N days become raw/<table>/<date>.parquet drops (synthetic/drops.py)."""
+    from cdp.synthetic.drops import write_daily_drops
     from cdp.synthetic.generate import generate as generate_data
 
     summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress, trend=trend)
-    return {"people": summary.people, "rows": dict(summary.rows)}
+    out: dict = {"people": summary.people, "rows": dict(summary.rows)}
+    if daily_drops:
+        drops = write_daily_drops(ws, daily_drops, seed)
+        out["daily_drops"] = {"days": daily_drops, "files": len(drops), "rows": sum(drops.values())}
+    return out
 
 
 @_timed
@@ -146,3 +160,67 @@ def score(ws: Workspace) -> dict:
     snapshots, _ = load_snapshots(ws)
     with writing_stage(ws, "score"):
         return score_all(ws, open_store(ws), load_timeline(ws), snapshots[-1])
+
+
+REFRESHED = "refreshed_files.json"  # in staged/: the raw files (name -> sha256) the last complete refresh covered
+
+
+def new_raw_files(ws: Workspace) -> tuple[dict[str, str], list[str]]:
+    """(every raw file now -> its sha256, the names new or changed since the last complete refresh,
+    else since the last ingest)."""
+    from cdp.ingest.drops import MANIFEST, file_digests
+    from cdp.ingest.staging import IngestReport, locate
+
+    now = file_digests(ws.raw, [p for paths in locate(ws.raw, IngestReport()).values() for p in paths])
+    seen_path = ws.staged / REFRESHED if (ws.staged / REFRESHED).exists() else ws.staged / MANIFEST
+    seen = json.loads(seen_path.read_text()) if seen_path.exists() else {}
+    return now, sorted(name for name, digest in now.items() if seen.get(name) != digest)
+
+
+@_timed
+def refresh(ws: Workspace, progress: Progress | None = None) -> dict:
+    """The daily run: if raw/ holds files not seen yet (name + content hash), ingest, link the new
+    records to the existing customers (resolve --incremental), rebuild the feature views and
+    materialize the latest snapshot, score and push with the champions. Needs a previous full run.
+    Nothing new: nothing is written. Only after every stage succeeded are the files recorded as
+    refreshed, so a run stopped half-way is redone whole by the next one (each stage is idempotent)."""
+    from cdp.atomic import write_json_atomic
+    from cdp.training.tracking import has_champion
+
+    ws.require("identity_map", "identifier_map", "staged_orders", "snapshots")
+    now, new = new_raw_files(ws)
+    if new and not (ws.staged / REFRESHED).exists():  # first refresh: its baseline is the last ingest,
+        write_json_atomic(ws.staged / REFRESHED, {n: d for n, d in now.items() if n not in new})  # kept if it fails
+    if not new:
+        return {"new_files": 0, "nothing_new": True}
+    stages: list[tuple[str, Callable[[], dict]]] = [
+        ("ingest", lambda: ingest(ws)),
+        ("resolve --incremental", lambda: resolve(ws, incremental=True)),
+        ("features", lambda: build_features(ws)),
+        (
+            "score",
+            lambda: score(ws) if has_champion(ws, "churn") else {"skipped": "no churn champion (cdp train churn)"},
+        ),
+    ]
+    out: dict[str, Any] = {"new_files": len(new), "files": new if len(new) <= 20 else [*new[:20], "..."]}
+    for done, (name, run) in enumerate(stages):
+        if progress:
+            progress(name, done, len(stages))
+        result = run()
+        out[name] = _brief(name, result)
+    if progress:
+        progress("done", len(stages), len(stages))
+    write_json_atomic(ws.staged / REFRESHED, now)
+    return out
+
+
+def _brief(stage: str, result: dict) -> dict:
+    """The few numbers of a stage's summary a daily log needs."""
+    if stage == "ingest":
+        tables = result["tables"]
+        return {
+            "read": sum(t["read"] for t in tables.values()),
+            "superseded": sum(t["superseded"] for t in tables.values()),
+            "seconds": result["seconds"],
+        }
+    return {k: v for k, v in result.items() if not isinstance(v, dict | list)}

@@ -172,6 +172,9 @@ def resolve_incremental(
     soft = _soft_edges(guards.shared_edges, prob, new_records)
     new_profile_ids = previous.profiles.loc[new_profile, "unique_id"].to_numpy()
     frame = _components(local, soft, node_customer, record_customer, new_profile_ids)
+    if not frame["is_record"].any():  # only records that reach no one (anonymous events): nothing to write
+        customers = int(previous.identity_map["customer_id"].nunique())
+        return IncrementalSummary(len(new_records), 0, 0, 0, len(prob), len(new_records), 0, customers)
     history_path = ws.path("id_history")
     history = pd.read_parquet(history_path) if history_path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
     records, ids, retired = _assign_ids(frame, previous, history)

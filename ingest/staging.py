@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
+from cdp.ingest.drops import DROP_NAME, MANIFEST, drop_files, file_digests, history_name, supersede
 from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
 from cdp.ingest.schemas import TEXT, clean_text, date_order_setting, schema_reasons, show, to_arrow, type_columns
 from cdp.workspace import Workspace
@@ -73,6 +74,7 @@ class TableReport:
     quarantined: int = 0
     field_issues: int = 0
     suppressed: int = 0  # rows of erased people (privacy/suppressions.parquet)
+    superseded: int = 0  # earlier versions of keys updated by a later drop (staged/<table>_history.parquet)
     # column -> {"present": non-null values read, "nulled": of those set to null, "unknown": kept unknown}
     columns: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -145,40 +147,61 @@ def header_renames(header: list[str], spec: TableSpec) -> dict[str, str]:
     return renames
 
 
-def locate(raw_dir: Path, report: IngestReport) -> dict[str, Path | None]:
-    """Find every table's file and check its required columns before anything is read."""
-    found: dict[str, Path | None] = {}
+def locate(raw_dir: Path, report: IngestReport) -> dict[str, list[Path]]:
+    """Find every table's files (the single file, then its daily drops: cdp.ingest.drops) and
+    check their required columns before anything is read."""
+    found: dict[str, list[Path]] = {}
     for name, spec in TABLES.items():
         paths = [p for p in (raw_dir / f"{name}.parquet", raw_dir / f"{name}.csv") if p.exists()]
-        found[name] = paths[0] if paths else None
         if len(paths) > 1:
             report.warnings.append(f"{name}: both .parquet and .csv found, using .parquet")
-        if not paths and name not in OPTIONAL_TABLES:
+        drops, notes = drop_files(raw_dir, name)
+        report.warnings += notes
+        found[name] = paths[:1] + drops
+        if not found[name] and name not in OPTIONAL_TABLES:
             raise ContractError(
-                f"table '{name}' not found in {raw_dir} (expected {name}.parquet or {name}.csv; `cdp contract` lists the tables and columns)"
+                f"table '{name}' not found in {raw_dir} (expected {name}.parquet or {name}.csv, or daily "
+                f"drops {name}/YYYY-MM-DD.parquet|csv; `cdp contract` lists the tables and columns)"
             )
-        if not paths:
+        if not found[name]:
             report.warnings.append(f"{name}: no file in {raw_dir}, staged as an empty table")
-            continue
-        try:
-            delimiter = "," if paths[0].suffix == ".parquet" else sniff_delimiter(paths[0])
-            header = _header(paths[0], delimiter)
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
-            raise ContractError(f"table '{name}': cannot read {paths[0]}: {err}") from err
-        if delimiter != ",":
-            report.notes.append(f"{name}: {paths[0].name} read with delimiter {delimiter!r} (sniffed)")
-        renames = header_renames(header, spec)
-        if renames:
-            shown = ", ".join(f"{old!r} as {new}" for old, new in renames.items())
-            report.warnings.append(f"{name}: header name(s) matched ignoring case/spaces: {shown}")
-        header = [renames.get(c, c) for c in header]
-        missing = [c for c in spec.required if c not in header]
-        if missing:
-            raise ContractError(f"table '{name}' ({paths[0]}) is missing required column(s): {', '.join(missing)}")
-        absent = [c for c in spec.columns if c not in header]
-        if absent:
-            report.warnings.append(f"{name}: optional column(s) {', '.join(absent)} absent, staged as null")
+        for path in found[name]:
+            _check_header(name, spec, path, report)
     return found
+
+
+def _check_header(name: str, spec: TableSpec, path: Path, report: IngestReport) -> None:
+    try:
+        delimiter = "," if path.suffix == ".parquet" else sniff_delimiter(path)
+        header = _header(path, delimiter)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
+        raise ContractError(f"table '{name}': cannot read {path}: {err}") from err
+    if delimiter != ",":
+        report.notes.append(f"{name}: {path.name} read with delimiter {delimiter!r} (sniffed)")
+    renames = header_renames(header, spec)
+    if renames:
+        shown = ", ".join(f"{old!r} as {new}" for old, new in renames.items())
+        report.warnings.append(f"{name}: header name(s) matched ignoring case/spaces: {shown}")
+    header = [renames.get(c, c) for c in header]
+    missing = [c for c in spec.required if c not in header]
+    if missing:
+        raise ContractError(f"table '{name}' ({path}) is missing required column(s): {', '.join(missing)}")
+    absent = [c for c in spec.columns if c not in header]
+    if absent:
+        report.warnings.append(f"{name}: optional column(s) {', '.join(absent)} absent, staged as null")
+
+
+def read_sources(
+    paths: list[Path], spec: TableSpec, columns: tuple[str, ...] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the table's current rows over its single file and drops, the superseded rows)."""
+    if len(paths) < 2:
+        current = read_raw(paths[0] if paths else None, spec, columns)
+        return current, current.iloc[:0]
+    wanted = None if columns is None else tuple(dict.fromkeys((*spec.primary_key, *columns)))
+    frames = [read_raw(p, spec, wanted) for p in paths]
+    current, history = supersede(frames, [p.relative_to(p.parents[1]).as_posix() for p in paths], spec)
+    return (current, history) if columns is None else (current[list(columns)], history)
 
 
 def _text_types(kind: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
@@ -445,7 +468,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     write_parquet_atomic(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path)
 
 
-def phone_regions(found: dict[str, Path | None], report: IngestReport) -> tuple[str, ...]:
+def phone_regions(found: dict[str, list[Path]], report: IngestReport) -> tuple[str, ...]:
     """The phone region(s) for national-form numbers: $CDP_DEFAULT_REGION, else detected from
     the phone columns of all tables (one choice, so a number normalizes alike everywhere)."""
     setting = region_setting()
@@ -455,8 +478,8 @@ def phone_regions(found: dict[str, Path | None], report: IngestReport) -> tuple[
     parts = [
         frame[col].dropna()
         for name, spec in TABLES.items()
-        if spec.phones and found[name] is not None
-        for frame in [read_raw(found[name], spec, spec.phones)]
+        if spec.phones and found[name]
+        for frame in [read_sources(found[name], spec, spec.phones)[0]]
         for col in spec.phones
     ]
     values = pd.concat(parts, ignore_index=True) if parts else pd.Series(dtype=object)
@@ -489,8 +512,10 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
     for done, (name, spec) in enumerate(TABLES.items()):
         if progress:
             progress(name, done, len(TABLES))
-        raw = read_raw(found[name], spec)
+        raw, history = read_sources(found[name], spec)
         kept, positions = drop_suppressed(name, raw, suppressed, key)
+        if len(found[name]) > 1 and write:  # earlier versions of updated keys (erased people left out)
+            write_parquet(drop_suppressed(name, history, suppressed, key)[0], ws.staged / history_name(name))
         result = stage_table(kept, spec, known, regions, order, report.notes)
         staged, bad, field_issues = result.staged, result.quarantine, result.issues
         report.warnings += _unknown_warnings(name, spec, field_issues, result.columns)
@@ -500,15 +525,16 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
             report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
         entry = TableReport(
             name,
-            path.name if (path := found[name]) else "missing",
-            len(raw),
+            _source_label(found[name]),
+            len(raw) + len(history),
             len(staged),
             len(bad),
             len(field_issues),
             len(raw) - len(kept),
-            result.columns,
+            columns=result.columns,
+            superseded=len(history),
         )
-        if entry.accepted + entry.quarantined + entry.suppressed != entry.read:
+        if entry.accepted + entry.quarantined + entry.suppressed + entry.superseded != entry.read:
             raise RuntimeError(
                 f"ingest bug: {name} accepted {entry.accepted} + quarantined "
                 f"{entry.quarantined} + suppressed {entry.suppressed} != read {entry.read}"
@@ -525,7 +551,17 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         write_json_atomic(ws.staged / REGIONS_FILE, {"regions": list(regions)})
         write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
         write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
+        read = [p for paths in found.values() for p in paths]
+        write_json_atomic(ws.staged / MANIFEST, file_digests(ws.raw, read))  # what `cdp refresh` has seen
     return report
+
+
+def _source_label(paths: list[Path]) -> str:
+    if not paths:
+        return "missing"
+    drops = [p for p in paths if DROP_NAME.match(p.name)]
+    base = [p.name for p in paths if p not in drops]
+    return " + ".join(base + ([f"{len(drops)} drop(s)"] if drops else []))
 
 
 def _unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:

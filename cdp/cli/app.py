@@ -39,6 +39,13 @@ def generate(
     trend: bool = typer.Option(
         False, "--trend", help="Churn also follows falling engagement and category price rises (off: the demo data)."
     ),
+    daily_drops: int = typer.Option(
+        0,
+        "--daily-drops",
+        min=0,
+        help="Hold back the last N days as daily drop files raw/<table>/<date>.parquet (new rows, updates, "
+        "late records) for `cdp refresh`.",
+    ),
     home: Path | None = HomeOption,
 ) -> None:
     """Write realistic synthetic first-party data (all contract tables) to raw/ and the truth to truth/."""
@@ -46,7 +53,9 @@ def generate(
 
     ws = workspace(home)
     with writing(ws, "generate"), progress_bar("generate") as update:
-        summary = run_stage(pipeline.generate, ws, customers, seed, progress=update, trend=trend)
+        summary = run_stage(
+            pipeline.generate, ws, customers, seed, progress=update, trend=trend, daily_drops=daily_drops
+        )
     show(f"generated into {ws.raw}", summary)
 
 
@@ -69,7 +78,7 @@ def ingest(
     from cdp.cli.ingest_report import problems, render
 
     ws = workspace(home)
-    title = "ingest: accepted + quarantined + suppressed (erased people) = read"
+    title = "ingest: accepted + quarantined + suppressed (erased) + superseded (updated by a later drop) = read"
     if check:
         with progress_bar("ingest --check") as update:
             summary = run_stage(pipeline.ingest, ws, progress=update, write=False)
@@ -159,6 +168,21 @@ def score(home: Path | None = HomeOption) -> None:
     with writing(ws, "score"), console.status("scoring"):
         summary = run_stage(pipeline.score, ws)
     show("scores pushed", summary)
+
+
+@app.command()
+def refresh(home: Path | None = HomeOption) -> None:
+    """The daily run: ingest raw files not seen yet (e.g. raw/<table>/<date>.parquet drops), link new
+    records (resolve --incremental), rebuild features + materialize, score and push. Nothing new: exit 0."""
+    from cdp import pipeline
+
+    ws = workspace(home)
+    with writing(ws, "refresh"), progress_bar("refresh") as update:
+        summary = run_stage(pipeline.refresh, ws, progress=update)
+    if summary.get("nothing_new"):
+        console.print("nothing new: every raw file was already refreshed (name and content unchanged)")
+        return
+    show("refresh", summary)
 
 
 @app.command()

@@ -33,6 +33,15 @@ FORMATS = (
     "column (or CDP_DATE_ORDER). Phones in any format; national numbers get their region from the "
     "data (or CDP_DEFAULT_REGION)."
 )
+DROPS = (
+    "Beside (or instead of) the single file, a table may have daily drops "
+    "raw/<table>/<YYYY-MM-DD>.parquet or .csv (`cdp generate --daily-drops N` writes them). Ingest "
+    "reads the single file, then the drops in date order, as one table. A key (primary key) repeated "
+    "in a later file is an update: the latest file's row is current and the earlier versions are "
+    "kept in staged/<table>_history.parquet (with source_file and superseded_by), counted as "
+    "`superseded`. Tables without a key append. `cdp refresh` ingests drops it has not seen yet "
+    "(remembered by name and content hash) and updates identities, features and scores."
+)
 RULES = (
     "A missing optional table switches its capability off (listed below). Unknown columns are kept "
     "as extra columns. A row is quarantined (staged/quarantine.parquet, with the reason) only when "
@@ -89,6 +98,8 @@ def contract_markdown() -> str:
         "to it). `cdp contract --template DIR` writes an empty CSV with these headers for every table.",
         "",
         f"**Formats.** {FORMATS}",
+        "",
+        f"**Daily drops.** {DROPS}",
         "",
         f"**Rules.** {RULES}",
         "",

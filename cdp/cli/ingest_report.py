@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 LOSS_SHARE = 0.05
-COUNTED = ("read", "accepted", "quarantined", "suppressed", "field_issues")
+COUNTED = ("read", "accepted", "quarantined", "suppressed", "superseded", "field_issues")
 
 
 def _share(part: int, whole: int) -> float:

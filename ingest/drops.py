@@ -1,0 +1,90 @@
+"""Daily drop files beside the single table files, and the supersede rule between them.
+
+Layout: `raw/<table>.parquet|csv` (the initial load, optional once drops exist) and any number of
+`raw/<table>/<YYYY-MM-DD>.parquet|csv` drops. Ingest reads the single file first, then the drops
+in date order, as one table. A key (the table's primary key) that appears again in a later file
+is an update: the row(s) of the latest file carrying it are current, the earlier ones move to
+`staged/<table>_history.parquet` (their raw values plus `source_file` and `superseded_by`).
+Repeats of a key inside one file stay ingest's duplicate rule (first valid row wins, the others
+quarantined). Tables without a primary key (order lines are keyed; enrichment and marketing
+responses are not) simply append.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cdp.ingest.contract import TableSpec
+from cdp.ingest.schemas import clean_text
+
+DROP_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}\.(parquet|csv)$")
+
+
+def history_name(table: str) -> str:
+    return f"{table}_history.parquet"
+
+
+def drop_files(raw_dir: Path, table: str) -> tuple[list[Path], list[str]]:
+    """(the table's drop files in date order, warnings for files in its folder not named as drops).
+    A date with both .parquet and .csv uses the .parquet."""
+    folder = raw_dir / table
+    if not folder.is_dir():
+        return [], []
+    by_date: dict[str, Path] = {}
+    warnings: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not DROP_NAME.match(path.name):
+            warnings.append(f"{table}: {path} ignored (drop files are named YYYY-MM-DD.parquet or .csv)")
+            continue
+        if path.stem in by_date:
+            warnings.append(f"{table}: both {path.stem}.parquet and .csv found, using .parquet")
+            continue
+        by_date[path.stem] = path  # sorted: .csv before .parquet, so .parquet replaces it below
+    for stem in list(by_date):
+        if (folder / f"{stem}.parquet").exists():
+            by_date[stem] = folder / f"{stem}.parquet"
+    return [by_date[d] for d in sorted(by_date)], warnings
+
+
+def supersede(frames: list[pd.DataFrame], names: list[str], spec: TableSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(current rows of the files read as one table, superseded rows). `frames[i]` was read from
+    file `names[i]`, in load order. Keys are compared as trimmed text (typing comes later)."""
+    with warnings.catch_warnings():  # all-null columns of a drop: the text dtype is the same anyway
+        warnings.simplefilter("ignore", FutureWarning)
+        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    file_no = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)]) if frames else np.array([], int)
+    pk = list(spec.primary_key)
+    if len(frames) < 2 or not pk or table.empty:
+        return table, table.iloc[:0].assign(source_file=pd.Series(dtype=object), superseded_by=pd.Series(dtype=object))
+    parts = [clean_text(table[c]).str.lower() if c.endswith("email") else clean_text(table[c]) for c in pk]
+    key = parts[0].astype(object) if len(pk) == 1 else pd.concat(parts, axis=1).astype(str).agg("\x1f".join, axis=1)
+    valid = pd.concat(parts, axis=1).notna().all(axis=1).to_numpy()
+    latest = pd.Series(file_no).groupby(key.to_numpy(), dropna=True).transform("max").to_numpy()
+    old = valid & (file_no < latest)
+    history = table[old].copy()
+    history["source_file"] = [names[i] for i in file_no[old]]
+    history["superseded_by"] = [names[int(i)] for i in latest[old]]
+    return table[~old].reset_index(drop=True), history.reset_index(drop=True)
+
+
+MANIFEST = "ingested_files.json"  # in staged/: {raw-relative name: sha256} of the files the last ingest read
+
+
+def file_digests(raw_dir: Path, paths: list[Path]) -> dict[str, str]:
+    """{name relative to raw/: sha256 of its bytes}: a file counts as seen by name and content."""
+    out = {}
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        out[path.relative_to(raw_dir).as_posix()] = digest.hexdigest()
+    return out
