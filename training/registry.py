@@ -159,11 +159,10 @@ def _train_campaign_response(ctx: TrainingContext, progress: Progress | None):
 
 
 def _evaluate_campaign_response(ctx: TrainingContext, params: dict[str, str]) -> tuple[Evaluator, str]:
-    from cdp.training.promote import PromotionError
     from cdp.training.uplift import build_send_set, latest_event, outcome_events, uplift_metrics
 
     if params.get("split", "").startswith("cross-fitted"):  # no rows the kept model has not seen
-        raise PromotionError(
+        raise ValueError(
             "campaign-response: this version was cross-fitted (one experiment, no later campaign to test on); "
             "its out-of-fold Qini was gated when it was trained: retrain with `cdp train campaign-response`, "
             "or promote it with --force"
