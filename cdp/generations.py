@@ -75,15 +75,11 @@ def writing_stage(ws: Workspace, stage: str) -> Iterator[None]:
     folder = ws.root / STAGES[stage][0]
     if folder.exists():
         clean_temporaries(folder)  # what a killed earlier run left half-written
+    inputs = {u: made["generation"] for u in READS[stage] if (made := record(ws, u)) and made.get("generation")}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     path = _record_path(ws, stage)
     write_json_atomic(path, {"stage": stage, "running": True, "started_at": started})
     yield
-    inputs = {}
-    for upstream in READS[stage]:
-        made = record(ws, upstream)
-        if made and made.get("generation"):
-            inputs[upstream] = made["generation"]
     write_json_atomic(
         path,
         {

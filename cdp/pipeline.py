@@ -185,6 +185,7 @@ def refresh(ws: Workspace, progress: Progress | None = None) -> dict:
     Nothing new: nothing is written. Only after every stage succeeded are the files recorded as
     refreshed, so a run stopped half-way is redone whole by the next one (each stage is idempotent)."""
     from cdp.atomic import write_json_atomic
+    from cdp.serving.batch import SCORERS
     from cdp.training.tracking import has_champion
 
     ws.require("identity_map", "identifier_map", "staged_orders", "snapshots")
@@ -199,7 +200,11 @@ def refresh(ws: Workspace, progress: Progress | None = None) -> dict:
         ("features", lambda: build_features(ws)),
         (
             "score",
-            lambda: score(ws) if has_champion(ws, "churn") else {"skipped": "no churn champion (cdp train churn)"},
+            lambda: (
+                score(ws)
+                if any(has_champion(ws, name) for name in SCORERS)
+                else {"skipped": "no model has a champion yet (cdp train churn)"}
+            ),
         ),
     ]
     out: dict[str, Any] = {"new_files": len(new), "files": new if len(new) <= 20 else [*new[:20], "..."]}

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="Bearer key required by the service")
     insecure: bool = Field(False, description="Allow a non-loopback bind without a key")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
-    # monitoring (`cdp monitor` exits 1 past these)
+    # campaign response
     data_end: datetime | None = Field(
         None,
         description="When the data was extracted (ISO-8601): campaign response windows ending by then count as "
@@ -99,6 +99,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Cost of one contact as a share of one conversion's value: sets the recommended campaign depth",
     )
+    # monitoring (`cdp monitor` exits 1 past these)
     monitor_psi_max: float = Field(
         0.2, gt=0, description="Largest PSI of a feature or of the score distribution before `cdp monitor` alerts"
     )

@@ -143,6 +143,9 @@ MLFLOW_LOCATION_COLUMNS = (
 )
 
 
+_RELOCATED: set[tuple[Path, int]] = set()  # (workspace, database inode) already checked by this process
+
+
 def relocate_mlflow(ws: Workspace) -> int:
     """Make a copied or moved workspace use its own models: MLflow records artifact locations as
     absolute URIs, so a copy would read (and write) the original's `mlartifacts/`. When the
@@ -154,6 +157,10 @@ def relocate_mlflow(ws: Workspace) -> int:
     database = ws.root / "mlflow.db"
     if setting("mlflow_uri") or not database.exists():
         return 0
+    checked = (ws.root, database.stat().st_ino)  # a copy is a new file: checked again
+    if checked in _RELOCATED:
+        return 0
+    _RELOCATED.add(checked)
     here = (ws.root / "mlartifacts").as_uri()
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
         try:

@@ -259,12 +259,12 @@ def shared_identifiers(ws: Workspace, nodes: set[str]) -> dict:
         return {"identifiers": 0, "unlinked_records_carrying_them": {}}
     blocked = set(pd.read_parquet(blocked_path, columns=["node"])["node"])
     shared: set[str] = set()
-    carrying: list[tuple[str, pd.DataFrame, np.ndarray]] = []
+    carrying: list[tuple[str, pd.DataFrame, np.ndarray, pd.DataFrame]] = []
     for table, _, frame, mine in staged_rows_carrying(ws, nodes):
         long = record_nodes(table, frame)
         theirs = long[long["row"].isin(np.flatnonzero(mine)) & long["node"].isin(blocked)]
         shared.update(theirs["node"])
-        carrying.append((table, frame, mine))
+        carrying.append((table, frame, mine, long))
     linked_through = set(
         pd.read_parquet(ws.identity / "identifier_map.parquet", columns=["customer_id"])["customer_id"]
     )
@@ -272,8 +272,7 @@ def shared_identifiers(ws: Workspace, nodes: set[str]) -> dict:
         ws.identity / "identity_map.parquet", columns=["source_table", "source_key", "customer_id"]
     )
     unlinked: dict[str, int] = {}
-    for table, frame, mine in carrying:
-        long = record_nodes(table, frame)
+    for table, frame, mine, long in carrying:
         rows = np.setdiff1d(long.loc[long["node"].isin(shared), "row"].unique(), np.flatnonzero(mine))
         key = TABLE_NODES[table][0] if table in TABLE_NODES else None
         if not len(rows) or key is None:
