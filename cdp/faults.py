@@ -3,7 +3,8 @@
 `CDPTEST_KILL_AT=<phase>:<n>` makes the process kill itself with SIGKILL, as `kill -9` would, at the
 n-th write of the run: phase `before` with the n-th temporary file complete but not yet published,
 `after` right after the n-th publish. Every atomic write (cdp.atomic) passes through `checkpoint`,
-so each writing stage offers one kill point per file it writes. Unset (always, in normal use): a
+so each writing stage offers one kill point per file it writes. Phase `step` marks points between
+writes that are not ours (after Feast apply, before materialize). Unset (always, in normal use): a
 dictionary lookup per write.
 """
 
@@ -13,7 +14,7 @@ import os
 import signal
 
 VARIABLE = "CDPTEST_KILL_AT"
-_writes = {"before": 0, "after": 0}
+_writes = {"before": 0, "after": 0, "step": 0}
 
 
 def checkpoint(phase: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from cdp.faults import checkpoint
 from cdp.generations import check_inputs, writing_stage
 from cdp.workspace import Workspace
 
@@ -119,6 +120,7 @@ def _build_features(ws: Workspace, progress: Progress | None) -> dict:
     if progress:
         progress("feast apply + materialize latest snapshot", len(written), len(written) + 1)
     store = apply_definitions(ws)
+    checkpoint("step")  # fault tests: killed between Feast apply and materialize
     materialize_latest(ws, store, snapshots[-1])
     if progress:
         progress("online store loaded", len(written) + 1, len(written) + 1)
