@@ -14,21 +14,33 @@ import json
 import pandas as pd
 
 from cdp.atomic import write_json_atomic
+from cdp.features.incremental import build_features_duckdb, build_incremental, clear_state
 from cdp.features.timeline import Timeline
-from cdp.features.views import build_features_duckdb, feature_engine
+from cdp.features.views import feature_engine
 from cdp.workspace import Workspace
 
 
 def build_features(
-    ws: Workspace, timeline: Timeline | None, snapshots: list[pd.Timestamp], progress=None, engine: str | None = None
-) -> dict[str, int]:
+    ws: Workspace,
+    timeline: Timeline | None,
+    snapshots: list[pd.Timestamp],
+    progress=None,
+    engine: str | None = None,
+    incremental: bool = False,
+) -> tuple[dict[str, int], dict[str, int] | None]:
+    """(rows per view, what an incremental build recomputed; None: built in full). `incremental`
+    (DuckDB only): recompute only the rows whose inputs changed since the last build
+    (features/incremental.py), in full when there is no usable state of it."""
     if (engine or feature_engine()) == "spark":
         from cdp.features.spark import build_features_spark
 
-        return build_features_spark(ws, snapshots, progress=progress)
+        clear_state(ws)  # the DuckDB build's state no longer describes the views
+        return build_features_spark(ws, snapshots, progress=progress), None
     if timeline is None:
         raise ValueError("the DuckDB feature engine needs the timeline (load_timeline(ws))")
-    return build_features_duckdb(ws, timeline, snapshots, progress=progress)
+    if incremental and (updated := build_incremental(ws, timeline, snapshots, progress=progress)):
+        return updated
+    return build_features_duckdb(ws, timeline, snapshots, progress=progress), None
 
 
 def write_snapshots(ws: Workspace, snapshots: list[pd.Timestamp], data_end: pd.Timestamp) -> None:

@@ -14,14 +14,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, PushSource
-from feast.types import Float64, String
+from feast.types import Array, Bool, ComplexFeastType, Float64, Int64, PrimitiveFeastType, String
 from feast.value_type import ValueType
 
+from cdp.features.dtypes import COUNTS, FLAGS, WHOLE_DAYS, feature_kind
 from cdp.settings import setting
 
 OFFLINE_STORES = ("duckdb", "spark")
 SNAPSHOT_TTL = timedelta(days=45)  # a snapshot row answers until the next monthly snapshot
 SCORE_TTL = timedelta(days=400)
+SESSION_TTL = timedelta(days=1)  # a session row answers for a day: "complaint today" looks back that far
 
 project = Project(
     name="cdp",  # the `project:` of feature_repo/feature_store*.yaml
@@ -39,11 +41,11 @@ customer = Entity(
 FEATURES: dict[str, dict[str, str]] = {
     "customer_profile": {
         "tenure_days": "Days since the customer first appeared in any record or order.",
-        "loyalty_tier_rank": "Highest loyalty tier held (1 bronze .. 4 platinum), null if no card.",
+        "loyalty_tier_rank": "Highest loyalty tier held (1 bronze .. 4 platinum, 0 a tier outside those), null if no card.",
         "loyalty_cards": "Loyalty cards enrolled so far.",
         "age_years": "Age from the CRM date of birth.",
         "household_size": "Vendor enrichment: household size (freshest fact not older than 730 days).",
-        "income_band_rank": "Vendor enrichment: income band rank 1 (<25k) .. 6 (>150k).",
+        "income_band_rank": "Vendor enrichment: income band rank 1 (<25k) .. 6 (>150k), 0 a band outside those.",
         "home_owner": "Vendor enrichment: owns their home (1/0).",
         "car_owner": "Vendor enrichment: owns a car (1/0).",
         "enrichment_age_days": "Age of the enrichment fact used; null when none is fresh enough.",
@@ -93,7 +95,7 @@ FEATURES: dict[str, dict[str, str]] = {
         "campaigns_received_365d": "Campaign messages received (treatment sends, 365 days).",
         "campaigns_opened_365d": "Campaign messages opened (365 days).",
         "campaigns_clicked_365d": "Campaign messages clicked (365 days).",
-        "unsubscribed_365d": "Unsubscribed from a campaign in the last 365 days (1/0).",
+        "unsubscribed_365d": "Unsubscribed from a campaign in the last 365 days.",
         "open_rate_365d": "Opened / received (365 days).",
     },
     "change_signals": {  # change, not level: what churn follows in real retail (issue 17)
@@ -141,6 +143,29 @@ SCORE_FAMILIES: dict[str, dict[str, tuple[str, str]]] = {  # family -> field -> 
         "campaign_scored_at": ("string", "Time (as of) the scores describe, ISO-8601."),
     },
 }
+# Session state pushed at request time (POST /events, `cdp events consume`; cdp.serving.events).
+# The windowed counts are derived when read, relative to the reading time (`session_features`), so a
+# row written an hour ago does not claim its views are still recent; the same function applied at an
+# entity timestamp gives point-in-time-correct session features from the offline rows.
+SESSION_VIEW = "session_activity"
+SESSION_FIELDS: dict[str, tuple[str, str]] = {  # field -> (type, description)
+    "view_times_1h": ("int_list", "Epoch seconds of product views in the hour before the row's timestamp."),
+    "cart_add_times_1h": ("int_list", "Epoch seconds of add-to-cart events in the hour before the row's timestamp."),
+    "search_times_1h": ("int_list", "Epoch seconds of searches in the hour before the row's timestamp."),
+    "last_viewed_category": (
+        "string",
+        "Category of the latest product view (from the catalogue when a product is given).",
+    ),
+    "last_viewed_product": ("string", "product_id of the latest product view, null when only a category was viewed."),
+    "last_viewed_at": ("int", "Epoch seconds of the latest product view."),
+    "last_complaint_at": ("int", "Epoch seconds of the latest complaint event."),
+}
+FEAST_TYPES = {"int": Int64, "bool": Bool, "float": Float64}  # cdp.features.dtypes kinds -> Feast types
+_typed = COUNTS | WHOLE_DAYS | FLAGS
+if not _typed <= {f for fields in FEATURES.values() for f in fields}:  # a renamed feature must not fall back to Float64
+    raise RuntimeError(
+        f"cdp.features.dtypes names unknown features: {sorted(_typed - {f for v in FEATURES.values() for f in v})}"
+    )
 CUSTOMER_VIEWS = ["customer_profile", "purchase_behaviour", "category_mix", "digital_engagement"]
 MODEL_VIEWS = {
     "churn_v1": list(FEATURES),
@@ -184,7 +209,7 @@ def feature_views(features_dir: Path, offline: str | None = None) -> dict[str, F
             ttl=SNAPSHOT_TTL,
             source=source,
             online=True,
-            schema=[Field(name=f, dtype=Float64, description=d) for f, d in fields.items()],
+            schema=[Field(name=f, dtype=FEAST_TYPES[feature_kind(f)], description=d) for f, d in fields.items()],
             tags={"built_by": "cdp features", "cadence": "monthly snapshots", "pii": "none"},
         )
     return views
@@ -231,9 +256,75 @@ def score_view(
     return push, view
 
 
+def seed_session_file(features_dir: Path) -> Path:
+    """The empty Parquet behind the session push source (explicit column types, as for scores);
+    `created` breaks ties between rows of one customer with the same event_timestamp."""
+    import pyarrow as pa
+
+    path = features_dir / f"{SESSION_VIEW}.parquet"
+    if not path.exists():
+        arrow = {"int_list": pa.list_(pa.int64()), "string": pa.string(), "int": pa.int64()}
+        schema = pa.schema(
+            [
+                ("customer_id", pa.string()),
+                ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                ("created", pa.timestamp("us", tz="UTC")),
+                *((f, arrow[t]) for f, (t, _) in SESSION_FIELDS.items()),
+            ]
+        )
+        from cdp.atomic import write_parquet_atomic
+
+        features_dir.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(schema.empty_table(), path)
+    return path
+
+
+def session_view(features_dir: Path, offline: str | None = None):
+    """Push source `session_activity_push` + stream feature view `session_activity`: events pushed
+    online and offline by the service and the stream consumer. A Kafka deployment swaps the
+    PushSource for a KafkaSource with the same batch source (docs/EVENTS.md)."""
+    import warnings
+
+    from feast import StreamFeatureView
+
+    # Feast warns "experimental" on each construction (registry reads too); after its import, which adds filters
+    warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
+
+    path = seed_session_file(features_dir)
+    if offline_store_kind(offline) == "spark":
+        batch = batch_source(f"{SESSION_VIEW}_batch", path, "Session events pushed at request time.", offline)
+        batch.created_timestamp_column = "created"
+    else:
+        batch = FileSource(
+            name=f"{SESSION_VIEW}_batch",
+            path=str(path),
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created",
+            description="Session events pushed at request time.",
+        )
+    push = PushSource(name=f"{SESSION_VIEW}_push", batch_source=batch)
+    dtypes: dict[str, ComplexFeastType | PrimitiveFeastType] = {
+        "int_list": Array(Int64),
+        "string": String,
+        "int": Int64,
+    }
+    view = StreamFeatureView(
+        name=SESSION_VIEW,
+        source=push,
+        entities=[customer],
+        ttl=SESSION_TTL,
+        online=True,
+        schema=[Field(name=f, dtype=dtypes[t], description=d) for f, (t, d) in SESSION_FIELDS.items()],
+        timestamp_field="event_timestamp",
+        tags={"built_by": "POST /events, cdp events consume", "pii": "none"},
+    )
+    return push, view
+
+
 def definitions(features_dir: Path, offline: str | None = None) -> list:
     views = feature_views(features_dir, offline)
     pushed = [obj for family in SCORE_FAMILIES for obj in score_view(features_dir, family, offline)]
+    pushed += session_view(features_dir, offline)
     services = [
         FeatureService(
             name=name,

@@ -3,7 +3,8 @@
 In:  staged/*.parquet + identity/identity_map.parquet + identity/identifier_map.parquet, read by
      Spark (never collected to the driver), and the snapshot times.
 Out: the same `features/<view>.parquet` files as the embedded DuckDB path (features/views.py):
-     same rows in the same order (snapshot, customer_id), same columns, float64 features,
+     same rows in the same order (snapshot, customer_id), same columns and feature types (int64
+     counts, bool flags, float64 otherwise: cdp.features.dtypes),
      microsecond UTC event_timestamp, one Parquet file per view (what Feast's sources, the bulk
      online writer and score pushes expect).
 
@@ -25,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cdp.features.dtypes import feature_kind
 from cdp.features.timeline import spark_timeline_sql, staged_columns
 from cdp.features.views import INPUT_SQL, SQL, STAGED_INPUTS, empty_relation, view_body, view_sql
 from cdp.workspace import Workspace
@@ -114,7 +116,7 @@ def feature_schema(columns: list[str]) -> pa.Schema:
         [
             ("customer_id", pa.string()),
             ("event_timestamp", pa.timestamp("us", tz="UTC")),
-            *[(c, pa.float64()) for c in columns],
+            *[(c, {"int": pa.int64(), "bool": pa.bool_(), "float": pa.float64()}[feature_kind(c)]) for c in columns],
         ]
     )
 

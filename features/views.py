@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from cdp.atomic import write_parquet_atomic
+from cdp.features.dtypes import COUNTS, FLAGS, feature_kind
 from cdp.features.timeline import Timeline
 from cdp.ingest.contract import CONSENT_PURPOSES
 from cdp.settings import Settings, setting
@@ -21,6 +22,9 @@ from cdp.workspace import Workspace
 
 TIER_RANK = {"bronze": 1, "silver": 2, "gold": 3, "platinum": 4}
 INCOME_RANK = {"<25k": 1, "25-50k": 2, "50-75k": 3, "75-100k": 4, "100-150k": 5, ">150k": 6}
+# Rank of a known value outside the ranked set (ingest keeps unknown categories as given, e.g. a
+# tier 'diamond'): "other", below every known rank; null stays null (no card, no income band).
+OTHER_RANK = 0
 ENRICHMENT_MAX_AGE_DAYS: int = Settings.model_fields["enrichment_max_age_days"].default  # vendor facts age out
 
 
@@ -54,8 +58,16 @@ def data_end(timeline: Timeline) -> pd.Timestamp:
 DUCKDB_MACROS = ("CREATE OR REPLACE TEMP MACRO datediff(e, s) AS date_diff('day', CAST(s AS DATE), CAST(e AS DATE))",)
 
 
-def _case(column: str, ranks: Mapping[str, object]) -> str:
-    return f"CASE {column} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in ranks.items()) + " END"
+def _case(column: str, ranks: Mapping[str, object], other: object = None) -> str:
+    """SQL mapping `column`'s values to `ranks`; any other non-null value to `other` (None: null)."""
+    whens = " ".join(f"WHEN {column} = '{k}' THEN {v}" for k, v in ranks.items())
+    tail = "" if other is None else f" WHEN {column} IS NOT NULL THEN {other}"
+    return f"CASE {whens}{tail} END"
+
+
+def rank_of(values: pd.Series, ranks: Mapping[str, int]) -> pd.Series:
+    """`values` mapped to `ranks`; a non-null value outside them to OTHER_RANK (as `_case`)."""
+    return values.map(ranks).where(values.isna() | values.isin(list(ranks)), OTHER_RANK)
 
 
 CONSENT_NODE_KIND = {"email": "email", "phone": "phone", "account_id": "account", "card_id": "card"}
@@ -74,7 +86,7 @@ INPUT_SQL = {
         SELECT f.customer_id, t.event_timestamp
         FROM first_seen f JOIN snapshot_times t ON f.first_seen < t.event_timestamp""",
     "tiers": f"""
-        SELECT customer_id, enrolled_at, {_case("tier", TIER_RANK)} AS tier_rank FROM loyalty""",
+        SELECT customer_id, enrolled_at, {_case("tier", TIER_RANK, OTHER_RANK)} AS tier_rank FROM loyalty""",
     # Point in time: a date of birth counts from the moment its CRM record existed.
     "births": """
         SELECT customer_id, date_of_birth, created_at FROM crm WHERE date_of_birth IS NOT NULL""",
@@ -90,7 +102,7 @@ INPUT_SQL = {
                 SELECT email_sha256, customer_id, created_at AS linked_at, 3 AS source FROM accounts) o
           WHERE email_sha256 IS NOT NULL AND customer_id IS NOT NULL AND linked_at IS NOT NULL)
         SELECT v.vendor, o.customer_id, v.as_of, o.linked_at, v.household_size,
-          {_case("v.income_band", INCOME_RANK)} AS income_band_rank, v.home_owner, v.car_owner
+          {_case("v.income_band", INCOME_RANK, OTHER_RANK)} AS income_band_rank, v.home_owner, v.car_owner
         FROM vendor v JOIN owners o ON o.email_sha256 = v.email_sha256 AND o.nth = 1""",
     # Consent events attached to customers through the identifier they name; a grant and a
     # withdrawal at the same instant count as a withdrawal (one deterministic answer on every engine).
@@ -101,6 +113,16 @@ INPUT_SQL = {
                       || ':' || CAST(e.identifier_norm AS STRING)
         GROUP BY m.customer_id, e.occurred_at, e.purpose""",
 }
+
+# Each category's market price level per snapshot time (all customers' lines in the 30 days before
+# it, paid / list): the one input of a view shared across customers (change_signals).
+MARKET_SQL = """
+          SELECT t.event_timestamp, l.category,
+            sum(l.quantity * l.unit_price) / sum(l.quantity * l.list_price) AS price_index
+          FROM snapshot_times t JOIN order_lines l
+            ON l.ordered_at < t.event_timestamp AND l.ordered_at >= t.event_timestamp - INTERVAL 30 DAY
+          WHERE l.list_price > 0 AND l.category IS NOT NULL
+          GROUP BY t.event_timestamp, l.category"""
 
 SQL = {
     "customer_profile": """
@@ -259,13 +281,7 @@ SQL = {
             ON w.customer_id = s.customer_id AND w.occurred_at < s.event_timestamp
            AND w.occurred_at >= s.event_timestamp - INTERVAL 365 DAY
           GROUP BY s.customer_id, s.event_timestamp),
-        market AS (
-          SELECT t.event_timestamp, l.category,
-            sum(l.quantity * l.unit_price) / sum(l.quantity * l.list_price) AS price_index
-          FROM snapshot_times t JOIN order_lines l
-            ON l.ordered_at < t.event_timestamp AND l.ordered_at >= t.event_timestamp - INTERVAL 30 DAY
-          WHERE l.list_price > 0 AND l.category IS NOT NULL
-          GROUP BY t.event_timestamp, l.category),
+        market AS ({market}),
         paid AS (
           SELECT s.customer_id, s.event_timestamp,
             sum(l.quantity * l.unit_price) FILTER (WHERE l.ordered_at >= s.event_timestamp - INTERVAL 90 DAY)
@@ -308,13 +324,26 @@ RISEN_PRICE_INDEX = 1.04  # a category's paid/list level this high means its pri
 
 def view_body(name: str) -> str:
     """The view's own SQL (one row per (customer, snapshot) with any events) with its settings filled in."""
-    return SQL[name].format(max_age_days=enrichment_max_age_days(), risen_price_index=RISEN_PRICE_INDEX)
+    return SQL[name].format(
+        max_age_days=enrichment_max_age_days(), risen_price_index=RISEN_PRICE_INDEX, market=MARKET_SQL
+    )
+
+
+def _typed(column: str) -> str:
+    """A feature in its Feast type (cdp.features.dtypes): counts BIGINT (0 where the view has no
+    row: nothing was counted), flags BOOLEAN (false likewise), everything else DOUBLE (null kept)."""
+    if column in COUNTS:
+        return f"CAST(coalesce(v.{column}, 0) AS BIGINT) AS {column}"
+    if column in FLAGS:
+        return f"coalesce(CAST(v.{column} AS BOOLEAN), false) AS {column}"
+    kind = {"int": "BIGINT", "float": "DOUBLE"}[feature_kind(column)]
+    return f"CAST(v.{column} AS {kind}) AS {column}"
 
 
 def view_sql(name: str, columns: list[str]) -> str:
-    """A view's final rows: every (customer, snapshot) of the grid, its features as DOUBLE (null
-    where the view has no row), ordered by snapshot then customer_id. Same text on both engines."""
-    selected = ", ".join(f"CAST(v.{c} AS DOUBLE) AS {c}" for c in columns)
+    """A view's final rows: every (customer, snapshot) of the grid, its features typed (`_typed`),
+    ordered by snapshot then customer_id. Same text on both engines."""
+    selected = ", ".join(_typed(c) for c in columns)
     return f"""SELECT g.customer_id, g.event_timestamp, {selected}
         FROM snapshots g LEFT JOIN ({view_body(name)}) v
           ON v.customer_id = g.customer_id AND v.event_timestamp = g.event_timestamp
@@ -368,7 +397,7 @@ def vendor_facts(ws: Workspace, timeline: Timeline) -> pd.DataFrame:
     )
     owners = owners.dropna().sort_values("linked_at", kind="stable").drop_duplicates("email_sha256")
     joined = vendor.merge(owners, on="email_sha256")
-    joined["income_band_rank"] = joined["income_band"].map(INCOME_RANK)
+    joined["income_band_rank"] = rank_of(joined["income_band"], INCOME_RANK)
     return joined[columns]
 
 
@@ -404,10 +433,14 @@ STAGED_INPUTS = {
 }
 
 
-def build_features_duckdb(
-    ws: Workspace, timeline: Timeline, snapshots: list[pd.Timestamp], progress=None
-) -> dict[str, int]:
-    """Write one Parquet per feature view with DuckDB over the pandas `timeline`; rows per view."""
+def view_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    """The view's feature columns (its SQL's output without the entity key and timestamp)."""
+    return [c for c in con.sql(view_body(name)).columns if c not in ("customer_id", "event_timestamp")]
+
+
+def connect(ws: Workspace, timeline: Timeline, snapshots: list[pd.Timestamp]) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection holding the base relations and the derived inputs (INPUT_SQL, the
+    `snapshots` grid of every customer at every snapshot time) the views' SQL reads."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")  # calendar days in UTC, as Spark (spark.sql.session.timeZone)
     for macro in DUCKDB_MACROS:
@@ -430,19 +463,11 @@ def build_features_duckdb(
         )
     )
     times = pd.DataFrame({"event_timestamp": pd.to_datetime(list(snapshots), utc=True)})
-    con.register("snapshot_times", times.astype({"event_timestamp": "datetime64[us, UTC]"}))
+    con.register("times_frame", times.astype({"event_timestamp": "datetime64[us, UTC]"}))
+    con.execute("CREATE OR REPLACE TEMP TABLE snapshot_times AS SELECT * FROM times_frame")
     for name, sql in INPUT_SQL.items():
         con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
-    ws.features.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for step, name in enumerate(SQL):
-        columns = [c for c in con.sql(view_body(name)).columns if c not in ("customer_id", "event_timestamp")]
-        frame = con.execute(view_sql(name, columns)).df()
-        write_feature_table(ws, name, frame)
-        written[name] = len(frame)
-        if progress:
-            progress(name, step + 1, len(SQL))
-    return written
+    return con
 
 
 def timeline_relations(timeline: Timeline) -> dict[str, pd.DataFrame]:
@@ -461,9 +486,28 @@ def timeline_relations(timeline: Timeline) -> dict[str, pd.DataFrame]:
 
 
 def write_feature_table(ws: Workspace, name: str, frame: pd.DataFrame) -> None:
-    """Parquet with microsecond UTC timestamps and float features (what Feast/DuckDB expect)."""
+    """Parquet with microsecond UTC timestamps and features in their Feast types: int64 counts,
+    bool flags, float64 otherwise (what Feast's sources and the online writer expect)."""
     frame = frame.copy()
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     for column in frame.columns.difference(["customer_id", "event_timestamp"]):
-        frame[column] = pd.to_numeric(frame[column], errors="raise").astype("float64")
+        frame[column] = typed_column(name, column, frame[column])
     write_parquet_atomic(frame, ws.features / f"{name}.parquet")
+
+
+def typed_column(view: str, column: str, values: pd.Series) -> pd.Series:
+    """`values` as the feature's dtype; a null or fractional value in a whole-number or flag
+    feature is an error naming it (the SQL makes them non-null: a null here is a bug, not data)."""
+    kind = feature_kind(column)
+    if kind == "bool" and pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("bool")
+    numbers = pd.to_numeric(values, errors="raise").astype("float64")
+    if kind == "float":
+        return numbers
+    bad = numbers.isna() | (numbers != numbers.round()) | (kind == "bool") & ~numbers.isin([0.0, 1.0])
+    if bad.any():
+        raise ValueError(
+            f"feature view {view!r}: {column} must be a non-null {'flag (0/1)' if kind == 'bool' else 'whole number'}"
+            f", got {values[bad].iloc[0]!r} in {int(bad.sum())} row(s)"
+        )
+    return numbers.astype("bool" if kind == "bool" else "int64")

@@ -31,7 +31,7 @@ def latest_service_features(
     features joined on; rows keep their order, customers without a row in a view get nulls."""
     import duckdb
 
-    from cdp.featurestore.store import latest_rows
+    from cdp.featurestore.store import float_features, latest_rows
 
     stamps = pd.to_datetime(entities["event_timestamp"], utc=True)
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
@@ -40,7 +40,8 @@ def latest_service_features(
     con = duckdb.connect()
     con.register("entities", entities.assign(__row=range(len(entities))))
     views, selected, params = [], [], []
-    for n, projection in enumerate(store.get_feature_service(service_name).feature_view_projections):
+    service = store.get_feature_service(service_name)
+    for n, projection in enumerate(service.feature_view_projections):
         names = [f.name for f in projection.features]
         sql, view_params = latest_rows(ws, projection.name, as_of, ", ".join(["customer_id", *map(_quoted, names)]))
         views.append(f"v{n} AS ({sql})")
@@ -56,6 +57,6 @@ def latest_service_features(
         .to_arrow_table()
         .to_pandas()
     )
-    frame = frame.drop(columns="__row")
+    frame = float_features(frame.drop(columns="__row"), service)  # as build_training_set: float matrices
     frame["event_timestamp"] = entities["event_timestamp"].reset_index(drop=True)  # the caller's dtype, untouched
     return frame

@@ -30,7 +30,10 @@ REDIS_TYPES = ("redis", "feast.infra.online_stores.redis.RedisOnlineStore")
 CHUNK = 20_000  # entities per bulk write: bounds memory of the prebuilt protobufs
 
 
-DOUBLE_TAG = 0x29  # Value.double_val: field 5, wire type 1 (fixed 64-bit); a set oneof is always serialized
+# Value's oneof `val` (feast/protos/feast/types/Value.proto); a set oneof is serialized even at 0/false.
+DOUBLE_TAG = 0x29  # double_val: field 5, wire type 1 (fixed 64-bit)
+INT64_TAG = 0x20  # int64_val: field 4, wire type 0 (varint)
+BOOL_TAG = 0x38  # bool_val: field 7, wire type 0 (varint 0/1)
 
 
 class Column:
@@ -38,9 +41,7 @@ class Column:
     `value_text` Feast's SQLite store keeps beside them (None for a null). The texts are made
     only when asked for: Redis does not store them, and `str()` per value was a fifth of its write."""
 
-    def __init__(
-        self, blobs: list[bytes], texts: list[str | None] | None = None, values: list[float] | None = None
-    ) -> None:
+    def __init__(self, blobs: list[bytes], texts: list[str | None] | None = None, values: list | None = None) -> None:
         self.blobs, self._texts, self._values = blobs, texts, values
 
     @property
@@ -56,11 +57,13 @@ class Column:
         return [Value.FromString(b) for b in self.blobs]
 
 
-def _column(series: pd.Series, dtype_name: str) -> Column:
+def _column(series: pd.Series, dtype_name: str, name: str = "") -> Column:
     """Nulls become the empty Value (Feast's null). Doubles are packed with numpy: building and
     serializing one protobuf per value was half of the write time."""
     from feast.protos.feast.types.Value_pb2 import Value
 
+    if dtype_name in ("Int64", "Bool"):
+        return _whole_column(series, dtype_name, name)
     if dtype_name == "String":  # few distinct values (model versions, dates): encode each once
         values = series.astype(object).tolist()
         encoded = {
@@ -76,6 +79,38 @@ def _column(series: pd.Series, dtype_name: str) -> Column:
     raw, null = packed.tobytes(), np.isnan(array).tolist()
     blobs = [b"" if null[i] else raw[9 * i : 9 * i + 9] for i in range(len(array))]
     return Column(blobs, values=array.tolist())
+
+
+def _whole_column(series: pd.Series, dtype_name: str, name: str) -> Column:
+    """Int64 counts / Bool flags: few distinct values per column, so each is serialized once by
+    protobuf itself (int64_val / bool_val) and looked up per row. A fractional number, or anything
+    but 0/1/true/false for a flag, is refused with the feature named (never truncated)."""
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    null = series.isna().to_numpy()
+    if pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        ints = series.fillna(0).astype("int64").to_numpy()  # exact: never through a float
+        bad = np.zeros(len(ints), dtype=bool)
+    else:  # floats or objects (nulls made them so): whole numbers only
+        array = pd.to_numeric(series.astype(object).where(~null, None), errors="raise").astype("float64").to_numpy()
+        bad = ~null & (array != np.round(array))
+        ints = np.where(null | bad, 0, array).astype(np.int64)
+    if dtype_name == "Bool":
+        bad |= ~null & ~np.isin(ints, (0, 1))
+    if bad.any():
+        raise ValueError(
+            f"feature {name!r} ({dtype_name}): cannot store {series[bad].tolist()[0]!r} in {int(bad.sum())} row(s)"
+        )
+    codes, uniques = pd.factorize(ints)
+    if dtype_name == "Bool":
+        python: list = [bool(u) for u in uniques]
+        encoded = [Value(bool_val=v).SerializeToString() for v in python]
+    else:
+        python = [int(u) for u in uniques]
+        encoded = [Value(int64_val=v).SerializeToString() for v in python]
+    null_list = null.tolist()
+    blobs = [b"" if null_list[i] else encoded[c] for i, c in enumerate(codes.tolist())]
+    return Column(blobs, values=[python[c] for c in codes.tolist()])
 
 
 def _entity_keys(customer_ids: Iterable[str]) -> list:
@@ -167,7 +202,7 @@ def _encode(store: FeatureStore, view: FeatureView, frame: pd.DataFrame) -> View
         view,
         ids,
         serialized_keys(ids, store.config.entity_key_serialization_version),
-        {f.name: _column(frame[f.name], str(f.dtype)) for f in view.features},
+        {f.name: _column(frame[f.name], str(f.dtype), f.name) for f in view.features},
         _utc(frame["event_timestamp"]),
     )
 

@@ -185,6 +185,21 @@ def materialize_latest(ws: Workspace, store: FeatureStore, as_of: pd.Timestamp, 
     return write_online_views(store, {view: latest_snapshot(ws, view, as_of) for view in definitions.FEATURES})
 
 
+def float_features(frame: pd.DataFrame, service) -> pd.DataFrame:
+    """`frame` with the FeatureService's Int64 counts and Bool flags as float64 (null -> NaN),
+    in place. The models fit and score float matrices: typed in the store, a count reaches
+    LightGBM/sklearn as the same number from a training set, a batch read or an online read
+    (whose routes build float64 arrays)."""
+    for projection in service.feature_view_projections:
+        for field in projection.features:
+            if str(field.dtype) in ("Int64", "Bool") and field.name in frame.columns:
+                column = frame[field.name]
+                frame[field.name] = pd.to_numeric(column.astype(object).where(column.notna(), float("nan"))).astype(
+                    "float64"
+                )
+    return frame
+
+
 def latest_rows(ws: Workspace, view: str, as_of: pd.Timestamp, columns: str = "*") -> tuple[str, list]:
     """(SQL, parameters) selecting each customer's latest row of `view` within the view's TTL
     before `as_of`: what Feast materializes and what a point-in-time join at `as_of` returns."""

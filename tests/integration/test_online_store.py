@@ -1,5 +1,5 @@
 """The bulk online writer stores exactly what Feast's own materialize stores (SQLite and Redis),
-and erasure reaches the Redis online store."""
+typed counts and flags included, and erasure reaches the Redis online store."""
 
 from __future__ import annotations
 
@@ -74,6 +74,54 @@ def bulk_equals_feast(ws: Workspace) -> None:
     assert by_feast["tenure_days"].notna().sum() == len(ids) - 1  # the frames are not trivially empty
     pd.testing.assert_frame_equal(by_bulk, by_feast)
     reader_equals_feast(ws, ids)
+    typed_online_values(ws, ids)
+
+
+def typed_online_values(ws: Workspace, ids: list[str]) -> None:
+    """Counts come back as Python ints, flags as bools, the rest as floats, from Feast's
+    get_online_features and from the fast reader alike, value for value."""
+    from cdp.features.dtypes import feature_kind
+    from cdp.featurestore.online_reader import OnlineReader
+    from cdp.featurestore.store import open_store, repo_definitions
+
+    store = open_store(ws)
+    refs = [f"{view}:{f}" for view, fields in repo_definitions().FEATURES.items() for f in fields]
+    feast = store.get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in ids]).to_dict()
+    ours = OnlineReader(store).read(refs, ids)
+    seen = {"int": set(), "bool": set(), "float": set()}
+    for ref in refs:
+        name = ref.split(":", 1)[1]
+        assert ours[name] == feast[name], name
+        for value in feast[name]:
+            if value is not None:
+                seen[feature_kind(name)].add(type(value))
+    assert seen == {"int": {int}, "bool": {bool}, "float": {float}}
+    assert None not in feast["orders_90d"][:-1] and feast["orders_90d"][-1] is None  # cus_nobody: no row at all
+    assert {False} <= set(feast["unsubscribed_365d"][:-1]) <= {True, False}
+
+
+def test_registered_schema_types_counts_int64_and_flags_bool(pipeline_ws):
+    """The registry holds Int64 counts and Bool flags (issue 13), the Parquet behind each view the
+    matching Arrow types with no nulls; everything else is Float64."""
+    import pyarrow.parquet as pq
+    from feast.types import Bool, Float64, Int64
+
+    from cdp.features.dtypes import COUNTS, FLAGS, WHOLE_DAYS
+    from cdp.featurestore.store import open_store, repo_definitions
+
+    assert {"orders_90d", "sessions_30d", "complaints_365d", "contacts_365d"} <= COUNTS
+    assert {"unsubscribed_365d"} == FLAGS
+    store = open_store(pipeline_ws)
+    arrow = {Int64: "int64", Bool: "bool", Float64: "double"}
+    for view in repo_definitions().FEATURES:
+        table = pq.read_table(pipeline_ws.features / f"{view}.parquet")
+        for field in store.get_feature_view(view).features:
+            expected = Int64 if field.name in COUNTS | WHOLE_DAYS else Bool if field.name in FLAGS else Float64
+            assert field.dtype == expected, (view, field.name, field.dtype)
+            column = table.column(field.name)
+            assert str(column.type) == arrow[expected], (view, field.name, column.type)
+            if expected != Float64:
+                assert column.null_count == 0, (view, field.name)
 
 
 def test_bulk_writer_equals_feast_materialize_on_sqlite(copy_ws):

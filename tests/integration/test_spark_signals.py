@@ -83,6 +83,7 @@ def _views(ws: Workspace) -> dict[str, pd.DataFrame]:
 @needs_spark
 @pytest.mark.slow  # ~1.5-2 min on 2 shared cores: JVM start, ~20 small Spark SQL jobs
 def test_spark_builds_the_same_feature_tables_as_duckdb(built):
+    from cdp.features.dtypes import feature_kind
     from cdp.featurestore.store import repo_definitions
 
     duck, spark = _views(built["ws"]["duckdb"]), _views(built["ws"]["spark"])
@@ -93,7 +94,8 @@ def test_spark_builds_the_same_feature_tables_as_duckdb(built):
         assert list(d.columns) == list(s.columns) == ["customer_id", "event_timestamp", *fields], view
         assert d.dtypes.to_dict() == s.dtypes.to_dict(), view
         assert str(s["event_timestamp"].dtype) == "datetime64[us, UTC]"
-        assert all(s[f].dtype == np.float64 for f in fields), view
+        kinds = {"int": np.int64, "bool": np.bool_, "float": np.float64}  # the Feast types (cdp.features.dtypes)
+        assert all(s[f].dtype == kinds[feature_kind(f)] for f in fields), view
         assert len(d) > 10_000 and len(s) == len(d), view  # one row per customer per snapshot
         pd.testing.assert_frame_equal(d[["customer_id", "event_timestamp"]], s[["customer_id", "event_timestamp"]])
         for field in fields:
@@ -128,7 +130,9 @@ def test_the_view_sql_stays_in_the_dialect_both_engines_accept(monkeypatch):
     texts = {
         **{f"view {k}": signals.view_body(k) for k in signals.SQL},
         **{f"input {k}": v for k, v in signals.INPUT_SQL.items()},
-        "final": signals.view_sql("purchase_behaviour", ["orders_30d"]),
+        "final": signals.view_sql(
+            "campaign_engagement", ["campaigns_received_365d", "unsubscribed_365d", "open_rate_365d"]
+        ),
     }
     banned = [
         r"::",

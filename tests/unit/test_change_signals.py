@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from cdp.features.incremental import build_features_duckdb
 from cdp.features.timeline import Timeline
-from cdp.features.views import build_features_duckdb
 from cdp.workspace import Workspace
 
 AT = pd.Timestamp("2025-06-01", tz="UTC")
