@@ -243,6 +243,30 @@ def postcode_comparison() -> Any:
     )
 
 
+def address_comparison() -> Any:
+    """Address lines: exact, Jaro-Winkler >= 0.95 / 0.8, then the house number alone agreeing
+    ('10' against '10 macgregor street': a line written without its street, or another street
+    spelling), else. Levels the trained m and u weigh: a neighbour's number agrees by chance."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    number = lambda side: f"split_part(address_{side}, ' ', 1)"
+    return cl.CustomComparison(
+        output_column_name="address",
+        comparison_levels=[
+            cll.NullLevel("address"),
+            cll.ExactMatchLevel("address"),
+            cll.JaroWinklerLevel("address", 0.95),
+            cll.JaroWinklerLevel("address", 0.8),
+            cll.CustomLevel(
+                f"substr(address_l, 1, 1) BETWEEN '0' AND '9' AND {number('l')} = {number('r')}",
+                label_for_charts="same house number",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 def splink_settings(blocking_rules: list[Any] | None = None) -> Any:
     """Model specification: comparisons and blocking rules (backend-agnostic Splink objects).
     `blocking_rules`: instead of BLOCKING_RULES (e.g. after `budget_blocking_rules`)."""
@@ -281,7 +305,7 @@ def splink_settings(blocking_rules: list[Any] | None = None) -> Any:
             last,
             dob_comparison(),
             postcode_comparison(),
-            cl.JaroWinklerAtThresholds("address", [0.95, 0.8]),
+            address_comparison(),
             cl.EmailComparison("email"),
             cl.ExactMatch("phone").configure(term_frequency_adjustments=True),
         ],

@@ -25,6 +25,7 @@ from .catalog import make_catalog, products_truth
 from .common import data_window, rng_for, window_seconds
 from .consent import make_consent
 from .enrichment import make_enrichment
+from .formats import ForeignFormat, apply_format
 from .identities import make_identities
 from .mess import make_dirty
 from .orders import ORIGINS, build_orders, natural_orders
@@ -138,9 +139,10 @@ def next_purchase_truth(pop: Population) -> pa.Table:
 
 
 def _finalize(
-    name: str, table: pa.Table, raw_dir: Path, seed: int, person_ids: pa.Array
+    name: str, table: pa.Table, raw_dir: Path, seed: int, person_ids: pa.Array, fmt: ForeignFormat = ForeignFormat()
 ) -> tuple[int, pa.Table, pa.Table | None]:
-    """Dirty one raw table, write it, and return (rows, dirty rows truth, record->person truth)."""
+    """Dirty one raw table, write it (in the foreign format `fmt`, if any), and return
+    (rows, dirty rows truth, record->person truth)."""
     table, dirty = make_dirty(name, table, rng_for(seed, f"mess:{name}"))
     records = None
     if name in IDENTIFYING:
@@ -157,7 +159,7 @@ def _finalize(
         table = table.drop_columns(["_person"])
     if tuple(table.column_names) != TABLES[name].columns:
         raise AssertionError(f"{name}: columns {table.column_names} differ from the contract")
-    _write(table, raw_dir / f"{name}.parquet")
+    _write(apply_format(name, table, fmt), raw_dir / f"{name}.parquet")
     types = {
         "row": pa.int64(),
         "kind": pa.string(),
@@ -181,12 +183,14 @@ def generate(
     end: str = "2025-12-31",
     progress: Progress | None = None,
     trend: bool = False,
+    fmt: ForeignFormat = ForeignFormat(),
 ) -> GenerationSummary:
     """Write raw/ and truth/ under `out_root`; returns row counts and the elapsed seconds.
 
     `trend`: churn also follows falling engagement and category price rises (synthetic/trend.py;
     truth/price_rises.parquet and the trend columns of truth/persons). Off by default: the demo's
-    data (and its identity figures) stay as they were."""
+    data (and its identity figures) stay as they were.
+    `fmt`: phones / dates written as a non-US retailer would (synthetic/formats.py); same people."""
     if customers < 1:
         raise ValueError("customers must be at least 1")
     t_start = time.perf_counter()
@@ -250,7 +254,7 @@ def generate(
     person_ids = pa.array(pop.person_id, type=pa.string())
     rows: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        raw_jobs = {name: pool.submit(_finalize, name, raw.pop(name), ws.raw, seed, person_ids) for name in TABLES}
+        raw_jobs = {name: pool.submit(_finalize, name, raw.pop(name), ws.raw, seed, person_ids, fmt) for name in TABLES}
         writes = [pool.submit(_write, table, ws.truth / f"{name}.parquet") for name, table in truth.items()]
         dirty_parts, record_parts = [], []
         for name, job in raw_jobs.items():  # contract order: deterministic truth files
