@@ -75,11 +75,22 @@ def contract_tables(data: pd.DataFrame, design: str, seed: int) -> tuple[dict[st
         SEND_DAY + pd.to_timedelta(wave * WAVE_GAP.days, unit="D") + pd.to_timedelta(rng.integers(0, 3600, n), unit="s")
     )
     treated = data["segment"].ne("No E-Mail").to_numpy()
+    # `history` is the past year's spend and `recency` the months since the last purchase (1..12):
+    # one order of `history` inside that month, so it falls in the past year as the data says
+    months = data["recency"].to_numpy()
+    past_at = sent - pd.to_timedelta((months - 1) * 30.4 + rng.uniform(0.5, 30, n), unit="D")
+    # `newbie`: a new customer in the past twelve months: the account opens a little before the
+    # order (its first); the others have been customers for one to three years
+    created_at = np.where(
+        data["newbie"].to_numpy() == 1,
+        past_at - pd.to_timedelta(rng.uniform(1, 30, n), unit="D"),
+        sent - pd.to_timedelta(rng.uniform(400, 1100, n), unit="D"),
+    )
     accounts = pd.DataFrame(
         {
             "account_id": ids,
             "email": [f"customer{i}@hillstrom.example" for i in range(n)],
-            "created_at": sent - pd.to_timedelta(np.where(data["newbie"] == 1, 200, 800), unit="D"),
+            "created_at": created_at,
             "zip_area": data["zip_code"].to_numpy(),
         }
     )
@@ -92,7 +103,6 @@ def contract_tables(data: pd.DataFrame, design: str, seed: int) -> tuple[dict[st
         }
     )
     channel = data["channel"].map({"Web": "online", "Phone": "store", "Multichannel": "online"}).to_numpy()
-    past_at = sent - pd.to_timedelta(data["recency"].to_numpy() * 30 + rng.integers(0, 20, n), unit="D")
     past = pd.DataFrame(
         {
             "order_id": [f"P{i:05d}" for i in range(n)],
@@ -114,16 +124,34 @@ def contract_tables(data: pd.DataFrame, design: str, seed: int) -> tuple[dict[st
         }
     )
     orders = pd.concat([past, after], ignore_index=True)
-    kind = np.where(data["mens"] == 1, "MENS", np.where(data["womens"] == 1, "WOMENS", "OTHER"))
-    lines = pd.DataFrame(
+    # the past order's lines: what was bought (`mens`, `womens`: both for 6,448 customers, the
+    # history split between them); the conversion orders' content is unknown (OTHER)
+    mens, womens = data["mens"].to_numpy() == 1, data["womens"].to_numpy() == 1
+    both = mens & womens
+    bought = pd.DataFrame(
         {
-            "order_id": orders["order_id"],
-            "line_no": 1,
-            "product_id": np.concatenate([kind, np.full(converted.sum(), "OTHER")]),
+            "order_id": np.concatenate([past["order_id"][mens], past["order_id"][womens]]),
+            "line_no": np.concatenate([np.ones(mens.sum(), int), np.where(both[womens], 2, 1)]),
+            "product_id": ["MENS"] * int(mens.sum()) + ["WOMENS"] * int(womens.sum()),
             "quantity": 1,
-            "unit_price": orders["total_amount"],
+            "unit_price": np.concatenate(
+                [
+                    (past["total_amount"] / np.where(both, 2, 1))[mens],
+                    (past["total_amount"] / np.where(both, 2, 1))[womens],
+                ]
+            ).round(2),
         }
     )
+    unknown = pd.DataFrame(
+        {
+            "order_id": past["order_id"][~mens & ~womens].tolist() + after["order_id"].tolist(),
+            "line_no": 1,
+            "product_id": "OTHER",
+            "quantity": 1,
+            "unit_price": np.concatenate([past["total_amount"][~mens & ~womens], after["total_amount"]]),
+        }
+    )
+    lines = pd.concat([bought, unknown], ignore_index=True)
     visited = data["visit"].to_numpy() == 1
     web = pd.DataFrame(
         {

@@ -11,7 +11,8 @@ Features at sent_at: customer features from Feast (FeatureService campaign_respo
      strictly before sent_at (channel, whether the campaign targets a category, the customer's
      share of lines in that category over the past 365 days).
 Out: `UpliftModel`: P(order | contacted), P(order | not contacted) and the uplift (T- or
-     X-learner on LightGBM, logistic T-learner, transformed outcome), a targeting decision and expected incremental conversions.
+     X-learner on LightGBM, logistic T-learner, transformed outcome, DR-learner), a targeting decision
+     and expected incremental conversions.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ CAMPAIGN_RESPONSE = ModelSpec(
     name="campaign_response",
     feature_service="campaign_response_v1",
     label="ordered_14d",
-    objective="uplift (T/X-learners on LightGBM, logistic T-learner, transformed outcome; chosen by held-out Qini)",
+    objective="uplift (T/X/DR-learners on LightGBM, shallow-tree and logistic T-learners, transformed outcome; "
+    "chosen by held-out Qini)",
     horizon_days=14,
     primary_metric="qini",
     hyperparameters={
@@ -41,6 +43,16 @@ CAMPAIGN_RESPONSE = ModelSpec(
             "learning_rate": 0.03,
             "num_leaves": 15,
             "min_child_samples": 80,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "reg_lambda": 5.0,
+        },
+        "shallow": {  # the shallow-tree T-learner's outcome models: 4-leaf trees, large leaves (small effects)
+            "n_estimators": 200,
+            "learning_rate": 0.03,
+            "num_leaves": 4,
+            "min_child_samples": 300,
             "subsample": 0.8,
             "subsample_freq": 1,
             "colsample_bytree": 0.8,
@@ -124,9 +136,9 @@ def labelled_sends(
     return out
 
 
-def _classifier(seed: int) -> LGBMClassifier:
+def _classifier(seed: int, kind: str = "outcome") -> LGBMClassifier:
     return LGBMClassifier(
-        **CAMPAIGN_RESPONSE.hyperparameters["outcome"],
+        **CAMPAIGN_RESPONSE.hyperparameters[kind],
         random_state=seed,
         n_jobs=1,
         verbose=-1,
@@ -161,8 +173,11 @@ LEARNERS = {
     "t": "T-learner on LightGBM",
     "x": "X-learner on LightGBM",
     "logistic_t": "T-learner on regularized logistic regression",
+    "shallow_t": "T-learner on shallow LightGBM trees (4 leaves, >= 300 rows a leaf)",
     "transformed_outcome": "transformed-outcome (class transformation) regression on LightGBM",
+    "dr": "DR-learner (doubly robust pseudo-outcome on cross-fitted LightGBM outcome models)",
 }
+DR_FOLDS = 3  # the DR-learner's nuisance cross-fitting: each row's mu0/mu1 come from models that never saw it
 
 
 class UpliftModel(BaseEstimator):
@@ -170,10 +185,12 @@ class UpliftModel(BaseEstimator):
     predict_outcomes(X) -> DataFrame p_treated, p_control, uplift.
 
     Every learner fits mu1_ = P(y | X, contacted) and mu0_ = P(y | X, not contacted) (LightGBM, or
-    logistic regression for "logistic_t"); "t"/"logistic_t": uplift = mu1 - mu0. "x" also fits
+    logistic regression for "logistic_t", 4-leaf trees for "shallow_t"); "t"/"logistic_t"/"shallow_t":
+    uplift = mu1 - mu0. "x" also fits
     tau1_ on y - mu0_(X) (treated rows) and tau0_ on mu1_(X) - y (control rows), blended with the
     randomized treatment share e_: uplift = e_ * tau0 + (1 - e_) * tau1. "transformed_outcome"
-    regresses z = y (t - e) / (e (1 - e)), whose expectation given X is the uplift.
+    regresses z = y (t - e) / (e (1 - e)), whose expectation given X is the uplift; "dr" regresses
+    the doubly robust pseudo-outcome built from cross-fitted mu0/mu1 (`_dr_pseudo_outcome`).
     """
 
     def __init__(self, learner: str = "x", seed: int = 0) -> None:
@@ -188,9 +205,10 @@ class UpliftModel(BaseEstimator):
             raise ValueError("uplift: both groups need both outcomes")
         self.feature_names_in_ = np.array(list(X.columns), dtype=object)
         self.e_ = float(treated.mean())
+        kind = "shallow" if self.learner == "shallow_t" else "outcome"
         outcome = _logistic if self.learner == "logistic_t" else None
-        self.mu1_ = (outcome() if outcome else _classifier(self.seed)).fit(X[treated], y[treated])
-        self.mu0_ = (outcome() if outcome else _classifier(self.seed + 1)).fit(X[~treated], y[~treated])
+        self.mu1_ = (outcome() if outcome else _classifier(self.seed, kind)).fit(X[treated], y[treated])
+        self.mu0_ = (outcome() if outcome else _classifier(self.seed + 1, kind)).fit(X[~treated], y[~treated])
         if self.learner == "x":
             d1 = y[treated] - _positive(self.mu0_, X[treated])
             d0 = _positive(self.mu1_, X[~treated]) - y[~treated]
@@ -199,7 +217,26 @@ class UpliftModel(BaseEstimator):
         if self.learner == "transformed_outcome":
             z = y * (treated - self.e_) / (self.e_ * (1 - self.e_))
             self.tau_ = _regressor(self.seed + 4).fit(X, z)
+        if self.learner == "dr":
+            self.tau_ = _regressor(self.seed + 5).fit(X, self._dr_pseudo_outcome(X, treated, y))
         return self
+
+    def _dr_pseudo_outcome(self, X: pd.DataFrame, treated: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Kennedy's DR-learner pseudo-outcome mu1 - mu0 + t (y - mu1) / e - (1 - t)(y - mu0) / (1 - e),
+        with mu0/mu1 cross-fitted (DR_FOLDS folds) and e the randomized treatment share: its
+        expectation given X is the uplift even where an outcome model is wrong."""
+        from sklearn.model_selection import StratifiedKFold
+
+        mu1, mu0 = np.zeros(len(y)), np.zeros(len(y))
+        strata = treated * 2 + y  # every fold keeps both groups and both outcomes
+        folds = StratifiedKFold(DR_FOLDS, shuffle=True, random_state=self.seed)
+        for k, (fit_rows, held) in enumerate(folds.split(X, strata)):
+            t_fit, c_fit = fit_rows[treated[fit_rows]], fit_rows[~treated[fit_rows]]
+            arm1 = _classifier(self.seed + 10 + k).fit(X.iloc[t_fit], y[t_fit])
+            arm0 = _classifier(self.seed + 20 + k).fit(X.iloc[c_fit], y[c_fit])
+            mu1[held], mu0[held] = _positive(arm1, X.iloc[held]), _positive(arm0, X.iloc[held])
+        e = self.e_
+        return mu1 - mu0 + treated * (y - mu1) / e - (~treated) * (y - mu0) / (1 - e)
 
     def predict_outcomes(self, X: pd.DataFrame) -> pd.DataFrame:
         X = X[list(self.feature_names_in_)]
@@ -207,7 +244,7 @@ class UpliftModel(BaseEstimator):
         uplift = p_t - p_c
         if self.learner == "x":
             uplift = self.e_ * np.asarray(self.tau0_.predict(X)) + (1 - self.e_) * np.asarray(self.tau1_.predict(X))
-        elif self.learner == "transformed_outcome":
+        elif self.learner in ("transformed_outcome", "dr"):
             uplift = np.asarray(self.tau_.predict(X))
         return pd.DataFrame({"p_treated": p_t, "p_control": p_c, "uplift": uplift}, index=X.index)
 

@@ -30,6 +30,7 @@ from cdp.settings import setting
 from cdp.training.evaluate import qini_figure, save_figure
 from cdp.training.explain import explain
 from cdp.training.gate import Reference
+from cdp.training.model_card import campaign_response_card, log_model_card
 from cdp.training.train import TrainResult, build_training_set
 from cdp.workspace import Workspace
 
@@ -133,12 +134,31 @@ def build_send_set(
     return out
 
 
+class OutcomeError(ValueError):
+    """CDP_CAMPAIGN_OUTCOME names a response the data cannot supply (e.g. an event type never seen)."""
+
+
 def outcome_events(timeline, outcome: str | None = None) -> pd.DataFrame:
     """(customer_id, ordered_at) of the events that count as a response (CDP_CAMPAIGN_OUTCOME):
-    orders, or web/app events (a visit) for `web_visit`."""
+    orders (`order`), any web/app event (`web_visit`), or web/app events of one type
+    (`web:<event type>`, e.g. web:add_to_cart). An event type absent from web_events is refused
+    with the types that are there, never trained as "nobody responded"."""
     chosen = outcome or str(setting("campaign_outcome"))
+    web = timeline.web
     if chosen == "web_visit":
-        return timeline.web[["customer_id", "occurred_at"]].rename(columns={"occurred_at": "ordered_at"})
+        return web[["customer_id", "occurred_at"]].rename(columns={"occurred_at": "ordered_at"})
+    if chosen.startswith("web:"):
+        event_type = chosen.removeprefix("web:")
+        types = web["event_type"] if "event_type" in web else pd.Series(dtype=str)
+        picked = web[types == event_type]
+        if picked.empty:
+            seen = ", ".join(sorted(types.dropna().astype(str).unique())[:20]) or "none"
+            raise OutcomeError(
+                f"CDP_CAMPAIGN_OUTCOME={chosen!r}: no web_events with event_type {event_type!r} (found: {seen})"
+            )
+        return picked[["customer_id", "occurred_at"]].rename(columns={"occurred_at": "ordered_at"})
+    if chosen != "order":
+        raise OutcomeError(f"CDP_CAMPAIGN_OUTCOME={chosen!r}: choose order, web_visit or web:<event type>")
     return timeline.orders[["customer_id", "ordered_at"]]
 
 
@@ -358,6 +378,7 @@ def _log_campaign_run(
     use_workspace(ws)
     set_experiment(ws, spec.name)
     learner = f"{chosen}_learner"
+    random = random_targeting(y, t, spec.primary_metric)
     with mlflow.start_run(run_name=f"{spec.name}-{valid['event_timestamp'].min():%Y%m%d}") as run:
         mlflow.log_params(
             {
@@ -395,6 +416,10 @@ def _log_campaign_run(
                 ws=ws,
                 metrics={k: v for k, v in metrics.items() if not k.startswith("true_")},
                 evaluate_model=lambda candidate: uplift_metrics(y, t, candidate.predict(valid[features])),
-                baseline=random_targeting(y, t, spec.primary_metric),
+                baseline=random,
             )
+            card = campaign_response_card(
+                run.info.run_id, version, gate, valid, chosen, metrics, compared, random.value, split, plots
+            )
+            log_model_card(card)
     return run.info.run_id, version, gate

@@ -253,3 +253,40 @@ def test_marketer_metrics_normalize_by_the_perfect_ranking_and_price_the_contact
     assert 0.4 <= free["recommended_depth"] <= 0.8 and free["incremental_per_1000_contacts"] > 80
     dear = marketer_metrics(y, t, x, contact_cost=0.5)  # a contact costs more than any uplift earns
     assert dear["recommended_depth"] == 0.0 and dear["incremental_per_1000_contacts"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("order", "order"), ("WEB_VISIT", "web_visit"), (" web:add_to_cart ", "web:add_to_cart")],
+)
+def test_campaign_outcome_setting_accepts_order_visit_and_an_event_type(monkeypatch, value, expected):
+    from cdp.settings import setting
+
+    monkeypatch.setenv("CDP_CAMPAIGN_OUTCOME", value)
+    assert setting("campaign_outcome") == expected
+
+
+@pytest.mark.parametrize("value", ["visits", "web:", "web_event:search"])
+def test_campaign_outcome_setting_refuses_other_values_naming_setting_and_value(monkeypatch, value):
+    from cdp.settings import SettingsError, setting
+
+    monkeypatch.setenv("CDP_CAMPAIGN_OUTCOME", value)
+    with pytest.raises(SettingsError, match=f"CDP_CAMPAIGN_OUTCOME='{value}': choose order, web_visit or web:"):
+        setting("campaign_outcome")
+
+
+def test_outcome_events_of_one_web_event_type_and_an_unknown_type_refused():
+    from types import SimpleNamespace
+
+    from cdp.training.uplift import OutcomeError, outcome_events
+
+    ts = pd.Timestamp("2025-01-02", tz="UTC")
+    web = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "occurred_at": ts, "event_type": ["page_view", "add_to_cart", "page_view"]}
+    )
+    timeline = SimpleNamespace(web=web, orders=pd.DataFrame({"customer_id": ["z"], "ordered_at": [ts]}))
+    assert outcome_events(timeline, "web:add_to_cart")["customer_id"].tolist() == ["b"]
+    assert outcome_events(timeline, "web_visit")["customer_id"].tolist() == ["a", "b", "c"]
+    assert outcome_events(timeline, "order")["customer_id"].tolist() == ["z"]
+    with pytest.raises(OutcomeError, match=r"web:checkout_start.*found: add_to_cart, page_view"):
+        outcome_events(timeline, "web:checkout_start")
