@@ -5,11 +5,11 @@ Out: the same stores without their rows, `privacy/suppressions.parquet` (sha256 
      their identifier nodes and record keys; ingest drops matching raw rows as 'suppressed'),
      and a receipt (dict, also written to `privacy/receipts/<id>.json`): per store the rows
      removed, plus the MLflow model versions trained on their data (flagged, not deleted).
-Stores: staged/<table>.parquet, staged/quarantine.parquet (raw records carrying their
+Stores: staged/<table>.parquet and <table>_history.parquet (superseded versions), staged/quarantine.parquet (raw records carrying their
 identifiers), staged/field_issues.parquet, identity/{identity_map, identifier_map,
 households, id_history, match_edges}.parquet, identity/incremental_state/ (dropped whole),
 features/*.parquet (all snapshots and the
-churn_scores push table), the Feast online store (SQLite or Redis: every feature view).
+score push tables), features/incremental/fingerprints.parquet (the incremental build's per-customer digests), the Feast online store (SQLite or Redis: every feature view).
 raw/ (the retailer's immutable input) and truth/ (synthetic evaluation only) are not touched.
 """
 
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cdp.atomic import clean_temporaries, write_json_atomic, write_parquet_atomic
+from cdp.features.incremental import state_dir as incremental_state_dir
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
 from cdp.privacy.subjects import (
@@ -119,6 +120,12 @@ def _staged(ws: Workspace, nodes: set[str], receipt: dict) -> dict[str, set[int]
     return removed
 
 
+def _history(ws: Workspace, nodes: set[str], receipt: dict) -> None:
+    """Superseded versions of the person's updated records (an old address, a closed card)."""
+    for _, path, _, drop in staged_rows_carrying(ws, nodes, history=True):
+        receipt["stores"][f"staged/{path.name}"] = _filter_parquet(path, drop)
+
+
 def quarantine_matches(ws: Workspace, nodes: set[str]) -> tuple[np.ndarray, np.ndarray]:
     """(the person's rows, conflicting rows) of the quarantine. A quarantined row often reuses a
     key of someone else's record (a duplicate card or order id); when a row matching `nodes` also
@@ -194,17 +201,18 @@ def _online(ws: Workspace, ids: set[str], receipt: dict, only_view: str | None =
         for c in sorted(ids)
     ]
     if kind in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore"):
-        removed = _online_sqlite(config, keys, only_view)
+        removed = _online_sqlite(Path(config.online_store.path), config, keys, only_view)
     elif kind in ("redis", "feast.infra.online_stores.redis.RedisOnlineStore"):
         removed = _online_redis(store, keys, only_view)
+        # The embedded store of the time before the switch to Redis still holds everyone's rows
+        removed += _online_sqlite(ws.feast / "online.db", config, keys, only_view)
     else:
         receipt["not_erased"].append(f"online store type {kind}: erase there by hand")
         return
     receipt["stores"][ONLINE_RECEIPT_KEY] = receipt["stores"].get(ONLINE_RECEIPT_KEY, 0) + removed
 
 
-def _online_sqlite(config, keys: list[bytes], only_view: str | None) -> int:
-    path = Path(config.online_store.path)
+def _online_sqlite(path: Path, config, keys: list[bytes], only_view: str | None) -> int:
     if not path.is_absolute():
         path = Path(config.repo_path or ".") / path
     if not path.exists():
@@ -310,7 +318,7 @@ def journal_dir(ws: Workspace) -> Path:
     return privacy_dir(ws) / "journal"
 
 
-STEPS = ("suppress", "staged", "quarantine", "field_issues", "identity", "features", "online")
+STEPS = ("suppress", "staged", "history", "quarantine", "field_issues", "identity", "features", "online")
 
 
 class ErasureIncomplete(RuntimeError):
@@ -415,6 +423,8 @@ def _erase_step(ws: Workspace, step: str, ids: set[str], nodes: set[str], keys: 
     elif step == "staged":
         removed = _staged(ws, nodes, receipt)
         journal["removed_source_rows"] = {t: sorted(int(r) for r in rows) for t, rows in removed.items()}
+    elif step == "history":
+        _history(ws, nodes, receipt)
     elif step == "quarantine":
         mine, conflicts = quarantine_matches(ws, nodes)
         receipt["stores"]["staged/quarantine.parquet"] = _filter_parquet(ws.quarantine, mine) if mine.any() else 0
@@ -430,8 +440,12 @@ def _erase_step(ws: Workspace, step: str, ids: set[str], nodes: set[str], keys: 
     elif step == "identity":
         _identity(ws, ids, keys, receipt)
     elif step == "features":
-        for path in sorted(ws.features.glob("*.parquet")):
-            receipt["stores"][f"features/{path.name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
+        # the views, the score push tables and the incremental build's per-customer input digests
+        # (their rows go with the person's feature rows, so the state still describes the views)
+        fingerprints = incremental_state_dir(ws) / "fingerprints.parquet"
+        for path in [*sorted(ws.features.glob("*.parquet")), *([fingerprints] if fingerprints.exists() else [])]:
+            name = str(path.relative_to(ws.features))
+            receipt["stores"][f"features/{name}"] = _filter_parquet(path, _column_in(path, "customer_id", ids))
     elif step == "online":
         _online(ws, ids, receipt)
 

@@ -28,6 +28,9 @@ def source_records(ws: Workspace, subject: Subject) -> dict[str, list[dict]]:
     for table, _, frame, mask in staged_rows_carrying(ws, subject.nodes):
         if mask.any():
             out[table] = _rows(frame[mask])
+    for table, _, frame, mask in staged_rows_carrying(ws, subject.nodes, history=True):
+        if mask.any():  # earlier versions of their updated records, with the file each came from
+            out[f"{table} (superseded versions)"] = _rows(frame[mask])
     return out
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 
 from cdp.features.consent import CONSENT_KINDS  # consent identifier type -> node kind
 from cdp.ingest.contract import TABLES
+from cdp.ingest.drops import history_name
 from cdp.ingest.normalize import (
     canonical_email,
     default_region,
@@ -74,14 +75,37 @@ class PrivacyKeyMismatch(RuntimeError):
     """The key at hand is not the one the suppression list was made with: suppression would fail."""
 
 
+class RekeyInProgress(PrivacyKeyMismatch):
+    """A `cdp privacy rekey` was interrupted after its commit: tokens are part old-key, part new-key."""
+
+
+def key_file(ws: Workspace) -> Path:
+    return ws.root / "privacy" / "token.key"
+
+
+def rekey_dir(ws: Workspace) -> Path:
+    return ws.root / "privacy" / "rekey"
+
+
+def rekey_journal(ws: Workspace) -> Path:
+    """Present only between a rekey's commit and its end (cdp.privacy.rekey)."""
+    return rekey_dir(ws) / "journal.json"
+
+
 def privacy_key(ws: Workspace) -> bytes:
     """The secret tokens are keyed with: $CDP_PRIVACY_KEY (e.g. from a secrets manager), else
     `privacy/token.key` in the workspace, created once (owner-only) on first use. Losing it makes
-    existing suppression tokens unrecognizable: back it up with the workspace."""
+    existing suppression tokens unrecognizable: back it up with the workspace. Refused
+    (RekeyInProgress) while an interrupted rekey is unfinished."""
+    if rekey_journal(ws).exists():
+        raise RekeyInProgress(
+            "privacy rekey interrupted: the workspace's tokens are part under the old key, part under the new "
+            "one; run `cdp privacy rekey` to finish it before any other command"
+        )
     configured = setting("privacy_key")
     if configured:
         return configured.get_secret_value().encode("utf-8")
-    path = ws.root / "privacy" / "token.key"
+    path = key_file(ws)
     if not path.exists():
         if (ws.root / "privacy" / "suppressions.parquet").exists():  # a new key would unsuppress everyone
             raise PrivacyKeyMismatch(
@@ -143,12 +167,14 @@ def _node_column(kind: str, values: pd.Series, region: str) -> pd.Series:
 
 
 def staged_rows_carrying(
-    ws: Workspace, nodes: AbstractSet[str]
+    ws: Workspace, nodes: AbstractSet[str], history: bool = False
 ) -> Iterator[tuple[str, Path, pd.DataFrame, np.ndarray]]:
     """For every staged table: (table, path, frame, mask of rows carrying any of `nodes`).
-    The one scan that subject access (read) and erasure (delete) both build on."""
+    The one scan that subject access (read) and erasure (delete) both build on. With `history`,
+    the superseded versions of updated records instead (staged/<table>_history.parquet: raw
+    values, matched by the record key and by the identifiers they carried)."""
     for table in TABLES:
-        path = ws.staged / f"{table}.parquet"
+        path = ws.staged / (history_name(table) if history else f"{table}.parquet")
         if not path.exists():
             continue
         frame = pd.read_parquet(path)

@@ -8,6 +8,8 @@
 - Body size: at most CDP_MAX_BODY_BYTES (default 1 MiB; 1000 ids of 64 characters are ~70 kB),
   else 413, also for chunked bodies without Content-Length.
 - Content type: POST/PUT/PATCH bodies must be `application/json` (multipart, form, text: 415).
+- Unknown fields on /churn_batch: 422 (BentoML ignores them on batchable routes).
+- Authorization, X-API-Key, Content-Type or Content-Length sent twice: 400 (which one counts is ambiguous).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ OPEN_PATHS = ("/healthz", "/livez", "/readyz")
 DOC_PATHS = ("/", "/docs.json")  # Swagger UI and its spec (no data): readable in a browser without the key
 DEFAULT_MAX_BODY_BYTES: int = Settings.model_fields["max_body_bytes"].default
 BODY_METHODS = ("POST", "PUT", "PATCH")
+SINGLE_HEADERS = ("authorization", "x-api-key", "content-type", "content-length")
 
 
 def is_loopback(host: str) -> bool:
@@ -61,6 +64,23 @@ async def _answer(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# Routes whose input model BentoML builds from the function signature (batchable APIs), where an
+# unknown field is silently ignored; the other routes' pydantic models forbid unknown fields themselves.
+BATCH_FIELDS = {"/churn_batch": ("customer_ids",)}
+
+
+def _unknown_fields(path: str, body: bytes) -> str | None:
+    """The first unknown top-level field of a batch route's JSON object body, or None."""
+    if path not in BATCH_FIELDS:
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):  # malformed or absurdly nested: BentoML answers it itself (400)
+        return None
+    extra = sorted(set(parsed) - set(BATCH_FIELDS[path])) if isinstance(parsed, dict) else []
+    return extra[0][:64] if extra else None
+
+
 class ApiKeyMiddleware:
     """ASGI middleware: exposure check, API key, content type and body size (see module docstring)."""
 
@@ -76,7 +96,12 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        names = [k.decode("latin-1").lower() for k, _ in scope.get("headers", [])]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        repeated = sorted({n for n in names if n in SINGLE_HEADERS and names.count(n) > 1})
+        if repeated:  # which one would count is ambiguous (proxies and servers disagree): refuse
+            await _answer(send, 400, f"header {repeated[0]}: sent more than once")
+            return
         server = scope.get("server") or ("", None)
         docs = scope.get("method") == "GET" and (path in DOC_PATHS or path.startswith("/static_content/"))
         if path not in OPEN_PATHS and not docs:
@@ -126,6 +151,10 @@ class ApiKeyMiddleware:
             if not message.get("more_body", False):
                 break
         body, sent = b"".join(chunks), False
+        unknown = _unknown_fields(path, body)
+        if unknown:
+            await _answer(send, 422, f"{unknown}: unknown field (send only {', '.join(BATCH_FIELDS[path])})")
+            return
 
         async def replay():
             nonlocal sent

@@ -2,15 +2,17 @@
 
 An erasure writes the tokens of the person's customer ids into privacy/suppressions.parquet before
 it touches any store (cdp.privacy.erasure); the service reads that list, re-reads it when the file
-changes (one stat per request), and answers for those ids as for an unknown customer.
+changes (one stat per request), and answers for those ids as for an unknown customer. When the key
+at hand did not make the list (a changed key, a rekey under way) every scoring route answers 503:
+an erased person could not be recognized.
 """
 
 from __future__ import annotations
 
 import threading
 
-from cdp.privacy.erasure import suppressed_customer_tokens, suppressions_path
-from cdp.privacy.subjects import privacy_key, token
+from cdp.privacy.erasure import suppressed_customer_tokens, suppression_key, suppressions_path
+from cdp.privacy.subjects import PrivacyKeyMismatch, token
 from cdp.workspace import Workspace
 
 
@@ -31,7 +33,15 @@ class ErasedCustomers:
             return
         if (stat.st_mtime_ns, stat.st_size) != self.seen:
             with self.lock:
-                self.key = privacy_key(self.ws)
+                try:
+                    self.key = suppression_key(self.ws)  # the key the list was made with, or refused
+                except (
+                    PrivacyKeyMismatch
+                ) as error:  # rekey under way, key lost or changed: fail closed, retry next time
+                    from bentoml.exceptions import ServiceUnavailable
+
+                    self.seen = None
+                    raise ServiceUnavailable(f"cannot check erasures: {error}") from None
                 self.tokens = suppressed_customer_tokens(self.ws)
                 self.seen = (stat.st_mtime_ns, stat.st_size)
 

@@ -1,4 +1,4 @@
-"""`cdp privacy export|erase|purge`: subject access, erasure and retention (registered on the main app).
+"""`cdp privacy export|erase|purge|rekey`: subject access, erasure, retention, key rotation (registered on the main app).
 
 Terminal output is counts, receipt ids and masked identifier hints only (an erased person's
 customer_id is not printed either: logs outlive the erasure); the export itself
@@ -18,7 +18,9 @@ from cdp.cli.ui import HomeOption, console, run_stage, workspace, writing
 
 app = typer.Typer()  # merged into the main `cdp` app by cdp.cli.app
 
-privacy_app = typer.Typer(help="Privacy: subject access export, erasure, retention purge.", no_args_is_help=True)
+privacy_app = typer.Typer(
+    help="Privacy: subject access export, erasure, retention purge, key rotation.", no_args_is_help=True
+)
 app.add_typer(privacy_app, name="privacy")
 IdentifierArgument = typer.Argument(
     ..., help="Email, phone, loyalty card id or account id (or prefixed: email:, phone:, card:, account:, customer:)."
@@ -174,3 +176,59 @@ def purge(
                 totals[store] = totals.get(store, 0) + count
     _receipt_table(f"purged {len(ids)} inactive customers", {"stores": totals})
     console.print("receipts: " + ", ".join(receipts))
+
+
+@privacy_app.command("rekey")
+def rekey(
+    yes: bool = typer.Option(False, "--yes", help="Really rekey (without it: a dry run that only counts)."),
+    drop_unrecoverable: bool = typer.Option(
+        False,
+        "--drop-unrecoverable",
+        help="Drop tokens whose identifier is in no table any more (they stop suppressing it) instead of refusing.",
+    ),
+    home: Path | None = HomeOption,
+) -> None:
+    """Re-make every keyed token (suppressions, receipts, training populations) under a new privacy key.
+
+    Keys are never given on the command line.
+
+    Key file (default): the old key is privacy/token.key; a new random key is made and replaces it.
+
+    Secrets manager: set CDP_PRIVACY_KEY to the new key, CDP_PRIVACY_OLD_KEY to the old one (privacy/token.key, if any, is removed: it held the old key).
+
+    Crash-safe: if interrupted, every other command refuses until `cdp privacy rekey` is run again.
+    """
+    from cdp.privacy.rekey import RekeyError
+    from cdp.privacy.rekey import rekey as run_rekey
+    from cdp.privacy.subjects import rekey_journal
+
+    ws = workspace(home)
+    finishing = rekey_journal(ws).exists()
+    if not yes and not finishing:
+        summary = run_stage(_rekey_or_exit, run_rekey, RekeyError, ws, drop_unrecoverable, dry_run=True)
+        console.print(
+            f"dry run: would re-make {summary['tokens_rekeyed']} of {summary['tokens_stored']} token(s) in "
+            f"{summary['stores']} store(s) (old key: {summary['old_key']}; new key: {summary['new_key']}); "
+            "re-run with --yes"
+        )
+        return
+    with writing(ws, "privacy rekey"), console.status("finishing the interrupted rekey" if finishing else "rekeying"):
+        summary = run_stage(_rekey_or_exit, run_rekey, RekeyError, ws, drop_unrecoverable)
+    what = "finished the interrupted rekey" if summary.get("resumed") else "rekeyed"
+    console.print(
+        f"{what}: {summary['tokens_rekeyed']} of {summary['tokens_stored']} token(s) in {summary['stores']} "
+        f"store(s) now under the new key ({summary['new_key']})"
+    )
+    for store, count in summary.get("unrecoverable", {}).items():
+        console.print(f"[yellow]dropped:[/yellow] {count} unrecoverable token(s) of {store}")
+    if summary.get("warning"):
+        console.print(f"[yellow]warning:[/yellow] {summary['warning']}")
+
+
+def _rekey_or_exit(fn, error_type, *args, **kwargs) -> dict:
+    """A rekey that cannot start as asked: one red line, exit 1 (nothing was changed)."""
+    try:
+        return fn(*args, **kwargs)
+    except error_type as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None

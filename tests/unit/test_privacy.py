@@ -189,7 +189,8 @@ def string_hits(frame: pd.DataFrame, needles: set[str]) -> list[str]:
         if values.empty or not isinstance(values.iloc[0], str):
             continue
         if values.isin(needles).any() or (
-            column == "record" and any(set(map(str, json.loads(r).values())) & needles for r in values)
+            column == "record"
+            and any(set(map(str, json.loads(r).values())) & needles for r in values if r.startswith("{"))
         ):
             hits.append(column)
     return hits
@@ -316,6 +317,75 @@ def test_nothing_of_the_person_is_left_in_any_store(erased, stage_results):
     receipts = "".join(p.read_text() for p in (ws.root / "privacy").rglob("*.json"))
     for needle in person["needles"]:
         assert needle not in text and needle not in receipts and needle not in erased["output"]
+
+
+def workspace_traces(ws: Workspace, needles: set[str]) -> dict[str, list[str]]:
+    """Every file of the workspace except raw/ (the retailer's input) and truth/ (synthetic
+    answers) holding a needle: Parquet by column values, JSON records included; any other file
+    (SQLite online store and MLflow database, JSON, logs, the Feast registry) by its bytes."""
+    hits: dict[str, list[str]] = {}
+    encoded = {n: n.encode() for n in needles if len(n) >= 6}  # shorter ones match random bytes
+    for path in sorted(p for p in ws.root.rglob("*") if p.is_file()):
+        rel = path.relative_to(ws.root)
+        if rel.parts[0] in ("raw", "truth"):
+            continue
+        if path.suffix == ".parquet":
+            found = string_hits(pd.read_parquet(path), needles)
+        else:
+            data = path.read_bytes()
+            found = [n for n, b in encoded.items() if b in data]
+        if found:
+            hits[str(rel)] = found
+    return hits
+
+
+def test_no_file_anywhere_in_the_workspace_carries_the_person(erased):
+    """The whole-workspace scan (issue 16 target 2): not only the stores erasure knows about."""
+    ws, person = erased["ws"], erased["person"]
+    assert person["needles"]
+    assert workspace_traces(ws, person["needles"] | person["all_keys"]) == {}
+
+
+def test_erasure_reaches_the_superseded_versions_of_updated_records(pipeline_ws, tmp_path):
+    """A daily drop updates the person's CRM record: the earlier version moves to
+    staged/crm_contacts_history.parquet with their old address. Subject access lists it; erasure
+    removes it (and only it) and the whole workspace carries no trace of them afterwards."""
+    from cdp import pipeline
+
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_ws.root, home)
+    ws = Workspace(home)
+    person = person_view(ws, pick_customer(ws))
+    source = next(p for p in (ws.raw / "crm_contacts.csv", ws.raw / "crm_contacts.parquet") if p.exists())
+    raw = pd.read_csv(source, dtype=str) if source.suffix == ".csv" else pd.read_parquet(source).astype("string")
+    mine = raw["record_id"].str.strip().isin(person["keys"]["crm_contacts"])
+    other = raw.index[~mine][:3]  # someone else's records are updated in the same drop
+    updated = raw.loc[mine | raw.index.isin(other)].copy()
+    updated["address_line"] = "1 Moved Street"
+    (ws.raw / "crm_contacts").mkdir()
+    updated.to_csv(ws.raw / "crm_contacts" / "2099-01-01.csv", index=False)
+    pipeline.ingest(ws)
+    pipeline.resolve(ws)
+    history_path = ws.staged / "crm_contacts_history.parquet"
+    history = pd.read_parquet(history_path)
+    assert len(history) == len(updated) and string_hits(history, person["needles"])
+
+    code, out = cli(
+        "privacy", "export", f"customer:{person['customer_id']}", "--out", str(tmp_path / "x.json"), home=home
+    )
+    assert code == 0, out
+    exported = json.loads((tmp_path / "x.json").read_text())["source_records"]
+    assert len(exported["crm_contacts (superseded versions)"]) == int(mine.sum())
+
+    before = workspace_traces(ws, person["needles"] | person["all_keys"])
+    assert "staged/crm_contacts_history.parquet" in before
+    assert any(not rel.endswith(".parquet") for rel in before), before  # the byte scan finds e.g. the online store
+
+    result = cdp("privacy", "erase", f"customer:{person['customer_id']}", "--yes", home=home)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    after = pd.read_parquet(history_path)
+    assert len(after) == len(history) - int(mine.sum()) and not string_hits(after, person["needles"])
+    assert workspace_traces(ws, person["needles"] | person["all_keys"]) == {}
 
 
 def test_reingest_keeps_the_erased_person_out(erased):
@@ -620,3 +690,133 @@ def test_erasure_with_the_online_store_down_suppresses_first_and_resumes_from_th
             (ws.root / "privacy" / "receipts" / f"{journal['receipt']['receipt_id']}.json").read_text()
         )
         assert receipt["stores"]["feast online store (feature rows)"] > 0 and "completed_at" in receipt
+        import redis
+
+        host, port = address.rsplit(":", 1)
+        client = redis.Redis(host=host, port=int(port))
+        keys = list(client.scan_iter(count=1000))
+        assert keys  # everyone else is still served
+        assert not [k for k in keys if person["customer_id"].encode() in k]
+        assert workspace_traces(ws, person["needles"] | person["all_keys"]) == {}
+
+
+# ---- key rotation (cdp privacy rekey) ---------------------------------------------------------
+
+
+def _rekey_copy(erased, home: Path) -> Path:
+    shutil.copytree(erased["ws"].root, home, ignore=shutil.ignore_patterns("features"))
+    return home
+
+
+def _tokens(home: Path) -> pd.DataFrame:
+    return pd.read_parquet(home / "privacy" / "suppressions.parquet").sort_values("token").reset_index(drop=True)
+
+
+def test_rekey_then_ingest_keeps_the_person_out_under_the_new_key_and_refuses_the_old(erased, tmp_path, monkeypatch):
+    monkeypatch.delenv("CDP_PRIVACY_KEY", raising=False)
+    home = _rekey_copy(erased, tmp_path / "ws")
+    old_key = (home / "privacy" / "token.key").read_bytes().strip()
+    before = _tokens(home)
+    dry = cdp("privacy", "rekey", home=home)
+    assert (
+        dry.returncode == 0
+        and "dry run" in dry.stdout
+        and (home / "privacy" / "token.key").read_bytes().strip() == old_key
+    )
+    done = cdp("privacy", "rekey", "--yes", home=home)
+    assert done.returncode == 0 and "rekeyed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    new_key = (home / "privacy" / "token.key").read_bytes().strip()
+    after = _tokens(home)
+    assert new_key != old_key and len(after) == len(before) and not set(after["token"]) & set(before["token"])
+    assert old_key.decode() not in done.stdout + done.stderr and new_key.decode() not in done.stdout
+    assert not (home / "privacy" / "rekey").exists()
+    ingested = cdp("ingest", home=home)
+    assert ingested.returncode == 0, ingested.stdout[-2000:] + ingested.stderr[-2000:]
+    person = erased["person"]
+    for table in TABLES:
+        assert not string_hits(pd.read_parquet(home / "staged" / f"{table}.parquet"), person["needles"]), table
+    assert "of erased people suppressed" in ingested.stdout
+    monkeypatch.setenv("CDP_PRIVACY_KEY", old_key.decode())
+    refused = cdp("ingest", home=home)
+    assert refused.returncode == 1 and "privacy key changed" in refused.stdout, refused.stdout[-2000:]
+    assert "Traceback" not in refused.stdout + refused.stderr
+
+
+def test_a_killed_rekey_blocks_other_commands_and_a_rerun_finishes_it(erased, tmp_path, monkeypatch):
+    """Secrets-manager mode (both keys from the environment, so two runs make the same tokens): a
+    SIGKILL right after the first file was published under the new key leaves a half-rekeyed
+    workspace; ingest refuses (exit 1) and the re-run ends equal to an uninterrupted rekey."""
+    import signal
+
+    reference = _rekey_copy(erased, tmp_path / "reference")
+    home = _rekey_copy(erased, tmp_path / "ws")
+    old_key = (home / "privacy" / "token.key").read_text().strip()
+    monkeypatch.setenv("CDP_PRIVACY_OLD_KEY", old_key)
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "the-new-key-from-a-secrets-manager")
+    assert cdp("privacy", "rekey", "--yes", home=reference).returncode == 0
+    staged = 1 + len(list((home / "privacy" / "receipts").glob("*.json")))
+    staged += len(list((home / "mlartifacts").rglob("training_population.parquet")))
+    env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
+    env["CDPTEST_KILL_AT"] = f"after:{staged + 2}"  # staged files, the journal, then the first copy
+    killed = subprocess.run(
+        [CDP, "privacy", "rekey", "--yes", "--home", str(home)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
+    assert (home / "privacy" / "rekey" / "journal.json").exists()
+    blocked = cdp("ingest", home=home)
+    assert blocked.returncode == 1 and "rekey interrupted" in blocked.stdout, blocked.stdout[-2000:]
+    finished = cdp("privacy", "rekey", "--yes", home=home)
+    assert finished.returncode == 0 and "finished the interrupted rekey" in finished.stdout, finished.stdout[-2000:]
+    pd.testing.assert_frame_equal(_tokens(home), _tokens(reference))
+    assert not (home / "privacy" / "token.key").exists() and not (home / "privacy" / "rekey").exists()
+    for receipt in (reference / "privacy" / "receipts").glob("*.json"):
+        assert json.loads(receipt.read_text()) == json.loads((home / "privacy" / "receipts" / receipt.name).read_text())
+    assert cdp("ingest", home=home).returncode == 0
+    monkeypatch.delenv("CDP_PRIVACY_OLD_KEY")
+    monkeypatch.setenv("CDP_PRIVACY_KEY", old_key)
+    assert cdp("ingest", home=home).returncode == 1
+
+
+def test_a_rekey_killed_before_its_commit_point_changes_nothing_live(erased, tmp_path, monkeypatch):
+    """Killed while staging (the first staged file written, no journal yet): the live workspace is
+    still entirely under the old key, other commands run, and a re-run starts over and finishes."""
+    import signal
+
+    reference = _rekey_copy(erased, tmp_path / "reference")
+    home = _rekey_copy(erased, tmp_path / "ws")
+    old_key = (home / "privacy" / "token.key").read_text().strip()
+    monkeypatch.setenv("CDP_PRIVACY_OLD_KEY", old_key)
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "the-new-key-from-a-secrets-manager")
+    assert cdp("privacy", "rekey", "--yes", home=reference).returncode == 0
+    before = _tokens(home)
+    env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
+    env["CDPTEST_KILL_AT"] = "after:1"
+    killed = subprocess.run(
+        [CDP, "privacy", "rekey", "--yes", "--home", str(home)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
+    assert (home / "privacy" / "rekey").exists() and not (home / "privacy" / "rekey" / "journal.json").exists()
+    pd.testing.assert_frame_equal(_tokens(home), before)
+    monkeypatch.setenv("CDP_PRIVACY_KEY", old_key)  # the old key is still the live one
+    monkeypatch.delenv("CDP_PRIVACY_OLD_KEY")
+    assert cdp("ingest", home=home).returncode == 0
+    monkeypatch.setenv("CDP_PRIVACY_OLD_KEY", old_key)
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "the-new-key-from-a-secrets-manager")
+    again = cdp("privacy", "rekey", "--yes", home=home)
+    assert again.returncode == 0 and "rekeyed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    pd.testing.assert_frame_equal(_tokens(home), _tokens(reference))
+    assert not (home / "privacy" / "rekey").exists()
+
+
+def test_serving_refuses_to_answer_when_the_key_did_not_make_the_suppression_list(erased, monkeypatch):
+    """With a changed key an erased person's token would not match: the service answers 503, not them."""
+    from bentoml.exceptions import ServiceUnavailable
+
+    from cdp.serving.erased import ErasedCustomers
+
+    cid = erased["person"]["customer_id"]
+    monkeypatch.delenv("CDP_PRIVACY_KEY", raising=False)
+    assert cid in ErasedCustomers(erased["ws"]) and "cus_nobody" not in ErasedCustomers(erased["ws"])
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "a-different-key")
+    with pytest.raises(ServiceUnavailable, match="privacy key changed"):
+        assert cid in ErasedCustomers(erased["ws"])
