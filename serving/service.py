@@ -16,6 +16,10 @@ POST /profile {"customer_id"} -> {"customer_id", "features": {view: {feature: va
                                    "consent": {purpose: true/false/null}}
 POST /churn_batch {"customer_ids": ["cus_1", "cus_2"]} -> [{"customer_id", "churn_probability" | "error"}, ...] (adaptive
   batching: concurrent calls are merged into one online read and one model call; no reasons)
+POST /events {"events": [{"customer_id", "event_type", "timestamp", "category", "product_id"}]} ->
+  {"accepted", "customers", "errors"}: session features pushed online + offline (serving/events.py,
+  docs/EVENTS.md); /next_best_product gives its first CDP_SESSION_BOOST_SLOTS slots to the category
+  viewed in the last hour, /profile shows the session features.
 POST /healthz -> model versions (no API key needed).
 
 Limits: at most MAX_BATCH ids per call, k <= MAX_K, ids 1..MAX_ID_LENGTH characters; violations are
@@ -41,6 +45,7 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cdp.serving.auth import ApiKeyMiddleware
+from cdp.serving.events import EventBatch
 from cdp.settings import apply_profile, load_settings, profile_name, setting
 
 # `bentoml serve` (what a container runs) does not go through the `cdp` CLI: apply CDP_PROFILE here
@@ -57,7 +62,11 @@ CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LE
 
 
 class ChurnRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"customer_ids": ["cus_3f2a9c1b7d04"], "reasons": True}})
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={"example": {"customer_ids": ["cus_3f2a9c1b7d04"], "reasons": True}},
+    )
 
     customer_ids: list[CustomerId] = Field(
         ..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} customer ids from identity resolution"
@@ -67,7 +76,9 @@ class ChurnRequest(BaseModel):
 
 class NextBestProductRequest(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"example": {"customer_id": "cus_3f2a9c1b7d04", "k": 5, "exclude_owned": True}}
+        strict=True,
+        extra="forbid",
+        json_schema_extra={"example": {"customer_id": "cus_3f2a9c1b7d04", "k": 5, "exclude_owned": True}},
     )
 
     customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
@@ -77,9 +88,11 @@ class NextBestProductRequest(BaseModel):
 
 class NextBestProductBatchRequest(BaseModel):
     model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
         json_schema_extra={
             "example": {"customer_ids": ["cus_3f2a9c1b7d04", "cus_81d0e6a42c9f"], "k": 5, "exclude_owned": True}
-        }
+        },
     )
 
     customer_ids: list[CustomerId] = Field(
@@ -91,9 +104,11 @@ class NextBestProductBatchRequest(BaseModel):
 
 class CampaignResponseRequest(BaseModel):
     model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
         json_schema_extra={
             "example": {"customer_ids": ["cus_3f2a9c1b7d04"], "campaign_id": "CMP01", "min_uplift": 0.01}
-        }
+        },
     )
 
     customer_ids: list[CustomerId] = Field(
@@ -108,7 +123,9 @@ class CampaignResponseRequest(BaseModel):
 
 
 class ProfileRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"customer_id": "cus_3f2a9c1b7d04"}})
+    model_config = ConfigDict(
+        strict=True, extra="forbid", json_schema_extra={"example": {"customer_id": "cus_3f2a9c1b7d04"}}
+    )
 
     customer_id: CustomerId = Field(..., description="A customer id from identity resolution")
 
@@ -239,7 +256,9 @@ class CustomerScores:
         ]
         self.products = catalogue(ws)
         self.catalogue_ids = set(self.products["product_id"])
-        self.candidate_index = CandidateIndex(self.lines, item_stats(self.lines, self.products, self.as_of))
+        stats = item_stats(self.lines, self.products, self.as_of)
+        self.candidate_index = CandidateIndex(self.lines, stats)
+        self.events = self._session_events(ws, stats)
         self.campaigns = pd.read_parquet(ws.staged / "campaigns.parquet").set_index("campaign_id")
         self._start_reloader(float(setting("model_reload_seconds")))
         # Start-up leaves ~0.5M long-lived objects (catalogue, candidate index, Feast registry): a full
@@ -247,6 +266,16 @@ class CustomerScores:
         # Frozen, the collector never walks them again (requests' own garbage is still collected).
         gc.collect()
         gc.freeze()
+
+    def _session_events(self, ws, stats):
+        """Request-time events (serving/events.py), or None until `cdp features` registered their view."""
+        from cdp.serving.events import SessionEvents, popular_by_category, session_registered
+
+        if not session_registered(self.store):
+            return None
+        self.popular = popular_by_category(stats.items, self.catalogue_ids)
+        self.boost_slots = int(setting("session_boost_slots"))
+        return SessionEvents(ws, self.store, self.erased, self.products)
 
     def _start_reloader(self, every: float) -> None:
         if every <= 0:
@@ -318,7 +347,7 @@ class CustomerScores:
         return {"scores": scores, "errors": errors}
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=20)
-    def churn_batch(self, customer_ids: list[str]) -> list[dict]:
+    def churn_batch(self, customer_ids: Annotated[list[str], Field(max_length=MAX_BATCH)]) -> list[dict]:
         """Adaptive batching: concurrent callers' ids are merged into one online read and one model
         call. Body: a JSON list of ids; answer: one object per id, in order, each with either
         `churn_probability` or `error` (no reasons: use /churn for those).
@@ -372,25 +401,44 @@ class CustomerScores:
             }
             for i in keep
         }
+        from cdp.serving.events import recent_category
+
+        sessions = self.events.features(list(features)) if self.events is not None and features else {}
+        # a customer with a category viewed in the last hour: rank every candidate, the boost picks from all
+        depth = 1_000_000 if any(recent_category(v) for v in sessions.values()) else k
         recs = (
-            self.candidate_index.recommend_many(model, features, k, self.catalogue_ids, exclude_owned) if keep else {}
+            self.candidate_index.recommend_many(model, features, depth, self.catalogue_ids, exclude_owned)
+            if keep
+            else {}
         )
-        results = [
-            {
-                "customer_id": c,
-                "products": [
-                    {
-                        "product_id": r.product_id,
-                        "category": r.category,
-                        "score": round(float(r.score), 6),
-                        "rank": int(r.rank),
-                    }
-                    for r in ranked.itertuples()
-                ],
-            }
-            for c, ranked in recs.items()
-        ]
+        results = []
+        for c, ranked in recs.items():
+            products = [
+                {
+                    "product_id": r.product_id,
+                    "category": r.category,
+                    "score": round(float(r.score), 6),
+                    "rank": int(r.rank),
+                }
+                for r in ranked.itertuples()
+            ]
+            if sessions:
+                products = self._session_boost(c, products, sessions[c], k, exclude_owned)
+            results.append({"customer_id": c, "products": products[:k]})
         return version, results, errors
+
+    def _session_boost(self, customer_id: str, products: list[dict], session: dict, k: int, exclude_owned: bool):
+        """The category viewed in the last hour takes the first slots (serving/events.py `boost`)."""
+        from cdp.serving.events import boost, recent_category
+
+        category = recent_category(session)
+        if category is None:
+            return products
+        skip: set[str] = set()
+        if exclude_owned:  # popular fill-ins must not bring back what the customer already owns
+            own = self.candidate_index.candidates([customer_id])
+            skip = set(own.loc[own["cust_item_lines_365d"] > 0, "product_id"])
+        return boost(products, category, k, self.boost_slots, self.popular.get(category, []), skip)
 
     @bentoml.api
     def campaign_response(self, request: CampaignResponseRequest, /) -> dict:
@@ -462,13 +510,31 @@ class CustomerScores:
             f.removeprefix("consent_"): None if v is None else bool(v) for f, v in grouped.pop("consent_state").items()
         }
         scores = {family: grouped.pop(family) for family in list(grouped) if family.endswith("_scores")}
+        session = self.events.features([request.customer_id])[request.customer_id] if self.events else None
         return {
             "customer_id": request.customer_id,
             "as_of": self.as_of.isoformat(),
             "features": grouped,
             "scores": scores,
             "consent": consent,
+            "session": session,
         }
+
+    @bentoml.api(route="/events")
+    def events_route(self, request: EventBatch, /) -> dict:
+        """Session events (product views, cart adds, searches, complaints) pushed to the online and
+        offline store; the next /profile and /next_best_product read them. Events of unknown,
+        erased or profiling-withdrawn customers are per-id `errors`, never stored; a bad event is a
+        400 naming it. Example body: `{"events": [{"customer_id": "cus_3f2a9c1b7d04",
+        "event_type": "product_view", "timestamp": "2026-12-03T21:15:00Z", "product_id": "SKU00006"}]}`."""
+        from cdp.serving.events import EventError
+
+        if self.events is None:
+            raise ServiceUnavailable("events: the session view is not registered yet; run `cdp features`")
+        try:
+            return self.events.accept(request.events)
+        except EventError as problem:
+            raise InvalidArgument(str(problem)) from None
 
     @bentoml.api(route="/healthz")
     def healthz(self) -> dict:

@@ -160,6 +160,18 @@ def test_profile_has_features_scores_and_consent(service, pipeline_ws):
     body = scores_service.profile(module.ProfileRequest(customer_id=scored["customer_id"]))
     assert body["features"]["customer_profile"]["tenure_days"] is not None
     assert set(body["features"]) >= {"customer_profile", "purchase_behaviour", "service_signals"}
+    # typed features (issue 13): counts are ints, flags bools, the rest floats or null
+    orders = body["features"]["purchase_behaviour"]["orders_lifetime"]
+    assert (
+        type(orders) is int
+        and orders
+        == latest(pipeline_ws, "purchase_behaviour")
+        .set_index("customer_id")
+        .loc[scored["customer_id"], "orders_lifetime"]
+    )
+    assert type(body["features"]["service_signals"]["complaints_365d"]) is int
+    assert type(body["features"]["campaign_engagement"]["unsubscribed_365d"]) is bool
+    assert type(body["features"]["purchase_behaviour"]["spend_365d"]) is float
     assert body["scores"]["churn_scores"]["churn_probability"] == pytest.approx(scored["churn_probability"], abs=1e-9)
     assert set(body["consent"]) == {"email_marketing", "sms_marketing", "profiling", "third_party_sharing"}
     with pytest.raises(Exception, match="unknown customer"):
@@ -314,6 +326,7 @@ def http_checks(ws: Workspace, url: str, headers: dict) -> None:
     assert "unknown customer_id" in answers[3]["error"] and "characters" in answers[4]["error"]
     profile = post("profile", {"customer_id": batch["customer_id"].iloc[0]})
     assert profile.status_code == 200 and profile.json()["scores"]["churn_scores"]["churn_probability"] is not None
+    assert type(profile.json()["features"]["purchase_behaviour"]["orders_90d"]) is int  # JSON 3, not 3.0
     # Bad input: a 4xx naming the field, never a 500.
     bad = {
         "empty list": ("churn", {"customer_ids": []}, "customer_ids"),
@@ -374,6 +387,32 @@ def test_real_http_server_on_sqlite_with_api_key(pipeline_ws, tmp_path, monkeypa
         assert text.status_code == 415
         broken = httpx.post(f"{url}/churn", content=b"{not json", headers={**key, "Content-Type": "application/json"})
         assert 400 <= broken.status_code < 500
+        small_probe_sweep(pipeline_ws, url, "test-key-123")
+
+
+def small_probe_sweep(ws: Workspace, url: str, key: str) -> None:
+    """Every 15th probe of benchmarks/http_probes.py plus its malformed-framing ones (~45): bad input
+    is answered 4xx, nothing 5xx, no protected route answers without the key."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from cdp.serving.auth import DEFAULT_MAX_BODY_BYTES
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "http_probes.py"
+    spec = importlib.util.spec_from_file_location("http_probes", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    customer = str(pd.read_parquet(ws.features / "churn_scores.parquet")["customer_id"].iloc[0])
+    campaign = str(pd.read_parquet(ws.staged / "campaigns.parquet")["campaign_id"].iloc[0])
+    routes = sorted(p for p in httpx.get(f"{url}/docs.json", timeout=30).json()["paths"] if p != "/metrics")
+    assert {"/churn", "/churn_batch", "/next_best_product", "/campaign_response", "/profile"} <= set(routes)
+    sweep = module.probes(customer, campaign, routes, DEFAULT_MAX_BODY_BYTES, key=key)
+    chosen = [p for i, p in enumerate(sweep) if i % 15 == 0 or p.name.startswith("raw ")]
+    assert any(not p.auth for p in chosen) and any(p.bad for p in chosen)
+    result = module.run(url, int(url.rsplit(":", 1)[1]), chosen, key=key)
+    assert (result["5xx"], result["auth_bypasses"], result["bad_input_not_4xx"]) == ([], [], []), result
 
 
 @pytest.mark.slow
