@@ -20,28 +20,21 @@ def _run(context: OpExecutionContext, *args: str) -> None:
 
 
 @op
-def ingest(context: OpExecutionContext) -> None:
-    _run(context, "ingest")
+def refresh(context: OpExecutionContext) -> None:
+    # new raw files -> incremental resolve -> features -> score -> push; then a challenger for any
+    # model whose latest monitoring run decayed, promoted only if the gate says so
+    _run(context, "refresh", "--retrain-if-decayed")
 
 
 @op(ins={"after": In(Nothing)})
-def resolve(context: OpExecutionContext) -> None:
-    _run(context, "resolve", "--incremental")
-
-
-@op(ins={"after": In(Nothing)})
-def features(context: OpExecutionContext) -> None:
-    _run(context, "features")
-
-
-@op(ins={"after": In(Nothing)})
-def score(context: OpExecutionContext) -> None:
-    _run(context, "score")
+def monitor(context: OpExecutionContext) -> None:
+    # exit 1 past a threshold: the failed op is the alert
+    _run(context, "monitor")
 
 
 @job
 def cdp_daily() -> None:
-    score(after=features(after=resolve(after=ingest())))
+    monitor(after=refresh())
 
 
 defs = Definitions(

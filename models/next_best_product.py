@@ -47,24 +47,26 @@ TOP_CATEGORIES = 3  # categories per customer for category-affinity candidates
 PER_CATEGORY = 15  # popular items per affinity category
 POPULAR = 20  # global popularity candidates
 REPEATABLE_RATE = 0.15  # an item is "repeatable" when >= this share of its buyers bought it twice
-CANDIDATE_FEATURES = [
-    "cust_item_lines_365d",
-    "cust_item_days_since",
-    "cooc_score",
-    "cust_cat_share",
-    "cust_cat_lines_365d",
-    "cust_lines_365d",
-    "item_pop_90d",
-    "item_pop_365d",
-    "item_pop_in_cat",
-    "item_price",
-    "item_repeat_rate",
-    "cat_pop_365d",
-    "src_history",
-    "src_cooc",
-    "src_category",
-    "src_popular",
-]
+# the ranker's candidate features (computed at training and request time, not Feast fields), in words
+CANDIDATE_DESCRIPTIONS = {
+    "cust_item_lines_365d": "Times the customer bought this product (365 days)",
+    "cust_item_days_since": "Days since the customer last bought this product",
+    "cooc_score": "Bought together with the customer's products",
+    "cust_cat_share": "Customer's share of purchases in this category",
+    "cust_cat_lines_365d": "Customer's purchases in this category (365 days)",
+    "cust_lines_365d": "Customer's purchases (365 days)",
+    "item_pop_90d": "Product's share of all purchases (90 days)",
+    "item_pop_365d": "Product's share of all purchases (365 days)",
+    "item_pop_in_cat": "Product's share of its category's purchases",
+    "item_price": "Product's price",
+    "item_repeat_rate": "Share of the product's buyers who buy it again",
+    "cat_pop_365d": "Category's share of all purchases (365 days)",
+    "src_history": "Candidate from the customer's own history",
+    "src_cooc": "Candidate from co-purchases",
+    "src_category": "Candidate from the customer's favourite categories",
+    "src_popular": "Candidate from the best sellers",
+}
+CANDIDATE_FEATURES = list(CANDIDATE_DESCRIPTIONS)
 
 
 @dataclass

@@ -144,56 +144,67 @@ def _plots(actual: np.ndarray, scores: dict[str, np.ndarray], out: Path) -> list
     return paths
 
 
-def train_clv(
-    ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Timestamp], data_end: pd.Timestamp, progress=None
-) -> TrainResult:
+def _oracle_figures(
+    ws: Workspace,
+    customer_ids: pd.Series,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    cutoff: pd.Timestamp,
+    horizon_days: int,
+) -> dict[str, float]:
+    """The generator's true expected spend on the same rows (synthetic workspaces only, else {})."""
+    oracle_score = oracle_clv(ws, customer_ids, cutoff, horizon_days)
+    if oracle_score is None:
+        return {}
+    usable = ~np.isnan(oracle_score)
+    return {
+        **clv_metrics(actual[usable], oracle_score[usable]),
+        "rows": int(usable.sum()),
+        "model_gini_same_rows": normalized_gini(actual[usable], predicted[usable]),
+    }
+
+
+def _run_params(frame: pd.DataFrame, model: CLVModel, cutoff: pd.Timestamp, horizon_end: pd.Timestamp) -> dict:
+    spec = CLV
+    return {
+        "feature_service": spec.feature_service,
+        "label": spec.label,
+        "horizon_days": spec.horizon_days,
+        "estimator": spec.objective,
+        "n_features": len(FEATURES),
+        "valid_snapshot": f"{cutoff:%Y-%m-%d}",
+        "label_window": f"[{cutoff:%Y-%m-%d}, {horizon_end:%Y-%m-%d})",
+        "customers": len(frame),
+        "train_rows": len(frame),
+        "valid_rows": len(frame),
+        **{f"bgnbd_{k}": round(float(v), 6) for k, v in zip(("r", "alpha", "a", "b"), model.bgnbd_)},
+        **{f"gamma_gamma_{k}": round(float(v), 6) for k, v in zip(("p", "q", "gamma"), model.gamma_gamma_)},
+    }
+
+
+def _log_and_register(
+    ws: Workspace,
+    frame: pd.DataFrame,
+    model: CLVModel,
+    scores: dict[str, np.ndarray],
+    metrics: dict[str, float],
+    compared: dict[str, dict[str, float]],
+    oracle: dict[str, float],
+    cutoff: pd.Timestamp,
+) -> tuple[str, str, dict]:
+    """One MLflow run: params, metrics, plots, the model registered through the champion gate."""
     import mlflow
 
     from cdp.training.tracking import register_run_model, set_experiment
     from cdp.workspace import use_workspace
 
-    spec, step = CLV, progress or (lambda *_: None)
-    cutoff = cutoff_snapshot(snapshots, data_end, spec.horizon_days)
-    step("point-in-time features at the cutoff + next-12-month spend", 1, 4)
-    frame = evaluation_set(store, orders, cutoff, spec.horizon_days)
-    step("fit BG/NBD + Gamma-Gamma on pre-cutoff history", 2, 4)
-    model = CLVModel(horizon_days=spec.horizon_days).fit(frame[FEATURES])
-    actual = frame[spec.label].to_numpy(float)
-    predicted = model.predict(frame[FEATURES])
-    metrics = clv_metrics(actual, predicted)
-    scores = {"model": predicted, "naive_last_12m": frame["spend_365d"].fillna(0).to_numpy(float)}
-    compared = {"naive_last_12m": clv_metrics(actual, scores["naive_last_12m"])}
-    oracle_score = oracle_clv(ws, frame["customer_id"], cutoff, spec.horizon_days)
-    oracle: dict[str, float] = {}
-    if oracle_score is not None:
-        usable = ~np.isnan(oracle_score)
-        oracle = {
-            **clv_metrics(actual[usable], oracle_score[usable]),
-            "rows": int(usable.sum()),
-            "model_gini_same_rows": normalized_gini(actual[usable], predicted[usable]),
-        }
-    step("log to MLflow", 3, 4)
-
+    spec = CLV
+    actual, predicted = frame[spec.label].to_numpy(float), scores["model"]
+    horizon_end = cutoff + pd.Timedelta(days=spec.horizon_days)
     use_workspace(ws)
     set_experiment(ws, spec.name)
-    horizon_end = cutoff + pd.Timedelta(days=spec.horizon_days)
     with mlflow.start_run(run_name=f"{spec.name}-{cutoff:%Y%m%d}") as run:
-        mlflow.log_params(
-            {
-                "feature_service": spec.feature_service,
-                "label": spec.label,
-                "horizon_days": spec.horizon_days,
-                "estimator": spec.objective,
-                "n_features": len(FEATURES),
-                "valid_snapshot": f"{cutoff:%Y-%m-%d}",
-                "label_window": f"[{cutoff:%Y-%m-%d}, {horizon_end:%Y-%m-%d})",
-                "customers": len(frame),
-                "train_rows": len(frame),
-                "valid_rows": len(frame),
-                **{f"bgnbd_{k}": round(float(v), 6) for k, v in zip(("r", "alpha", "a", "b"), model.bgnbd_)},
-                **{f"gamma_gamma_{k}": round(float(v), 6) for k, v in zip(("p", "q", "gamma"), model.gamma_gamma_)},
-            }
-        )
+        mlflow.log_params(_run_params(frame, model, cutoff, horizon_end))
         mlflow.log_metrics(
             {
                 **metrics,
@@ -221,11 +232,33 @@ def train_clv(
                 evaluate_model=lambda candidate: clv_metrics(actual, candidate.predict(frame[FEATURES])),
                 baseline=Reference("last 12 months' spend", compared["naive_last_12m"][spec.primary_metric]),
             )
+    return run.info.run_id, version, gate
+
+
+def train_clv(
+    ws: Workspace, store, orders: pd.DataFrame, snapshots: list[pd.Timestamp], data_end: pd.Timestamp, progress=None
+) -> TrainResult:
+    spec, step = CLV, progress or (lambda *_: None)
+    cutoff = cutoff_snapshot(snapshots, data_end, spec.horizon_days)
+    step("point-in-time features at the cutoff + next-12-month spend", 1, 4)
+    frame = evaluation_set(store, orders, cutoff, spec.horizon_days)
+    step("fit BG/NBD + Gamma-Gamma on pre-cutoff history", 2, 4)
+    model = CLVModel(horizon_days=spec.horizon_days).fit(frame[FEATURES])
+    actual = frame[spec.label].to_numpy(float)
+    predicted = model.predict(frame[FEATURES])
+    metrics = clv_metrics(actual, predicted)
+    scores = {"model": predicted, "naive_last_12m": frame["spend_365d"].fillna(0).to_numpy(float)}
+    compared = {"naive_last_12m": clv_metrics(actual, scores["naive_last_12m"])}
+    oracle = _oracle_figures(ws, frame["customer_id"], actual, predicted, cutoff, spec.horizon_days)
+    step("log to MLflow", 3, 4)
+
+    horizon_end = cutoff + pd.Timedelta(days=spec.horizon_days)
+    run_id, version, gate = _log_and_register(ws, frame, model, scores, metrics, compared, oracle, cutoff)
     step("registered", 4, 4)
     return TrainResult(
         model_name=spec.name,
         version=version,
-        run_id=run.info.run_id,
+        run_id=run_id,
         metrics=metrics,
         train_rows=len(frame),
         valid_rows=len(frame),

@@ -49,10 +49,12 @@ def short_description(description: str) -> str:
 
 
 def feature_labels() -> dict[str, str]:
-    """Feature name -> plain label, from the Feast field descriptions."""
+    """Feature name -> plain label, from the Feast field descriptions and the ranker's candidate features."""
     from cdp.features.definitions import FEATURES
+    from cdp.models.next_best_product import CANDIDATE_DESCRIPTIONS
 
-    return {name: short_description(text) for fields in FEATURES.values() for name, text in fields.items()}
+    labels = {name: short_description(text) for fields in FEATURES.values() for name, text in fields.items()}
+    return labels | CANDIDATE_DESCRIPTIONS
 
 
 def feature_label(name: str, labels: dict[str, str] | None = None) -> str:

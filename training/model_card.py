@@ -28,6 +28,16 @@ METRIC_LABELS = {  # metric -> (what it means in words, which way is better)
     "brier": ("Brier score: probability error (lower is better)", "lower"),
     "positive_rate": ("Churn rate among the customers scored", "n/a"),
     "qini": ("Qini coefficient: extra conversions per contacted customer", "higher"),
+    "normalized_qini": ("Qini as a share of the perfect ranking's", "higher"),
+    "uplift_top_10": ("Extra conversion rate in the top 10% (contacted vs not)", "higher"),
+    "uplift_top_30": ("Extra conversion rate in the top 30% (contacted vs not)", "higher"),
+    "uplift_top_50": ("Extra conversion rate in the top 50% (contacted vs not)", "higher"),
+    "incremental_per_1000_contacts": ("Extra conversions per 1,000 contacts at the recommended depth", "higher"),
+    "recommended_depth": ("Recommended depth: share of customers to contact", "n/a"),
+    "hit_rate_at_10": ("Customers who bought one of their 10 recommendations", "higher"),
+    "ndcg_at_10": ("Ranking quality of the 10 recommendations: NDCG@10 (1 = perfect order)", "higher"),
+    "map_at_10": ("Mean average precision of the 10 recommendations", "higher"),
+    "coverage": ("Share of the catalogue recommended to someone", "higher"),
 }
 
 
@@ -146,6 +156,45 @@ def _champion_comparison(run_id: str) -> dict:
         return {}
 
 
+def _reasons(files: dict[str, Path]) -> list[tuple[str, float]]:
+    """Top features by share of mean |SHAP| (explain()'s feature_importance.json), as labels."""
+    if "feature_importance.json" not in files:
+        return []
+    table = pd.DataFrame(json.loads(files["feature_importance.json"].read_text())["features"])
+    share = table["mean_abs_shap"] / max(table["mean_abs_shap"].sum(), 1e-12)
+    return list(zip(table["label"].head(TOP_REASONS), share.head(TOP_REASONS).astype(float), strict=True))
+
+
+def _verdict(gate: dict) -> str:
+    return gate.get("verdict") or (
+        f"Promoted to champion ({gate['metric']} {gate['value']:.3f})."
+        if gate.get("promoted")
+        else f"Not promoted: the champion v{gate.get('champion_version')} stays "
+        f"({gate['metric']} {gate['value']:.3f} vs {fmt(gate.get('previous_value'))})."
+    )
+
+
+def _champion_line(comparison: dict) -> str:
+    version = comparison.get("champion_version")
+    return f"v{version}, {comparison.get('compared_on', '')}" if version else "none before this run"
+
+
+def _champion(run_id: str) -> tuple[dict, dict[str, float]]:
+    """(the run's champion comparison, the champion's metrics on the same rows; {} when none)."""
+    comparison = _champion_comparison(run_id)
+    return comparison, comparison.get("champion_metrics", {}) if comparison.get("champion_version") else {}
+
+
+def _snapshot_span(train: pd.DataFrame, unit: str = "") -> str:
+    snapshots = sorted(train["event_timestamp"].unique())
+    first, last = pd.Timestamp(snapshots[0]), pd.Timestamp(snapshots[-1])
+    return f"{first:%Y-%m-%d} .. {last:%Y-%m-%d} ({len(snapshots)}{unit})"
+
+
+def _figures(files: dict[str, Path], captions: dict[str, str]) -> dict[str, bytes]:
+    return {caption: files[name].read_bytes() for name, caption in captions.items() if name in files}
+
+
 def churn_card(
     run_id: str,
     version: str,
@@ -165,24 +214,15 @@ def churn_card(
     recency = valid["days_since_last_order"].fillna(np.inf).rank(pct=True).to_numpy()
     baseline = binary_metrics(y, recency)
     baseline.pop("brier")  # a rank is not a probability: its Brier score would mean nothing
-    comparison = _champion_comparison(run_id)
-    champion = comparison.get("champion_metrics", {}) if comparison.get("champion_version") else {}
+    comparison, champion = _champion(run_id)
     files = {Path(p).name: Path(p) for p in plots}
-    reasons: list[tuple[str, float]] = []
-    if "feature_importance.json" in files:
-        table = pd.DataFrame(json.loads(files["feature_importance.json"].read_text())["features"])
-        share = table["mean_abs_shap"] / max(table["mean_abs_shap"].sum(), 1e-12)
-        reasons = list(zip(table["label"].head(TOP_REASONS), share.head(TOP_REASONS).astype(float), strict=True))
-    snapshots = sorted(train["event_timestamp"].unique())
-    champion_version = comparison.get("champion_version")
     return ModelCard(
         model=CHURN.name,
         version=str(version),
         run_id=run_id,
         question=f"Which active customers will place no order in the next {CHURN.horizon_days} days?",
         data_window={
-            "Training snapshots": f"{pd.Timestamp(snapshots[0]):%Y-%m-%d} .. {pd.Timestamp(snapshots[-1]):%Y-%m-%d} "
-            f"({len(snapshots)} monthly)",
+            "Training snapshots": _snapshot_span(train, " monthly"),
             "Held-out snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d} (never trained on)",
             "Label": f"no order in the {CHURN.horizon_days} days after the snapshot",
             "Features": f"Feast FeatureService {CHURN.feature_service}, point in time",
@@ -199,27 +239,145 @@ def churn_card(
             if name != "positive_rate"
         ],
         baseline="rank by days since the last order (recency rule), same held-out customers",
-        champion=(
-            f"v{champion_version}, {comparison.get('compared_on', '')}" if champion_version else "none before this run"
-        ),
-        verdict=gate.get("verdict")
-        or (
-            f"Promoted to champion ({gate['metric']} {gate['value']:.3f})."
-            if gate.get("promoted")
-            else f"Not promoted: the champion v{gate.get('champion_version')} stays "
-            f"({gate['metric']} {gate['value']:.3f} vs {fmt(gate.get('previous_value'))})."
-        ),
-        reasons=reasons,
+        champion=_champion_line(comparison),
+        verdict=_verdict(gate),
+        reasons=_reasons(files),
         calibration=(
             f"On held-out customers the mean predicted churn probability is {np.mean(score):.1%} and the "
             f"observed churn rate {np.mean(y):.1%}; Brier score {metrics.get('brier', float('nan')):.3f}."
         ),
-        figures={
-            caption: files[name].read_bytes()
-            for name, caption in (
-                ("calibration.png", "Calibration: predicted vs observed churn, per tenth of customers"),
-                ("gain.png", "Churners reached by contact depth"),
-            )
-            if name in files
+        figures=_figures(
+            files,
+            {
+                "calibration.png": "Calibration: predicted vs observed churn, per tenth of customers",
+                "gain.png": "Churners reached by contact depth",
+            },
+        ),
+    )
+
+
+def next_best_product_card(
+    run_id: str,
+    version: str,
+    gate: dict,
+    train: pd.DataFrame,
+    holdout,
+    metrics: dict[str, float],
+    compared: dict[str, dict[str, float]],
+    plots: list[Path],
+) -> ModelCard:
+    """The next-best-product run's facts: `train` the candidate rows of the training snapshots,
+    `holdout` the out-of-time snapshot (cdp.training.ranking.Holdout), `compared` the simple
+    rankings on the same customers. Baseline: popularity (top sellers of the last 90 days)."""
+    from cdp.models.next_best_product import NEXT_BEST_PRODUCT as SPEC
+
+    comparison, champion = _champion(run_id)
+    popular = compared.get("popularity", {})
+    files = {Path(p).name: Path(p) for p in plots}
+    others = ", ".join(
+        f"{name.replace('_', ' ')} {values.get(SPEC.primary_metric, float('nan')):.3f}"
+        for name, values in compared.items()
+        if name != "popularity"
+    )
+    return ModelCard(
+        model=SPEC.name,
+        version=str(version),
+        run_id=run_id,
+        question=f"Which products will each customer buy in the next {SPEC.horizon_days} days? (10 per customer)",
+        data_window={
+            "Training snapshots": _snapshot_span(train),
+            "Held-out snapshot": f"{holdout.at:%Y-%m-%d} (never trained on)",
+            "Label": f"bought the candidate product in the {SPEC.horizon_days} days after the snapshot",
+            "Features": f"Feast FeatureService {SPEC.feature_service} + candidate history/co-purchase signals",
         },
+        population={
+            "Training customers": f"{train['customer_id'].nunique():,}",
+            "Training rows (customer x candidate)": f"{len(train):,}",
+            "Held-out customers who bought": f"{holdout.bought['customer_id'].nunique():,}",
+            "Catalogue products": f"{len(holdout.stats.items):,}",
+        },
+        metrics=[
+            MetricRow(name, float(value), popular.get(name), champion.get(name)) for name, value in metrics.items()
+        ],
+        baseline="popularity (top sellers of the last 90 days), same held-out customers"
+        + (f"; other simple rankings ({SPEC.primary_metric}): {others}" if others else ""),
+        champion=_champion_line(comparison),
+        verdict=_verdict(gate),
+        reasons=_reasons(files),
+        calibration="A ranking, not a probability: calibration does not apply; see the comparison chart.",
+        figures=_figures(files, {"ndcg_vs_baselines.png": "Out-of-time NDCG@10: the model vs simple rankings"}),
+    )
+
+
+CAMPAIGN_ROWS = (
+    "qini",
+    "normalized_qini",
+    "uplift_top_10",
+    "uplift_top_30",
+    "uplift_top_50",
+    "incremental_per_1000_contacts",
+    "recommended_depth",
+)
+
+
+def campaign_response_card(
+    run_id: str,
+    version: str,
+    gate: dict,
+    valid: pd.DataFrame,
+    chosen: str,
+    metrics: dict[str, float],
+    compared: dict[str, dict[str, float]],
+    random_qini: float,
+    split: dict[str, str],
+    plots: list[Path],
+) -> ModelCard:
+    """The campaign-response run's facts: `valid` the held-out sends (label, `treated`), `chosen`
+    the learner kept, `compared` every ranking's metrics on those sends, `random_qini` random
+    targeting's 97.5th percentile there. Baseline: random targeting, whose uplift at any depth is
+    the overall uplift (contacting a random share of customers)."""
+    from cdp.models.campaign_response import CAMPAIGN_RESPONSE as SPEC
+    from cdp.models.campaign_response import LEARNERS
+
+    comparison, champion = _champion(run_id)
+    files = {Path(p).name: Path(p) for p in plots}
+    treated = valid["treated"].to_numpy().astype(bool)
+    overall = float(metrics.get("uplift_all", float("nan")))
+    random = {"qini": random_qini, "uplift_top_10": overall, "uplift_top_30": overall, "uplift_top_50": overall}
+    learners = ", ".join(
+        f"{name.replace('_', ' ')} {compared[f'{name}_learner']['qini']:.4f}"
+        for name in LEARNERS
+        if f"{name}_learner" in compared and name != chosen
+    )
+    interval = f"{metrics.get('qini_low', float('nan')):.4f} .. {metrics.get('qini_high', float('nan')):.4f}"
+    return ModelCard(
+        model=SPEC.name,
+        version=str(version),
+        run_id=run_id,
+        question=f"Who orders because we contacted them (within {SPEC.horizon_days} days of the send)?",
+        data_window={
+            "Held out": f"{split.get('split', '')}: {split.get('valid_campaigns', '')}".strip(": "),
+            "Trained on": str(split.get("train_campaigns", "")),
+            "Label": f"ordered within {SPEC.horizon_days} days of the send (contacted and control groups)",
+            "Learner": f"{LEARNERS.get(chosen, chosen)} (best held-out Qini)",
+        },
+        population={
+            "Held-out sends": f"{len(valid):,}",
+            "Contacted / control": f"{int(treated.sum()):,} / {int((~treated).sum()):,}",
+            "Conversion contacted / control": f"{valid.loc[treated, SPEC.label].mean():.2%} / "
+            f"{valid.loc[~treated, SPEC.label].mean():.2%}",
+            "Qini 95% interval (bootstrap)": interval,
+        },
+        metrics=[
+            MetricRow(name, float(metrics[name]), random.get(name), champion.get(name))
+            for name in CAMPAIGN_ROWS
+            if name in metrics
+        ],
+        baseline="random targeting (Qini: its 97.5th percentile over 200 random orders; uplift: the overall uplift)"
+        + (f"; held-out Qini of the other learners: {learners}" if learners else ""),
+        champion=_champion_line(comparison),
+        verdict=_verdict(gate),
+        reasons=_reasons(files),
+        calibration="An uplift ranking: compare the Qini curve with random targeting and the recommended depth.",
+        figures=_figures(files, {"qini.png": "Qini: extra conversions by contact depth vs random targeting"}),
     )

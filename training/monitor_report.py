@@ -80,30 +80,43 @@ def _ranked(top: object, feature: object, value: float) -> list[tuple[str, float
 
 def alerts(latest_runs: pd.DataFrame, limits: Thresholds) -> list[str]:
     """One sentence per threshold crossed in each family's latest run, naming feature and value."""
-    out = []
+    return [sentence for sentences in alerts_by_family(latest_runs, limits).values() for sentence in sentences]
+
+
+def alerts_by_family(latest_runs: pd.DataFrame, limits: Thresholds) -> dict[str, list[str]]:
+    """Family -> the sentences of its latest run's crossed thresholds (families without any left out)."""
+    out: dict[str, list[str]] = {}
     for row in latest_runs.itertuples(index=False):
-        who = f"{row.model} v{row.version} (scored {row.scored_at:%Y-%m-%d})"
-        for feature, value in _ranked(row.top_psi, row.max_psi_feature, row.max_psi):
-            if value > limits.psi_max:
-                out.append(f"{who}: feature {feature} drifted, PSI {value:.3f} > CDP_MONITOR_PSI_MAX={limits.psi_max}")
-        if pd.notna(row.max_null_jump) and row.max_null_jump > limits.null_jump:
+        crossed = _crossed(row, limits)
+        if crossed:
+            out.setdefault(str(row.model), []).extend(crossed)
+    return out
+
+
+def _crossed(row, limits: Thresholds) -> list[str]:
+    out = []
+    who = f"{row.model} v{row.version} (scored {row.scored_at:%Y-%m-%d})"
+    for feature, value in _ranked(row.top_psi, row.max_psi_feature, row.max_psi):
+        if value > limits.psi_max:
+            out.append(f"{who}: feature {feature} drifted, PSI {value:.3f} > CDP_MONITOR_PSI_MAX={limits.psi_max}")
+    if pd.notna(row.max_null_jump) and row.max_null_jump > limits.null_jump:
+        out.append(
+            f"{who}: feature {row.max_null_jump_feature} null share up {row.max_null_jump:.3f} over "
+            f"training > CDP_MONITOR_NULL_JUMP={limits.null_jump}"
+        )
+    if pd.notna(row.score_psi) and row.score_psi > limits.psi_max:
+        out.append(
+            f"{who}: score distribution shifted from validation, PSI {row.score_psi:.3f} > "
+            f"CDP_MONITOR_PSI_MAX={limits.psi_max}"
+        )
+    if pd.notna(row.realized_value) and pd.notna(row.promised_value):
+        drop = row.promised_value - row.realized_value
+        if drop > limits.metric_drop:
             out.append(
-                f"{who}: feature {row.max_null_jump_feature} null share up {row.max_null_jump:.3f} over "
-                f"training > CDP_MONITOR_NULL_JUMP={limits.null_jump}"
+                f"{who}: realized {row.realized_metric} {row.realized_value:.3f} of the scores served at "
+                f"{row.realized_snapshot} (v{row.realized_model_version}) is {drop:.3f} below the "
+                f"{row.promised_value:.3f} validation promised > CDP_MONITOR_METRIC_DROP={limits.metric_drop}"
             )
-        if pd.notna(row.score_psi) and row.score_psi > limits.psi_max:
-            out.append(
-                f"{who}: score distribution shifted from validation, PSI {row.score_psi:.3f} > "
-                f"CDP_MONITOR_PSI_MAX={limits.psi_max}"
-            )
-        if pd.notna(row.realized_value) and pd.notna(row.promised_value):
-            drop = row.promised_value - row.realized_value
-            if drop > limits.metric_drop:
-                out.append(
-                    f"{who}: realized {row.realized_metric} {row.realized_value:.3f} of the scores served at "
-                    f"{row.realized_snapshot} (v{row.realized_model_version}) is {drop:.3f} below the "
-                    f"{row.promised_value:.3f} validation promised > CDP_MONITOR_METRIC_DROP={limits.metric_drop}"
-                )
     return out
 
 

@@ -32,6 +32,7 @@ from cdp.models.next_best_product import (
 )
 from cdp.training.explain import explain
 from cdp.training.gate import Reference
+from cdp.training.model_card import log_model_card, next_best_product_card
 from cdp.training.train import TrainResult, build_training_set
 from cdp.workspace import Workspace
 
@@ -312,6 +313,9 @@ def _log_and_register(
                 baseline=Reference(
                     "popularity (top sellers of the last 90 days)", compared["popularity"][spec.primary_metric]
                 ),
+            )
+            log_model_card(
+                next_best_product_card(run.info.run_id, version, gate, train, holdout, metrics, compared, plots)
             )
     return run.info.run_id, version, gate
 

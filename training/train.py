@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cdp.featurestore.store import float_features
 from cdp.models.churn import (
     CHURN,
     calibration_report,
@@ -66,6 +67,7 @@ def build_training_set(store, spec: ModelSpec, entities: pd.DataFrame) -> pd.Dat
         frame = store.get_historical_features(entity_df=entities, features=service).to_df()
     if len(frame) != len(entities):
         raise RuntimeError(f"point-in-time join returned {len(frame)} rows for {len(entities)} entity rows")
+    float_features(frame, service)  # typed counts/flags as the float matrices the models fit on
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame.sort_values(ID_COLUMNS, ignore_index=True)
 
@@ -177,54 +179,42 @@ def recency_baseline(valid: pd.DataFrame, spec: ModelSpec) -> Reference:
     return Reference("recency (days since the last order)", float(roc_auc_score(valid[spec.label], days)))
 
 
-def train_churn(
+def _run_params(features: list[str], train: pd.DataFrame, valid: pd.DataFrame) -> dict:
+    spec = CHURN
+    return {
+        "feature_service": spec.feature_service,
+        "label": spec.label,
+        "horizon_days": spec.horizon_days,
+        "estimator": "LGBMClassifier + isotonic (out-of-time calibration, person-level customers)",
+        "n_features": len(features),
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "train_snapshots": len(train["event_timestamp"].unique()),
+        "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}",
+    }
+
+
+def _log_and_register(
     ws: Workspace,
-    store,
-    orders: pd.DataFrame,
-    snapshots: list[pd.Timestamp],
-    data_end: pd.Timestamp,
-    oracle_fn=None,
-    progress=None,
-) -> TrainResult:
+    model,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    score: np.ndarray,
+    metrics: dict[str, float],
+    oracle: dict[str, float],
+    fit_seconds: float,
+) -> tuple[str, str, dict]:
+    """One MLflow run: params, metrics, plots, the model card, the model through the champion gate."""
     import mlflow
     from sklearn.metrics import roc_auc_score
 
     spec = CHURN
-    step = progress or (lambda *_: None)
-    entities = labelled_entities(orders, snapshots, data_end, spec)
-    step("point-in-time training set", 1, 4)
-    frame = build_training_set(store, spec, entities)
-    train, valid = split_out_of_time(frame, spec)
-    step("fit LightGBM + calibration", 2, 4)
-    started = time.perf_counter()
-    # without profile tables (orders-only data) nobody is person-level: everyone counts as a person
-    persons = person_level_customers(pd.read_parquet(ws.identity / "identity_map.parquet")) or set(frame["customer_id"])
-    model = fit(spec, train, calibration_customers=persons)
-    fit_seconds = time.perf_counter() - started
-    score = predict(model, valid)
     y_valid = valid[spec.label].to_numpy()
-    metrics = binary_metrics(y_valid, score)
-    metrics.update(_calibration_metrics(spec, train, valid, score, persons))
-    oracle = oracle_fn(valid[ID_COLUMNS].assign(label=y_valid), score) if oracle_fn else {}
-    step("log to MLflow", 3, 4)
-
     use_workspace(ws)
     set_experiment(ws, spec.name)
     features = feature_columns(train, spec)
     with mlflow.start_run(run_name=f"{spec.name}-{valid['event_timestamp'].max():%Y%m%d}") as run:
-        mlflow.log_params(
-            {
-                "feature_service": spec.feature_service,
-                "label": spec.label,
-                "horizon_days": spec.horizon_days,
-                "estimator": "LGBMClassifier + isotonic (out-of-time calibration, person-level customers)",
-                "n_features": len(features),
-                "train_rows": len(train),
-                "valid_rows": len(valid),
-                "train_snapshots": len(train["event_timestamp"].unique()),
-                "valid_snapshot": f"{valid['event_timestamp'].max():%Y-%m-%d}",
-            }
-        )
+        mlflow.log_params(_run_params(features, train, valid))
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds, **{f"oracle_{k}": v for k, v in oracle.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             plots = binary_plots(y_valid, score, Path(tmp)) + explain(model, valid[features], Path(tmp), "churn")
@@ -244,11 +234,43 @@ def train_churn(
                 baseline=recency_baseline(valid, spec),
             )
             log_model_card(churn_card(run.info.run_id, version, gate, train, valid, score, metrics, plots))
+    return run.info.run_id, version, gate
+
+
+def train_churn(
+    ws: Workspace,
+    store,
+    orders: pd.DataFrame,
+    snapshots: list[pd.Timestamp],
+    data_end: pd.Timestamp,
+    oracle_fn=None,
+    progress=None,
+) -> TrainResult:
+    spec = CHURN
+    step = progress or (lambda *_: None)
+    entities = labelled_entities(orders, snapshots, data_end, spec)
+    step("point-in-time training set", 1, 4)
+    frame = build_training_set(store, spec, entities)
+    train, valid = split_out_of_time(frame, spec)
+    step("fit LightGBM + calibration", 2, 4)
+    started = time.perf_counter()
+    # without profile tables (orders-only data) nobody is person-level: everyone counts as a person
+    persons = person_level_customers(pd.read_parquet(ws.identity / "identity_map.parquet")) or set(frame["customer_id"])
+    model = fit(spec, train, calibration_customers=persons)
+    fit_seconds = time.perf_counter() - started
+    score = predict(model, valid)
+    y_valid = valid[spec.label].to_numpy()
+    metrics = binary_metrics(y_valid, score)
+    metrics.update(_calibration_metrics(spec, train, valid, score, persons))
+    oracle = oracle_fn(valid[ID_COLUMNS].assign(label=y_valid), score) if oracle_fn else {}
+    step("log to MLflow", 3, 4)
+
+    run_id, version, gate = _log_and_register(ws, model, train, valid, score, metrics, oracle, fit_seconds)
     step("registered", 4, 4)
     return TrainResult(
         model_name=spec.name,
         version=version,
-        run_id=run.info.run_id,
+        run_id=run_id,
         metrics=metrics,
         train_rows=len(train),
         valid_rows=len(valid),

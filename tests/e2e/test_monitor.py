@@ -116,3 +116,34 @@ def test_price_change_is_flagged_naming_the_feature(monitored, tmp_path):
     churn = latest(history(ws)).set_index("model").loc["churn"]
     print("injected: max PSI", churn["max_psi"], churn["max_psi_feature"], "top", churn["top_psi"])
     assert churn["max_psi"] > 0.2
+
+
+def test_refresh_retrains_a_decayed_model_and_lets_the_gate_decide(monitored, tmp_path):
+    """`cdp refresh --retrain-if-decayed`: nothing new to ingest, but churn's served scores decayed;
+    a challenger is trained and registered, the gate's verdict printed; the other families are
+    within thresholds and not retrained."""
+    from mlflow import MlflowClient
+
+    from cdp.workspace import use_workspace
+
+    home = tmp_path / "ws"
+    shutil.copytree(monitored.root, home)
+    ws = Workspace(home)
+    use_workspace(ws)
+    before = {m: len(MlflowClient().search_model_versions(f"name='{m}'")) for m in ("churn", "next_best_product")}
+    quiet = run("refresh", "--retrain-if-decayed", home=home)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert "no model decayed" in quiet.stdout
+    scores = pd.read_parquet(ws.path("churn_scores"))
+    past = scores["churn_scored_at"] != scores["churn_scored_at"].max()
+    scores.loc[past, "churn_probability"] = 1 - scores.loc[past, "churn_probability"]
+    scores.to_parquet(ws.path("churn_scores"), index=False)
+    pipeline.score(ws)
+    result = run("refresh", "--retrain-if-decayed", home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "decayed: churn v" in text and "realized roc_auc" in text
+    assert re.search(r"retrained churn: v\d+ (promoted to champion|not promoted)", text), text
+    use_workspace(ws)
+    after = {m: len(MlflowClient().search_model_versions(f"name='{m}'")) for m in before}
+    assert after == {"churn": before["churn"] + 1, "next_best_product": before["next_best_product"]}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cdp.features.definitions import FEATURES
+from cdp.models.next_best_product import CANDIDATE_DESCRIPTIONS
 from cdp.training.evaluate import gain_figure, qini_figure, qini_points
 from cdp.training.explain import feature_label, feature_labels, short_description
 
@@ -38,11 +39,12 @@ def test_short_description_keeps_the_first_clause_and_the_window(description, la
 
 def test_every_feast_feature_has_a_distinct_plain_label():
     labels = feature_labels()
-    assert set(labels) == {f for fields in FEATURES.values() for f in fields}
+    assert set(labels) == {f for fields in FEATURES.values() for f in fields} | set(CANDIDATE_DESCRIPTIONS)
     assert len(set(labels.values())) == len(labels)  # no two features read the same on a chart
     assert all("_" not in label and label[0].isupper() for label in labels.values())
     assert feature_label("orders_90d") == "Orders in the last 90 days"
     assert feature_label("target_category_share_365d") == "Target category share (365 days)"  # no Feast field
+    assert feature_label("cooc_score") == "Bought together with the customer's products"  # a ranker candidate feature
 
 
 def test_gain_chart_marks_10_and_20_percent_with_customer_counts():
