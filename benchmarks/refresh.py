@@ -79,7 +79,8 @@ def main() -> None:
     again = run([*cdp, "refresh"], daily)
     stages = ["ingest", "resolve", "features"]
     if args.train:
-        shutil.copy2(daily / "mlflow.db", full / "mlflow.db")  # the same champion (its artifacts stay in daily/)
+        shutil.copy2(daily / "mlflow.db", full / "mlflow.db")  # the same champion
+        shutil.copytree(daily / "mlartifacts", full / "mlartifacts")  # its runs are relocated to full/
         stages.append("score")
     full_seconds = {c: run([*cdp, c], full) for c in stages}
     total = sum(full_seconds.values())

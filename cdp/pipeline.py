@@ -39,13 +39,20 @@ def generate(
     progress: Progress | None = None,
     trend: bool = False,
     daily_drops: int = 0,
+    phone_country: str | None = None,
+    date_order: str | None = None,
 ) -> dict:
     """Synthetic first-party data (raw/) and its ground truth (truth/); `trend`: synthetic/trend.py.
-    `daily_drops` N: the last N days become raw/<table>/<date>.parquet drops (synthetic/drops.py)."""
+    `daily_drops` N: the last N days become raw/<table>/<date>.parquet drops (synthetic/drops.py).
+    `phone_country` / `date_order`: foreign formats of the same data (synthetic/formats.py)."""
     from cdp.synthetic.drops import write_daily_drops
+    from cdp.synthetic.formats import ForeignFormat
     from cdp.synthetic.generate import generate as generate_data
 
-    summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress, trend=trend)
+    fmt = ForeignFormat(phone_country, date_order)
+    if fmt.active and daily_drops:
+        raise ValueError("daily_drops: not available with --phone-country / --date-order (drops read typed dates)")
+    summary = generate_data(ws.root, customers=customers, seed=seed, progress=progress, trend=trend, fmt=fmt)
     out: dict = {"people": summary.people, "rows": dict(summary.rows)}
     if daily_drops:
         drops = write_daily_drops(ws, daily_drops, seed)
@@ -89,16 +96,22 @@ def resolve(ws: Workspace, incremental: bool = False) -> dict:
 
 
 @_timed
-def build_features(ws: Workspace, progress: Progress | None = None) -> dict:
+def build_features(ws: Workspace, progress: Progress | None = None, incremental: bool = False) -> dict:
     """Profiles + signals per snapshot -> Parquet -> feast apply -> materialize the latest.
     CDP_FEATURE_ENGINE=spark (scale profile) builds the views on Spark from the staged Parquet
-    (same SQL, same files); the default builds them with DuckDB over the pandas Timeline."""
+    (same SQL, same files); the default builds them with DuckDB over the pandas Timeline.
+    `incremental` (DuckDB): recompute only the rows whose inputs changed since the last complete
+    build (cdp.features.incremental); the full build is the reference and the fallback."""
+    from cdp.generations import record
+
     ws.require("staged_orders", "identity_map")
+    previous = record(ws, "features")  # read before this run marks itself running
+    whole = previous is not None and not previous.get("running")  # an interrupted build: rebuild in full
     with writing_stage(ws, "features"):
-        return _build_features(ws, progress)
+        return _build_features(ws, progress, incremental and whole)
 
 
-def _build_features(ws: Workspace, progress: Progress | None) -> dict:
+def _build_features(ws: Workspace, progress: Progress | None, incremental: bool = False) -> dict:
     from cdp.features.build import build_features as build
     from cdp.features.build import write_snapshots
     from cdp.features.timeline import load_timeline
@@ -114,7 +127,7 @@ def _build_features(ws: Workspace, progress: Progress | None) -> dict:
         timeline = load_timeline(ws)
         end = data_end(timeline)
     snapshots = snapshot_times(end)
-    written = build(ws, timeline, snapshots, progress=progress, engine=engine)
+    written, recomputed = build(ws, timeline, snapshots, progress=progress, engine=engine, incremental=incremental)
     write_snapshots(ws, snapshots, end)
     started = time.perf_counter()
     if progress:
@@ -126,6 +139,8 @@ def _build_features(ws: Workspace, progress: Progress | None) -> dict:
         progress("online store loaded", len(written) + 1, len(written) + 1)
     return {
         "engine": engine,
+        "build": "incremental" if recomputed else "full",
+        **(recomputed or {}),
         "rows_per_view": written,
         "snapshots": len(snapshots),
         "as_of": snapshots[-1].isoformat(),
@@ -180,10 +195,10 @@ def new_raw_files(ws: Workspace) -> tuple[dict[str, str], list[str]]:
 
 
 @_timed
-def refresh(ws: Workspace, progress: Progress | None = None) -> dict:
+def refresh(ws: Workspace, progress: Progress | None = None, incremental: bool = True) -> dict:
     """The daily run: if raw/ holds files not seen yet (name + content hash), ingest, link the new
-    records to the existing customers (resolve --incremental), rebuild the feature views and
-    materialize the latest snapshot, score and push with the champions. Needs a previous full run.
+    records to the existing customers (resolve --incremental), update the feature views (only the
+    rows whose inputs changed; `incremental=False`: rebuild them in full) and materialize the latest snapshot, score and push with the champions. Needs a previous full run.
     Nothing new: nothing is written. Only after every stage succeeded are the files recorded as
     refreshed, so a run stopped half-way is redone whole by the next one (each stage is idempotent)."""
     from cdp.atomic import write_json_atomic
@@ -199,7 +214,7 @@ def refresh(ws: Workspace, progress: Progress | None = None) -> dict:
     stages: list[tuple[str, Callable[[], dict]]] = [
         ("ingest", lambda: ingest(ws)),
         ("resolve --incremental", lambda: resolve(ws, incremental=True)),
-        ("features", lambda: build_features(ws)),
+        ("features", lambda: build_features(ws, incremental=incremental)),
         (
             "score",
             lambda: (

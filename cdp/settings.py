@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     )
     enrichment_max_age_days: int = Field(730, ge=1, description="Vendor facts older than this many days age out")
     privacy_key: SecretStr | None = Field(None, description="Key of suppression tokens (default: privacy/token.key)")
+    privacy_old_key: SecretStr | None = Field(
+        None,
+        description="Only for `cdp privacy rekey`: the key the tokens were made with, when CDP_PRIVACY_KEY is "
+        "already the new one (default: privacy/token.key)",
+    )
     # serving
     serve_host: str = Field("127.0.0.1", description="Address `cdp serve` binds (non-loopback needs CDP_API_KEY)")
     serve_workers: int = Field(1, ge=1, description="BentoML worker processes")
@@ -84,15 +89,25 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="Bearer key required by the service")
     insecure: bool = Field(False, description="Allow a non-loopback bind without a key")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
+    # request-time events (POST /events, `cdp events consume`; docs/EVENTS.md)
+    events_stream: str = Field("cdp:events", description="Redis stream `cdp events consume` reads (at CDP_REDIS)")
+    events_group: str = Field("cdp-events", description="Redis consumer group of `cdp events consume`")
+    events_max_age_hours: float = Field(
+        24.0, gt=0, description="Events older than this many hours are refused (the daily batch covers them)"
+    )
+    session_boost_slots: int = Field(
+        3, ge=0, description="First slots of /next_best_product given to the category viewed in the last hour"
+    )
     # campaign response
     data_end: datetime | None = Field(
         None,
         description="When the data was extracted (ISO-8601): campaign response windows ending by then count as "
         "observed (default: the latest event in any table)",
     )
-    campaign_outcome: Literal["order", "web_visit"] = Field(
+    campaign_outcome: str = Field(
         "order",
-        description="What campaign response models: any order (default) or any web/app event in the response window",
+        description="What campaign response models: any order (default), any web/app event (web_visit) or a web/app "
+        "event of one type (web:<event type>, e.g. web:add_to_cart) in the response window",
     )
     campaign_contact_cost: float = Field(
         0.0,
@@ -113,6 +128,20 @@ class Settings(BaseSettings):
     monitor_metric_drop: float = Field(
         0.05, gt=0, description="Largest drop of the realized metric below the validation metric before it alerts"
     )
+
+    @field_validator("campaign_outcome", mode="before")
+    @classmethod
+    def _campaign_outcome(cls, value: Any) -> Any:
+        """order | web_visit | web:<event type>; the event type is checked against the data when training."""
+        text = value.strip() if isinstance(value, str) else value
+        if not isinstance(text, str):
+            return value
+        if text.lower() in ("order", "web_visit"):
+            return text.lower()
+        kind, sep, event_type = text.partition(":")
+        if kind.strip().lower() == "web" and sep and event_type.strip() and event_type.strip().isprintable():
+            return f"web:{event_type.strip()}"
+        raise ValueError("choose order, web_visit or web:<event type> (e.g. web:add_to_cart)")
 
     @field_validator(
         "online_store",
@@ -167,6 +196,8 @@ def _explain(error: ValidationError) -> str:
         expected = item["msg"]
         if item["type"] == "literal_error":
             expected = "choose one of " + ", ".join(item["ctx"]["expected"].replace("'", "").split(" or "))
+        elif item["type"] == "value_error":  # a validator's own message, without pydantic's "Value error, "
+            expected = str(item["ctx"]["error"])
         problems.append(f"{env_name(field)}={item.get('input')!r}: {expected}")
     return "; ".join(problems)
 

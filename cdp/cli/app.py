@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cdp.cli import config, contract, identity, models, monitor, privacy, serving, ui
+from cdp.cli import config, contract, events, identity, models, monitor, privacy, serving, ui
 from cdp.cli.demo import run_demo
 from cdp.cli.ui import HomeOption, console, progress_bar, run_stage, show, workspace, writing
 
@@ -46,6 +46,12 @@ def generate(
         help="Hold back the last N days as daily drop files raw/<table>/<date>.parquet (new rows, updates, "
         "late records) for `cdp refresh`.",
     ),
+    phone_country: str | None = typer.Option(
+        None, "--phone-country", help="Write phones in the national form of this country (GB) instead of US."
+    ),
+    date_order: str | None = typer.Option(
+        None, "--date-order", help="Write dates and timestamps as day-first (dmy) or month-first (mdy) text."
+    ),
     home: Path | None = HomeOption,
 ) -> None:
     """Write realistic synthetic first-party data (all contract tables) to raw/ and the truth to truth/."""
@@ -54,7 +60,15 @@ def generate(
     ws = workspace(home)
     with writing(ws, "generate"), progress_bar("generate") as update:
         summary = run_stage(
-            pipeline.generate, ws, customers, seed, progress=update, trend=trend, daily_drops=daily_drops
+            pipeline.generate,
+            ws,
+            customers,
+            seed,
+            progress=update,
+            trend=trend,
+            daily_drops=daily_drops,
+            phone_country=phone_country,
+            date_order=date_order,
         )
     show(f"generated into {ws.raw}", summary)
 
@@ -114,13 +128,22 @@ def resolve(
 
 
 @app.command()
-def features(home: Path | None = HomeOption) -> None:
+def features(
+    rebuild: bool = typer.Option(
+        True,
+        "--rebuild/--incremental",
+        help="--rebuild (default): every snapshot of every view from all the data, the reference. "
+        "--incremental: recompute only the rows whose inputs changed since the last complete build "
+        "(new snapshots, customers with new, updated or re-linked records); in full without one.",
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """Build profile and signal snapshots, register them in Feast, materialize the latest."""
     from cdp import pipeline
 
     ws = workspace(home)
     with writing(ws, "features"), progress_bar("features") as update:
-        summary = run_stage(pipeline.build_features, ws, progress=update)
+        summary = run_stage(pipeline.build_features, ws, progress=update, incremental=not rebuild)
     show("features", summary)
 
 
@@ -171,18 +194,52 @@ def score(home: Path | None = HomeOption) -> None:
 
 
 @app.command()
-def refresh(home: Path | None = HomeOption) -> None:
+def refresh(
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Rebuild the feature views in full instead of only the rows whose inputs changed."
+    ),
+    retrain_if_decayed: bool = typer.Option(
+        False,
+        "--retrain-if-decayed",
+        help="Afterwards, train a challenger for every model whose latest monitoring run crossed a "
+        "threshold (the alerts of `cdp monitor`: drift, score shift, realized metric below the promise); "
+        "the promotion gate decides, and a new champion rescores everyone.",
+    ),
+    home: Path | None = HomeOption,
+) -> None:
     """The daily run: ingest raw files not seen yet (e.g. raw/<table>/<date>.parquet drops), link new
-    records (resolve --incremental), rebuild features + materialize, score and push. Nothing new: exit 0."""
+    records (resolve --incremental), update features (only rows whose inputs changed) + materialize,
+    score and push. Nothing new: exit 0."""
     from cdp import pipeline
 
     ws = workspace(home)
-    with writing(ws, "refresh"), progress_bar("refresh") as update:
-        summary = run_stage(pipeline.refresh, ws, progress=update)
-    if summary.get("nothing_new"):
-        console.print("nothing new: every raw file was already refreshed (name and content unchanged)")
+    with writing(ws, "refresh"):
+        with progress_bar("refresh") as update:
+            summary = run_stage(pipeline.refresh, ws, progress=update, incremental=not rebuild)
+        if summary.get("nothing_new"):
+            console.print("nothing new: every raw file was already refreshed (name and content unchanged)")
+        else:
+            show("refresh", summary)
+        if retrain_if_decayed:
+            _retrain_if_decayed(ws)
+
+
+def _retrain_if_decayed(ws) -> None:
+    from cdp.retrain import retrain_if_decayed
+
+    with console.status("checking the monitoring runs; retraining decayed models"):
+        outcome = run_stage(retrain_if_decayed, ws)
+    if not outcome["decayed"]:
+        console.print("no model decayed: every family's latest monitoring run is within thresholds")
         return
-    show("refresh", summary)
+    for family, sentences in outcome["decayed"].items():
+        for sentence in sentences:
+            console.print(f"[yellow]decayed:[/yellow] {sentence}", soft_wrap=True)
+        result = outcome["retrained"][family]
+        state = "promoted to champion" if result["promoted"] else "not promoted"
+        console.print(f"retrained {family}: v{result['version']} {state} ({result['verdict']})", soft_wrap=True)
+    if "rescored" in outcome:
+        console.print("scores pushed with the new champion(s)")
 
 
 @app.command()
@@ -231,7 +288,7 @@ def demo(
 
 
 # Command groups live in their own modules, each on its own Typer; merged here (no name = top level).
-for _group in (identity, privacy, models, serving, config, contract, monitor):
+for _group in (identity, privacy, models, serving, config, contract, monitor, events):
     app.add_typer(_group.app)
 
 

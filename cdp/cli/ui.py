@@ -71,6 +71,7 @@ def writing(ws: Workspace, command: str) -> Iterator[None]:
     """Hold the workspace lock while a writing command runs (cdp.atomic.workspace_lock): a second
     writer stops at once with one red line naming the command that holds it (exit 3)."""
     from cdp.atomic import WorkspaceBusy, workspace_lock
+    from cdp.privacy.subjects import rekey_journal
 
     try:
         lock = workspace_lock(ws.root, command)
@@ -78,6 +79,12 @@ def writing(ws: Workspace, command: str) -> Iterator[None]:
     except WorkspaceBusy as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=3) from None
+    if rekey_journal(ws).exists() and command != "privacy rekey":  # tokens part old-key, part new-key
+        lock.__exit__(None, None, None)
+        console.print(
+            "[red]error:[/red] privacy rekey interrupted: run `cdp privacy rekey` to finish it first", soft_wrap=True
+        )
+        raise typer.Exit(code=1)
     try:
         yield
     finally:
