@@ -16,34 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from cdp_runs import latest_run, run
+
 TARGET_RATIO, TARGET_ECE = 0.95, 0.02
-
-
-def run(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    print("$", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def churn_metrics(home: Path) -> tuple[dict[str, float], dict[str, str]]:
-    from mlflow import MlflowClient
-
-    from cdp.workspace import Workspace, use_workspace
-
-    use_workspace(Workspace(home))
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("churn")
-    latest = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return latest.data.metrics, latest.data.params
 
 
 def main() -> None:
@@ -64,7 +43,7 @@ def main() -> None:
         "features": run([cdp, "features"], env),
         "train churn": run([cdp, "train", "churn"], env),
     }
-    m, params = churn_metrics(home)
+    m, params = latest_run(home, "churn")
     figures = {
         "customers (people generated)": args.customers,
         "trend process": not args.no_trend,

@@ -16,34 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from cdp_runs import latest_run, run
+
 TARGET_CAPTURED = 0.60
-
-
-def run(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    print("$", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def campaign_run(home: Path) -> tuple[dict[str, float], dict[str, str]]:
-    from mlflow import MlflowClient
-
-    from cdp.workspace import Workspace, use_workspace
-
-    use_workspace(Workspace(home))
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("campaign_response")
-    latest = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return latest.data.metrics, latest.data.params
 
 
 def captured(top: float, oracle: float, everyone: float) -> float:
@@ -71,7 +50,7 @@ def main() -> None:
     }
     seconds = {} if args.keep_data else {name: round(run(cmd, env), 1) for name, cmd in steps.items()}
     seconds["train campaign-response"] = round(run([cdp, "train", "campaign-response"], env), 1)
-    metrics, params = campaign_run(home)
+    metrics, params = latest_run(home, "campaign_response")
     everyone = metrics["oracle_true_uplift_all"]
     oracle = metrics["oracle_true_uplift_top_30"]
     report: dict[str, object] = {
