@@ -290,3 +290,11 @@ def test_outcome_events_of_one_web_event_type_and_an_unknown_type_refused():
     assert outcome_events(timeline, "order")["customer_id"].tolist() == ["z"]
     with pytest.raises(OutcomeError, match=r"web:checkout_start.*found: add_to_cart, page_view"):
         outcome_events(timeline, "web:checkout_start")
+
+
+def test_every_learner_has_a_name_people_read():
+    """The notebook and the Qini chart's legend look the chosen learner up by `<learner>_learner`."""
+    from cdp.models.campaign_response import LEARNERS
+    from cdp.training.evaluate import RANKING_LABELS
+
+    assert [n for n in LEARNERS if f"{n}_learner" not in RANKING_LABELS] == []
