@@ -116,19 +116,25 @@ def load_state(ws: Workspace) -> dict | None:
     return state if state.get("signature") == signature() else None
 
 
+def _write_views(ws: Workspace, con: duckdb.DuckDBPyConnection, query_of, progress) -> dict[str, int]:
+    """Run each view's query (`query_of(name)`), publish its Parquet; rows per view."""
+    written = {}
+    for step, name in enumerate(SQL):
+        frame = con.execute(query_of(name)).df()
+        write_feature_table(ws, name, frame)
+        written[name] = len(frame)
+        if progress:
+            progress(name, step + 1, len(SQL))
+    return written
+
+
 def build_features_duckdb(
     ws: Workspace, timeline: Timeline, snapshots: list[pd.Timestamp], progress=None
 ) -> dict[str, int]:
     """Write one Parquet per feature view with DuckDB over the pandas `timeline`; rows per view."""
     con = connect(ws, timeline, snapshots)
     ws.features.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for step, name in enumerate(SQL):
-        frame = con.execute(view_sql(name, view_columns(con, name))).df()
-        write_feature_table(ws, name, frame)
-        written[name] = len(frame)
-        if progress:
-            progress(name, step + 1, len(SQL))
+    written = _write_views(ws, con, lambda name: view_sql(name, view_columns(con, name)), progress)
     save_state(ws, con, snapshots)  # what the next incremental build compares against
     return written
 
@@ -176,20 +182,18 @@ def build_incremental(
     con.execute("DROP TABLE snapshots")
     con.execute("CREATE TEMP TABLE snapshots AS SELECT * FROM grid")
     con.execute("CREATE OR REPLACE TEMP TABLE snapshot_times AS SELECT DISTINCT event_timestamp FROM grid")
-    written = {}
-    for step, name in enumerate(SQL):
+
+    def kept_and_recomputed(name: str) -> str:
         columns = view_columns(con, name)
         selected = ", ".join(["customer_id", "event_timestamp", *columns])
-        frame = con.execute(f"""SELECT * FROM (
+        return f"""SELECT * FROM (
             SELECT {selected} FROM read_parquet('{ws.features / f"{name}.parquet"}') o
             WHERE o.event_timestamp IN (SELECT event_timestamp FROM clean)
               AND NOT EXISTS (SELECT 1 FROM changed c
                               WHERE c.customer_id = o.customer_id AND o.event_timestamp >= c.since)
             UNION ALL SELECT {selected} FROM ({view_sql(name, columns)}))
-            ORDER BY event_timestamp, customer_id""").df()
-        write_feature_table(ws, name, frame)
-        written[name] = len(frame)
-        if progress:
-            progress(name, step + 1, len(SQL))
+            ORDER BY event_timestamp, customer_id"""
+
+    written = _write_views(ws, con, kept_and_recomputed, progress)
     mark_whole(ws, snapshots)
     return written, recomputed
