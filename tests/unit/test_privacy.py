@@ -742,18 +742,25 @@ def test_rekey_then_ingest_keeps_the_person_out_under_the_new_key_and_refuses_th
     assert "Traceback" not in refused.stdout + refused.stderr
 
 
-def test_a_killed_rekey_blocks_other_commands_and_a_rerun_finishes_it(erased, tmp_path, monkeypatch):
-    """Secrets-manager mode (both keys from the environment, so two runs make the same tokens): a
-    SIGKILL right after the first file was published under the new key leaves a half-rekeyed
-    workspace; ingest refuses (exit 1) and the re-run ends equal to an uninterrupted rekey."""
-    import signal
-
+def _secrets_manager_rekey(erased, tmp_path: Path, monkeypatch) -> tuple[Path, Path, str]:
+    """Two copies of the erased workspace, both keys from the environment (so two runs make the
+    same tokens); the reference copy rekeyed without interruption. (reference, home, old key)."""
     reference = _rekey_copy(erased, tmp_path / "reference")
     home = _rekey_copy(erased, tmp_path / "ws")
     old_key = (home / "privacy" / "token.key").read_text().strip()
     monkeypatch.setenv("CDP_PRIVACY_OLD_KEY", old_key)
     monkeypatch.setenv("CDP_PRIVACY_KEY", "the-new-key-from-a-secrets-manager")
     assert cdp("privacy", "rekey", "--yes", home=reference).returncode == 0
+    return reference, home, old_key
+
+
+def test_a_killed_rekey_blocks_other_commands_and_a_rerun_finishes_it(erased, tmp_path, monkeypatch):
+    """Secrets-manager mode (both keys from the environment, so two runs make the same tokens): a
+    SIGKILL right after the first file was published under the new key leaves a half-rekeyed
+    workspace; ingest refuses (exit 1) and the re-run ends equal to an uninterrupted rekey."""
+    import signal
+
+    reference, home, old_key = _secrets_manager_rekey(erased, tmp_path, monkeypatch)
     staged = 1 + len(list((home / "privacy" / "receipts").glob("*.json")))
     staged += len(list((home / "mlartifacts").rglob("training_population.parquet")))
     env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
@@ -782,12 +789,7 @@ def test_a_rekey_killed_before_its_commit_point_changes_nothing_live(erased, tmp
     still entirely under the old key, other commands run, and a re-run starts over and finishes."""
     import signal
 
-    reference = _rekey_copy(erased, tmp_path / "reference")
-    home = _rekey_copy(erased, tmp_path / "ws")
-    old_key = (home / "privacy" / "token.key").read_text().strip()
-    monkeypatch.setenv("CDP_PRIVACY_OLD_KEY", old_key)
-    monkeypatch.setenv("CDP_PRIVACY_KEY", "the-new-key-from-a-secrets-manager")
-    assert cdp("privacy", "rekey", "--yes", home=reference).returncode == 0
+    reference, home, old_key = _secrets_manager_rekey(erased, tmp_path, monkeypatch)
     before = _tokens(home)
     env = {k: v for k, v in os.environ.items() if k not in ("CDP_HOME", "MLFLOW_TRACKING_URI")}
     env["CDPTEST_KILL_AT"] = "after:1"
