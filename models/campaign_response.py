@@ -8,8 +8,10 @@ Label: 1 when the customer places an order in (sent_at, sent_at + 14 days]; the 
      so it would give the campaign's early sends a longer window than its late ones.
 Features at sent_at: customer features from Feast (FeatureService campaign_response_v1, point
      in time with event_timestamp = sent_at) + campaign features computed here from lines
-     strictly before sent_at (channel, whether the campaign targets a category, the customer's
-     share of lines in that category over the past 365 days).
+     and web events strictly before sent_at (channel, whether the campaign targets a category, the
+     customer's share of order lines and of category-naming web events in that category over the
+     past 365 days: browsing interest in the promoted category is the strongest effect modifier
+     on our generator after purchases, benchmarks/uplift_oracle.py).
 Out: `UpliftModel`: P(order | contacted), P(order | not contacted) and the uplift (T- or
      X-learner on LightGBM, logistic T-learner, transformed outcome, DR-learner), a targeting decision
      and expected incremental conversions.
@@ -77,34 +79,64 @@ CAMPAIGN_FEATURES = [
     "has_target_category",
     "target_category_share_365d",
     "target_category_lines_365d",
+    "target_category_view_share_365d",
+    "target_category_views_365d",
 ]
 MIN_UPLIFT = 0.0  # default targeting threshold: contact when the expected incremental conversion is positive
 
 
-def campaign_features(pairs: pd.DataFrame, campaigns: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+def customer_category_views(ws) -> pd.DataFrame:
+    """(customer_id, category, occurred_at) of the resolved customers' web events that name a
+    category (product and category views, searches, carts); empty without web_events or a
+    `category` column."""
+    import pyarrow.parquet as pq
+
+    from cdp.features.timeline import attach_customers
+
+    empty = pd.DataFrame({"customer_id": [], "category": [], "occurred_at": pd.Series([], dtype="datetime64[us, UTC]")})
+    path = ws.staged / "web_events.parquet"
+    if not path.exists() or "category" not in pq.read_schema(path).names:
+        return empty
+    identity_map = pd.read_parquet(ws.identity / "identity_map.parquet")
+    web = attach_customers(ws, "web_events", "event_id", ["occurred_at", "category"], identity_map)
+    return web.loc[web["category"].notna(), ["customer_id", "category", "occurred_at"]].reset_index(drop=True)
+
+
+def campaign_features(
+    pairs: pd.DataFrame, campaigns: pd.DataFrame, lines: pd.DataFrame, views: pd.DataFrame
+) -> pd.DataFrame:
     """pairs (customer_id, campaign_id, event_timestamp) -> the same rows + CAMPAIGN_FEATURES,
-    from the campaign row and the customer's order lines strictly before event_timestamp."""
+    from the campaign row, the customer's order lines and category views (`customer_category_views`)
+    strictly before event_timestamp, within 365 days. Shares are smoothed toward 1/8 ((n + 1) / (N + 8)):
+    a customer with two lines, both in the category, is not certain to love it."""
     con = duckdb.connect()
     con.register("pairs", pairs[["customer_id", "campaign_id", "event_timestamp"]].drop_duplicates())
     con.register("campaigns", campaigns[["campaign_id", "channel", "target_category"]])
-    con.register("lines", lines[["customer_id", "category", "ordered_at"]])
+    con.register("lines", lines[["customer_id", "category", "ordered_at"]].rename(columns={"ordered_at": "at"}))
+    con.register("views", views[["customer_id", "category", "occurred_at"]].rename(columns={"occurred_at": "at"}))
     channels = ", ".join(f"(c.channel = '{ch}')::INT AS channel_{ch}" for ch in CHANNELS)
-    frame = con.execute(f"""
-        WITH hist AS (
-          SELECT p.customer_id, p.event_timestamp, c.target_category,
-                 count(l.category) AS lines_365d,
-                 count(l.category) FILTER (l.category = c.target_category) AS target_lines
+
+    def in_category(source: str, alias: str) -> str:  # the customer's rows of `source`, and those in the category
+        return f"""{alias} AS (
+          SELECT p.customer_id, p.campaign_id, p.event_timestamp, count(x.category) AS n,
+                 count(x.category) FILTER (x.category = c.target_category) AS target
           FROM pairs p JOIN campaigns c USING (campaign_id)
-          LEFT JOIN lines l ON l.customer_id = p.customer_id AND l.ordered_at < p.event_timestamp
-           AND l.ordered_at >= p.event_timestamp - INTERVAL 365 DAY
-          GROUP BY 1, 2, 3)
+          LEFT JOIN {source} x ON x.customer_id = p.customer_id AND x.at < p.event_timestamp
+           AND x.at >= p.event_timestamp - INTERVAL 365 DAY
+          GROUP BY 1, 2, 3)"""
+
+    targeted = lambda value: f"CASE WHEN c.target_category IS NULL THEN NULL ELSE {value} END"
+    frame = con.execute(f"""
+        WITH {in_category("lines", "h")}, {in_category("views", "v")}
         SELECT p.customer_id, p.campaign_id, p.event_timestamp, {channels},
           (c.target_category IS NOT NULL)::INT AS has_target_category,
-          CASE WHEN c.target_category IS NULL THEN NULL
-               ELSE (h.target_lines + 1.0) / (h.lines_365d + 8.0) END AS target_category_share_365d,
-          CASE WHEN c.target_category IS NULL THEN NULL ELSE h.target_lines END AS target_category_lines_365d
+          {targeted("(h.target + 1.0) / (h.n + 8.0)")} AS target_category_share_365d,
+          {targeted("h.target")} AS target_category_lines_365d,
+          {targeted("(v.target + 1.0) / (v.n + 8.0)")} AS target_category_view_share_365d,
+          {targeted("v.target")} AS target_category_views_365d
         FROM pairs p JOIN campaigns c USING (campaign_id)
-        LEFT JOIN hist h ON h.customer_id = p.customer_id AND h.event_timestamp = p.event_timestamp""").df()
+        LEFT JOIN h USING (customer_id, campaign_id, event_timestamp)
+        LEFT JOIN v USING (customer_id, campaign_id, event_timestamp)""").df()
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame
 

@@ -142,14 +142,15 @@ def score_campaign_response(
     """p(order | contacted), p(order | not contacted), uplift and decision per active customer for
     `campaign_id` (default: the latest campaign) as if sent at `as_of`. Customers the campaign's
     channel may not contact (consent per purpose) are scored but never targeted."""
-    from cdp.models.campaign_response import CAMPAIGN_RESPONSE, campaign_features, decisions
+    from cdp.models.campaign_response import CAMPAIGN_RESPONSE, campaign_features, customer_category_views, decisions
 
     model, version = load_champion(ws, CAMPAIGN_RESPONSE.name)
     campaigns = pd.read_parquet(ws.staged / "campaigns.parquet")
     campaign_id = campaign_id or campaigns.sort_values("start_at")["campaign_id"].iloc[-1]
     entities, _ = filter_profiling_consent(ws, scoring_entities(orders, as_of), as_of)  # never score refusers
     customer = _features(ws, store, CAMPAIGN_RESPONSE, entities, as_of)
-    camp = campaign_features(entities.assign(campaign_id=campaign_id), campaigns, lines)
+    views = customer_category_views(ws)
+    camp = campaign_features(entities.assign(campaign_id=campaign_id), campaigns, lines, views)
     frame = customer.merge(camp.drop(columns=["event_timestamp"]), on="customer_id", how="left")
     channel = campaigns.loc[campaigns["campaign_id"] == campaign_id, "channel"].iloc[0]
     allowed = contactable_for(ws, frame["customer_id"], channel, as_of).reindex(frame["customer_id"]).fillna(False)

@@ -229,6 +229,7 @@ class CustomerScores:
         from cdp.features.build import load_snapshots
         from cdp.featurestore.online_reader import OnlineReader
         from cdp.featurestore.store import open_store, repo_definitions
+        from cdp.models.campaign_response import customer_category_views
         from cdp.models.next_best_product import CandidateIndex, catalogue, customer_order_lines, item_stats
         from cdp.serving.erased import ErasedCustomers
         from cdp.serving.readiness import check_ready, served_models
@@ -253,6 +254,10 @@ class CustomerScores:
         lines = customer_order_lines(ws)
         self.lines = lines[
             (lines["ordered_at"] < self.as_of) & (lines["ordered_at"] >= self.as_of - pd.Timedelta(days=365))
+        ]
+        views = customer_category_views(ws)  # the campaign features' category interest, same window
+        self.category_views = views[
+            (views["occurred_at"] < self.as_of) & (views["occurred_at"] >= self.as_of - pd.Timedelta(days=365))
         ]
         self.products = catalogue(ws)
         self.catalogue_ids = set(self.products["product_id"])
@@ -467,7 +472,8 @@ class CustomerScores:
             pairs = pd.DataFrame(
                 {"customer_id": rows["customer_id"], "campaign_id": request.campaign_id, "event_timestamp": self.as_of}
             )
-            camp = campaign_features(pairs, self.campaigns.reset_index(), self.lines).drop(columns=["event_timestamp"])
+            camp = campaign_features(pairs, self.campaigns.reset_index(), self.lines, self.category_views)
+            camp = camp.drop(columns=["event_timestamp"])
             frame = rows.merge(camp, on="customer_id", how="left")
             allowed = np.array([_channel_allowed(channel, online, i) for i in keep], dtype=bool)
             out = decisions(model.predict_outcomes(frame), request.min_uplift, contactable=allowed)

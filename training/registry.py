@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from cdp.models.campaign_response import CAMPAIGN_RESPONSE
+from cdp.models.campaign_response import CAMPAIGN_RESPONSE, customer_category_views
 from cdp.models.churn import CHURN
 from cdp.models.clv import CLV
 from cdp.models.next_best_product import NEXT_BEST_PRODUCT
@@ -151,6 +151,7 @@ def _train_campaign_response(ctx: TrainingContext, progress: Progress | None):
         campaigns,
         outcome_events(t, outcome),
         t.order_lines,
+        customer_category_views(ctx.ws),
         ctx.snapshots,
         progress=progress,
         data_end=latest_event(t),
@@ -170,7 +171,10 @@ def _evaluate_campaign_response(ctx: TrainingContext, params: dict[str, str]) ->
     t, spec = ctx.timeline, CAMPAIGN_RESPONSE
     campaigns = pd.read_parquet(ctx.ws.staged / "campaigns.parquet")
     events = outcome_events(t, params.get("outcome", "order"))  # what the version was trained to predict
-    frame = build_send_set(ctx.store, t.sends, campaigns, events, t.order_lines, ctx.snapshots[0], latest_event(t))
+    views = customer_category_views(ctx.ws)
+    frame = build_send_set(
+        ctx.store, t.sends, campaigns, events, t.order_lines, views, ctx.snapshots[0], latest_event(t)
+    )
     held_out = params["valid_campaigns"].split(",")
     valid = frame[frame["campaign_id"].isin(held_out)]
     y, treated = valid[spec.label].to_numpy(), valid["treated"].to_numpy()

@@ -111,6 +111,7 @@ def build_send_set(
     campaigns: pd.DataFrame,
     orders: pd.DataFrame,
     lines: pd.DataFrame,
+    views: pd.DataFrame,
     first_snapshot: pd.Timestamp,
     data_end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
@@ -122,7 +123,7 @@ def build_send_set(
     frame = labelled[labelled["event_timestamp"] > first_snapshot].reset_index(drop=True)
     entities = frame[["customer_id", "event_timestamp"]].drop_duplicates(ignore_index=True)
     customer = build_training_set(store, spec, entities)
-    camp = campaign_features(frame, campaigns, lines)
+    camp = campaign_features(frame, campaigns, lines, views)
     camp["event_timestamp"] = camp["event_timestamp"].astype("datetime64[us, UTC]")
     customer["event_timestamp"] = customer["event_timestamp"].astype("datetime64[us, UTC]")
     out = frame.merge(customer, on=["customer_id", "event_timestamp"], how="left").merge(
@@ -277,6 +278,7 @@ def train_campaign_response(
     campaigns: pd.DataFrame,
     orders: pd.DataFrame,
     lines: pd.DataFrame,
+    views: pd.DataFrame,
     snapshots: list[pd.Timestamp],
     progress=None,
     seed: int = 0,
@@ -284,10 +286,11 @@ def train_campaign_response(
     outcome: str = "order",
 ) -> TrainResult:
     """`orders`: the response events (`outcome_events`: orders, or web visits for `outcome`
-    "web_visit"); `lines`: past order lines for the campaign features."""
+    "web_visit"); `lines` and `views` (customer_category_views): past order lines and category
+    views for the campaign features."""
     spec, step = CAMPAIGN_RESPONSE, progress or (lambda *_: None)
     step("labelled sends + point-in-time features", 1, 4)
-    frame = build_send_set(store, sends, campaigns, orders, lines, snapshots[0], data_end)
+    frame = build_send_set(store, sends, campaigns, orders, lines, views, snapshots[0], data_end)
     features = feature_columns(frame)
     step("fit the uplift learners (held out: later campaigns, else cross-fitted by customer)", 2, 4)
     started = time.perf_counter()

@@ -298,3 +298,29 @@ def test_every_learner_has_a_name_people_read():
     from cdp.training.evaluate import RANKING_LABELS
 
     assert [n for n in LEARNERS if f"{n}_learner" not in RANKING_LABELS] == []
+
+
+def test_campaign_features_count_category_lines_and_views_strictly_before_the_send():
+    from cdp.models.campaign_response import campaign_features
+
+    sent = pd.Timestamp("2025-06-01", tz="UTC")
+    at = lambda days: sent + pd.Timedelta(days=days)
+    pairs = pd.DataFrame({"customer_id": ["a", "b"], "campaign_id": ["C1", "C1"], "event_timestamp": [sent, sent]})
+    campaigns = pd.DataFrame({"campaign_id": ["C1", "C2"], "channel": ["email", "sms"], "target_category": ["shoes", None]})
+    lines = pd.DataFrame({"customer_id": ["a", "a"], "category": ["shoes", "toys"], "ordered_at": [at(-3), at(-400)]})
+    # a's views: 2 shoes + 1 toys inside the year; one shoes view after the send and one 2 years back do not count
+    views = pd.DataFrame(
+        {
+            "customer_id": ["a"] * 5,
+            "category": ["shoes", "shoes", "toys", "shoes", "shoes"],
+            "occurred_at": [at(-1), at(-100), at(-5), at(0), at(-730)],
+        }
+    )
+    out = campaign_features(pairs, campaigns, lines, views).set_index("customer_id")
+    assert out.loc["a", "target_category_views_365d"] == 2 and out.loc["b", "target_category_views_365d"] == 0
+    assert out.loc["a", "target_category_view_share_365d"] == pytest.approx(3 / 11)  # (2 + 1) / (3 + 8)
+    assert out.loc["b", "target_category_view_share_365d"] == pytest.approx(1 / 8)  # no views: the prior
+    assert out.loc["a", "target_category_lines_365d"] == 1 and out.loc["a", "channel_email"] == 1
+    # a campaign without a target category has no category features
+    untargeted = campaign_features(pairs.assign(campaign_id="C2"), campaigns, lines, views.iloc[:0])
+    assert untargeted["target_category_view_share_365d"].isna().all() and (untargeted["has_target_category"] == 0).all()
