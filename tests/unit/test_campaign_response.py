@@ -306,7 +306,9 @@ def test_campaign_features_count_category_lines_and_views_strictly_before_the_se
     sent = pd.Timestamp("2025-06-01", tz="UTC")
     at = lambda days: sent + pd.Timedelta(days=days)
     pairs = pd.DataFrame({"customer_id": ["a", "b"], "campaign_id": ["C1", "C1"], "event_timestamp": [sent, sent]})
-    campaigns = pd.DataFrame({"campaign_id": ["C1", "C2"], "channel": ["email", "sms"], "target_category": ["shoes", None]})
+    campaigns = pd.DataFrame(
+        {"campaign_id": ["C1", "C2"], "channel": ["email", "sms"], "target_category": ["shoes", None]}
+    )
     lines = pd.DataFrame({"customer_id": ["a", "a"], "category": ["shoes", "toys"], "ordered_at": [at(-3), at(-400)]})
     # a's views: 2 shoes + 1 toys inside the year; one shoes view after the send and one 2 years back do not count
     views = pd.DataFrame(
