@@ -326,7 +326,7 @@ def test_pairs_below_threshold_need_postcode_and_close_first_names():
         {
             "unique_id_l": ["a", "a", "a", "a", "a", "c"],
             "unique_id_r": ["b"] * 5 + ["d"],
-            "match_probability": [0.97, 0.97, 0.97, 0.8, 0.995, 1.0],
+            "match_probability": [0.97, 0.97, 0.97, 0.8, 0.998, 1.0],
             "gamma_postcode": [4, 0, 4, 4, -1, 4],
             "gamma_first_name": [5, 5, 1, 5, 5, 5],
         }
