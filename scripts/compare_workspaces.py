@@ -17,7 +17,7 @@ import pandas as pd
 
 FOLDERS = ("staged", "identity", "features")
 VOLATILE = ("scored_at", "model_version", "run_id", "created_at", "completed_at")  # differ by run, not by data
-SUMMARY_SKIP = ("seconds", "mlflow", "url", "served", "run_id", "home", "model_version")
+SUMMARY_SKIP = ("seconds", "mlflow", "url", "served", "run_id", "scoring_run", "home", "model_version")
 
 
 def _stable(frame: pd.DataFrame) -> pd.DataFrame:
