@@ -485,6 +485,9 @@ def timeline_relations(timeline: Timeline) -> dict[str, pd.DataFrame]:
     }
 
 
+FLOAT_DECIMALS = 10
+
+
 def write_feature_table(ws: Workspace, name: str, frame: pd.DataFrame) -> None:
     """Parquet with microsecond UTC timestamps and features in their Feast types: int64 counts,
     bool flags, float64 otherwise (what Feast's sources and the online writer expect)."""
@@ -503,7 +506,10 @@ def typed_column(view: str, column: str, values: pd.Series) -> pd.Series:
         return values.astype("bool")
     numbers = pd.to_numeric(values, errors="raise").astype("float64")
     if kind == "float":
-        return numbers
+        # DuckDB's parallel sums differ in the last bit (1e-16) from run to run; LightGBM's bins
+        # then move and models trained on the same data differ (scripts/parity.py). 10 decimals
+        # is far below any feature's meaning and makes the same data give the same tables.
+        return numbers.round(FLOAT_DECIMALS)
     bad = numbers.isna() | (numbers != numbers.round()) | (kind == "bool") & ~numbers.isin([0.0, 1.0])
     if bad.any():
         raise ValueError(

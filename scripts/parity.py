@@ -46,7 +46,11 @@ def build(site: Path, home: Path, customers: int, seed: int, port: int) -> None:
     env |= {"PYTHONPATH": str(site), "CDP_HOME": str(home)}
     args = ["demo", "--customers", str(customers), "--seed", str(seed), "--port", str(port)]
     print(f"  cdp {' '.join(args)} --home {home}", flush=True)
-    run = subprocess.run([sys.executable, "-m", "cdp.cli.app", *args], env=env, capture_output=True, text=True)
+    # cwd outside the repository: `python -m` puts the cwd first on sys.path, and the repository's
+    # own cdp/ folder would shadow the installed ref
+    home.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "cdp.cli.app", *args]
+    run = subprocess.run(command, env=env, cwd=home.parent, capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"cdp demo failed for {home}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
 
