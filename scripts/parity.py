@@ -15,21 +15,27 @@ equal metrics). Exit 1 when anything differs. Run from the repository root.
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from compare_workspaces import FOLDERS, compare_summaries, compare_tables
 
 
 def install(ref: str, into: Path) -> Path:
-    """`ref` checked out in a worktree under `into`, installed without dependencies; returns the
-    folder to put on PYTHONPATH (the environment's own packages serve the dependencies)."""
+    """`ref` checked out in a worktree under `into`; returns the folder to put on PYTHONPATH (the
+    environment's own packages serve the dependencies). Refs with the stage layout (a `cdp`
+    namespace mapped by setuptools package-dir, ec9cced on) are installed without dependencies;
+    older refs (top-level packages, no working non-editable install) run from the worktree."""
     tree, target = into / "src", into / "site"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True)
+    if (tree / "profiles").is_dir():  # the layout before the redesign
+        return tree
     try:
         pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(target)]
         done = subprocess.run([*pip, str(tree)], capture_output=True, text=True)
@@ -40,16 +46,26 @@ def install(ref: str, into: Path) -> Path:
     return target
 
 
-def build(site: Path, home: Path, customers: int, seed: int, port: int) -> None:
-    """`cdp demo` on a fresh workspace with the code installed in `site`, default settings."""
+def _entry_point(code: Path) -> str:
+    """The `cdp` console script ("module:function") of a source tree or of an installed folder."""
+    if (code / "pyproject.toml").exists():
+        return tomllib.loads((code / "pyproject.toml").read_text())["project"]["scripts"]["cdp"]
+    entry_points = configparser.ConfigParser()
+    entry_points.read(next(code.glob("*.dist-info/entry_points.txt")))
+    return entry_points["console_scripts"]["cdp"]
+
+
+def build(code: Path, home: Path, customers: int, seed: int, port: int) -> None:
+    """`cdp demo` on a fresh workspace with the ref's code at `code`, default settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDP_", "MLFLOW_"))}
-    env |= {"PYTHONPATH": str(site), "CDP_HOME": str(home)}
+    env |= {"PYTHONPATH": str(code), "CDP_HOME": str(home)}
     args = ["demo", "--customers", str(customers), "--seed", str(seed), "--port", str(port)]
     print(f"  cdp {' '.join(args)} --home {home}", flush=True)
-    # cwd outside the repository: `python -m` puts the cwd first on sys.path, and the repository's
-    # own cdp/ folder would shadow the installed ref
     home.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "cdp.cli.app", *args]
+    # The ref's own console-script entry point (the CLI module moved over time), run with this
+    # interpreter; cwd outside the repository, whose cdp/ folder would shadow the ref's.
+    module, function = _entry_point(code).split(":")
+    command = [sys.executable, "-c", f"import {module} as m; m.{function}()", *args]
     run = subprocess.run(command, env=env, cwd=home.parent, capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"cdp demo failed for {home}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
@@ -82,6 +98,7 @@ def main() -> int:
         print(" ", line)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
+    subprocess.run(["git", "worktree", "prune"], check=False)  # source-tree refs' worktrees
     return 1 if differences else 0
 
 
