@@ -251,14 +251,12 @@ class CustomerScores:
         }
         self.champions = Champions(ws, served_models())
         self.as_of = load_snapshots(ws)[0][-1]  # the snapshot the online store holds
-        lines = customer_order_lines(ws)
-        self.lines = lines[
-            (lines["ordered_at"] < self.as_of) & (lines["ordered_at"] >= self.as_of - pd.Timedelta(days=365))
-        ]
-        views = customer_category_views(ws)  # the campaign features' category interest, same window
-        self.category_views = views[
-            (views["occurred_at"] < self.as_of) & (views["occurred_at"] >= self.as_of - pd.Timedelta(days=365))
-        ]
+
+        def year_before_as_of(frame: pd.DataFrame, at: str) -> pd.DataFrame:  # what the request-time features read
+            return frame[(frame[at] < self.as_of) & (frame[at] >= self.as_of - pd.Timedelta(days=365))]
+
+        self.lines = year_before_as_of(customer_order_lines(ws), "ordered_at")
+        self.category_views = year_before_as_of(customer_category_views(ws), "occurred_at")
         self.products = catalogue(ws)
         self.catalogue_ids = set(self.products["product_id"])
         stats = item_stats(self.lines, self.products, self.as_of)
