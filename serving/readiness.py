@@ -7,7 +7,8 @@ service checks it again in its constructor (so `bentoml serve` alone refuses to 
 from __future__ import annotations
 
 from cdp.settings import setting
-from cdp.training.registry import SERVED, CapabilityOff, family
+from cdp.training.capability import CapabilityOff
+from cdp.training.registry import SERVED, family
 from cdp.workspace import Workspace
 
 SERVED_MODELS = SERVED  # the registered families the service loads (cdp.training.registry)

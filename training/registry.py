@@ -22,6 +22,7 @@ from cdp.models.clv import CLV
 from cdp.models.next_best_product import NEXT_BEST_PRODUCT
 from cdp.models.spec import ModelSpec
 from cdp.settings import setting
+from cdp.training.capability import CapabilityOff
 from cdp.workspace import Workspace
 
 Evaluator = Callable[[Any], dict[str, float]]
@@ -37,10 +38,6 @@ class TrainingContext:
     timeline: Any
     snapshots: list[pd.Timestamp]
     data_end: pd.Timestamp
-
-
-class CapabilityOff(RuntimeError):
-    """A model whose optional input tables are absent or empty: it is skipped, the message says why."""
 
 
 @dataclass(frozen=True)

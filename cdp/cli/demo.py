@@ -104,7 +104,7 @@ def run_demo(ws: Workspace, customers: int, seed: int, port: int, console: Conso
 
 def _run_stages(ws: Workspace, customers: int, seed: int, port: int, console: Console) -> tuple[dict, dict]:
     """generate -> ingest -> resolve -> features -> train every model -> score -> serve + call."""
-    from cdp.training.registry import CapabilityOff
+    from cdp.training.capability import CapabilityOff
 
     stages: dict[str, dict] = {}
     with progress_bar("generate") as update:

@@ -95,7 +95,7 @@ def run_stage(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a stage; known input problems become one red line instead of a traceback."""
     from cdp.ingest.staging import ContractError
     from cdp.privacy.subjects import PrivacyKeyMismatch
-    from cdp.training.registry import CapabilityOff
+    from cdp.training.capability import CapabilityOff
 
     try:
         return fn(*args, **kwargs)
