@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="Allow a non-loopback bind without a key")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body the service reads (413 above)")
     # request-time events (POST /events, `cdp events consume`; docs/EVENTS.md)
+    events_write: Literal["inline", "stream"] = Field(
+        "inline",
+        description="POST /events writes the session rows in the request (inline), or appends the checked events "
+        "to CDP_EVENTS_STREAM at CDP_REDIS and answers at once (stream: `cdp serve` starts `cdp events consume` "
+        "beside the server to write them; keeps reads fast under a write load)",
+    )
     events_stream: str = Field("cdp:events", description="Redis stream `cdp events consume` reads (at CDP_REDIS)")
     events_group: str = Field("cdp-events", description="Redis consumer group of `cdp events consume`")
     events_max_age_hours: float = Field(

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from cdp.serving.erased import ErasedCustomers
+    from cdp.serving.stream import EventQueue
     from cdp.workspace import Workspace
 
 SESSION_VIEW = "session_activity"  # = cdp.features.definitions.SESSION_VIEW (not imported: it imports feast)
@@ -179,9 +180,16 @@ def session_registered(store: FeatureStore) -> bool:
 class SessionEvents:
     """Checks, gates and pushes events; reads session features back. One per process."""
 
-    def __init__(self, ws: Workspace, store: FeatureStore, erased: ErasedCustomers, products: pd.DataFrame) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        store: FeatureStore,
+        erased: ErasedCustomers,
+        products: pd.DataFrame,
+        queue: EventQueue | None = None,
+    ) -> None:
         quiet_stream_warning()
-        self.ws, self.store, self.erased = ws, store, erased
+        self.ws, self.store, self.erased, self.queue = ws, store, erased, queue
         self.reader = OnlineReader(store)
         self.product_category = dict(zip(products["product_id"].astype(str), products["category"].astype(str)))
         self.categories = set(self.product_category.values())
@@ -282,8 +290,9 @@ class SessionEvents:
         return {c: session_features(s, at) for c, s in self.states(customer_ids).items()}
 
     def accept(self, events: list[Event], now: datetime | None = None) -> dict:
-        """Check every event (EventError naming the first bad ones), push those of allowed customers;
-        refused customers' events are per-id errors (never stored)."""
+        """Check every event (EventError naming the first bad ones), push those of allowed customers
+        (or, with a queue, append them to it for `cdp events consume` to push: `queued`); refused
+        customers' events are per-id errors (never stored)."""
         now = now or datetime.now(UTC)
         problems = [f"events[{i}].{why}" for i, e in enumerate(events) if (why := self.problem(e, now))]
         if problems:
@@ -291,10 +300,15 @@ class SessionEvents:
             raise EventError("; ".join(problems[:5]) + more)
         refused = self.refusals(e.customer_id for e in events)
         allowed = [e for e in events if e.customer_id not in refused]
-        customers = self.push(allowed, now)
+        if self.queue is not None:
+            self.queue.publish(allowed)
+            customers, queued = len({e.customer_id for e in allowed}), len(allowed)
+        else:
+            customers, queued = self.push(allowed, now), 0
         return {
             "accepted": len(allowed),
             "customers": customers,
+            "queued": queued,
             "errors": [{"customer_id": c, "error": why} for c, why in refused.items()],
         }
 

@@ -21,6 +21,17 @@ def _command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [str(bentoml), "serve", SERVICE, "--port", str(port), "--host", host]
 
 
+def _consumer_command(ws: Workspace, server_pid: int) -> list[str]:
+    """`cdp events consume` for a server with CDP_EVENTS_WRITE=stream: it writes what /events queues,
+    and stops by itself once the server process is gone."""
+    cdp = Path(sys.executable).with_name("cdp")
+    return [str(cdp), "events", "consume", "--home", str(ws.root), "--exit-with", str(server_pid), "--quiet"]
+
+
+def _streams_events(env: dict[str, str]) -> bool:
+    return env.get("CDP_EVENTS_WRITE", str(setting("events_write"))).strip().lower() == "stream"
+
+
 def _environment(ws: Workspace) -> dict[str, str]:
     env = dict(
         os.environ,
@@ -87,6 +98,10 @@ def serve_forever(ws: Workspace, port: int, host: str = "127.0.0.1", insecure: b
     sys.stdout.flush()
     if os.fork() == 0:
         _announce_when_ready(host, port)
+    if _streams_events(env):  # the consumer writing what /events queues; this pid becomes the server's
+        consumer = _consumer_command(ws, os.getpid())
+        if os.fork() == 0:
+            os.execve(consumer[0], consumer, env)
     os.chdir(ws.root)
     os.execve(command[0], command, env)
 
@@ -101,17 +116,24 @@ def running_server(
     extra_env: dict[str, str] | None = None,
     command: list[str] | None = None,
 ) -> Iterator[str]:
-    """Start `bentoml serve` (or `command`), wait until /healthz answers, yield the base URL, then stop it."""
+    """Start `bentoml serve` (or `command`), wait until /healthz answers, yield the base URL, then stop it.
+    With CDP_EVENTS_WRITE=stream, also its events consumer (as `cdp serve` does)."""
     import httpx
 
+    env = {**_environment(ws), **(extra_env or {})}
     with open(log_path or os.devnull, "w") as log:
         process = subprocess.Popen(
             command or _command(port, host),
             cwd=ws.root,
-            env={**_environment(ws), **(extra_env or {})},
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+        )
+        consumer = (
+            subprocess.Popen(_consumer_command(ws, process.pid), cwd=ws.root, env=env, stdout=log, stderr=log)
+            if _streams_events(env)
+            else None
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -136,3 +158,8 @@ def running_server(
                 pass
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
+            if consumer is not None:  # it stops by itself once the server is gone (after its batch)
+                try:
+                    consumer.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    consumer.kill()

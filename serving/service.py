@@ -17,8 +17,9 @@ POST /profile {"customer_id"} -> {"customer_id", "features": {view: {feature: va
 POST /churn_batch {"customer_ids": ["cus_1", "cus_2"]} -> [{"customer_id", "churn_probability" | "error"}, ...] (adaptive
   batching: concurrent calls are merged into one online read and one model call; no reasons)
 POST /events {"events": [{"customer_id", "event_type", "timestamp", "category", "product_id"}]} ->
-  {"accepted", "customers", "errors"}: session features pushed online + offline (serving/events.py,
-  docs/EVENTS.md); /next_best_product gives its first CDP_SESSION_BOOST_SLOTS slots to the category
+  {"accepted", "customers", "queued", "errors"}: session features pushed online + offline (serving/events.py,
+  docs/EVENTS.md; with CDP_EVENTS_WRITE=stream appended to a Redis stream for `cdp events consume`
+  instead: `queued`); /next_best_product gives its first CDP_SESSION_BOOST_SLOTS slots to the category
   viewed in the last hour, /profile shows the session features.
 POST /healthz -> model versions (no API key needed).
 
@@ -278,7 +279,12 @@ class CustomerScores:
             return None
         self.popular = popular_by_category(stats.items, self.catalogue_ids)
         self.boost_slots = int(setting("session_boost_slots"))
-        return SessionEvents(ws, self.store, self.erased, self.products)
+        queue = None
+        if setting("events_write") == "stream":  # written by `cdp events consume`, not in the request
+            from cdp.serving.stream import EventQueue
+
+            queue = EventQueue(str(setting("redis")), str(setting("events_stream")))
+        return SessionEvents(ws, self.store, self.erased, self.products, queue)
 
     def _start_reloader(self, every: float) -> None:
         if every <= 0:
@@ -527,11 +533,13 @@ class CustomerScores:
     @bentoml.api(route="/events")
     def events_route(self, request: EventBatch, /) -> dict:
         """Session events (product views, cart adds, searches, complaints) pushed to the online and
-        offline store; the next /profile and /next_best_product read them. Events of unknown,
+        offline store; the next /profile and /next_best_product read them (CDP_EVENTS_WRITE=stream:
+        queued for the consumer, visible within a second; `queued` counts them). Events of unknown,
         erased or profiling-withdrawn customers are per-id `errors`, never stored; a bad event is a
         400 naming it. Example body: `{"events": [{"customer_id": "cus_3f2a9c1b7d04",
         "event_type": "product_view", "timestamp": "2026-12-03T21:15:00Z", "product_id": "SKU00006"}]}`."""
         from cdp.serving.events import EventError
+        from cdp.serving.stream import EventQueueDown
 
         if self.events is None:
             raise ServiceUnavailable("events: the session view is not registered yet; run `cdp features`")
@@ -539,6 +547,8 @@ class CustomerScores:
             return self.events.accept(request.events)
         except EventError as problem:
             raise InvalidArgument(str(problem)) from None
+        except EventQueueDown as down:
+            raise ServiceUnavailable(str(down)) from None
 
     @bentoml.api(route="/healthz")
     def healthz(self) -> dict:

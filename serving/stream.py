@@ -43,6 +43,36 @@ def redis_client(address: str):
     )
 
 
+class EventQueue:
+    """POST /events with CDP_EVENTS_WRITE=stream: checked events appended to the stream (one round
+    trip per request) instead of written in the request; `consume` writes them. Feast's writes
+    (protobuf conversion, the offline Parquet rewrite) then run in the consumer's process, so the
+    service's reads never queue behind them."""
+
+    def __init__(self, address: str, stream: str) -> None:
+        self.client, self.stream, self.where = redis_client(address), stream, address.split(",")[0]
+
+    def publish(self, events: list[Event]) -> None:
+        """Append `events` to the stream; EventQueueDown when Redis does not take them (none stored)."""
+        import redis
+
+        if not events:
+            return
+        try:
+            with self.client.pipeline(transaction=True) as pipe:  # all of the request's events or none
+                for event in events:
+                    pipe.xadd(self.stream, event_fields(event.model_dump(mode="json")))
+                pipe.execute()
+        except redis.RedisError as error:
+            raise EventQueueDown(
+                f"events: the Redis stream {self.stream} at {self.where} did not take them ({error}); nothing stored"
+            ) from None
+
+
+class EventQueueDown(RuntimeError):
+    """The stream behind CDP_EVENTS_WRITE=stream is unreachable: the request's events were not stored."""
+
+
 def parse(fields: dict[bytes, bytes]) -> Event:
     """One entry as an Event (ValidationError naming the field when it is not one)."""
     values = {k.decode(): v.decode() for k, v in fields.items()}
@@ -66,9 +96,12 @@ def consume(
     max_entries: int | None = None,
     drain: bool = False,
     on_batch: Callable[[dict], None] | None = None,
+    exit_with: int | None = None,
 ) -> dict:
     """Read, write and acknowledge until `max_entries` were read or, with `drain`, the stream has
-    nothing new. Returns counts: read, pushed (events), customers (rows), rejected, refused."""
+    nothing new; `exit_with`: also stop (within `block_ms`) once that process is gone (the server
+    `cdp serve` started this consumer for). Returns counts: read, pushed (events), customers (rows),
+    rejected, refused."""
     import redis
 
     from cdp.featurestore.store import open_store
@@ -85,7 +118,7 @@ def consume(
     events = SessionEvents(ws, open_store(ws), ErasedCustomers(ws), catalogue(ws))
     totals = {"read": 0, "pushed": 0, "customers": 0, "rejected": 0, "refused": 0}
     pending = True  # first this consumer's own unacknowledged entries (a crash mid-batch), then new ones
-    while max_entries is None or totals["read"] < max_entries:
+    while (max_entries is None or totals["read"] < max_entries) and (exit_with is None or _alive(exit_with)):
         count = batch if max_entries is None else min(batch, max_entries - totals["read"])
         answer = client.xreadgroup(group, consumer, {stream: "0" if pending else ">"}, count=count, block=block_ms)
         entries = answer[0][1] if answer else []
@@ -103,6 +136,16 @@ def consume(
         if on_batch is not None:
             on_batch(done)
     return totals
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _handle(client, events: SessionEvents, stream: str, entries: list) -> dict:

@@ -21,6 +21,10 @@ def consume(
     batch: int = typer.Option(500, min=1, max=10_000, help="Entries per read, written as one push."),
     max_events: int | None = typer.Option(None, min=1, help="Stop after reading this many entries."),
     drain: bool = typer.Option(False, "--drain", help="Stop once the stream has nothing new (else run until Ctrl-C)."),
+    exit_with: int | None = typer.Option(
+        None, "--exit-with", metavar="PID", help="Stop once process PID is gone (how `cdp serve` runs its consumer)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="Print only the totals (not a line per batch)."),
     home: Path | None = HomeOption,
 ) -> None:
     """Read events from the Redis stream at CDP_REDIS (fields as POST /events: customer_id, event_type,
@@ -35,10 +39,13 @@ def consume(
     console.print(f"reading {stream} (group {group}) at redis {address.split(',')[0]}")
 
     def progress(done: dict) -> None:
-        console.print(", ".join(f"{k} {v}" for k, v in done.items()))
+        if not quiet:
+            console.print(", ".join(f"{k} {v}" for k, v in done.items()))
 
     try:
-        totals = run_stage(run, ws, address, stream, group, consumer, batch, 1000, max_events, drain, progress)
+        totals = run_stage(
+            run, ws, address, stream, group, consumer, batch, 1000, max_events, drain, progress, exit_with
+        )
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
     show("events consumed", totals)

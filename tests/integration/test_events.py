@@ -148,3 +148,56 @@ def test_redis_stream_consumer_pushes_rejects_and_resumes(events_ws, tmp_path, m
     assert seen[second]["complaint_today"] == 1 and seen[second]["session_searches_1h"] == 1
     offline = pd.read_parquet(ws.features / "session_activity.parquet")
     assert offline["customer_id"].isin([first, second]).sum() == 3  # one row per customer and batch
+
+
+@pytest.mark.slow
+def test_stream_mode_queues_events_and_the_served_consumer_writes_them(events_ws, tmp_path):
+    """CDP_EVENTS_WRITE=stream: /events answers after appending to the stream; the consumer the
+    server runs beside it (as `cdp serve` does) writes them, and stops with the server."""
+    import time
+
+    from cdp.serving.stream import redis_client
+
+    home = tmp_path / "ws"
+    shutil.copytree(events_ws.root, home)
+    (home / "features" / "session_activity.parquet").unlink(missing_ok=True)
+    ws = Workspace(home)
+    customer, withdrawn = profiled(ws)[3], profiled(ws, withdrawn=True)[0]
+    with redis_server(free_port(), tmp_path) as address:
+        env = {"CDP_EVENTS_WRITE": "stream", "CDP_REDIS": address, "CDP_EVENTS_STREAM": "t:served"}
+        with running_server(ws, free_port(), log_path=tmp_path / "bentoml.log", extra_env=env) as url:
+            post = lambda route, body: httpx.post(f"{url}/{route}", json=body, timeout=30)
+            events = [
+                {"customer_id": customer, "event_type": "search", "timestamp": now(1)},
+                {"customer_id": customer, "event_type": "complaint", "timestamp": now()},
+                {"customer_id": withdrawn, "event_type": "search", "timestamp": now()},
+            ]
+            answer = post("events", {"events": events})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert (body["accepted"], body["customers"], body["queued"]) == (2, 1, 2)
+            assert [e["customer_id"] for e in body["errors"]] == [withdrawn]  # refused in the request
+            bad = post("events", {"events": [{**events[0], "event_type": "page_view"}]})
+            assert bad.status_code == 400 and "event_type" in bad.text  # checked in the request, not queued
+            deadline, session = time.monotonic() + 20, {}
+            while time.monotonic() < deadline:
+                session = post("profile", {"customer_id": customer}).json()["session"]
+                if session["session_searches_1h"] == 1:
+                    break
+                time.sleep(0.1)
+            assert session["session_searches_1h"] == 1 and session["complaint_today"] == 1, session
+        client = redis_client(address)
+        assert client.xlen("t:served") == 2  # only the allowed events were queued
+        assert client.xpending("t:served", "cdp-events")["pending"] == 0  # written and acknowledged
+    offline = pd.read_parquet(home / "features" / "session_activity.parquet")
+    assert offline["customer_id"].tolist() == [customer]
+
+
+def test_event_queue_down_names_the_stream_and_stores_nothing():
+    from cdp.serving.events import Event
+    from cdp.serving.stream import EventQueue, EventQueueDown
+
+    queue = EventQueue(f"127.0.0.1:{free_port()},db=0", "t:nowhere")  # nothing listens there
+    event = Event(customer_id="cus_1", event_type="search", timestamp=datetime.now(UTC))
+    with pytest.raises(EventQueueDown, match=r"t:nowhere at 127\.0\.0\.1"):
+        queue.publish([event])
