@@ -128,8 +128,9 @@ class Settings(BaseSettings):
         0.1, gt=0, le=1, description="Largest rise of a feature's null share over training before it alerts"
     )
     monitor_ignore_features: str = Field(
-        "days_since_first_order,tenure_days",
-        description="Features whose drift never alerts (comma-separated): tenure grows with the calendar by definition",
+        "days_since_first_order,tenure_days,days_since_last_complaint",
+        description="Features whose drift never alerts (comma-separated): tenure grows with the calendar by "
+        "definition, and so does the time since a rare event while the history is short",
     )
     monitor_metric_drop: float = Field(
         0.05, gt=0, description="Largest drop of the realized metric below the validation metric before it alerts"
