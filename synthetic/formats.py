@@ -94,6 +94,12 @@ def apply_format(name: str, table: pa.Table, fmt: ForeignFormat) -> pa.Table:
         for column in (c for c in spec.phones if c in table.column_names):
             values = np.array([gb_phone(v) for v in table.column(column).to_pylist()], dtype=object)
             table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, type=pa.string()))
+        if name == "consent_events":  # phone identifiers of SMS consent: the same numbers as the profiles'
+            kinds = [str(k or "").strip().lower() for k in table.column("identifier_type").to_pylist()]
+            ids = table.column("identifier").to_pylist()
+            values = np.array([gb_phone(v) if k == "phone" else v for k, v in zip(kinds, ids)], dtype=object)
+            index = table.schema.get_field_index("identifier")
+            table = table.set_column(index, "identifier", pa.array(values, type=pa.string()))
     if fmt.date_order:
         for column, with_time in [(c, False) for c in spec.dates] + [(c, True) for c in spec.timestamps]:
             if column not in table.column_names:

@@ -34,6 +34,19 @@ def test_dates_day_first_and_malformed_kept():
     assert out.column("phone").to_pylist()[1].startswith("07")
 
 
+def test_consent_phone_identifiers_are_written_like_the_profiles_phones():
+    table = pa.table(
+        {
+            "identifier_type": ["phone", " Phone", "email", None],
+            "identifier": ["(206) 734-0001", "206-734-0001", "a@b.com", "x"],
+            "occurred_at": ["2024-03-02T19:48:05Z"] * 4,
+        }
+    )
+    out = apply_format("consent_events", table, ForeignFormat("GB")).column("identifier").to_pylist()
+    assert out[0] == gb_phone("(206) 734-0001") and out[1] == gb_phone("206-734-0001")
+    assert out[0].startswith("07") and out[2:] == ["a@b.com", "x"]
+
+
 def test_unknown_options_are_refused_naming_the_value():
     with pytest.raises(ValueError, match="phone_country: 'XX'"):
         ForeignFormat("XX")
