@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     date_order: Literal["ymd", "dmy", "mdy"] | None = Field(
         None, description="Order of non-ISO dates such as 02/03/2024 (default: detected per column by ingest)"
     )
+    csv_encoding: str = Field(
+        "auto",
+        description="Text encoding of raw CSV files, e.g. utf-8, cp1252, latin-1 (default auto: UTF-8, with or "
+        "without a byte-order mark, else Windows-1252, the usual Excel export, named in the ingest report)",
+    )
     enrichment_max_age_days: int = Field(730, ge=1, description="Vendor facts older than this many days age out")
     privacy_key: SecretStr | None = Field(None, description="Key of suppression tokens (default: privacy/token.key)")
     privacy_old_key: SecretStr | None = Field(
@@ -135,6 +140,19 @@ class Settings(BaseSettings):
     monitor_metric_drop: float = Field(
         0.05, gt=0, description="Largest drop of the realized metric below the validation metric before it alerts"
     )
+
+    @field_validator("csv_encoding", mode="before")
+    @classmethod
+    def _csv_encoding(cls, value: Any) -> Any:
+        import codecs
+
+        text = value.strip().lower() if isinstance(value, str) else value
+        if isinstance(text, str) and text != "auto":
+            try:
+                codecs.lookup(text)
+            except LookupError:
+                raise ValueError(f"'{value}' is not a text encoding (e.g. utf-8, cp1252, latin-1, or auto)") from None
+        return text
 
     @field_validator("campaign_outcome", mode="before")
     @classmethod

@@ -15,11 +15,13 @@ accepted + quarantined + suppressed = read.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,6 +37,7 @@ from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest.drops import DROP_NAME, MANIFEST, drop_files, file_digests, history_name, supersede
 from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
 from cdp.ingest.schemas import TEXT, clean_text, date_order_setting, schema_reasons, show, to_arrow, type_columns
+from cdp.settings import setting
 from cdp.workspace import Workspace
 
 OPTIONAL_TABLES = frozenset(
@@ -113,9 +116,40 @@ class IngestReport:
         return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings), "notes": list(self.notes)}
 
 
+FALLBACK_ENCODING = "cp1252"  # Excel's "CSV" on Windows in western Europe and the Americas
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=256)
+def _detected_encoding(path: Path, size: int, mtime_ns: int) -> str:
+    return "utf-8-sig" if _is_utf8(path) else FALLBACK_ENCODING
+
+
+def encoding_of(path: Path) -> str:
+    """The text encoding of a raw CSV: $CDP_CSV_ENCODING, else UTF-8 (a byte-order mark is skipped)
+    when the whole file decodes as UTF-8, else Windows-1252 (noted in the ingest report). The
+    detection is cached per file version: the header, the delimiter sniff and the read ask for it."""
+    chosen = str(setting("csv_encoding"))
+    if chosen != "auto":
+        return chosen
+    stat = path.stat()
+    return _detected_encoding(path, stat.st_size, stat.st_mtime_ns)
+
+
 def sniff_delimiter(path: Path) -> str:
     """The CSV delimiter (',', ';', tab or '|') sniffed from the file's first lines; ',' if unclear."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+    with path.open(newline="", encoding=encoding_of(path), errors="replace") as handle:
         sample = "".join(line for _, line in zip(range(20), handle))
     try:
         return csv.Sniffer().sniff(sample, ",;\t|").delimiter
@@ -126,7 +160,7 @@ def sniff_delimiter(path: Path) -> str:
 def _header(path: Path, delimiter: str = ",") -> list[str]:
     if path.suffix == ".parquet":
         return list(pq.read_schema(path).names)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with path.open(newline="", encoding=encoding_of(path)) as handle:
         return next(csv.reader(handle, delimiter=delimiter), [])
 
 
@@ -178,6 +212,10 @@ def _check_header(name: str, spec: TableSpec, path: Path, report: IngestReport) 
         raise ContractError(f"table '{name}': cannot read {path}: {err}") from err
     if delimiter != ",":
         report.notes.append(f"{name}: {path.name} read with delimiter {delimiter!r} (sniffed)")
+    if path.suffix != ".parquet" and encoding_of(path) == FALLBACK_ENCODING and setting("csv_encoding") == "auto":
+        report.notes.append(
+            f"{name}: {path.name} is not UTF-8: read as Windows-1252 (set CDP_CSV_ENCODING if it is another encoding)"
+        )
     renames = header_renames(header, spec)
     if renames:
         shown = ", ".join(f"{old!r} as {new}" for old, new in renames.items())
@@ -238,8 +276,10 @@ def _read_file(path: Path, spec: TableSpec, columns: tuple[str, ...] | None = No
                 table = table.set_column(i, fld.name, table.column(i).cast(pa.float64()))
         frame = table.to_pandas(date_as_object=False, types_mapper=_text_types)
     else:
+        encoding = encoding_of(path)
         frame = pacsv.read_csv(
             path,
+            read_options=pacsv.ReadOptions(encoding="utf8" if encoding == "utf-8-sig" else encoding),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in names},
@@ -471,10 +511,10 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def phone_regions(found: dict[str, list[Path]], report: IngestReport) -> tuple[str, ...]:
     """The phone region(s) for national-form numbers: $CDP_DEFAULT_REGION, else detected from
     the phone columns of all tables (one choice, so a number normalizes alike everywhere)."""
-    setting = region_setting()
-    if setting:
-        report.notes.append(f"phone region {'/'.join(setting)} (CDP_DEFAULT_REGION)")
-        return setting
+    chosen = region_setting()
+    if chosen:
+        report.notes.append(f"phone region {'/'.join(chosen)} (CDP_DEFAULT_REGION)")
+        return chosen
     parts = [
         frame[col].dropna()
         for name, spec in TABLES.items()

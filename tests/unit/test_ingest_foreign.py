@@ -172,6 +172,32 @@ def test_semicolon_csv(tmp_path: Path) -> None:
     assert pd.read_parquet(ws.staged / "orders.parquet")["total_amount"].eq(10.5).all()
 
 
+def test_windows_1252_and_byte_order_mark_csv(tmp_path: Path) -> None:
+    """Excel's CSV exports: Windows-1252 text (accented names), or UTF-8 with a byte-order mark."""
+    tables = base()
+    names = ["José", "Zoë", "François", "Jürgen", "Siân", "Renée"] * (N // 6)
+    tables["crm_contacts"]["first_name"] = names
+    ws = Workspace(tmp_path / "w")
+    ws.raw.mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.to_csv(ws.raw / f"{name}.csv", index=False, encoding="utf-8-sig" if name == "orders" else "utf-8")
+    tables["crm_contacts"].to_csv(ws.raw / "crm_contacts.csv", index=False, encoding="cp1252", lineterminator="\r\n")
+    result = CliRunner().invoke(app, ["ingest", "--home", str(ws.root)], env={})
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0, out
+    assert "crm_contacts: crm_contacts.csv is not UTF-8: read as Windows-1252" in out
+    assert "orders.csv is not UTF-8" not in out  # a byte-order mark is UTF-8
+    assert pd.read_parquet(ws.staged / "crm_contacts.parquet")["first_name"].tolist() == names
+    assert pd.read_parquet(ws.staged / "orders.parquet")["order_id"].tolist() == tables["orders"]["order_id"].tolist()
+    assert_nothing_lost(ws, tables)
+    # told the encoding: no guess, no note; an unknown encoding is refused naming the value
+    tables["orders"].to_csv(ws.raw / "orders.csv", index=False)  # ASCII: the same in latin-1
+    result = CliRunner().invoke(app, ["ingest", "--check", "--home", str(ws.root)], env={"CDP_CSV_ENCODING": "latin-1"})
+    assert result.exit_code == 0 and "Windows-1252" not in result.output, result.output
+    result = CliRunner().invoke(app, ["ingest", "--check", "--home", str(ws.root)], env={"CDP_CSV_ENCODING": "klingon"})
+    assert result.exit_code != 0 and "'klingon' is not a text encoding" in " ".join(result.output.split())
+
+
 def test_title_case_headers(tmp_path: Path) -> None:
     tables = base()
     ws, out, code = run(tmp_path, tables, rename=lambda c: " " + c if c == "phone" else c.title())
