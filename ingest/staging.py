@@ -119,21 +119,32 @@ class IngestReport:
 FALLBACK_ENCODING = "cp1252"  # Excel's "CSV" on Windows in western Europe and the Americas
 
 
-def _is_utf8(path: Path) -> bool:
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 @lru_cache(maxsize=256)
 def _detected_encoding(path: Path, size: int, mtime_ns: int) -> str:
-    return "utf-8-sig" if _is_utf8(path) else FALLBACK_ENCODING
+    """utf-16 (its byte-order mark), utf-8-sig (valid UTF-8, mark or not), else FALLBACK_ENCODING.
+    NUL bytes outside UTF-16 mean no text encoding this can guess: ContractError."""
+    with path.open("rb") as handle:
+        if handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return "utf-16"
+        handle.seek(0)
+        decoder, utf8 = codecs.getincrementaldecoder("utf-8")(), True
+        while chunk := handle.read(1 << 22):
+            if b"\x00" in chunk:
+                raise ContractError(
+                    f"cannot read {path}: it holds NUL bytes, so it is not CSV text in a byte encoding "
+                    "(UTF-16 without a byte-order mark? set CDP_CSV_ENCODING=utf-16)"
+                )
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+        if utf8:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8 = False
+    return "utf-8-sig" if utf8 else FALLBACK_ENCODING
 
 
 def encoding_of(path: Path) -> str:

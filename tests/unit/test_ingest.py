@@ -327,7 +327,10 @@ def test_typed_parquet_input(tmp_path: Path) -> None:
 def test_unreadable_csv_is_a_contract_error(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     write_raw(ws, dirty_tables(), "csv")
-    (ws.raw / "products.csv").write_bytes(b"product_id,category,price\n\xff\xfe,food,1\n")
+    (ws.raw / "products.csv").write_bytes(b"product_id,category,price\n\x00\x9d\x00,food,1\n")  # binary
+    with pytest.raises(ContractError, match="products"):
+        ingest(ws)
+    (ws.raw / "products.csv").write_bytes(b"product_id,category,price\nP\x9d,food,1\n")  # no Windows-1252 byte
     with pytest.raises(ContractError, match="products"):
         ingest(ws)
 

@@ -190,8 +190,14 @@ def test_windows_1252_and_byte_order_mark_csv(tmp_path: Path) -> None:
     assert pd.read_parquet(ws.staged / "crm_contacts.parquet")["first_name"].tolist() == names
     assert pd.read_parquet(ws.staged / "orders.parquet")["order_id"].tolist() == tables["orders"]["order_id"].tolist()
     assert_nothing_lost(ws, tables)
+    tables["online_accounts"].to_csv(ws.raw / "online_accounts.csv", index=False, encoding="utf-16")  # with its BOM
+    result = CliRunner().invoke(app, ["ingest", "--home", str(ws.root)], env={})
+    assert result.exit_code == 0, result.output
+    accounts = pd.read_parquet(ws.staged / "online_accounts.parquet")
+    assert accounts["account_id"].tolist() == tables["online_accounts"]["account_id"].tolist()
     # told the encoding: no guess, no note; an unknown encoding is refused naming the value
-    tables["orders"].to_csv(ws.raw / "orders.csv", index=False)  # ASCII: the same in latin-1
+    for name in ("orders", "online_accounts"):  # ASCII: the same in latin-1
+        tables[name].to_csv(ws.raw / f"{name}.csv", index=False)
     result = CliRunner().invoke(app, ["ingest", "--check", "--home", str(ws.root)], env={"CDP_CSV_ENCODING": "latin-1"})
     assert result.exit_code == 0 and "Windows-1252" not in result.output, result.output
     result = CliRunner().invoke(app, ["ingest", "--check", "--home", str(ws.root)], env={"CDP_CSV_ENCODING": "klingon"})
