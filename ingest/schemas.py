@@ -232,15 +232,49 @@ def _matches(arr: arrow.Array) -> np.ndarray:
     return pc.fill_null(pc.match_substring_regex(arr, _NUMERIC_DATE), False).to_numpy(zero_copy_only=False)
 
 
-def _numbers(text: pd.Series) -> pd.Series:
-    """Decimal strings to float64 via Arrow; anything else via pandas (then finite only)."""
+_CURRENCY = r"[$€£¥₹]|[A-Z]{3}"  # a sign or an ISO 4217 code before or after the amount (USD 12.00, 12,00 €)
+_FORMATTED_RE = re.compile(
+    rf"^(?:(?:{_CURRENCY})\s?)?(\()?([+-])?(?:(?:{_CURRENCY})\s?)?([\d.,' \u00a0\u202f]+?)(\))?(?:\s?(?:{_CURRENCY}))?$"
+)
+_THOUSANDS_COMMA_RE = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")  # 1,234.50 1,234
+_THOUSANDS_DOT_RE = re.compile(r"^\d{1,3}(?:\.\d{3})+(?:,\d+)?$")  # 1.234,50 1.234
+_THOUSANDS_SPACE_RE = re.compile(r"^\d{1,3}(?:[' \u00a0\u202f]\d{3})+(?:[.,]\d+)?$")  # 1 234,50 1'234.50
+
+
+def _formatted_number(text: str, comma_decimal: bool) -> float | None:
+    """An amount as spreadsheets format it: a currency sign or code, thousands separators, an
+    accounting negative (10.50). `comma_decimal`: the column writes decimals with a comma, so a
+    lone "1,234" is ambiguous (1.234 or 1234) and stays unparsed. None when it is not such a number."""
+    match = _FORMATTED_RE.match(text.strip())
+    if match is None:
+        return None
+    bracket, sign, body, closed = match.groups()
+    if bool(bracket) != bool(closed):
+        return None
+    if _THOUSANDS_SPACE_RE.match(body):
+        body = re.sub(r"[' \u00a0\u202f]", "", body).replace(",", ".")
+    elif _THOUSANDS_COMMA_RE.match(body) and not (comma_decimal and "." not in body):
+        body = body.replace(",", "")
+    elif _THOUSANDS_DOT_RE.match(body) and ("," in body or comma_decimal):
+        body = body.replace(".", "").replace(",", ".")
+    elif re.fullmatch(r"\d+,\d{1,2}", body):
+        body = body.replace(",", ".")
+    elif not re.fullmatch(r"\d+(?:\.\d+)?|\.\d+", body):
+        return None
+    value = float(body)
+    return -value if bracket or sign == "-" else value
+
+
+def _numbers(text: pd.Series) -> tuple[pd.Series, str | None]:
+    """Decimal strings to float64 via Arrow; formatted amounts (currency, thousands separators)
+    in Python; anything else via pandas (then finite only). Also returns a note on the formatted ones."""
     arr = to_arrow(text)
     out = np.full(len(arr), np.nan)
     where, values = _cast_matching(arr, _DECIMAL, arrow.float64())
     out[where] = values
     todo = text.notna().to_numpy()
     todo[where] = False
-    rest = np.flatnonzero(todo)
+    rest, comma_decimal = np.flatnonzero(todo), False
     if len(rest):  # decimal comma of European exports: 10,50 or 1.234,5 (never 1,234: a thousands comma)
         sub = arr.take(rest)
         comma = pc.fill_null(pc.match_substring_regex(sub, _DECIMAL_COMMA), False).to_numpy(zero_copy_only=False)
@@ -248,13 +282,28 @@ def _numbers(text: pd.Series) -> pd.Series:
             fixed = pc.replace_substring(pc.replace_substring(sub.filter(comma), ".", ""), ",", ".")
             out[rest[comma]] = pc.cast(fixed, arrow.float64()).to_numpy(zero_copy_only=False)
             todo[rest[comma]] = False
+        comma_decimal = bool(comma.any())
+    rest = np.flatnonzero(todo)
+    note = None
+    if len(rest):
+        sub = pd.Series(arr.take(rest).to_pylist(), dtype=object)
+        formatted = map_unique(sub, lambda v: _formatted_number(v, comma_decimal)).to_numpy(dtype=object)
+        found = np.array([v is not None for v in formatted], dtype=bool)
+        if found.any():
+            out[rest[found]] = formatted[found].astype("float64")
+            todo[rest[found]] = False
+            example = str(sub[found].iloc[0])
+            note = (
+                f"{int(found.sum()):,} value(s) formatted as amounts (currency, thousands separators or an "
+                f"accounting negative) read as numbers, e.g. {example!r}"
+            )
     rest = np.flatnonzero(todo)
     if len(rest):
         out[rest] = pd.to_numeric(pd.Series(arr.take(rest).to_pylist(), dtype=object), errors="coerce").to_numpy(
             dtype="float64", na_value=np.nan
         )
     out[~np.isfinite(out)] = np.nan
-    return pd.Series(out, index=text.index)
+    return pd.Series(out, index=text.index), note
 
 
 def _native(values: pd.Series, col: str, spec: TableSpec) -> pd.Series | None:
@@ -279,7 +328,7 @@ def _from_text(text: pd.Series, col: str, spec: TableSpec, order: str | None) ->
     if col in spec.timestamps or col in spec.dates:
         return _timestamps(text, order)
     if col in spec.numbers:
-        return _numbers(text), None
+        return _numbers(text)
     return map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean"), None  # booleans
 
 

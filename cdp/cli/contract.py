@@ -31,7 +31,8 @@ FORMATS = (
     "delimiter is sniffed (comma, semicolon, tab), header names match ignoring case and spaces. "
     "Timestamps ISO-8601 (UTC unless an offset is given); other day/month orders are detected per "
     "column (or CDP_DATE_ORDER). Phones in any format; national numbers get their region from the "
-    "data (or CDP_DEFAULT_REGION)."
+    "data (or CDP_DEFAULT_REGION). Amounts may carry a currency sign or code, thousands separators "
+    "or a decimal comma."
 )
 DROPS = (
     "Beside (or instead of) the single file, a table may have daily drops "

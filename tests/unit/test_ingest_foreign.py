@@ -204,6 +204,21 @@ def test_windows_1252_and_byte_order_mark_csv(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "'klingon' is not a text encoding" in " ".join(result.output.split())
 
 
+def test_amounts_formatted_by_a_spreadsheet(tmp_path: Path) -> None:
+    """Currency signs and codes, thousands separators: read as the numbers they show, with a note."""
+    tables = base()
+    shown = ["$1,234.50", "USD 12.00", "1,299.99", "$ 10.50", "£7", "2,000", "9.99 EUR", "€ 3", "$0.50", "1", "2", "3"]
+    tables["orders"]["total_amount"] = shown
+    tables["order_lines"]["unit_price"] = ["(1.00)"] + ["$1.00"] * (N - 1)  # an accounting negative
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    assert "orders.total_amount: 9 value(s) formatted as amounts" in out
+    totals = pd.read_parquet(ws.staged / "orders.parquet")["total_amount"].tolist()
+    assert totals == [1234.5, 12.0, 1299.99, 10.5, 7.0, 2000.0, 9.99, 3.0, 0.5, 1.0, 2.0, 3.0]
+    refused = pd.read_parquet(ws.quarantine)["reason"].tolist()
+    assert refused == ["unit_price: negative value '(1.00)'"]  # read as -1.00, then refused as a price
+
+
 def test_title_case_headers(tmp_path: Path) -> None:
     tables = base()
     ws, out, code = run(tmp_path, tables, rename=lambda c: " " + c if c == "phone" else c.title())
