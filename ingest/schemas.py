@@ -12,6 +12,7 @@ run lazily so every failure of every row is reported.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -44,10 +45,14 @@ _ISO_NAIVE = rf"^{_DATE}(?:[T ]{_TIME})?$"
 _DECIMAL_COMMA = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+),\d{1,2}$"
 _DECIMAL = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 _SCHEMAS: dict[str, pa.DataFrameSchema] = {}
-# non-ISO numeric dates: 26/09/1963, 02.03.2024 19:48, 2024/03/02, 9-24-02 (order decided per column)
+# non-ISO numeric dates: 26/09/1963, 02.03.2024 19:48, 2024/03/02, 9-24-02, 3/2/2024 7:48 PM (order decided
+# per column)
 _NUMERIC_DATE = (
-    r"^(\d{1,4})[/.-](\d{1,2})[/.-](\d{1,4})(?:[ T,]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,6})?)?)?\s*(?:Z|UTC)?$"
+    r"^(\d{1,4})[/.-](\d{1,2})[/.-](\d{1,4})(?:[ T,]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,6})?)?"
+    r"(?:\s*([AaPp])\.?[Mm]\.?)?)?\s*(?:Z|UTC)?$"
 )
+# dates with an English month name: Mar 2, 2024; 2 March 2024; Sat, 02 Mar 2024 19:48:05 GMT
+_MONTH_NAME = r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\b.*\b\d{4}\b|\b\d{4}\b.*\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
 DATE_ORDERS = ("ymd", "dmy", "mdy")
 _DIGIT_RE = re.compile(r"\d")
 _LETTER_RE = re.compile(r"[^\W\d_]")
@@ -163,8 +168,11 @@ def _numeric_dates(text: pd.Series, order: str | None) -> tuple[pd.Series, str |
     hit = parts[0].notna()
     if not hit.any():
         return pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]"), None
-    p = parts[hit].astype("float64")
+    meridiem = parts.loc[hit, 6].str.lower()
+    p = parts[hit].drop(columns=6).astype("float64")
     first, second, third = p[0], p[1], p[2]
+    hour = p[3]  # 12-hour clock: 12 AM is 0, 1-11 PM add 12, hours above 12 with AM/PM stay impossible
+    p[3] = hour.where(meridiem.isna(), hour.mod(12).where(hour <= 12, 99) + 12 * (meridiem == "p"))
     year_first = parts.loc[hit, 0].str.len() == 4
     dmy_votes = int(((first > 12) & ~year_first).sum())
     mdy_votes = int(((second > 12) & ~year_first).sum())
@@ -182,6 +190,9 @@ def _numeric_dates(text: pd.Series, order: str | None) -> tuple[pd.Series, str |
         }
     )
     parsed = pd.to_datetime(frame, errors="coerce").dt.as_unit("us")
+    # pandas carries an hour of 25 or a minute of 61 into the next day: impossible clock times are NaT
+    impossible = (frame["hour"] > 23) | (frame["minute"] > 59) | (frame["second"] > 59)
+    parsed = parsed.mask(impossible.to_numpy())
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
     out[hit] = parsed
     if year_first.all():  # 2024/03/02 needs no order
@@ -225,7 +236,24 @@ def _timestamps(text: pd.Series, order: str | None = None) -> tuple[pd.Series, s
             pd.Series(arr.take(rest).to_pylist(), dtype=object), format="ISO8601", utc=True, errors="coerce"
         )
         out[rest] = slow.dt.tz_localize(None).dt.as_unit("us").to_numpy()
+        named = rest[np.isnat(out[rest]) & _named_months(arr.take(rest))]
+        if len(named):  # only text naming a month and a year: a free-form parser accepts too much else
+            values = pd.Series(arr.take(named).to_pylist(), dtype=object)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # dateutil's "unknown timezone" warnings: the value stays NaT
+                parsed = pd.to_datetime(values, format="mixed", utc=True, errors="coerce")
+            out[named] = parsed.dt.tz_localize(None).dt.as_unit("us").to_numpy()
     return pd.Series(out, index=text.index).dt.tz_localize("UTC"), note
+
+
+def _named_months(arr: arrow.Array) -> np.ndarray:
+    """Text naming a month and a year, and no time zone abbreviation but GMT/UTC (EST, CET: the
+    parser would drop it and shift the time by hours)."""
+
+    def hits(pattern: str) -> np.ndarray:
+        return pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(zero_copy_only=False)
+
+    return hits(_MONTH_NAME) & (~hits(r"[A-Z]{3,5}\s*$") | hits(r"(?:GMT|UTC)\s*$"))
 
 
 def _matches(arr: arrow.Array) -> np.ndarray:

@@ -29,7 +29,7 @@ CAPABILITY = {
 FORMATS = (
     "Parquet or CSV, one file per table as raw/<table>.parquet or raw/<table>.csv. CSV: UTF-8 (else Windows-1252, or CDP_CSV_ENCODING), the "
     "delimiter is sniffed (comma, semicolon, tab), header names match ignoring case and spaces. "
-    "Timestamps ISO-8601 (UTC unless an offset is given); other day/month orders are detected per "
+    "Timestamps ISO-8601 (UTC unless an offset is given); other day/month orders (12-hour clock too) are detected per "
     "column (or CDP_DATE_ORDER). Phones in any format; national numbers get their region from the "
     "data (or CDP_DEFAULT_REGION). Amounts may carry a currency sign or code, thousands separators "
     "or a decimal comma."

@@ -151,6 +151,27 @@ def test_day_first_and_month_first_dates(tmp_path: Path, order: str, created, do
     assert crm["date_of_birth"].iloc[0] == pd.Timestamp(f"1963-09-{first_day}")
 
 
+def test_twelve_hour_clock_and_month_names(tmp_path: Path) -> None:
+    """US spreadsheet times (3/14/2024 7:48 PM) and dates with a month name (Mar 14, 2024)."""
+    created = [f"3/{13 + i}/2024 {1 + i % 11}:48 {'PM' if i % 2 else 'AM'}" for i in range(N)]
+    created[0], created[1] = "3/13/2024 12:05 AM", "3/14/2024 12:05 PM"
+    dob = [f"Sep {13 + i}, 1963" for i in range(N - 2)] + ["13 September 1963", "Fri, 13 Sep 1963 10:00:00 GMT"]
+    tables = base(created=created, dob=dob)
+    tables["orders"]["ordered_at"] = ["3/13/2024 13:05 PM", "3/13/2024 25:00"] + created[2:]  # impossible clocks
+    ws, out, code = run(tmp_path, tables)
+    assert code == 0, out
+    crm = pd.read_parquet(ws.staged / "crm_contacts.parquet")
+    hours = crm["created_at"].dt.hour.tolist()
+    assert hours[:2] == [0, 12] and hours[2:] == [(1 + i % 11) + (12 if i % 2 else 0) for i in range(2, N)]
+    assert crm["created_at"].dt.day.tolist() == [13 + i for i in range(N)]
+    assert (crm["date_of_birth"].dt.month == 9).all() and (crm["date_of_birth"].dt.year == 1963).all()
+    refused = pd.read_parquet(ws.quarantine)
+    assert refused[refused["table"] == "orders"]["reason"].tolist() == [
+        "ordered_at: unparseable timestamp '3/13/2024 13:05 PM'",
+        "ordered_at: unparseable timestamp '3/13/2024 25:00'",  # never carried into the next day
+    ]
+
+
 def test_ambiguous_dates_follow_cdp_date_order(tmp_path: Path) -> None:
     created = [f"02/03/2024 1{i % 10}:00" for i in range(N)]  # 2 March or 3 February?
     tables = base(created=created)
