@@ -269,10 +269,11 @@ _THOUSANDS_DOT_RE = re.compile(r"^\d{1,3}(?:\.\d{3})+(?:,\d+)?$")  # 1.234,50 1.
 _THOUSANDS_SPACE_RE = re.compile(r"^\d{1,3}(?:[' \u00a0\u202f]\d{3})+(?:[.,]\d+)?$")  # 1 234,50 1'234.50
 
 
-def _formatted_number(text: str, comma_decimal: bool) -> float | None:
+def _formatted_number(text: str) -> float | None:
     """An amount as spreadsheets format it: a currency sign or code, thousands separators, an
-    accounting negative (10.50). `comma_decimal`: the column writes decimals with a comma, so a
-    lone "1,234" is ambiguous (1.234 or 1234) and stays unparsed. None when it is not such a number."""
+    accounting negative (10.50). A lone "1,234" is 1234 (a decimal comma has one or two decimals,
+    as for `_DECIMAL_COMMA`): each value is read alone, so a daily file reads as the whole history
+    would. None when it is not such a number."""
     match = _FORMATTED_RE.match(text.strip())
     if match is None:
         return None
@@ -281,9 +282,9 @@ def _formatted_number(text: str, comma_decimal: bool) -> float | None:
         return None
     if _THOUSANDS_SPACE_RE.match(body):
         body = re.sub(r"[' \u00a0\u202f]", "", body).replace(",", ".")
-    elif _THOUSANDS_COMMA_RE.match(body) and not (comma_decimal and "." not in body):
+    elif _THOUSANDS_COMMA_RE.match(body):
         body = body.replace(",", "")
-    elif _THOUSANDS_DOT_RE.match(body) and ("," in body or comma_decimal):
+    elif _THOUSANDS_DOT_RE.match(body) and "," in body:
         body = body.replace(".", "").replace(",", ".")
     elif re.fullmatch(r"\d+,\d{1,2}", body):
         body = body.replace(",", ".")
@@ -302,7 +303,7 @@ def _numbers(text: pd.Series) -> tuple[pd.Series, str | None]:
     out[where] = values
     todo = text.notna().to_numpy()
     todo[where] = False
-    rest, comma_decimal = np.flatnonzero(todo), False
+    rest = np.flatnonzero(todo)
     if len(rest):  # decimal comma of European exports: 10,50 or 1.234,5 (never 1,234: a thousands comma)
         sub = arr.take(rest)
         comma = pc.fill_null(pc.match_substring_regex(sub, _DECIMAL_COMMA), False).to_numpy(zero_copy_only=False)
@@ -310,12 +311,11 @@ def _numbers(text: pd.Series) -> tuple[pd.Series, str | None]:
             fixed = pc.replace_substring(pc.replace_substring(sub.filter(comma), ".", ""), ",", ".")
             out[rest[comma]] = pc.cast(fixed, arrow.float64()).to_numpy(zero_copy_only=False)
             todo[rest[comma]] = False
-        comma_decimal = bool(comma.any())
     rest = np.flatnonzero(todo)
     note = None
     if len(rest):
         sub = pd.Series(arr.take(rest).to_pylist(), dtype=object)
-        formatted = map_unique(sub, lambda v: _formatted_number(v, comma_decimal)).to_numpy(dtype=object)
+        formatted = map_unique(sub, _formatted_number).to_numpy(dtype=object)
         found = np.array([v is not None for v in formatted], dtype=bool)
         if found.any():
             out[rest[found]] = formatted[found].astype("float64")
