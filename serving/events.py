@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from cdp.serving.erased import ErasedCustomers
-    from cdp.serving.stream import EventQueue
     from cdp.workspace import Workspace
 
 SESSION_VIEW = "session_activity"  # = cdp.features.definitions.SESSION_VIEW (not imported: it imports feast)
@@ -104,6 +103,12 @@ def quiet_stream_warning() -> None:
     import feast  # noqa: F401
 
     warnings.filterwarnings("ignore", message="Stream feature views are experimental", category=RuntimeWarning)
+
+
+class EventQueue(Protocol):
+    """Where /events puts checked events when they are written elsewhere (cdp.serving.stream.EventQueue)."""
+
+    def publish(self, events: list[Event]) -> None: ...
 
 
 class EventError(ValueError):
