@@ -33,8 +33,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from cdp.atomic import write_json_atomic, write_parquet_atomic
-from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest import ledger
+from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest.drops import (
     DROP_NAME,
     MANIFEST,
