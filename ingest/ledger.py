@@ -174,18 +174,31 @@ def build_ledger(
     return ledger
 
 
+def dtype_name(dtype: object) -> str:
+    """A dtype as text `pandas_dtype` reads back (Arrow and Python strings told apart)."""
+    return f"string[{dtype.storage}]" if isinstance(dtype, pd.StringDtype) else str(dtype)
+
+
 def raw_columns(frame: pd.DataFrame) -> list[list]:
-    return [[str(c), str(frame[c].dtype), bool(frame[c].notna().any())] for c in frame.columns]
+    return [[str(c), dtype_name(frame[c].dtype), bool(frame[c].notna().any())] for c in frame.columns]
+
+
+def joins_as(part: pd.Series, dtype: object) -> bool:
+    """Whether `pd.concat` gives a part of this type in a column of `dtype` unchanged in value:
+    the same type, all null (it takes the others' type), or plain numbers and booleans in an
+    object column (they become Python objects, as `astype(object)` makes them)."""
+    if part.dtype == dtype or not part.notna().any():
+        return True
+    return dtype == object and part.dtype.kind in "biuf"
 
 
 def uniform_types(frames: list[pd.DataFrame], table: pd.DataFrame) -> bool:
-    """Every frame has the concatenated table's columns, each of its type or all null."""
+    """Every frame has the concatenated table's columns, each joining as that column's type."""
     for frame in frames:
         if set(frame.columns) != set(table.columns):
             return False
-        for col in frame.columns:
-            if frame[col].dtype != table[col].dtype and frame[col].notna().any():
-                return False
+        if not all(joins_as(frame[col], table[col].dtype) for col in frame.columns):
+            return False
     return True
 
 

@@ -89,6 +89,10 @@ class TableReport:
     superseded: int = 0  # earlier versions of keys updated by a later drop (staged/<table>_history.parquet)
     # column -> {"present": non-null values read, "nulled": of those set to null, "unknown": kept unknown}
     columns: dict[str, dict[str, int]] = field(default_factory=dict)
+    # "full"; an incremental ingest (cdp.ingest.incremental): "incremental" (new files read, counts are
+    # this run's rows) or "unchanged" (not read); rechecked: earlier rows validated again (a parent came or went)
+    mode: str = "full"
+    rechecked: int = 0
 
 
 @dataclass
@@ -96,6 +100,7 @@ class IngestReport:
     tables: list[TableReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # choices made from the data (date order, region)
+    mode: str = "full"  # or "incremental": only new drop files were read (cdp.ingest.incremental)
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "table",
         "source",
@@ -122,7 +127,12 @@ class IngestReport:
         ]
 
     def to_dict(self) -> dict[str, object]:
-        return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings), "notes": list(self.notes)}
+        return {
+            "tables": [asdict(t) for t in self.tables],
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "mode": self.mode,
+        }
 
 
 FALLBACK_ENCODING = "cp1252"  # Excel's "CSV" on Windows in western Europe and the Americas
@@ -603,14 +613,14 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         staged, bad, field_issues = result.staged, result.quarantine, result.issues
         if track:
             states[name] = _track_table(ws, name, spec, found[name], traced, uniform, bad, votes)
-        report.warnings += _unknown_warnings(name, spec, field_issues, result.columns)
+        report.warnings += unknown_warnings(name, spec, field_issues, result.columns)
         if len(kept) < len(raw):  # row numbers keep pointing into the raw file
             for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
                 frame[column] = positions[frame[column].to_numpy(dtype="int64")]
             report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
         entry = TableReport(
             name,
-            _source_label(found[name]),
+            source_label(found[name]),
             len(raw) + len(history),
             len(staged),
             len(bad),
@@ -675,7 +685,7 @@ def _track_table(
     )
 
 
-def _source_label(paths: list[Path]) -> str:
+def source_label(paths: list[Path]) -> str:
     if not paths:
         return "missing"
     drops = [p for p in paths if DROP_NAME.match(p.name)]
@@ -683,7 +693,7 @@ def _source_label(paths: list[Path]) -> str:
     return " + ".join(base + ([f"{len(drops)} drop(s)"] if drops else []))
 
 
-def _unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:
+def unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:
     """One line per enumeration column with values outside the usual set (kept as given)."""
     out = []
     for col in spec.enums:
