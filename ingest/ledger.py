@@ -189,7 +189,7 @@ def joins_as(part: pd.Series, dtype: object) -> bool:
     object column (they become Python objects, as `astype(object)` makes them)."""
     if part.dtype == dtype or not part.notna().any():
         return True
-    return dtype == object and part.dtype.kind in "biuf"
+    return pd.api.types.is_object_dtype(dtype) and part.dtype.kind in "biuf"
 
 
 def uniform_types(frames: list[pd.DataFrame], table: pd.DataFrame) -> bool:
