@@ -331,9 +331,10 @@ class Merged:
     notes: list[str]
 
 
-def _reread(ws: Workspace, spec: TableSpec, table: TablePlan, rows: np.ndarray) -> pd.DataFrame:
-    """The raw values of earlier rows (ledger positions `rows`), read again from their files."""
-    wanted = table.ledger.iloc[rows]
+def _reread(spec: TableSpec, table: TablePlan, old: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """The raw values of earlier rows (positions `rows` of the ledger `old`), read again from their
+    unchanged raw files (only files holding such rows are read)."""
+    wanted = old.iloc[rows]
     parts = []
     for file_no, group in wanted.groupby("file", sort=True):
         frame = read_raw(table.paths[int(file_no)], spec)
@@ -383,7 +384,7 @@ def _merge_table(
     n_remaining = int(remaining.sum())
     removed = superseded_old | recheck  # earlier rows whose staged / quarantine / issue rows go
     recheck_rows = np.flatnonzero(recheck)
-    again = _reread(ws, spec, table, np.flatnonzero(superseded_old | recheck))
+    again = _reread(spec, table, old, np.flatnonzero(superseded_old | recheck))
     rechecked_raw = again.loc[old.index[recheck_rows]] if len(recheck_rows) else _empty_raw(table.state)
     moved_raw = (
         again.loc[old.index[np.flatnonzero(superseded_old)]] if superseded_old.any() else _empty_raw(table.state)
