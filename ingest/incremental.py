@@ -34,7 +34,7 @@ from cdp.ingest import ledger
 from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest.drops import MANIFEST, file_digests, history_name, supersede_keys
 from cdp.ingest.ledger import TableState
-from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, region_setting, regions_of_keys
+from cdp.ingest.normalize import REGIONS_FILE, TEXT, UNKNOWN_REGION, region_setting, regions_of_keys
 from cdp.ingest.schemas import date_order_note, date_order_setting, decide_date_order
 from cdp.ingest.staging import (
     ISSUE_COLUMNS,
@@ -198,7 +198,7 @@ def _supersede_new(ws: Workspace, plan: TablePlan, spec: TableSpec, n_old: int) 
     file_no = np.concatenate([np.full(len(f), n_old + i) for i, f in enumerate(plan.new)]).astype("int64")
     line = np.concatenate([np.arange(len(f)) for f in plan.new]).astype("int64")
     plan.frame, plan.origin = frame, np.stack([file_no, line], axis=1).reshape(-1, 2)
-    plan.ledger = pd.read_parquet(ledger.ledger_path(ws, plan.name))
+    plan.ledger = ledger.read_parquet(ledger.ledger_path(ws, plan.name))
     plan.keys = supersede_keys(frame, spec)
     plan.superseded_new = np.zeros(len(frame), dtype=bool)
     plan.superseded_old = np.zeros(len(plan.ledger), dtype=bool)
@@ -224,21 +224,22 @@ def _regions(ws: Workspace, state: dict, tables: dict[str, TablePlan], report: I
         plan = tables[name]
         columns = [ledger.phone_column(c) for c in spec.phones]
         if plan.ledger is None:
-            old = pd.read_parquet(ledger.ledger_path(ws, plan.name), columns=columns)
+            old = ledger.read_parquet(ledger.ledger_path(ws, plan.name), columns=columns)
         else:
             old = plan.ledger.loc[~plan.superseded_old, columns]
         frames = [old.reset_index(drop=True)]
         if plan.frame is not None:
             current = plan.frame[~plan.superseded_new]
-            frames.append(pd.DataFrame({ledger.phone_column(c): ledger.phone_keys(current[c]) for c in spec.phones}))
+            keys = {ledger.phone_column(c): ledger.phone_keys(current[c]).astype(TEXT) for c in spec.phones}
+            frames.append(pd.DataFrame(keys).reset_index(drop=True))
         both = _concat(frames)
         parts += [both[c].dropna() for c in columns]
-    values = pd.concat(parts, ignore_index=True) if parts else pd.Series(dtype=object)
+    values = pd.concat(parts, ignore_index=True) if parts else pd.Series(dtype=TEXT)
     if values.empty:
         regions: tuple[str, ...] = (UNKNOWN_REGION,)
     else:
-        keys = values[values != ledger.NO_PHONE_KEY]
-        regions, how = regions_of_keys(pd.Series(pd.unique(keys), dtype=object))
+        distinct = pd.unique(values[values != ledger.NO_PHONE_KEY])
+        regions, how = regions_of_keys(pd.Series(np.asarray(distinct, dtype=object), dtype=object))
         report.notes.append(
             f"phone region {'/'.join(regions)} detected from the data ({how}); set CDP_DEFAULT_REGION to override"
         )
@@ -315,7 +316,7 @@ def _affected_children(
     if changed is None or changed.empty or not table.paths:
         return None
     if table.ledger is None:
-        table.ledger = pd.read_parquet(ledger.ledger_path(ws, table.name))
+        table.ledger = ledger.read_parquet(ledger.ledger_path(ws, table.name))
         table.superseded_old = np.zeros(len(table.ledger), dtype=bool)
     hit = table.ledger["parent"].isin(changed).to_numpy() & ~table.superseded_old
     if "key" in table.ledger and hit.any():  # a key's rows (one file) are validated together
@@ -398,7 +399,10 @@ def _merge_table(
     batch_keys = None
     if spec.primary_key:
         fresh_keys = new_keys[current_new] if new_keys is not None else pd.Series(dtype=object)
-        batch_keys = pd.concat([old["key"].iloc[recheck_rows], fresh_keys], ignore_index=True)
+        batch_keys = pd.Series(
+            np.concatenate([old["key"].iloc[recheck_rows].to_numpy(dtype=object), fresh_keys.to_numpy(dtype=object)]),
+            dtype=object,
+        )
     # validate the batch as a full ingest would: parents over all accepted rows, the orders over all rows
     known = _known_parents(ws, name, plan)
     order = date_order_setting()
@@ -413,10 +417,11 @@ def _merge_table(
         if counts["day_month"]:
             notes.append(f"{name}.{col}: {date_order_note(counts['dmy'], counts['mdy'], counts['day_month'], order)}")
     # staged rows: the earlier ones renumbered, the batch's at their place
-    old_staged = pd.read_parquet(ws.staged / f"{name}.parquet")
+    old_staged = ledger.read_parquet(ws.staged / f"{name}.parquet")
     old_positions = old_staged["source_row"].to_numpy(dtype="int64")
     keep = ~removed[old_positions]
-    kept_staged = old_staged[keep].assign(source_row=position[old_positions[keep]])
+    kept_staged = old_staged[keep] if not keep.all() else old_staged
+    kept_staged = kept_staged.assign(source_row=position[old_positions[keep]])
     staged_batch["source_row"] = batch_position[staged_batch["source_row"].to_numpy(dtype="int64")]
     staged = _merge_rows(kept_staged, staged_batch, "source_row", typed=True)
     if name in {p for _, p in REFERENCES.values()}:
@@ -505,7 +510,7 @@ def _known_parents(ws: Workspace, name: str, plan: Plan) -> dict[str, pd.Series]
     if name not in REFERENCES:
         return {}
     col, parent = REFERENCES[name]
-    return {parent: pd.read_parquet(ws.staged / f"{parent}.parquet", columns=[col])[col]}
+    return {parent: ledger.read_parquet(ws.staged / f"{parent}.parquet", columns=[col])[col]}
 
 
 def _merge_rows(earlier: pd.DataFrame | None, batch: pd.DataFrame, by: str, typed: bool = False) -> pd.DataFrame:
@@ -517,11 +522,12 @@ def _merge_rows(earlier: pd.DataFrame | None, batch: pd.DataFrame, by: str, type
         return earlier.reset_index(drop=True)
     if list(earlier.columns) != list(batch.columns):
         raise FullIngestNeeded("staged columns differ from the new rows'")
-    earlier = earlier.copy()
-    for col in batch.columns:
-        if earlier[col].dtype != batch[col].dtype:
-            earlier[col] = earlier[col].astype(batch[col].dtype)
+    earlier = pd.DataFrame(
+        {c: v if v.dtype == batch[c].dtype else v.astype(batch[c].dtype) for c, v in earlier.items()}, copy=False
+    )
     both = _concat([earlier, batch]) if len(batch) else earlier.reset_index(drop=True)
+    if both[by].is_monotonic_increasing:
+        return both
     return both.sort_values(by, kind="stable").reset_index(drop=True)
 
 
@@ -532,10 +538,10 @@ def _merge_history(
     rows a new file superseded, the new rows a later new file superseded."""
     hist_names = [history_source_name(p) for p in table.paths]
     path = ws.staged / history_name(name)
-    earlier_ledger = pd.read_parquet(ledger.history_ledger_path(ws, name))
+    earlier_ledger = ledger.read_parquet(ledger.history_ledger_path(ws, name))
     columns = [*(n for n, _, _ in table.state.raw_columns), "source_file", "superseded_by"]
     if path.exists():
-        earlier = pd.read_parquet(path)
+        earlier = ledger.read_parquet(path)
         for n, d, _ in table.state.raw_columns:
             if ledger.dtype_name(earlier[n].dtype) != d:
                 earlier[n] = earlier[n].astype(pd.api.types.pandas_dtype(d))
@@ -573,7 +579,10 @@ def _merge_history(
             late_origin,
         ]
     ).reshape(-1, 2)
-    keys = pd.concat([earlier_ledger["key"], moved_ledger["key"], late_keys], ignore_index=True)
+    keys = pd.Series(
+        np.concatenate([k.to_numpy(dtype=object) for k in (earlier_ledger["key"], moved_ledger["key"], late_keys)]),
+        dtype=TEXT,
+    )
     order = np.lexsort((origin[:, 1], origin[:, 0]))
     frame = _concat([p[columns] for p in parts]).take(order) if parts else earlier[columns].iloc[:0]
     out = frame.drop(columns=labels).reset_index(drop=True)

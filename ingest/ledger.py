@@ -29,10 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
-from cdp.ingest.normalize import map_unique, phone_key, region_setting
+from cdp.ingest.normalize import TEXT, map_unique, phone_key, region_setting
 from cdp.ingest.schemas import VOTE_DMY, VOTE_HIT, VOTE_MDY, VOTE_YEAR_FIRST, clean_text, date_order_setting
 from cdp.workspace import Workspace
 
@@ -164,14 +166,28 @@ def build_ledger(
         {"file": origin[:, 0].astype("int32"), "line": origin[:, 1].astype("int64"), "status": status}
     )
     if keys is not None:
-        ledger["key"] = keys.to_numpy(dtype=object)
+        ledger["key"] = _text(keys)
     if spec.name in PARENTS:
-        ledger["parent"] = clean_text(raw[PARENTS[spec.name][0]]).to_numpy(dtype=object, na_value=None)
+        ledger["parent"] = clean_text(raw[PARENTS[spec.name][0]]).reset_index(drop=True)
     for col in (*spec.timestamps, *spec.dates):
         ledger[vote_column(col)] = votes.get(col, np.zeros(len(raw), dtype="int8"))
     for col in spec.phones:
-        ledger[phone_column(col)] = phone_keys(raw[col]).to_numpy(dtype=object)
+        ledger[phone_column(col)] = _text(phone_keys(raw[col]))
     return ledger
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Ledger text columns are Arrow strings (read back without making Python strings)."""
+    return pd.Series(values.to_numpy(dtype=object), dtype=TEXT)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file with its text as Arrow strings (`TEXT`), other columns as pandas reads them."""
+    return pq.read_table(path, columns=columns).to_pandas(types_mapper=_arrow_text)
+
+
+def _arrow_text(kind: pa.DataType) -> object:
+    return TEXT if kind in (pa.string(), pa.large_string()) else None
 
 
 def dtype_name(dtype: object) -> str:
@@ -257,5 +273,5 @@ def write_ledger(ws: Workspace, table: str, ledger: pd.DataFrame, history: pd.Da
 
 def history_ledger(origin: np.ndarray, keys: pd.Series | None) -> pd.DataFrame:
     frame = pd.DataFrame({"file": origin[:, 0].astype("int32"), "line": origin[:, 1].astype("int64")})
-    frame["key"] = keys.to_numpy(dtype=object) if keys is not None else None
+    frame["key"] = _text(keys) if keys is not None else pd.Series(None, index=frame.index, dtype=TEXT)
     return frame
