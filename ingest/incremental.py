@@ -40,6 +40,7 @@ from cdp.ingest.staging import (
     ISSUE_COLUMNS,
     QUARANTINE_COLUMNS,
     REFERENCES,
+    ContractError,
     IngestReport,
     Progress,
     TableReport,
@@ -72,9 +73,14 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True, 
         plan = plan_incremental(ws)
         return run_incremental(ws, plan, progress)  # an exception after its first write: state already gone
     except FullIngestNeeded as why:
-        report = full_ingest(ws, progress=progress, write=True)
-        report.notes.append(f"full ingest: {why}")
-        return report
+        reason = str(why)
+    except ContractError:  # bad input: the full ingest would say so the same way
+        raise
+    except Exception as error:  # never worse than the reference: a surprise here means a full ingest
+        reason = f"the incremental path failed ({type(error).__name__}: {error})"
+    report = full_ingest(ws, progress=progress, write=True)
+    report.notes.append(f"full ingest: {reason}")
+    return report
 
 
 @dataclass

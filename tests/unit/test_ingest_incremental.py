@@ -47,7 +47,7 @@ def _crm(record_id: str, address: str, dob: str = "1970-01-01", **more) -> dict:
         "record_id": record_id,
         "address_line": address,
         "date_of_birth": dob,
-        "phone": "(415) 555-01" + record_id[-2:].rjust(2, "0"),
+        "phone": f"(415) 867-{5300 + int(record_id[1:]):04d}",
         "created_at": "2024-03-01T10:00:00Z",
         **more,
     }
@@ -240,3 +240,26 @@ def test_someone_erased_means_full_ingests_without_state_and_they_stay_suppresse
     _write(ingested, "orders", [_order("O9")], "2025-01-03")
     assert ingest(ingested).mode == "full"
     assert "O1" not in set(pd.read_parquet(ingested.staged / "orders.parquet")["order_id"])
+
+
+def test_a_phone_region_decision_or_a_new_year_the_new_rows_would_change_means_a_full_ingest(ingested, monkeypatch):
+    from cdp.ingest import incremental
+
+    _write(ingested, "orders", [_order("O8")], "2025-01-02")
+    monkeypatch.setattr(incremental, "regions_of_keys", lambda keys: (("GB",), "test"))
+    _full_because(ingested, "the phone region decision changes (US -> GB)")
+    monkeypatch.undo()
+    path = ledger.state_dir(ingested) / ledger.STATE_FILE
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, "year": state["year"] - 1}))
+    _full_because(ingested, "a new year")
+
+
+def test_a_surprise_in_the_incremental_path_means_a_full_ingest(ingested, monkeypatch, tmp_path):
+    from cdp.ingest import incremental
+
+    _write(ingested, "orders", [_order("O8")], "2025-01-02")
+    monkeypatch.setattr(incremental, "_merge_history", lambda *a: 1 / 0)
+    _full_because(ingested, "the incremental path failed (ZeroDivisionError")
+    monkeypatch.undo()
+    assert_same_staged(ingested, tmp_path)
