@@ -331,6 +331,46 @@ def _affected_children(
 
 
 @dataclass
+class Batch:
+    """The rows a run validates: earlier rows to re-validate, then the new current rows."""
+
+    raw: pd.DataFrame
+    position: np.ndarray  # each row's place in the table after this run
+    origin: np.ndarray  # (file, line) of each row
+    keys: pd.Series | None
+    moved: pd.DataFrame  # the raw earlier rows a new file superseded (they go to history)
+
+
+def _batch(spec: TableSpec, table: TablePlan, recheck: np.ndarray, position: np.ndarray, n_remaining: int) -> Batch:
+    """Read again the earlier rows to re-validate or move to history; put the batch together."""
+    old = table.ledger
+    assert old is not None
+    recheck_rows, moved_rows = np.flatnonzero(recheck), np.flatnonzero(table.superseded_old)
+    again = _reread(spec, table, old, np.flatnonzero(table.superseded_old | recheck))
+    empty = _empty_raw(table.state)
+    rechecked = again.loc[old.index[recheck_rows]] if len(recheck_rows) else empty
+    moved = again.loc[old.index[moved_rows]] if len(moved_rows) else empty
+    current = ~table.superseded_new
+    fresh = table.frame[current] if table.frame is not None else empty
+    raw = _concat([rechecked, fresh]) if len(rechecked) or len(fresh) else empty
+    keys = None
+    if spec.primary_key:
+        fresh_keys = table.keys[current].to_numpy(dtype=object) if table.keys is not None else np.zeros(0, object)
+        keys = pd.Series(
+            np.concatenate([old["key"].iloc[recheck_rows].to_numpy(dtype=object), fresh_keys]), dtype=object
+        )
+    return Batch(
+        raw,
+        np.concatenate([position[recheck_rows], n_remaining + np.arange(len(fresh))]).astype("int64"),
+        np.concatenate([old[["file", "line"]].to_numpy(dtype="int64")[recheck_rows], table.origin[current]]).reshape(
+            -1, 2
+        ),
+        keys,
+        moved,
+    )
+
+
+@dataclass
 class Merged:
     state: TableState
     entry: TableReport
@@ -383,71 +423,37 @@ def _merge_table(
     superseded_old = table.superseded_old
     recheck = affected if affected is not None else np.zeros(len(old), dtype=bool)
     new_frame = table.frame if table.frame is not None else _empty_raw(table.state)
-    new_keys = table.keys
-    current_new = ~table.superseded_new if table.frame is not None else np.zeros(0, dtype=bool)
     # positions: the earlier rows that stay keep their order, the new current rows follow
     remaining = ~superseded_old
     position = np.cumsum(remaining) - 1
     n_remaining = int(remaining.sum())
     removed = superseded_old | recheck  # earlier rows whose staged / quarantine / issue rows go
     recheck_rows = np.flatnonzero(recheck)
-    again = _reread(spec, table, old, np.flatnonzero(superseded_old | recheck))
-    rechecked_raw = again.loc[old.index[recheck_rows]] if len(recheck_rows) else _empty_raw(table.state)
-    moved_raw = (
-        again.loc[old.index[np.flatnonzero(superseded_old)]] if superseded_old.any() else _empty_raw(table.state)
-    )
-    fresh = new_frame[current_new] if len(new_frame) else new_frame
-    batch = _concat([rechecked_raw, fresh]) if len(rechecked_raw) or len(fresh) else _empty_raw(table.state)
-    batch_position = np.concatenate([position[recheck_rows], n_remaining + np.arange(len(fresh))]).astype("int64")
-    batch_origin = np.concatenate(
-        [old[["file", "line"]].to_numpy(dtype="int64")[recheck_rows], table.origin[current_new]]
-    ).reshape(-1, 2)
-    batch_keys = None
-    if spec.primary_key:
-        fresh_keys = new_keys[current_new] if new_keys is not None else pd.Series(dtype=object)
-        batch_keys = pd.Series(
-            np.concatenate([old["key"].iloc[recheck_rows].to_numpy(dtype=object), fresh_keys.to_numpy(dtype=object)]),
-            dtype=object,
-        )
+    batch = _batch(spec, table, recheck, position, n_remaining)
     # validate the batch as a full ingest would: parents over all accepted rows, the orders over all rows
     known = _known_parents(ws, name, plan)
     order = date_order_setting()
     orders = None if order else _date_orders(spec, table.state.votes)
     votes: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    result = stage_table(batch, spec, known, plan.regions, order, None, orders, votes)
+    result = stage_table(batch.raw, spec, known, plan.regions, order, None, orders, votes)
     staged_batch, bad, issues = result.staged, result.quarantine, result.issues
     batch_quarantined = bad["row"].to_numpy(dtype="int64").copy()
     new_votes = _updated_votes(spec, table.state, old, removed, votes, order)
     for col, counts in new_votes.items():
         if counts["day_month"]:
             notes.append(f"{name}.{col}: {date_order_note(counts['dmy'], counts['mdy'], counts['day_month'], order)}")
-    # staged rows: the earlier ones renumbered, the batch's at their place
-    old_staged = ledger.read_parquet(ws.staged / f"{name}.parquet")
-    old_positions = old_staged["source_row"].to_numpy(dtype="int64")
-    keep = ~removed[old_positions]
-    kept_staged = old_staged[keep] if not keep.all() else old_staged
-    kept_staged = kept_staged.assign(source_row=position[old_positions[keep]])
-    staged_batch["source_row"] = batch_position[staged_batch["source_row"].to_numpy(dtype="int64")]
-    staged = _merge_rows(kept_staged, staged_batch, "source_row", typed=True)
-    if name in {p for _, p in REFERENCES.values()}:
-        col = next(c for c, p in REFERENCES.values() if p == name)
-        before, after = pd.Index(old_staged[col].dropna().unique()), pd.Index(staged[col].dropna().unique())
-        changed_parents[name] = before.symmetric_difference(after)
-    write_parquet(staged, ws.staged / f"{name}.parquet")
+    staged_batch["source_row"] = batch.position[staged_batch["source_row"].to_numpy(dtype="int64")]
+    _merge_staged(ws, name, staged_batch, removed, position, changed_parents)
     for store, frame in ((segments.quarantine, bad), (segments.issues, issues)):
-        earlier = store.get(name)
-        frame["row"] = batch_position[frame["row"].to_numpy(dtype="int64")]
-        if earlier is not None and len(earlier):
-            rows = earlier["row"].to_numpy(dtype="int64")
-            earlier = earlier[~removed[rows]].assign(row=position[rows[~removed[rows]]])
-        store[name] = _merge_rows(earlier, frame, "row") if earlier is not None else frame
-    history, history_origin, history_keys = _merge_history(ws, name, table, moved_raw, new_frame)
+        frame["row"] = batch.position[frame["row"].to_numpy(dtype="int64")]
+        store[name] = _merge_segment(store.get(name), frame, removed, position)
+    history, history_origin, history_keys = _merge_history(ws, name, table, batch.moved, new_frame)
     if len(table.paths) > 1:
         write_parquet(history, ws.staged / history_name(name))
     # the ledger: earlier rows that stay (the rechecked with their new status), then the batch
-    batch_ledger = ledger.build_ledger(spec, batch, batch_origin, batch_keys, batch_quarantined, votes)
-    batch_ledger.index = batch_position
+    batch_ledger = ledger.build_ledger(spec, batch.raw, batch.origin, batch.keys, batch_quarantined, votes)
+    batch_ledger.index = batch.position
     stay = old[remaining & ~recheck].copy()
     stay.index = position[np.flatnonzero(remaining & ~recheck)]
     new_ledger = pd.concat([stay, batch_ledger]).sort_index(kind="stable").reset_index(drop=True)
@@ -482,6 +488,41 @@ def _merge_table(
     if entry.accepted + entry.quarantined + entry.superseded != entry.read:
         raise RuntimeError(f"incremental ingest bug: {name} accepted + quarantined + superseded != read")
     return Merged(state, entry, unknown_warnings(name, spec, issues, result.columns), notes)
+
+
+def _merge_staged(
+    ws: Workspace,
+    name: str,
+    batch: pd.DataFrame,
+    removed: np.ndarray,
+    position: np.ndarray,
+    changed_parents: dict[str, pd.Index],
+) -> None:
+    """staged/<name>.parquet: the earlier rows renumbered, the batch's at their place; for a
+    parent table, which keys were accepted before xor now (their children are validated again)."""
+    old_staged = ledger.read_parquet(ws.staged / f"{name}.parquet")
+    old_positions = old_staged["source_row"].to_numpy(dtype="int64")
+    keep = ~removed[old_positions]
+    kept = old_staged[keep] if not keep.all() else old_staged
+    staged = _merge_rows(kept.assign(source_row=position[old_positions[keep]]), batch, "source_row", typed=True)
+    for col, parent in REFERENCES.values():
+        if parent == name:
+            before, after = pd.Index(old_staged[col].dropna().unique()), pd.Index(staged[col].dropna().unique())
+            changed_parents[name] = before.symmetric_difference(after)
+    write_parquet(staged, ws.staged / f"{name}.parquet")
+
+
+def _merge_segment(
+    earlier: pd.DataFrame | None, batch: pd.DataFrame, removed: np.ndarray, position: np.ndarray
+) -> pd.DataFrame:
+    """A table's quarantine or field-issue rows: the earlier ones of rows that stay, renumbered,
+    and the batch's (already at their positions)."""
+    if earlier is None:
+        return batch
+    if len(earlier):
+        rows = earlier["row"].to_numpy(dtype="int64")
+        earlier = earlier[~removed[rows]].assign(row=position[rows[~removed[rows]]])
+    return _merge_rows(earlier, batch, "row")
 
 
 def _updated_votes(
