@@ -13,7 +13,8 @@ files would write. It uses the state the last complete ingest left (cdp.ingest.l
   drop before its order), reading them again from their raw files;
 - leaves every other table unread.
 It falls back to the full ingest (reported in the notes) when anything is unusual: no state or a
-state from an interrupted ingest, another code or format version, changed settings, someone erased,
+state from an interrupted ingest, another code or format version, changed settings (date order,
+region, CSV encoding), someone erased,
 a raw file changed, removed or new before files already read (a late drop, a new single file),
 staged/ outputs changed since, raw column types unlike the earlier files', numbers in keys written
 in more than one way, or a day/month or phone region decision that the new rows would change.
@@ -117,7 +118,7 @@ def _check_state(ws: Workspace) -> dict:
     if state.get("version") != ledger.FORMAT_VERSION or state.get("fingerprint") != ledger.code_fingerprint():
         raise FullIngestNeeded("the ingest code, its libraries or the state format changed since the last ingest")
     if state.get("settings") != ledger.settings_in_effect():
-        raise FullIngestNeeded("CDP_DATE_ORDER or CDP_DEFAULT_REGION changed since the last ingest")
+        raise FullIngestNeeded("CDP_DATE_ORDER, CDP_DEFAULT_REGION or CDP_CSV_ENCODING changed since the last ingest")
     if state.get("suppressions") is not None or ledger.suppressions_digest(ws) is not None:
         raise FullIngestNeeded("someone is erased (privacy/suppressions.parquet): ingests are full")
     if state.get("year") != datetime.now(UTC).year:
@@ -436,7 +437,9 @@ def _merge_table(
     orders = None if order else _date_orders(spec, table.state.votes)
     votes: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    result = stage_table(batch.raw, spec, known, plan.regions, order, None, orders, votes)
+    result = stage_table(batch.raw, spec, known, plan.regions, order, notes, orders, votes)
+    dated = tuple(f"{name}.{c}:" for c in (*spec.timestamps, *spec.dates))
+    notes = [n for n in notes if not n.startswith(dated)]  # this run's rows; date notes: all rows, below
     staged_batch, bad, issues = result.staged, result.quarantine, result.issues
     batch_quarantined = bad["row"].to_numpy(dtype="int64").copy()
     new_votes = _updated_votes(spec, table.state, old, removed, votes, order)

@@ -36,6 +36,7 @@ from cdp.atomic import write_json_atomic, write_parquet_atomic
 from cdp.ingest.contract import TABLES, TableSpec
 from cdp.ingest.normalize import TEXT, map_unique, phone_key, region_setting
 from cdp.ingest.schemas import VOTE_DMY, VOTE_HIT, VOTE_MDY, VOTE_YEAR_FIRST, clean_text, date_order_setting
+from cdp.settings import setting
 from cdp.workspace import Workspace
 
 STATE_DIR = "incremental"  # in staged/
@@ -104,8 +105,13 @@ def suppressions_digest(ws: Workspace) -> str | None:
 
 
 def settings_in_effect() -> dict[str, object]:
+    """The settings that change what ingest makes of the same raw files."""
     region = region_setting()
-    return {"date_order": date_order_setting(), "default_region": list(region) if region else None}
+    return {
+        "date_order": date_order_setting(),
+        "default_region": list(region) if region else None,
+        "csv_encoding": str(setting("csv_encoding")),
+    }
 
 
 def keys_canonical(frame: pd.DataFrame, spec: TableSpec) -> bool:

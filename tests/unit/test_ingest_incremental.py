@@ -175,12 +175,16 @@ def test_a_changed_or_removed_file_or_a_late_drop_means_a_full_ingest(ingested, 
 
 def test_changed_settings_code_or_outputs_mean_a_full_ingest(ingested, monkeypatch):
     monkeypatch.setenv("CDP_DATE_ORDER", "mdy")
-    _full_because(ingested, "CDP_DATE_ORDER or CDP_DEFAULT_REGION changed")
+    _full_because(ingested, "CDP_DATE_ORDER, CDP_DEFAULT_REGION or CDP_CSV_ENCODING changed")
     monkeypatch.delenv("CDP_DATE_ORDER")
-    _full_because(ingested, "CDP_DATE_ORDER or CDP_DEFAULT_REGION changed")
+    _full_because(ingested, "CDP_DATE_ORDER, CDP_DEFAULT_REGION or CDP_CSV_ENCODING changed")
     monkeypatch.setenv("CDP_DEFAULT_REGION", "US")
     _full_because(ingested, "changed")
     monkeypatch.delenv("CDP_DEFAULT_REGION")
+    _full_because(ingested, "changed")
+    monkeypatch.setenv("CDP_CSV_ENCODING", "cp1252")
+    _full_because(ingested, "CDP_CSV_ENCODING changed")
+    monkeypatch.delenv("CDP_CSV_ENCODING")
     _full_because(ingested, "changed")
     monkeypatch.setattr(ledger, "FORMAT_VERSION", ledger.FORMAT_VERSION + 1)
     _full_because(ingested, "state format changed")
