@@ -61,17 +61,20 @@ def generate(
 
 
 @_timed
-def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) -> dict:
+def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True, full: bool = False) -> dict:
     """Validate raw tables, normalize identifiers, quarantine rejected rows with reasons.
-    `write=False`: validate and report only, nothing written to the workspace."""
-    from cdp.ingest.staging import ingest as ingest_raw
+    Reads only the new drop files when that gives exactly the full ingest's result
+    (cdp.ingest.incremental); `full`: re-read every raw file. `write=False`: validate and report
+    only, nothing written to the workspace."""
+    from cdp.ingest.incremental import ingest as ingest_raw
 
     if write:
         with writing_stage(ws.ensure(), "ingest"):
-            report: dict[str, Any] = ingest_raw(ws, progress=progress, write=True).to_dict()
+            report: dict[str, Any] = ingest_raw(ws, progress=progress, write=True, full=full).to_dict()
     else:
         report = ingest_raw(ws, progress=progress, write=False).to_dict()
     return {
+        "mode": report["mode"],
         "tables": {row.pop("table"): row for row in report["tables"]},
         "warnings": report["warnings"],
         "notes": report["notes"],
@@ -241,6 +244,7 @@ def _brief(stage: str, result: dict) -> dict:
     if stage == "ingest":
         tables = result["tables"]
         return {
+            "mode": result["mode"],
             "read": sum(t["read"] for t in tables.values()),
             "superseded": sum(t["superseded"] for t in tables.values()),
             "seconds": result["seconds"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +55,65 @@ def drop_files(raw_dir: Path, table: str) -> tuple[list[Path], list[str]]:
     return [by_date[d] for d in sorted(by_date)], warnings
 
 
+@dataclass
+class Superseded:
+    """The files of one table read as one: current rows, superseded rows, and where each came
+    from (`origin`: file number in load order and row number inside that file)."""
+
+    current: pd.DataFrame
+    history: pd.DataFrame
+    origin: np.ndarray  # (rows, 2) int64: file, line of each current row
+    history_origin: np.ndarray  # the same for each history row
+    keys: pd.Series | None  # each current row's `supersede_keys` (None: the table has no key)
+    history_keys: pd.Series | None
+
+
+def supersede_keys(table: pd.DataFrame, spec: TableSpec) -> pd.Series | None:
+    """The text each row's key is compared by (trimmed; emails lower-cased; parts of a composite
+    key joined by \\x1f), null where a part is missing; None for a table without a key."""
+    pk = list(spec.primary_key)
+    if not pk:
+        return None
+    if table.empty:
+        return pd.Series(dtype=object, index=table.index)
+    parts = [clean_text(table[c]).str.lower() if c.endswith("email") else clean_text(table[c]) for c in pk]
+    key = parts[0].astype(object) if len(pk) == 1 else pd.concat(parts, axis=1).astype(str).agg("\x1f".join, axis=1)
+    valid = pd.concat(parts, axis=1).notna().all(axis=1).to_numpy()
+    return pd.Series(np.where(valid, key.to_numpy(dtype=object), None), index=table.index, dtype=object)
+
+
 def supersede(frames: list[pd.DataFrame], names: list[str], spec: TableSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(current rows of the files read as one table, superseded rows). `frames[i]` was read from
     file `names[i]`, in load order. Keys are compared as trimmed text (typing comes later)."""
+    result = supersede_traced(frames, names, spec)
+    return result.current, result.history
+
+
+def supersede_traced(frames: list[pd.DataFrame], names: list[str], spec: TableSpec) -> Superseded:
+    """`supersede`, keeping where every row came from and its key."""
     with warnings.catch_warnings():  # all-null columns of a drop: the text dtype is the same anyway
         warnings.simplefilter("ignore", FutureWarning)
         table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     file_no = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)]) if frames else np.array([], int)
-    pk = list(spec.primary_key)
-    if len(frames) < 2 or not pk or table.empty:
-        return table, table.iloc[:0].assign(source_file=pd.Series(dtype=object), superseded_by=pd.Series(dtype=object))
-    parts = [clean_text(table[c]).str.lower() if c.endswith("email") else clean_text(table[c]) for c in pk]
-    key = parts[0].astype(object) if len(pk) == 1 else pd.concat(parts, axis=1).astype(str).agg("\x1f".join, axis=1)
-    valid = pd.concat(parts, axis=1).notna().all(axis=1).to_numpy()
+    line = np.concatenate([np.arange(len(f)) for f in frames]) if frames else np.array([], int)
+    origin = np.stack([file_no, line], axis=1).astype("int64").reshape(-1, 2)
+    key = supersede_keys(table, spec)
+    if len(frames) < 2 or key is None or table.empty:
+        history = table.iloc[:0].assign(source_file=pd.Series(dtype=object), superseded_by=pd.Series(dtype=object))
+        return Superseded(table, history, origin, origin[:0], key, None if key is None else key.iloc[:0])
     latest = pd.Series(file_no).groupby(key.to_numpy(), dropna=True).transform("max").to_numpy()
-    old = valid & (file_no < latest)
+    old = key.notna().to_numpy() & (file_no < latest)
     history = table[old].copy()
     history["source_file"] = [names[i] for i in file_no[old]]
     history["superseded_by"] = [names[int(i)] for i in latest[old]]
-    return table[~old].reset_index(drop=True), history.reset_index(drop=True)
+    return Superseded(
+        table[~old].reset_index(drop=True),
+        history.reset_index(drop=True),
+        origin[~old],
+        origin[old],
+        key[~old].reset_index(drop=True),
+        key[old].reset_index(drop=True),
+    )
 
 
 MANIFEST = "ingested_files.json"  # in staged/: {raw-relative name: sha256} of the files the last ingest read

@@ -134,7 +134,11 @@ def detect_regions(values: pd.Series) -> tuple[tuple[str, ...], str]:
     data's own country codes, then to the order of `COMMON_REGIONS`. A second region is added when
     it explains at least 5% of the sample that the first leaves invalid. Returns (regions, how)."""
     distinct = pd.Series(pd.unique(values.dropna()), dtype=object)
-    keys = pd.Series(pd.unique(distinct.map(_phone_key).dropna()), dtype=object)
+    return regions_of_keys(pd.Series(pd.unique(distinct.map(_phone_key).dropna()), dtype=object))
+
+
+def regions_of_keys(keys: pd.Series) -> tuple[tuple[str, ...], str]:
+    """`detect_regions` on the distinct phone keys (`phone_key`) in order of first appearance."""
     international = keys[keys.str.startswith(("+", "00"))]
     national = keys[keys.str.fullmatch(r"\d{5,}") & ~keys.str.startswith("00")]
     international = international.sample(min(_SAMPLE, len(international)), random_state=0)
@@ -205,6 +209,11 @@ def _phone_key(raw: Any) -> str | None:
     if _PHONE_CHARS_RE.fullmatch(value):
         return ("+" if value.startswith("+") else "") + _NON_DIGIT_RE.sub("", value)
     return value
+
+
+def phone_key(raw: Any) -> str | None:
+    """The pre-key region detection works on (formatting-only characters collapsed)."""
+    return _phone_key(raw)
 
 
 def _nanp_number(key: str, region: str) -> phonenumbers.PhoneNumber | None:

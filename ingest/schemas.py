@@ -159,24 +159,57 @@ def _full_year(year: pd.Series) -> pd.Series:
     return year.where(~two, guess.where(guess <= this, guess - 100))
 
 
-def _numeric_dates(text: pd.Series, order: str | None) -> tuple[pd.Series, str | None]:
-    """Non-ISO numeric dates as naive datetimes (NaT where none/impossible) and the order used.
+# per-value codes of the day/month evidence in a non-ISO numeric date (what the column's order is
+# decided from): stored by ingest so an incremental run can redo the decision over all rows
+VOTE_HIT, VOTE_YEAR_FIRST, VOTE_DMY, VOTE_MDY = 1, 2, 4, 8
+
+
+def decide_date_order(dmy_votes: int, mdy_votes: int, order: str | None = None) -> str:
+    """The day/month order of a column: `order` if set, else the majority of the unambiguous values."""
+    return order or ("mdy" if mdy_votes > dmy_votes else "dmy")
+
+
+def date_order_note(dmy_votes: int, mdy_votes: int, day_month_values: int, order: str | None = None) -> str:
+    """How a column's non-ISO dates were read (ingest's note), from its vote counts."""
+    chosen = decide_date_order(dmy_votes, mdy_votes, order)
+    if order:
+        how = f"{chosen} (CDP_DATE_ORDER)"
+    elif dmy_votes and mdy_votes:
+        how = f"{chosen}: values disagree ({dmy_votes} day-first, {mdy_votes} month-first); set CDP_DATE_ORDER"
+    elif dmy_votes or mdy_votes:
+        how = f"{chosen} (detected from {max(dmy_votes, mdy_votes):,} unambiguous values)"
+    else:
+        how = f"{chosen} (assumed: no value shows the order; set CDP_DATE_ORDER if wrong)"
+    return f"{day_month_values:,} day/month value(s) read as {how}"
+
+
+def _numeric_dates(text: pd.Series, order: str | None) -> tuple[pd.Series, str | None, np.ndarray]:
+    """Non-ISO numeric dates as naive datetimes (NaT where none/impossible), how they were read,
+    and each value's vote code (`VOTE_*` bits).
 
     The order is `order` if given, else from the unambiguous values (a first part > 12 is a day:
     dmy; a second part > 12 is a day: mdy); with none, or both, the majority (dmy on a tie)."""
     parts = text.str.extract(_NUMERIC_DATE)
     hit = parts[0].notna()
+    codes = np.zeros(len(text), dtype="int8")
     if not hit.any():
-        return pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]"), None
+        return pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]"), None, codes
     meridiem = parts.loc[hit, 6].str.lower()
     p = parts[hit].drop(columns=6).astype("float64")
     first, second, third = p[0], p[1], p[2]
     hour = p[3]  # 12-hour clock: 12 AM is 0, 1-11 PM add 12, hours above 12 with AM/PM stay impossible
     p[3] = hour.where(meridiem.isna(), hour.mod(12).where(hour <= 12, 99) + 12 * (meridiem == "p"))
     year_first = parts.loc[hit, 0].str.len() == 4
-    dmy_votes = int(((first > 12) & ~year_first).sum())
-    mdy_votes = int(((second > 12) & ~year_first).sum())
-    chosen = order or ("mdy" if mdy_votes > dmy_votes else "dmy")
+    dmy = (first > 12) & ~year_first
+    mdy = (second > 12) & ~year_first
+    codes[hit.to_numpy()] = (
+        VOTE_HIT
+        + VOTE_YEAR_FIRST * year_first.astype("int8")
+        + VOTE_DMY * dmy.astype("int8")
+        + VOTE_MDY * mdy.astype("int8")
+    ).to_numpy(dtype="int8")
+    dmy_votes, mdy_votes = int(dmy.sum()), int(mdy.sum())
+    chosen = decide_date_order(dmy_votes, mdy_votes, order)
     ymd = year_first | (chosen == "ymd")
     day, month = (first, second) if chosen == "dmy" else (second, first)
     frame = pd.DataFrame(
@@ -196,21 +229,14 @@ def _numeric_dates(text: pd.Series, order: str | None) -> tuple[pd.Series, str |
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
     out[hit] = parsed
     if year_first.all():  # 2024/03/02 needs no order
-        return out, None
-    if order:
-        how = f"{chosen} (CDP_DATE_ORDER)"
-    elif dmy_votes and mdy_votes:
-        how = f"{chosen}: values disagree ({dmy_votes} day-first, {mdy_votes} month-first); set CDP_DATE_ORDER"
-    elif dmy_votes or mdy_votes:
-        how = f"{chosen} (detected from {max(dmy_votes, mdy_votes):,} unambiguous values)"
-    else:
-        how = f"{chosen} (assumed: no value shows the order; set CDP_DATE_ORDER if wrong)"
-    return out, f"{int((~year_first).sum()):,} day/month value(s) read as {how}"
+        return out, None, codes
+    return out, date_order_note(dmy_votes, mdy_votes, int((~year_first).sum()), order), codes
 
 
-def _timestamps(text: pd.Series, order: str | None = None) -> tuple[pd.Series, str | None]:
+def _timestamps(text: pd.Series, order: str | None = None) -> tuple[pd.Series, str | None, np.ndarray]:
     """ISO-8601 strings to UTC microseconds: Arrow casts the usual shapes, then numeric
-    day/month dates in the column's order, pandas the rest. Also returns how non-ISO dates were read."""
+    day/month dates in the column's order, pandas the rest. Also returns how non-ISO dates were
+    read and each value's vote code (`_numeric_dates`)."""
     arr = to_arrow(text)
     out = np.full(len(arr), np.datetime64("NaT"), dtype="datetime64[us]")
     todo = text.notna().to_numpy()
@@ -223,9 +249,12 @@ def _timestamps(text: pd.Series, order: str | None = None) -> tuple[pd.Series, s
         where, values = _cast_matching(sub, pattern, target)
         out[rest[where]], todo[rest[where]] = values, False
     note = None
+    codes = np.zeros(len(arr), dtype="int8")
     rest = np.flatnonzero(todo)
     if len(rest):
-        numeric, note = _numeric_dates(pd.Series(arr.take(rest).to_pylist(), dtype=object).astype(str), order)
+        numeric, note, codes[rest] = _numeric_dates(
+            pd.Series(arr.take(rest).to_pylist(), dtype=object).astype(str), order
+        )
         found = numeric.notna().to_numpy()
         out[rest[found]], todo[rest[found]] = numeric.to_numpy()[found], False
         if note:  # shapes that matched but are impossible stay unparseable
@@ -243,7 +272,7 @@ def _timestamps(text: pd.Series, order: str | None = None) -> tuple[pd.Series, s
                 warnings.simplefilter("ignore")  # dateutil's "unknown timezone" warnings: the value stays NaT
                 parsed = pd.to_datetime(values, format="mixed", utc=True, errors="coerce")
             out[named] = parsed.dt.tz_localize(None).dt.as_unit("us").to_numpy()
-    return pd.Series(out, index=text.index).dt.tz_localize("UTC"), note
+    return pd.Series(out, index=text.index).dt.tz_localize("UTC"), note, codes
 
 
 def _named_months(arr: arrow.Array) -> np.ndarray:
@@ -351,36 +380,47 @@ def _native(values: pd.Series, col: str, spec: TableSpec) -> pd.Series | None:
     return values.astype("boolean") if pd.api.types.is_bool_dtype(dtype) else None
 
 
-def _from_text(text: pd.Series, col: str, spec: TableSpec, order: str | None) -> tuple[pd.Series, str | None]:
-    """(typed values, how non-ISO dates were read) of a text column."""
+def _from_text(
+    text: pd.Series, col: str, spec: TableSpec, order: str | None
+) -> tuple[pd.Series, str | None, np.ndarray | None]:
+    """(typed values, how non-ISO dates were read, date vote codes) of a text column."""
     if col in spec.timestamps or col in spec.dates:
         return _timestamps(text, order)
     if col in spec.numbers:
-        return _numbers(text)
-    return map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean"), None  # booleans
+        numbers, note = _numbers(text)
+        return numbers, note, None
+    return map_unique(text, lambda v: _WORDS.get(v.lower())).astype("boolean"), None, None  # booleans
 
 
 def _parse(
     values: pd.Series, col: str, spec: TableSpec, order: str | None = None
-) -> tuple[pd.Series, pd.Series, str | None]:
-    """(typed values, mask of present-but-unparseable values, how dates were read) of one column."""
+) -> tuple[pd.Series, pd.Series, str | None, np.ndarray | None]:
+    """(typed values, mask of present-but-unparseable values, how dates were read, date vote
+    codes or None) of one column."""
     native = _native(values, col, spec)
-    note = None
+    note, codes = None, None
     if native is not None:
         parsed, present = native, values.notna()
     else:
         text = clean_text(values)
-        (parsed, note), present = _from_text(text, col, spec, order), text.notna()
+        (parsed, note, codes), present = _from_text(text, col, spec, order), text.notna()
     if col in spec.dates:
         parsed = parsed.dt.tz_localize(None).dt.normalize()
-    return parsed, (present & parsed.isna()).astype(bool), note
+    return parsed, (present & parsed.isna()).astype(bool), note, codes
 
 
 def type_columns(
-    raw: pd.DataFrame, spec: TableSpec, order: str | None = None, notes: list[str] | None = None
+    raw: pd.DataFrame,
+    spec: TableSpec,
+    order: str | None = None,
+    notes: list[str] | None = None,
+    orders: dict[str, str] | None = None,
+    votes: dict[str, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, list[pd.Series], dict[str, pd.Index]]:
     """Typed copy of `raw` (contract columns), reasons for unparseable values, and their rows.
-    How each column's non-ISO dates were read is appended to `notes`."""
+    How each column's non-ISO dates were read is appended to `notes`. `orders`: a day/month
+    order per column where `order` is unset (an incremental ingest reuses the decision made over
+    all rows); `votes` collects each date column's per-row vote codes (`VOTE_*`)."""
     typed: dict[str, pd.Series] = {}
     reasons: list[pd.Series] = []
     unparseable: dict[str, pd.Index] = {}
@@ -392,7 +432,9 @@ def type_columns(
                 parsed = parsed.str.lower()
             typed[col] = parsed
             continue
-        typed[col], bad, note = _parse(values, col, spec, order)
+        typed[col], bad, note, codes = _parse(values, col, spec, order or (orders or {}).get(col))
+        if votes is not None and (col in spec.timestamps or col in spec.dates):
+            votes[col] = codes if codes is not None else np.zeros(len(raw), dtype="int8")
         if note and notes is not None:
             notes.append(f"{spec.name}.{col}: {note}")
         if bad.any():

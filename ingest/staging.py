@@ -33,8 +33,17 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from cdp.atomic import write_json_atomic, write_parquet_atomic
+from cdp.ingest import ledger
 from cdp.ingest.contract import TABLES, TableSpec
-from cdp.ingest.drops import DROP_NAME, MANIFEST, drop_files, file_digests, history_name, supersede
+from cdp.ingest.drops import (
+    DROP_NAME,
+    MANIFEST,
+    Superseded,
+    drop_files,
+    file_digests,
+    history_name,
+    supersede_traced,
+)
 from cdp.ingest.normalize import REGIONS_FILE, UNKNOWN_REGION, add_identifiers, detect_regions, region_setting
 from cdp.ingest.schemas import TEXT, clean_text, date_order_setting, schema_reasons, show, to_arrow, type_columns
 from cdp.settings import setting
@@ -80,6 +89,10 @@ class TableReport:
     superseded: int = 0  # earlier versions of keys updated by a later drop (staged/<table>_history.parquet)
     # column -> {"present": non-null values read, "nulled": of those set to null, "unknown": kept unknown}
     columns: dict[str, dict[str, int]] = field(default_factory=dict)
+    # "full"; an incremental ingest (cdp.ingest.incremental): "incremental" (new files read, counts are
+    # this run's rows) or "unchanged" (not read); rechecked: earlier rows validated again (a parent came or went)
+    mode: str = "full"
+    rechecked: int = 0
 
 
 @dataclass
@@ -87,6 +100,7 @@ class IngestReport:
     tables: list[TableReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # choices made from the data (date order, region)
+    mode: str = "full"  # or "incremental": only new drop files were read (cdp.ingest.incremental)
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "table",
         "source",
@@ -113,7 +127,12 @@ class IngestReport:
         ]
 
     def to_dict(self) -> dict[str, object]:
-        return {"tables": [asdict(t) for t in self.tables], "warnings": list(self.warnings), "notes": list(self.notes)}
+        return {
+            "tables": [asdict(t) for t in self.tables],
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "mode": self.mode,
+        }
 
 
 FALLBACK_ENCODING = "cp1252"  # Excel's "CSV" on Windows in western Europe and the Americas
@@ -248,9 +267,23 @@ def read_sources(
         current = read_raw(paths[0] if paths else None, spec, columns)
         return current, current.iloc[:0]
     wanted = None if columns is None else tuple(dict.fromkeys((*spec.primary_key, *columns)))
-    frames = [read_raw(p, spec, wanted) for p in paths]
-    current, history = supersede(frames, [p.relative_to(p.parents[1]).as_posix() for p in paths], spec)
-    return (current, history) if columns is None else (current[list(columns)], history)
+    result, _ = read_sources_traced(paths, spec, wanted)
+    return (result.current, result.history) if columns is None else (result.current[list(columns)], result.history)
+
+
+def history_source_name(path: Path) -> str:
+    """How staged/<table>_history.parquet names a file (source_file, superseded_by)."""
+    return path.relative_to(path.parents[1]).as_posix()
+
+
+def read_sources_traced(
+    paths: list[Path], spec: TableSpec, columns: tuple[str, ...] | None = None
+) -> tuple[Superseded, bool]:
+    """`read_sources` keeping each row's origin and key (`Superseded`), and whether every file's
+    columns had the types of the table they make (`ledger.uniform_types`)."""
+    frames = [read_raw(p, spec, columns) for p in paths] or [read_raw(None, spec, columns)]
+    result = supersede_traced(frames, [history_source_name(p) for p in paths] or ["missing"], spec)
+    return result, ledger.uniform_types(frames, result.current)
 
 
 def _text_types(kind: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
@@ -426,11 +459,14 @@ def stage_table(
     regions: tuple[str, ...] | str,
     order: str | None = None,
     notes: list[str] | None = None,
+    orders: dict[str, str] | None = None,
+    votes: dict[str, np.ndarray] | None = None,
 ) -> Staged:
     """Validate one raw table. A row is quarantined only for a problem in one of its `row_keys`
     (or a duplicate key, or an unknown parent); any other bad value is nulled, kept as a field
-    issue (table, row, column, value, reason) and the row goes on."""
-    typed, reasons, unparseable = type_columns(raw, spec, order, notes)
+    issue (table, row, column, value, reason) and the row goes on. `orders`, `votes`: see
+    `type_columns` (the incremental ingest's per-column date orders and vote codes)."""
+    typed, reasons, unparseable = type_columns(raw, spec, order, notes, orders, votes)
     reasons += schema_reasons(typed, raw, spec, unparseable)
     reasons += _reference_reasons(typed, spec, known)
     unknown = _unknown_values(typed, spec)
@@ -553,8 +589,12 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
     suppressed = load_suppressions(ws)
     # tokens are only computed when someone was erased; a lost or changed key stops ingest (exit 1)
     key = suppression_key(ws) if suppressed else b""
+    # the incremental ingest's state (cdp.ingest.ledger); none while someone is erased
+    track = write and not suppressed
+    states: dict[str, ledger.TableState] = {}
     if write:
         ws.staged.mkdir(parents=True, exist_ok=True)
+        ledger.invalidate(ws)
     order = date_order_setting()
     regions = phone_regions(found, report)
     known: dict[str, pd.Series] = {}  # parent table -> its accepted keys
@@ -563,20 +603,24 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
     for done, (name, spec) in enumerate(TABLES.items()):
         if progress:
             progress(name, done, len(TABLES))
-        raw, history = read_sources(found[name], spec)
+        traced, uniform = read_sources_traced(found[name], spec)
+        raw, history = traced.current, traced.history
         kept, positions = drop_suppressed(name, raw, suppressed, key)
         if len(found[name]) > 1 and write:  # earlier versions of updated keys (erased people left out)
             write_parquet(drop_suppressed(name, history, suppressed, key)[0], ws.staged / history_name(name))
-        result = stage_table(kept, spec, known, regions, order, report.notes)
+        votes: dict[str, np.ndarray] = {}
+        result = stage_table(kept, spec, known, regions, order, report.notes, votes=votes)
         staged, bad, field_issues = result.staged, result.quarantine, result.issues
-        report.warnings += _unknown_warnings(name, spec, field_issues, result.columns)
+        if track:
+            states[name] = _track_table(ws, name, spec, found[name], traced, uniform, bad, votes)
+        report.warnings += unknown_warnings(name, spec, field_issues, result.columns)
         if len(kept) < len(raw):  # row numbers keep pointing into the raw file
             for frame, column in ((staged, "source_row"), (bad, "row"), (field_issues, "row")):
                 frame[column] = positions[frame[column].to_numpy(dtype="int64")]
             report.warnings.append(f"{name}: {len(raw) - len(kept)} row(s) of erased people suppressed")
         entry = TableReport(
             name,
-            _source_label(found[name]),
+            source_label(found[name]),
             len(raw) + len(history),
             len(staged),
             len(bad),
@@ -603,11 +647,45 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
         write_parquet(_frame(quarantined, QUARANTINE_COLUMNS), ws.quarantine)
         write_parquet(_frame(issues, ISSUE_COLUMNS), ws.staged / "field_issues.parquet")
         read = [p for paths in found.values() for p in paths]
-        write_json_atomic(ws.staged / MANIFEST, file_digests(ws.raw, read))  # what `cdp refresh` has seen
+        digests = file_digests(ws.raw, read)
+        write_json_atomic(ws.staged / MANIFEST, digests)  # what `cdp refresh` has seen
+        if track:
+            ledger.save_state(ws, states, digests, regions, staged_outputs(found))
     return report
 
 
-def _source_label(paths: list[Path]) -> str:
+def staged_outputs(found: dict[str, list[Path]]) -> list[str]:
+    """The staged/ files an ingest of `found` writes (names relative to staged/)."""
+    names = [f"{name}.parquet" for name in found]
+    names += [history_name(name) for name, paths in found.items() if len(paths) > 1]
+    return [*names, "quarantine.parquet", "field_issues.parquet", REGIONS_FILE, MANIFEST]
+
+
+def _track_table(
+    ws: Workspace,
+    name: str,
+    spec: TableSpec,
+    paths: list[Path],
+    traced: Superseded,
+    uniform: bool,
+    quarantine: pd.DataFrame,
+    votes: dict[str, np.ndarray],
+) -> ledger.TableState:
+    """Write the table's ledgers; its part of the state (no one erased: every row was staged)."""
+    raw = traced.current
+    rows = quarantine["row"].to_numpy(dtype="int64")
+    table_ledger = ledger.build_ledger(spec, raw, traced.origin, traced.keys, rows, votes)
+    ledger.write_ledger(ws, name, table_ledger, ledger.history_ledger(traced.history_origin, traced.history_keys))
+    return ledger.TableState(
+        files=[p.relative_to(ws.raw).as_posix() for p in paths],
+        raw_columns=ledger.raw_columns(raw),
+        uniform=uniform,
+        canonical_keys=ledger.keys_canonical(raw, spec),
+        votes={col: ledger.vote_counts(codes) for col, codes in votes.items()},
+    )
+
+
+def source_label(paths: list[Path]) -> str:
     if not paths:
         return "missing"
     drops = [p for p in paths if DROP_NAME.match(p.name)]
@@ -615,7 +693,7 @@ def _source_label(paths: list[Path]) -> str:
     return " + ".join(base + ([f"{len(drops)} drop(s)"] if drops else []))
 
 
-def _unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:
+def unknown_warnings(name: str, spec: TableSpec, issues: pd.DataFrame, columns: dict) -> list[str]:
     """One line per enumeration column with values outside the usual set (kept as given)."""
     out = []
     for col in spec.enums:

@@ -8,6 +8,7 @@ Out: the same stores without their rows, `privacy/suppressions.parquet` (sha256 
 Stores: staged/<table>.parquet and <table>_history.parquet (superseded versions), staged/quarantine.parquet (raw records carrying their
 identifiers), staged/field_issues.parquet, identity/{identity_map, identifier_map,
 households, id_history, match_edges}.parquet, identity/incremental_state/ (dropped whole),
+staged/incremental/ (the incremental ingest's ledgers: dropped whole),
 features/*.parquet (all snapshots and the
 score push tables), features/incremental/fingerprints.parquet (the incremental build's per-customer digests), the Feast online store (SQLite or Redis: every feature view).
 raw/ (the retailer's immutable input) and truth/ (synthetic evaluation only) are not touched.
@@ -32,6 +33,7 @@ from cdp.atomic import clean_temporaries, write_json_atomic, write_parquet_atomi
 from cdp.features.incremental import state_dir as incremental_state_dir
 from cdp.identity.ids import state_dir
 from cdp.ingest.contract import TABLES
+from cdp.ingest.ledger import drop_state as drop_ingest_state
 from cdp.privacy.subjects import (
     TABLE_NODES,
     PrivacyKeyMismatch,
@@ -414,6 +416,9 @@ def _erase_step(ws: Workspace, step: str, ids: set[str], nodes: set[str], keys: 
     receipt = journal["receipt"]
     if step == "suppress":
         _suppress(ws, nodes, receipt, ids)
+        # the incremental ingest's ledgers hold everyone's record and phone keys; while anyone is
+        # erased every ingest is a full one and writes none (cdp.ingest.ledger)
+        drop_ingest_state(ws)
         shared = receipt["shared_identifiers_kept"] = shared_identifiers(ws, nodes)
         if shared["unlinked_records_carrying_them"]:
             receipt["not_erased"].append(

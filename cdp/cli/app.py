@@ -82,6 +82,12 @@ def ingest(
     allow_empty: bool = typer.Option(
         False, "--allow-empty", help="Accept a table whose every row was quarantined (otherwise exit 1)."
     ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Re-read and re-validate every raw file. Without it only new daily drop files are read when "
+        "that gives exactly the same staged/ (the notes say which, and why a full ingest was needed).",
+    ),
     home: Path | None = HomeOption,
 ) -> None:
     """Validate raw/ against the data contract; accepted rows to staged/, rejected to quarantine.
@@ -99,8 +105,10 @@ def ingest(
         render(summary, console, title + " (--check: nothing written)", written=False)
     else:
         with writing(ws, "ingest"), progress_bar("ingest") as update:
-            summary = run_stage(pipeline.ingest, ws, progress=update)
-        render(summary, console, title)
+            summary = run_stage(pipeline.ingest, ws, progress=update, full=full)
+        render(
+            summary, console, title + (" (incremental: this run's rows)" if summary["mode"] == "incremental" else "")
+        )
     losses, empty = problems(summary, allow_empty)
     for line in empty + losses:
         console.print(f"[red]{'error' if line in empty or strict else 'loss'}:[/red] {line}")

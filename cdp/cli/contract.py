@@ -41,7 +41,9 @@ DROPS = (
     "in a later file is an update: the latest file's row is current and the earlier versions are "
     "kept in staged/<table>_history.parquet (with source_file and superseded_by), counted as "
     "`superseded`. Tables without a key append. `cdp refresh` ingests drops it has not seen yet "
-    "(remembered by name and content hash) and updates identities, features and scores."
+    "(remembered by name and content hash) and updates identities, features and scores. When the "
+    "files already ingested are unchanged, `cdp ingest` reads only the new drops (the same staged/ "
+    "as reading everything; anything unusual, or `--full`, re-reads all files)."
 )
 RULES = (
     "A missing optional table switches its capability off (listed below). Unknown columns are kept "
