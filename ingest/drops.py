@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdp.ingest.contract import TableSpec
-from cdp.ingest.schemas import clean_text
+from cdp.ingest.schemas import clean_text, to_arrow
 
 DROP_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}\.(parquet|csv)$")
 
@@ -77,9 +79,12 @@ def supersede_keys(table: pd.DataFrame, spec: TableSpec) -> pd.Series | None:
     if table.empty:
         return pd.Series(dtype=object, index=table.index)
     parts = [clean_text(table[c]).str.lower() if c.endswith("email") else clean_text(table[c]) for c in pk]
-    key = parts[0].astype(object) if len(pk) == 1 else pd.concat(parts, axis=1).astype(str).agg("\x1f".join, axis=1)
-    valid = pd.concat(parts, axis=1).notna().all(axis=1).to_numpy()
-    return pd.Series(np.where(valid, key.to_numpy(dtype=object), None), index=table.index, dtype=object)
+    arrays = [to_arrow(part).cast(pa.large_string()) for part in parts]
+    # Arrow joins in C (a row-wise Python join took ~1 s for 440k order lines); null if any part is
+    joined = (
+        arrays[0] if len(arrays) == 1 else pc.binary_join_element_wise(*arrays, pa.scalar("\x1f", pa.large_string()))
+    )
+    return pd.Series(joined.to_pandas(), index=table.index, dtype=object)
 
 
 def supersede(frames: list[pd.DataFrame], names: list[str], spec: TableSpec) -> tuple[pd.DataFrame, pd.DataFrame]:

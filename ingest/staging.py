@@ -603,8 +603,11 @@ def ingest(ws: Workspace, progress: Progress | None = None, write: bool = True) 
     for done, (name, spec) in enumerate(TABLES.items()):
         if progress:
             progress(name, done, len(TABLES))
-        traced, uniform = read_sources_traced(found[name], spec)
-        raw, history = traced.current, traced.history
+        if track:  # where each row came from, for the ledger
+            traced, uniform = read_sources_traced(found[name], spec)
+            raw, history = traced.current, traced.history
+        else:
+            raw, history = read_sources(found[name], spec)
         kept, positions = drop_suppressed(name, raw, suppressed, key)
         if len(found[name]) > 1 and write:  # earlier versions of updated keys (erased people left out)
             write_parquet(drop_suppressed(name, history, suppressed, key)[0], ws.staged / history_name(name))
